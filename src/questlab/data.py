@@ -1,0 +1,245 @@
+"""Read and validate QUEST-format CSVs at the boundary.
+
+Every problem becomes a ``DataError`` naming the file, the column and, where it applies, the row
+(1-based data row, i.e. the CSV line minus the header, plus its ``qa_id``), with a hint on how to
+fix it. The CLI prints it on one line and exits with code 2; nothing downstream re-validates.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from questlab.schema import BODY, ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
+
+Kind = Literal["train", "test"]
+
+
+class DataError(ValueError):
+    """Bad input data: which file, column and row, and what to do about it."""
+
+    def __init__(
+        self,
+        file: str | Path,
+        message: str,
+        column: str | None = None,
+        row: int | None = None,
+        qa_id: object | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.file, self.column, self.row, self.qa_id, self.hint = str(file), column, row, qa_id, hint
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        if self.row is not None:
+            where.append(f"row {self.row}" + (f" (qa_id {self.qa_id})" if self.qa_id is not None else ""))
+        text = f"{', '.join(where)}: {self.message}"
+        return f"{text}. {self.hint}" if self.hint else text
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV as strings, turning I/O and parse failures into DataErrors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if path.is_dir():
+        raise DataError(path, "is a folder, not a CSV file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "the file is empty", hint="expected a header line with qa_id and the input columns")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+        if b"\x00" in head:
+            raise DataError(path, "not a CSV file (binary content)")
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
+    except DataError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not a UTF-8 CSV file ({exc.reason} at byte {exc.start})") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(path, "the file is empty", hint="expected a header line with qa_id and the input columns") from None
+    except (pd.errors.ParserError, csv.Error) as exc:
+        raise DataError(path, f"not a valid CSV file ({str(exc).strip()})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What ``questlab check`` prints; built by ``summarize``."""
+
+    kind: Kind
+    rows: int
+    questions: int
+    answers_per_question: dict[str, float]
+    text_lengths: pd.DataFrame  # rows: title/body/answer; cols: mean, p50, p90, max (characters)
+    targets: pd.DataFrame | None  # rows: targets; cols: distinct, majority_share, mean
+    blank_bodies: int  # bodies that are whitespace only (allowed, but worth knowing)
+
+
+def load(path: str | Path, kind: Kind) -> pd.DataFrame:
+    """Load and validate a train (inputs + 30 targets) or test (inputs only) QUEST CSV.
+
+    Returns a frame with ``qa_id`` as int, text columns as str, targets as float64, in the
+    canonical column order. Raises ``DataError`` on any problem.
+    """
+    path = Path(path)
+    frame = read_csv(path)
+    _check_columns(path, frame, kind)
+    if len(frame) == 0:
+        raise DataError(path, "the file has a header but no rows")
+    frame = frame[list(TRAIN_COLUMNS if kind == "train" else TEST_COLUMNS)].copy()
+    _check_ids(path, frame)
+    _check_text(path, frame)
+    if kind == "train":
+        _check_targets(path, frame)
+    return frame.reset_index(drop=True)
+
+
+def load_train(path: str | Path) -> pd.DataFrame:
+    """Load a labelled QUEST CSV (``qa_id``, 10 inputs, 30 targets)."""
+    return load(path, "train")
+
+
+def load_test(path: str | Path) -> pd.DataFrame:
+    """Load an unlabelled QUEST CSV (``qa_id`` and the 10 inputs)."""
+    return load(path, "test")
+
+
+def check_pair(train: pd.DataFrame, test: pd.DataFrame, test_path: str | Path) -> None:
+    """Cross-file checks: a test file must not repeat train ``qa_id``s (a leak or a mix-up)."""
+    shared = np.intersect1d(train[ID].to_numpy(), test[ID].to_numpy())
+    if len(shared):
+        row = int(np.flatnonzero(test[ID].to_numpy() == shared[0])[0]) + 1
+        raise DataError(
+            test_path, f"{len(shared)} qa_id(s) also appear in the train file", column=ID, row=row,
+            qa_id=shared[0], hint="test rows must be pairs the model was not trained on",
+        )
+
+
+def detect_kind(path: str | Path) -> Kind:
+    """Guess whether a CSV is a train or a test file from its header (for ``questlab check``)."""
+    frame = read_csv(path)
+    return "train" if any(t in frame.columns for t in TARGETS) else "test"
+
+
+def _check_columns(path: Path, frame: pd.DataFrame, kind: Kind) -> None:
+    cols = list(frame.columns)
+    dupes = sorted({c for c in cols if cols.count(c) > 1})
+    if dupes:
+        raise DataError(path, "the header repeats a column", column=dupes[0])
+    present_targets = [t for t in TARGETS if t in cols]
+    if kind == "train" and not present_targets:
+        raise DataError(
+            path, "has no target columns: this looks like a test file, where a train file is expected",
+            hint="give the labelled train.csv (qa_id, 10 inputs, 30 targets)",
+        )
+    if kind == "test" and present_targets:
+        raise DataError(
+            path, f"carries {len(present_targets)} target columns: this looks like a train file, where a "
+            "test file is expected", column=present_targets[0],
+            hint="give an unlabelled file (qa_id and the 10 input columns)",
+        )
+    expected = TRAIN_COLUMNS if kind == "train" else TEST_COLUMNS
+    missing = [c for c in expected if c not in cols]
+    if missing:
+        what = "target" if missing[0] in TARGETS else "input"
+        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:4])}{'...' if len(missing) > 4 else ''})" if len(missing) > 1 else ""
+        raise DataError(path, f"missing {what} column{more}", column=missing[0],
+                        hint=f"a {kind} file needs exactly: {', '.join(expected[:4])}, ... (see questlab.schema)")
+    unknown = [c for c in cols if c not in expected]
+    if unknown:
+        raise DataError(path, f"unknown column ({len(unknown)} unknown: {', '.join(unknown[:5])})", column=unknown[0],
+                        hint=f"a {kind} file holds only qa_id, the 10 input columns" + (" and the 30 targets" if kind == "train" else ""))
+
+
+def _check_ids(path: Path, frame: pd.DataFrame) -> None:
+    raw = frame[ID].str.strip()
+    ids = pd.to_numeric(raw, errors="coerce")
+    bad = ids.isna() | (ids != ids.round())
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(path, f"qa_id {raw.iloc[i]!r} is not an integer", column=ID, row=i + 1)
+    frame[ID] = ids.astype(np.int64)
+    dup = frame[ID].duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        first = int(np.flatnonzero((frame[ID] == frame[ID].iloc[i]).to_numpy())[0])
+        raise DataError(path, f"duplicate qa_id (first seen at row {first + 1})", column=ID, row=i + 1,
+                        qa_id=int(frame[ID].iloc[i]), hint="each row must have its own qa_id")
+
+
+def _check_text(path: Path, frame: pd.DataFrame) -> None:
+    for col in INPUT_COLUMNS:
+        frame[col] = frame[col].fillna("").astype(str)
+    for col in REQUIRED_TEXT:
+        # A body may be whitespace only (the real train.csv has two, whose post was an image): the
+        # title carries the question. Every other required column needs visible text.
+        empty = (frame[col] == "") if col == BODY else (frame[col].str.strip() == "")
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DataError(path, f"empty or missing text ({int(empty.sum())} such rows)", column=col, row=i + 1,
+                            qa_id=int(frame[ID].iloc[i]), hint="every pair needs a title, body, answer, category and host")
+
+
+def _check_targets(path: Path, frame: pd.DataFrame) -> None:
+    for col in TARGETS:
+        raw = frame[col].astype(str).str.strip()
+        missing = raw == ""
+        if missing.any():
+            i = int(np.flatnonzero(missing.to_numpy())[0])
+            raise DataError(path, "missing target value", column=col, row=i + 1, qa_id=int(frame[ID].iloc[i]))
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(path, f"non-numeric target value {raw.iloc[i]!r}", column=col, row=i + 1,
+                            qa_id=int(frame[ID].iloc[i]))
+        out = (values < 0) | (values > 1)
+        if out.any():
+            i = int(np.flatnonzero(out.to_numpy())[0])
+            raise DataError(path, f"target value {values.iloc[i]:g} outside [0, 1]", column=col, row=i + 1,
+                            qa_id=int(frame[ID].iloc[i]), hint="targets are fractions of raters")
+        frame[col] = values.astype(np.float64)
+
+
+def summarize(frame: pd.DataFrame, kind: Kind) -> DataSummary:
+    """Rows, questions, answers per question, text lengths and per-target level statistics."""
+    from questlab.folds import question_groups
+
+    groups = question_groups(frame)
+    per_q = pd.Series(groups).value_counts()
+    lengths = pd.DataFrame(
+        {
+            col: frame[col].str.len().describe(percentiles=[0.5, 0.9])[["mean", "50%", "90%", "max"]].to_numpy()
+            for col in ("question_title", "question_body", "answer")
+        },
+        index=["mean", "p50", "p90", "max"],
+    ).T
+    targets = None
+    if kind == "train":
+        rows = []
+        for col in TARGETS:
+            counts = frame[col].round(6).value_counts()
+            rows.append({"target": col, "distinct": len(counts), "majority_share": counts.iloc[0] / len(frame),
+                         "majority_value": counts.index[0], "mean": frame[col].mean()})
+        targets = pd.DataFrame(rows).set_index("target")
+    return DataSummary(
+        kind=kind,
+        rows=len(frame),
+        questions=int(per_q.size),
+        answers_per_question={"mean": float(per_q.mean()), "max": float(per_q.max()),
+                              "share_with_several": float((per_q > 1).mean())},
+        text_lengths=lengths,
+        targets=targets,
+        blank_bodies=int((frame[BODY].str.strip() == "").sum()),
+    )

@@ -1,0 +1,106 @@
+"""Grouped k-fold: no question on both sides of any fold, deterministic from a seed.
+
+The same question appears under several answers, sometimes with its text re-typed; rows are
+joined into one group when they share a URL *or* a normalised title + body (connected
+components), so neither key alone can leak a question across folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from questlab.schema import BODY, CATEGORY, ID, TITLE, URL
+
+FOLDS_FILE = "folds.csv"
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def question_groups(frame: pd.DataFrame) -> np.ndarray:
+    """Return one integer group id per row: rows of the same question share an id.
+
+    Ids are stable for the same data (they come from sorted key hashes, not row order).
+    """
+    keys_per_row = []
+    for url, title, body in zip(frame[URL], frame[TITLE], frame[BODY], strict=True):
+        keys = ["t:" + hashlib.sha1(f"{_normalise(title)}\n{_normalise(body)}".encode()).hexdigest()]
+        if str(url).strip():
+            keys.append("u:" + _normalise(str(url)))
+        keys_per_row.append(keys)
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        parent.setdefault(k, k)
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for keys in keys_per_row:
+        root = find(keys[0])
+        for k in keys[1:]:
+            other = find(k)
+            if other != root:
+                parent[max(root, other)] = min(root, other)
+                root = min(root, other)
+    roots = [find(keys[0]) for keys in keys_per_row]
+    index = {r: i for i, r in enumerate(sorted(set(roots)))}
+    return np.array([index[r] for r in roots], dtype=np.int64)
+
+
+def make_folds(frame: pd.DataFrame, n_splits: int = 5, seed: int = 42) -> pd.DataFrame:
+    """Assign each row a fold in ``0..n_splits-1``, grouped by question and stratified by category.
+
+    Returns a frame with columns ``qa_id``, ``group``, ``fold`` in the input's row order.
+    """
+    groups = question_groups(frame)
+    n_groups = len(np.unique(groups))
+    if n_splits < 2:
+        raise ValueError(f"n_splits must be at least 2, got {n_splits}")
+    if n_groups < n_splits:
+        raise ValueError(f"only {n_groups} distinct questions: cannot make {n_splits} grouped folds")
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    fold = np.full(len(frame), -1, dtype=np.int64)
+    for k, (_, valid_idx) in enumerate(splitter.split(np.zeros(len(frame)), frame[CATEGORY], groups)):
+        fold[valid_idx] = k
+    return pd.DataFrame({ID: frame[ID].to_numpy(), "group": groups, "fold": fold})
+
+
+def save_folds(folds: pd.DataFrame, folder: Path) -> Path:
+    path = Path(folder) / FOLDS_FILE
+    folds.to_csv(path, index=False)
+    return path
+
+
+def load_folds(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """Load saved folds and align them to ``frame``'s rows; every qa_id must be covered."""
+    saved = pd.read_csv(path)
+    for col in (ID, "group", "fold"):
+        if col not in saved.columns:
+            raise ValueError(f"{path}: not a folds file (no {col!r} column)")
+    aligned = frame[[ID]].merge(saved, on=ID, how="left")
+    if aligned["fold"].isna().any():
+        missing = aligned.loc[aligned["fold"].isna(), ID].iloc[0]
+        raise ValueError(
+            f"{path}: these folds do not cover the data (qa_id {missing} has no fold); "
+            "they were made for another train file"
+        )
+    aligned["fold"] = aligned["fold"].astype(np.int64)
+    aligned["group"] = aligned["group"].astype(np.int64)
+    return aligned
+
+
+def check_grouped(folds: pd.DataFrame) -> None:
+    """Raise if any question group appears in more than one fold."""
+    per_group = folds.groupby("group")["fold"].nunique()
+    if (per_group > 1).any():
+        g = per_group.index[per_group > 1][0]
+        raise ValueError(f"question group {g} spans several folds: the folds leak")

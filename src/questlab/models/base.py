@@ -1,0 +1,173 @@
+"""The one interface every questlab model shares, and the FitLog models report through.
+
+The CV runner (``questlab.runs``) only ever calls ``fit``, ``predict``, ``save`` and ``load``;
+it knows nothing of a model's internals. A fitted model is a folder: ``model.json`` (which
+class, its params, the questlab version) plus whatever state the family writes beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from questlab import __version__
+from questlab.schema import N_TARGETS
+
+
+class ModelParams(BaseModel):
+    """Base of every model family's typed params; unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class NotFittedError(RuntimeError):
+    """Raised when ``predict`` or ``save`` is called before ``fit``."""
+
+
+@dataclass
+class FitLog:
+    """What a model reports while it fits: the run records it, the analysis reads it.
+
+    ``epochs`` holds one dict per epoch (or boosting round, or fit) with any of ``epoch``,
+    ``train_loss``, ``valid_loss``, ``train_score``, ``valid_score``; ``truncation`` holds, per
+    text part, how much the model's token budget cut (see ``record_truncation``); ``info`` is
+    free-form facts worth keeping (best epoch, feature counts, timings). ``workdir`` is a fold
+    scratch folder that survives a crash: models put resumable checkpoints there.
+    """
+
+    workdir: Path | None = None
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    truncation: dict[str, dict[str, float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def log_epoch(self, **values: float) -> None:
+        """Record one epoch's numbers (train/valid loss and score, lr, ...)."""
+        self.epochs.append({k: float(v) for k, v in values.items()})
+
+    def record_truncation(self, part: str, n_tokens: np.ndarray, kept: np.ndarray) -> None:
+        """Record, for one text part, the token counts before and after the budget cut."""
+        n_tokens = np.asarray(n_tokens, dtype=float)
+        kept = np.asarray(kept, dtype=float)
+        cut = n_tokens > kept
+        lost = np.where(n_tokens > 0, (n_tokens - kept) / np.maximum(n_tokens, 1), 0.0)
+        self.truncation[part] = {
+            "n": len(n_tokens),
+            "share_cut": float(cut.mean()) if len(cut) else 0.0,
+            "mean_lost_share_when_cut": float(lost[cut].mean()) if cut.any() else 0.0,
+            "mean_tokens": float(n_tokens.mean()) if len(n_tokens) else 0.0,
+            "mean_kept": float(kept.mean()) if len(kept) else 0.0,
+            "p50_tokens": float(np.percentile(n_tokens, 50)) if len(n_tokens) else 0.0,
+            "p90_tokens": float(np.percentile(n_tokens, 90)) if len(n_tokens) else 0.0,
+            "tokens_hist": np.histogram(n_tokens, bins=20)[0].tolist() if len(n_tokens) else [],
+            "tokens_hist_edges": np.histogram(n_tokens, bins=20)[1].tolist() if len(n_tokens) else [],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "truncation": self.truncation,
+            "info": self.info,
+            "timings": self.timings,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitLog:
+        return cls(
+            epochs=list(data.get("epochs", [])),
+            truncation=dict(data.get("truncation", {})),
+            info=dict(data.get("info", {})),
+            timings=dict(data.get("timings", {})),
+        )
+
+
+class Model:
+    """Base class: fit on a frame, predict an (n, 30) array in [0, 1], save to / load from a folder.
+
+    Subclasses set ``name`` and ``Params``, implement ``fit``/``predict`` and the two state hooks
+    ``_save_state``/``_load_state``. ``__init__`` only stores params (scikit-learn's rule); what
+    fitting learns lives in attributes that end in ``_``.
+    """
+
+    name: ClassVar[str] = "base"
+    Params: ClassVar[type[ModelParams]] = ModelParams
+
+    def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
+        if params is None:
+            params = self.Params()
+        elif isinstance(params, dict):
+            params = self.Params(**params)
+        self.params = params
+        self.fitted_ = False
+
+    # --- the contract -------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> Model:
+        """Learn from ``train`` (inputs + 30 targets). ``valid`` (with targets) may be used for
+        early stopping / epoch selection only; report progress into ``log``. Returns self."""
+        raise NotImplementedError
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Return an (len(frame), 30) float array in [0, 1], columns in ``schema.TARGETS`` order."""
+        raise NotImplementedError
+
+    def _save_state(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    def _load_state(self, folder: Path) -> None:
+        raise NotImplementedError
+
+    # --- shared machinery ---------------------------------------------------------------
+    def check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
+    def save(self, folder: Path) -> None:
+        """Write the fitted model to ``folder`` (created): model.json + the family's state."""
+        self.check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._save_state(folder)
+        meta = {
+            "model": self.name,
+            "params": self.params.model_dump(mode="json"),
+            "questlab_version": __version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        # model.json last: its presence marks a complete save (a crash mid-save leaves none).
+        (folder / "model.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> Model:
+        """Load a model saved by ``save``; the registry picks the class from model.json."""
+        from questlab.models import get_model_class
+
+        folder = Path(folder)
+        meta_path = folder / "model.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(f"{folder}: no model.json here, so no complete saved model")
+        meta = json.loads(meta_path.read_text())
+        klass = get_model_class(meta["model"]) if cls is Model else cls
+        model = klass(klass.Params(**meta["params"]))
+        model._load_state(folder)
+        model.fitted_ = True
+        return model
+
+
+def check_predictions(pred: np.ndarray, n_rows: int, who: str) -> np.ndarray:
+    """Validate a model's output at the boundary: shape (n, 30), finite, inside [0, 1]."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.shape != (n_rows, N_TARGETS):
+        raise ValueError(f"{who} returned predictions of shape {pred.shape}; expected ({n_rows}, 30)")
+    if not np.isfinite(pred).all():
+        bad = np.argwhere(~np.isfinite(pred))[0]
+        raise ValueError(f"{who} returned a non-finite prediction (row {bad[0]}, target {bad[1]})")
+    if pred.min() < 0 or pred.max() > 1:
+        raise ValueError(f"{who} returned predictions outside [0, 1] ({pred.min():.3g}..{pred.max():.3g})")
+    return pred
