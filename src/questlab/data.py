@@ -66,7 +66,9 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not a UTF-8 CSV file ({exc.reason} at byte {exc.start})") from None
     except pd.errors.EmptyDataError:
-        raise DataError(path, "the file is empty", hint="expected a header line with qa_id and the input columns") from None
+        raise DataError(
+            path, "the file is empty", hint="expected a header line with qa_id and the input columns"
+        ) from None
     except (pd.errors.ParserError, csv.Error) as exc:
         raise DataError(path, f"not a valid CSV file ({str(exc).strip()})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -121,8 +123,12 @@ def check_pair(train: pd.DataFrame, test: pd.DataFrame, test_path: str | Path) -
     if len(shared):
         row = int(np.flatnonzero(test[ID].to_numpy() == shared[0])[0]) + 1
         raise DataError(
-            test_path, f"{len(shared)} qa_id(s) also appear in the train file", column=ID, row=row,
-            qa_id=shared[0], hint="test rows must be pairs the model was not trained on",
+            test_path,
+            f"{len(shared)} qa_id(s) also appear in the train file",
+            column=ID,
+            row=row,
+            qa_id=shared[0],
+            hint="test rows must be pairs the model was not trained on",
         )
 
 
@@ -140,26 +146,42 @@ def _check_columns(path: Path, frame: pd.DataFrame, kind: Kind) -> None:
     present_targets = [t for t in TARGETS if t in cols]
     if kind == "train" and not present_targets:
         raise DataError(
-            path, "has no target columns: this looks like a test file, where a train file is expected",
+            path,
+            "has no target columns: this looks like a test file, where a train file is expected",
             hint="give the labelled train.csv (qa_id, 10 inputs, 30 targets)",
         )
     if kind == "test" and present_targets:
         raise DataError(
-            path, f"carries {len(present_targets)} target columns: this looks like a train file, where a "
-            "test file is expected", column=present_targets[0],
+            path,
+            f"carries {len(present_targets)} target columns: this looks like a train file, where a "
+            "test file is expected",
+            column=present_targets[0],
             hint="give an unlabelled file (qa_id and the 10 input columns)",
         )
     expected = TRAIN_COLUMNS if kind == "train" else TEST_COLUMNS
     missing = [c for c in expected if c not in cols]
     if missing:
         what = "target" if missing[0] in TARGETS else "input"
-        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:4])}{'...' if len(missing) > 4 else ''})" if len(missing) > 1 else ""
-        raise DataError(path, f"missing {what} column{more}", column=missing[0],
-                        hint=f"a {kind} file needs exactly: {', '.join(expected[:4])}, ... (see questlab.schema)")
+        more = (
+            f" (and {len(missing) - 1} more: {', '.join(missing[1:4])}{'...' if len(missing) > 4 else ''})"
+            if len(missing) > 1
+            else ""
+        )
+        raise DataError(
+            path,
+            f"missing {what} column{more}",
+            column=missing[0],
+            hint=f"a {kind} file needs exactly: {', '.join(expected[:4])}, ... (see questlab.schema)",
+        )
     unknown = [c for c in cols if c not in expected]
     if unknown:
-        raise DataError(path, f"unknown column ({len(unknown)} unknown: {', '.join(unknown[:5])})", column=unknown[0],
-                        hint=f"a {kind} file holds only qa_id, the 10 input columns" + (" and the 30 targets" if kind == "train" else ""))
+        raise DataError(
+            path,
+            f"unknown column ({len(unknown)} unknown: {', '.join(unknown[:5])})",
+            column=unknown[0],
+            hint=f"a {kind} file holds only qa_id, the 10 input columns"
+            + (" and the 30 targets" if kind == "train" else ""),
+        )
 
 
 def _check_ids(path: Path, frame: pd.DataFrame) -> None:
@@ -174,8 +196,14 @@ def _check_ids(path: Path, frame: pd.DataFrame) -> None:
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
         first = int(np.flatnonzero((frame[ID] == frame[ID].iloc[i]).to_numpy())[0])
-        raise DataError(path, f"duplicate qa_id (first seen at row {first + 1})", column=ID, row=i + 1,
-                        qa_id=int(frame[ID].iloc[i]), hint="each row must have its own qa_id")
+        raise DataError(
+            path,
+            f"duplicate qa_id (first seen at row {first + 1})",
+            column=ID,
+            row=i + 1,
+            qa_id=int(frame[ID].iloc[i]),
+            hint="each row must have its own qa_id",
+        )
 
 
 def _check_text(path: Path, frame: pd.DataFrame) -> None:
@@ -187,8 +215,14 @@ def _check_text(path: Path, frame: pd.DataFrame) -> None:
         empty = (frame[col] == "") if col == BODY else (frame[col].str.strip() == "")
         if empty.any():
             i = int(np.flatnonzero(empty.to_numpy())[0])
-            raise DataError(path, f"empty or missing text ({int(empty.sum())} such rows)", column=col, row=i + 1,
-                            qa_id=int(frame[ID].iloc[i]), hint="every pair needs a title, body, answer, category and host")
+            raise DataError(
+                path,
+                f"empty or missing text ({int(empty.sum())} such rows)",
+                column=col,
+                row=i + 1,
+                qa_id=int(frame[ID].iloc[i]),
+                hint="every pair needs a title, body, answer, category and host",
+            )
 
 
 def _check_targets(path: Path, frame: pd.DataFrame) -> None:
@@ -202,13 +236,20 @@ def _check_targets(path: Path, frame: pd.DataFrame) -> None:
         bad = values.isna()
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(path, f"non-numeric target value {raw.iloc[i]!r}", column=col, row=i + 1,
-                            qa_id=int(frame[ID].iloc[i]))
+            raise DataError(
+                path, f"non-numeric target value {raw.iloc[i]!r}", column=col, row=i + 1, qa_id=int(frame[ID].iloc[i])
+            )
         out = (values < 0) | (values > 1)
         if out.any():
             i = int(np.flatnonzero(out.to_numpy())[0])
-            raise DataError(path, f"target value {values.iloc[i]:g} outside [0, 1]", column=col, row=i + 1,
-                            qa_id=int(frame[ID].iloc[i]), hint="targets are fractions of raters")
+            raise DataError(
+                path,
+                f"target value {values.iloc[i]:g} outside [0, 1]",
+                column=col,
+                row=i + 1,
+                qa_id=int(frame[ID].iloc[i]),
+                hint="targets are fractions of raters",
+            )
         frame[col] = values.astype(np.float64)
 
 
@@ -230,15 +271,25 @@ def summarize(frame: pd.DataFrame, kind: Kind) -> DataSummary:
         rows = []
         for col in TARGETS:
             counts = frame[col].round(6).value_counts()
-            rows.append({"target": col, "distinct": len(counts), "majority_share": counts.iloc[0] / len(frame),
-                         "majority_value": counts.index[0], "mean": frame[col].mean()})
+            rows.append(
+                {
+                    "target": col,
+                    "distinct": len(counts),
+                    "majority_share": counts.iloc[0] / len(frame),
+                    "majority_value": counts.index[0],
+                    "mean": frame[col].mean(),
+                }
+            )
         targets = pd.DataFrame(rows).set_index("target")
     return DataSummary(
         kind=kind,
         rows=len(frame),
         questions=int(per_q.size),
-        answers_per_question={"mean": float(per_q.mean()), "max": float(per_q.max()),
-                              "share_with_several": float((per_q > 1).mean())},
+        answers_per_question={
+            "mean": float(per_q.mean()),
+            "max": float(per_q.max()),
+            "share_with_several": float((per_q > 1).mean()),
+        },
         text_lengths=lengths,
         targets=targets,
         blank_bodies=int((frame[BODY].str.strip() == "").sum()),

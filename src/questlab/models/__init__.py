@@ -39,5 +39,13 @@ def build_model(name: str, params: dict | ModelParams | None = None) -> Model:
     return get_model_class(name)(params)
 
 
-__all__ = ["FitLog", "Model", "ModelParams", "NotFittedError", "build_model", "get_model_class",
-           "model_names", "register"]
+__all__ = [
+    "FitLog",
+    "Model",
+    "ModelParams",
+    "NotFittedError",
+    "build_model",
+    "get_model_class",
+    "model_names",
+    "register",
+]
