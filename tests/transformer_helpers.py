@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random-weight BERT (built once per session) and small synthetic QUEST frames."""
+"""Test helpers for the transformer family: a tiny random-weight BERT fixture and synthetic QUEST frames.
+
+Imported by the test modules (not a conftest, so other families' fixtures stay separate)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,24 @@ import pytest
 
 from questlab.schema import ANSWER_TARGETS, QUESTION_TARGETS, TARGETS, TEST_COLUMNS
 
-WORDS = "apple lens camera focus code python error server light water question answer good bad fast slow".split()
+WORDS = [
+    "apple",
+    "lens",
+    "camera",
+    "focus",
+    "code",
+    "python",
+    "error",
+    "server",
+    "light",
+    "water",
+    "question",
+    "answer",
+    "good",
+    "bad",
+    "fast",
+    "slow",
+]
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +89,7 @@ def synthetic_quest(n: int, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture
-def quest_frame() -> pd.DataFrame:
-    return synthetic_quest(48)
+@pytest.fixture(scope="session")
+def make_quest():
+    """``synthetic_quest`` as a fixture, so test modules need not import this plugin module."""
+    return synthetic_quest
