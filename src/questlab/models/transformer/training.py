@@ -124,35 +124,27 @@ def infer(
     """Sigmoid predictions for every row of ``data`` in row order, and the mean BCE if it has targets.
 
     ``shard``: split the batches over processes and gather (under DDP); otherwise this process
-    predicts everything itself.
+    predicts everything itself. Rows are placed by their index, so the padding rows DDP adds to
+    even out the shards only overwrite a row with the same values.
     """
     net.eval()
     loader = make_loader(data, bucket_batches(data.lengths(), batch_size, shuffle=False), pad_id=data.pad_id)
     if shard:
         loader = accelerator.prepare_data_loader(loader, device_placement=True)
-    device = accelerator.device
-    preds: np.ndarray | None = None
-    loss_sum, n_seen = 0.0, 0
+    logits_all: torch.Tensor | None = None
     for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device, bf16):
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with autocast(accelerator.device, bf16):
             logits = forward(net, batch).float()
-        index, logits = batch["index"], logits
-        if "targets" in batch:
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="none")
-            loss = loss.mean(1)
+        index = batch["index"]
         if shard:
             index, logits = accelerator.gather_for_metrics((index, logits))
-            if "targets" in batch:
-                loss = accelerator.gather_for_metrics(loss)
-        if preds is None:
-            preds = np.zeros((len(data), logits.shape[1]), dtype=np.float64)
-        preds[index.cpu().numpy()] = torch.sigmoid(logits).cpu().double().numpy()
-        if "targets" in batch:
-            loss_sum += float(loss.sum())
-            n_seen += len(index)
-    assert preds is not None, "no rows to predict"
-    return preds, (loss_sum / n_seen if n_seen else float("nan"))
+        if logits_all is None:
+            logits_all = torch.zeros((len(data), logits.shape[1]))
+        logits_all[index.cpu()] = logits.cpu()
+    assert logits_all is not None, "no rows to predict"
+    loss = float("nan") if data.targets is None else float(bce(logits_all, torch.from_numpy(data.targets)))
+    return torch.sigmoid(logits_all).double().numpy(), loss
 
 
 # --- checkpoints: one folder per epoch, complete once its marker exists --------------------------
@@ -280,7 +272,9 @@ def train_network(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / n_micro:.4f}")
 
-        row = {"stage": stage, "epoch": epoch + 1, "train_loss": loss_sum / max(n_micro, 1)}
+        # Each process saw its own shard: report the mean over processes.
+        train_loss = accelerator.reduce(torch.tensor(loss_sum / max(n_micro, 1), device=device), "mean")
+        row = {"stage": stage, "epoch": epoch + 1, "train_loss": float(train_loss)}
         row["lr"] = max(scheduler.get_last_lr())  # highest LR in use at the epoch's end
         if valid is not None:
             pred, row["valid_loss"] = infer(net, valid, s.eval_batch_size, accelerator, s.bf16, shard=True)
