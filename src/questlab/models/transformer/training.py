@@ -143,7 +143,7 @@ def infer(
             logits_all = torch.zeros((len(data), logits.shape[1]))
         logits_all[index.cpu()] = logits.cpu()
     assert logits_all is not None, "no rows to predict"
-    loss = float("nan") if data.targets is None else float(bce(logits_all, torch.from_numpy(data.targets)))
+    loss = float("nan") if data.targets is None else float(bce(logits_all, torch.tensor(data.targets)))
     return torch.sigmoid(logits_all).double().numpy(), loss
 
 
