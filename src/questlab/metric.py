@@ -80,7 +80,7 @@ class _WeightedRanker:
     """
 
     def __init__(self, values: np.ndarray) -> None:
-        n, m = values.shape
+        m = values.shape[1]
         order = np.argsort(values, axis=0, kind="stable")
         sorted_vals = np.take_along_axis(values, order, axis=0)
         new_block = np.vstack([np.ones((1, m), bool), np.diff(sorted_vals, axis=0) != 0])
