@@ -100,9 +100,9 @@ def test_an_incomplete_checkpoint_is_ignored(tmp_path):
     assert training.latest_checkpoint(tmp_path / "nothing") is None
 
 
-def test_mean_spearman_leaves_out_undefined_columns_instead_of_scoring_them_zero():
+def test_valid_score_is_the_competition_metric_and_counts_undefined_columns():
     truth = np.array([[0.1, 0.5], [0.2, 0.5], [0.3, 0.5]])
     score, undefined = mean_spearman(truth, np.array([[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]]))
-    assert score == pytest.approx(1.0) and undefined == 1
-    score, undefined = mean_spearman(truth[:, 1:], truth[:, 1:])
-    assert np.isnan(score) and undefined == 1
+    assert score == pytest.approx(0.5) and undefined == 1  # the constant-truth column scores 0, and is counted
+    score, undefined = mean_spearman(truth, np.array([[0.1, 0.3], [0.2, 0.3], [0.3, 0.3]]))
+    assert score == pytest.approx(0.5) and undefined == 1  # a constant prediction too

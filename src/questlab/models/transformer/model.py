@@ -122,12 +122,13 @@ class TransformerModel(Model):
         self.networks_: dict[str, QuestNet] = {}
         log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
         log.info["stages"] = [s.name for s in stages_for(p)]
+        checkpoints = self._checkpoint_root(log, accelerator)
         for k, stage in enumerate(stages_for(p)):
             train_data = self._dataset(train, stage, log if stage.with_answer else None)
             valid_data = self._dataset(valid, stage, None) if valid is not None else None
             torch.manual_seed(p.seed + k)  # the head's initial weights
             net = self._network(load_encoder(folder), len(stage.targets))
-            workdir = None if log.workdir is None else Path(log.workdir) / "transformer" / stage.name
+            workdir = None if checkpoints is None else checkpoints / stage.name
             stage_started = time.perf_counter()
             net = train_network(net, train_data, valid_data, self._settings(), log, accelerator, workdir, stage=k)
             log.timings[f"train_{stage.name}_s"] = time.perf_counter() - stage_started
@@ -157,6 +158,20 @@ class TransformerModel(Model):
         if self.params.precision == "bf16" or device.type == "cpu":
             return True
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    @staticmethod
+    def _checkpoint_root(log: FitLog, accelerator) -> Path | None:
+        """Rank 0's ``log.workdir``/transformer, on every process.
+
+        Under DDP a runner may give worker processes a scratch workdir of their own; checkpoints
+        are written by rank 0 only, so every rank must resume from rank 0's folder.
+        """
+        root = None if log.workdir is None else Path(log.workdir) / "transformer"
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            root = broadcast_object_list([root], from_process=0)[0]
+        return root
 
     def _network(self, encoder: torch.nn.Module, n_out: int) -> QuestNet:
         p = self.params

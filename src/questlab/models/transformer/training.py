@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
-from scipy.stats import spearmanr
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
 from questlab.models.transformer.data import RowDataset, bucket_batches, make_loader
 
@@ -55,18 +55,13 @@ class TrainSettings:
 
 # --- small helpers ------------------------------------------------------------------------------
 def mean_spearman(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, int]:
-    """Mean column-wise Spearman over the columns where it is defined, and how many were not.
+    """The competition score (``questlab.metric``) and how many columns were undefined in it.
 
-    A column is undefined when truth or prediction is constant; it is left out (and counted),
-    not scored as 0. All undefined gives NaN.
+    A column whose truth or prediction is constant has no Spearman; the metric counts it as 0,
+    so the count is recorded beside the score instead of passing unseen.
     """
-    scores = []
-    for j in range(y_true.shape[1]):
-        if np.ptp(y_true[:, j]) == 0 or np.ptp(y_pred[:, j]) == 0:
-            continue
-        scores.append(spearmanr(y_true[:, j], y_pred[:, j]).statistic)
-    undefined = y_true.shape[1] - len(scores)
-    return (float(np.mean(scores)) if scores else float("nan")), undefined
+    rho, status = spearman_per_target(y_true, y_pred)
+    return float(np.nan_to_num(rho, nan=0.0).mean()), sum(st != OK for st in status)
 
 
 def layer_depth(name: str, n_layers: int) -> int:
