@@ -94,3 +94,18 @@ def test_collate_pads_to_the_longest_row_only():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 1], [0, 0, 0]]
     assert "targets" not in batch
+
+
+def test_an_encoder_without_token_types_mpnet_works_and_gets_layer_wise_lrs(tmp_path, tiny_encoder):
+    from transformers import MPNetConfig, MPNetModel
+
+    config = MPNetConfig(
+        vocab_size=30527, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
+    MPNetModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    net = QuestNet(load_encoder(tmp_path), n_out=3, pooling="layers")
+    assert not net.uses_token_types
+    ids = torch.randint(1000, 2000, (2, 7))
+    assert net(ids, torch.ones_like(ids), torch.ones_like(ids)).shape == (2, 3)  # token types ignored
+    groups = param_groups(net, TrainSettings(lr=1.0, head_lr=9.0, layer_decay=0.5))
+    assert sorted({g["lr"] for g in groups}) == [0.25, 0.5, 1.0, 9.0]  # embeddings, layer 0, layer 1, head
