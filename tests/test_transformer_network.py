@@ -45,6 +45,14 @@ def test_mean_pooling_ignores_padding(tiny_encoder):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_the_head_stays_fp32_under_bf16_autocast(tiny_encoder):
+    net = QuestNet(load_encoder(tiny_encoder), n_out=2, n_hosts=2).eval()
+    ids = torch.randint(1000, 2000, (3, 8))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(ids, torch.ones_like(ids), torch.zeros_like(ids), host=torch.tensor([0, 1, 2]))
+    assert out.dtype == torch.float32
+
+
 def test_unknown_pooling_names_the_choices(tiny_encoder):
     with pytest.raises(ValueError, match="cls, mean, layers"):
         QuestNet(load_encoder(tiny_encoder), n_out=2, pooling="max")

@@ -108,7 +108,10 @@ class QuestNet(nn.Module):
             features.append(self.category_emb(category))
         if self.host_emb is not None:
             features.append(self.host_emb(host))
-        x = torch.cat(features, dim=-1)
-        if not self.training or self.n_dropout_samples <= 1:
-            return self.head(self.dropout(x))
-        return torch.stack([self.head(self.dropout(x)) for _ in range(self.n_dropout_samples)]).mean(0)
+        # The head runs in fp32 even under bf16 autocast: bf16 logits (8 bits of mantissa) tie many
+        # rows, and ties cost Spearman on targets whose predictions vary little.
+        x = torch.cat([f.float() for f in features], dim=-1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if not self.training or self.n_dropout_samples <= 1:
+                return self.head(self.dropout(x))
+            return torch.stack([self.head(self.dropout(x)) for _ in range(self.n_dropout_samples)]).mean(0)
