@@ -199,6 +199,13 @@ def score_cv(
 ) -> CVScore:
     """Score out-of-fold predictions overall, per target, per fold, with a bootstrap interval."""
     rho, status = spearman_per_target(y_true, y_pred)
+    # A column constant inside every fold only varies *between* folds (each fold model predicting
+    # its own train mean, say): its pooled Spearman would rank fold offsets, not rows. It is a
+    # constant prediction and counts 0.
+    const_in_every_fold = np.all([_is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
+    for j in np.flatnonzero(const_in_every_fold):
+        if status[j] == OK:
+            rho[j], status[j] = np.nan, CONSTANT_PREDICTION
     per_target = pd.DataFrame({"spearman": rho, "status": status}, index=pd.Index(targets, name="target"))
     fold_rows, fold_target, fold_status = [], {}, {}
     for k in np.unique(folds):
@@ -215,7 +222,16 @@ def score_cv(
                 "n_constant_truth": s.count(CONSTANT_TRUTH),
             }
         )
-    boots = bootstrap_scores(y_true, y_pred, groups, n_boot=n_boot, seed=seed) if n_boot else np.array([np.nan])
+    if n_boot:
+        # Columns that count 0 count 0 in every resample too.
+        counted = np.isfinite(rho)
+        if counted.any():
+            boots = bootstrap_scores(y_true[:, counted], y_pred[:, counted], groups, n_boot=n_boot, seed=seed)
+            boots = boots * counted.sum() / len(targets)
+        else:
+            boots = np.zeros(n_boot)
+    else:
+        boots = np.array([np.nan])
     notes = []
     n_const = status.count(CONSTANT_PREDICTION)
     if n_const:

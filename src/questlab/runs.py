@@ -180,6 +180,31 @@ def _record_fold(
     return score
 
 
+def _fit_and_record_fold(config: RunConfig, data: RunData, run_dir: Path, k: int) -> tuple[int, float, dict]:
+    fold_dir = run_dir / "folds" / f"fold_{k}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(config.model.name, config.model.params)
+    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, fold_dir, config.seed, _stderr)
+    score = _record_fold(fold_dir, k, model, data, valid_pred, test_pred, log, timings)
+    return k, score, timings
+
+
+def _run_folds(config: RunConfig, data: RunData, run_dir: Path, todo: list[int]) -> Iterator[tuple[int, float, dict]]:
+    """Fit the folds in ``todo``, in this process or (``parallel_folds`` > 1) in worker processes.
+
+    Workers write their fold folders themselves; only this process talks to the store. Parallel
+    folds suit single-threaded models (TF-IDF, ridge heads); torch models use the cores already.
+    """
+    if config.parallel_folds <= 1 or len(todo) <= 1:
+        for k in todo:
+            yield _fit_and_record_fold(config, data, run_dir, k)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=min(config.parallel_folds, len(todo)), return_as="generator_unordered")
+    yield from parallel(delayed(_fit_and_record_fold)(config, data, run_dir, k) for k in todo)
+
+
 def fold_is_done(fold_dir: Path) -> bool:
     return (fold_dir / "fold.json").exists() and (fold_dir / "model" / "model.json").exists()
 
@@ -291,18 +316,15 @@ def run_cv(
             transient=True,
             console=_console(),
         )
+        todo = []
+        for k in selected:
+            if fold_is_done(run_dir / "folds" / f"fold_{k}"):
+                say(f"fold {k}: already done, kept")
+            else:
+                todo.append(k)
         with progress:
-            task = progress.add_task("folds", total=len(selected))
-            for k in selected:
-                fold_dir = run_dir / "folds" / f"fold_{k}"
-                if fold_is_done(fold_dir):
-                    say(f"fold {k}: already done, kept")
-                    progress.advance(task)
-                    continue
-                fold_dir.mkdir(parents=True, exist_ok=True)
-                model = build_model(config.model.name, config.model.params)
-                valid_pred, test_pred, log, timings = _fit_fold(model, data, k, fold_dir, config.seed, say)
-                score = _record_fold(fold_dir, k, model, data, valid_pred, test_pred, log, timings)
+            task = progress.add_task("folds", total=len(todo))
+            for k, score, timings in _run_folds(config, data, run_dir, todo):
                 store.log_metrics(run_id, {"fold_score": score}, step=k)
                 say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
                 progress.advance(task)
