@@ -207,6 +207,25 @@ def predict(
     typer.echo(f"wrote {len(out)} rows to {output}", err=True)
 
 
+@app.command()
+@_guard
+def serve(
+    run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    store: StoreOpt = None,
+) -> None:
+    """Serve a run's predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
+    import uvicorn
+
+    from questlab.predict import RunPredictor
+    from questlab.serve import create_app
+
+    predictor = RunPredictor(_store(store), run_id)
+    typer.echo(f"serving run {predictor.run_id} on http://{host}:{port} (POST /predict)", err=True)
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
