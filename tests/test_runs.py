@@ -46,6 +46,11 @@ def test_mean_run_is_recorded_and_constant_everywhere(store, train_slice_csv: Pa
         assert (record.dir / name).exists(), name
     meta = json.loads((record.dir / "run.json").read_text())
     assert meta["git_commit"] and len(meta["train_sha256"]) == 64
+    # MLflow itself (what `mlflow ui` reads) sees the metrics, params and artifacts
+    listed = {a.path for a in store.client.list_artifacts(run_id)}
+    assert {"scores.json", "oof.csv", "submission.csv", "folds"} <= listed
+    assert store.client.get_run(run_id).data.metrics["cv_score"] == 0.0
+    assert store.client.get_run(run_id).data.params["model.name"] == "mean"
 
 
 def test_tfidf_run_predict_and_folds_reuse(store, train_slice_csv: Path, test_slice_csv: Path, tmp_path: Path) -> None:
