@@ -187,6 +187,7 @@ class EnsembleSpec:
     per_target: bool = False
     average: str = "value"
     postprocess: str = "none"  # "none" or a questlab.postprocess method choice
+    min_gain: float = 0.01  # inner-CV gain a target's mapping must show to be kept
     seed: int = 0
 
     def check(self, n_members: int) -> None:
@@ -229,7 +230,7 @@ def fit_combiner(
         combiner.weights = fit_weights(x, truth, spec.per_target)
     if spec.postprocess != "none":
         combiner.postprocessor = fit_postprocessor(
-            combiner.blend(member_preds), truth, groups, method=spec.postprocess, seed=spec.seed
+            combiner.blend(member_preds), truth, groups, spec.postprocess, min_gain=spec.min_gain, seed=spec.seed
         )
     return combiner
 
@@ -426,10 +427,16 @@ class EnsemblePredictor:
             references=refs,
             postprocessor=PostProcessor.load(pp_path) if pp_path.exists() else None,
         )
+        self.notes: list[str] = []  # constant-column fallbacks of the last batch
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """(n, 30) predictions for a test-format frame; nothing is refitted."""
-        pred, _ = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]))
+        """(n, 30) predictions for a test-format frame; nothing is refitted.
+
+        Each row is mapped on its own (ranks against stored OOF, stored weights and maps), with
+        one exception that is a property of the batch: a column the maps would make constant over
+        a batch whose raw blend varies is left unmapped for that batch (see ``self.notes``).
+        """
+        pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]))
         return pred
 
 

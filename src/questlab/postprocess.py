@@ -236,14 +236,15 @@ def fit_postprocessor(
 
     The choice is made by ``inner_folds``-fold CV over question groups within the rows: each
     candidate is fitted on the inner-train rows and scored (Spearman) on the inner-held-out rows;
-    a target keeps identity unless a method beats it by more than ``min_gain`` on average. The
+    a target keeps identity unless the best method beats it by more than ``min_gain`` on average
+    (a negative ``min_gain`` forces a mapping wherever one can be fitted). The
     chosen method is then refitted on all the rows.
     """
     candidates = check_method(method)
     pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     n_targets = pred.shape[1]
     inner = inner_group_folds(np.asarray(groups), inner_folds, seed)
-    scores = {m: np.zeros(n_targets) for m in candidates}
+    scores = {m: np.zeros(n_targets) for m in (IDENTITY, *candidates)}
     for k in range(inner_folds):
         fit_rows, held = inner != k, inner == k
         for m in candidates:
@@ -252,8 +253,9 @@ def fit_postprocessor(
             )
             scores[m] += _per_target_spearman(truth[held], mapped) / inner_folds
     maps, notes = [], []
+    others = [m for m in candidates if m != IDENTITY]
     for t in range(n_targets):
-        best = max(candidates, key=lambda m: scores[m][t])
+        best = max(others, key=lambda m: scores[m][t], default=IDENTITY)
         if best == IDENTITY or scores[best][t] <= scores[IDENTITY][t] + min_gain:
             maps.append(LevelMap())
             continue
