@@ -19,9 +19,6 @@ from questlab.runs import load_scores, read_predictions, run_cv
 from questlab.schema import TARGETS
 from questlab.store import Store
 
-QUEST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "quest"
-
-
 def quiet(_msg: str) -> None:
     pass
 
@@ -38,14 +35,12 @@ def _config(name: str, folds: dict, **params: float) -> object:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def world(tmp_path_factory: pytest.TempPathFactory, quest_dir: Path) -> dict:
     """Three finished TF-IDF runs on 300 train rows: a and b share folds, c has other folds."""
-    if not (QUEST_DIR / "train.csv").exists():
-        pytest.skip(f"QUEST data not found at {QUEST_DIR}")
     tmp = tmp_path_factory.mktemp("ens")
     train, test = tmp / "train.csv", tmp / "test.csv"
-    pd.read_csv(QUEST_DIR / "train.csv", dtype=str, keep_default_na=False).head(300).to_csv(train, index=False)
-    pd.read_csv(QUEST_DIR / "test.csv", dtype=str, keep_default_na=False).head(25).to_csv(test, index=False)
+    pd.read_csv(quest_dir / "train.csv", dtype=str, keep_default_na=False).head(300).to_csv(train, index=False)
+    pd.read_csv(quest_dir / "test.csv", dtype=str, keep_default_na=False).head(25).to_csv(test, index=False)
     uri = f"sqlite:///{tmp / 's.db'}"
     store = Store(uri)
     a = run_cv(_config("a", {"n_splits": 3}), train, test, store=store, say=quiet)
