@@ -19,6 +19,7 @@ from questlab.runs import load_scores, read_predictions, run_cv
 from questlab.schema import TARGETS
 from questlab.store import Store
 
+
 def quiet(_msg: str) -> None:
     pass
 

@@ -29,7 +29,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -441,7 +440,12 @@ class EnsemblePredictor:
 
 
 def postprocess_run(
-    store: Store, run_id: str, method: str = "auto", n_boot: int = 200, say: Say = lambda _msg: None
+    store: Store,
+    run_id: str,
+    method: str = "distribution",
+    name: str | None = None,
+    n_boot: int = 200,
+    say: Say = lambda _msg: None,
 ) -> tuple[str, dict]:
     """Post-process one run: a new ensemble run with that run as its only member (weight 1).
 
@@ -450,8 +454,5 @@ def postprocess_run(
     its oof.csv holds the nested (honest) mapped predictions.
     """
     spec = EnsembleSpec(weights="equal", postprocess=method)
-    return build_ensemble(store, [run_id], spec, name=f"{store.get(run_id).name}+pp-{method}", n_boot=n_boot, say=say)
-
-
-def load_report(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / ENSEMBLE_FILE).read_text())["report"]
+    name = name or f"{store.get(run_id).name}+pp-{method}"
+    return build_ensemble(store, [run_id], spec, name=name, n_boot=n_boot, say=say)

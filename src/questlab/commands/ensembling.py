@@ -67,12 +67,9 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = None,
     ) -> None:
         """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
-        from questlab.ensemble import EnsembleSpec, build_ensemble
+        from questlab.ensemble import postprocess_run
 
-        st = _store(store)
-        spec = EnsembleSpec(weights="equal", postprocess=method)
-        run_name = name or f"{st.get(run_id).name}+pp-{method}"
-        new_id, report = build_ensemble(st, [run_id], spec, name=run_name, n_boot=bootstrap, say=_say)
+        new_id, report = postprocess_run(_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say)
         _print_report(report)
         typer.echo(new_id)
 
