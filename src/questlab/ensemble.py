@@ -36,7 +36,7 @@ from scipy.stats import rankdata
 
 from questlab import __version__
 from questlab.folds import FOLDS_FILE
-from questlab.metric import bootstrap_paired, mean_spearman
+from questlab.metric import CVScore, bootstrap_paired, mean_spearman
 from questlab.postprocess import POSTPROCESS_FILE, PostProcessor, check_method, fit_postprocessor
 from questlab.runs import git_commit, predictions_frame, read_predictions, record_outputs
 from questlab.schema import ID, TARGETS
@@ -331,7 +331,25 @@ def build_ensemble(
     if spec.postprocess != "none":
         report["postprocess_nested_gain"] = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot)
         report["postprocess_chosen"] = res.final.postprocessor.chosen()
+    submission = _submission(members, res.final)  # before the run exists: a refusal leaves no run
+    run_id, cv = _record(store, members, spec, res, report, submission, name, n_boot)
+    say(f"ensemble run {run_id}: nested CV {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f})")
+    return run_id, report
 
+
+def _record(
+    store: Store,
+    members: list[Member],
+    spec: EnsembleSpec,
+    res: NestedResult,
+    report: dict,
+    submission: pd.DataFrame | None,
+    name: str | None,
+    n_boot: int,
+) -> tuple[str, CVScore]:
+    """Create the ensemble run and write its folder like a CV run's, plus ensemble/postprocess JSON."""
+    first = members[0]
+    folds, groups = first.oof["fold"].to_numpy(), first.oof["group"].to_numpy()
     name = name or ("postprocess" if len(members) == 1 else "ensemble")
     run_id = store.create_run(
         name,
@@ -379,9 +397,7 @@ def build_ensemble(
         oof = predictions_frame(first.oof[ID], res.nested)
         oof.insert(1, "group", groups)
         oof.insert(2, "fold", folds)
-        cv = record_outputs(
-            store, run_id, oof, first.truth, _submission(members, res.final), n_boot, all_folds, complete=True
-        )
+        cv = record_outputs(store, run_id, oof, first.truth, submission, n_boot, all_folds, complete=True)
         store.log_metrics(
             run_id,
             {
@@ -390,8 +406,7 @@ def build_ensemble(
                 "in_sample_gain": report["in_sample_gain"]["gain"],
             },
         )
-        say(f"ensemble run {run_id}: nested CV {cv.score:.4f} ({cv.ci_low:.4f}..{cv.ci_high:.4f})")
-    return run_id, report
+    return run_id, cv
 
 
 def _submission(members: list[Member], combiner: Combiner) -> pd.DataFrame | None:
