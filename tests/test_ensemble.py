@@ -122,3 +122,18 @@ def test_cli_postprocess_then_predict(world: dict, tmp_path: Path) -> None:
     assert len(pred) == 25 and values.min() >= 0 and values.max() <= 1
     bad = runner.invoke(app, ["postprocess", world["a"], "--method", "magic", "--store", world["uri"]])
     assert bad.exit_code == 2 and "distribution" in bad.output
+
+
+@pytest.mark.slow
+def test_postprocess_on_full_tfidf_run_reports_nested_below_in_sample(store: Store, quest_dir: Path) -> None:
+    from questlab.config import load_config
+    from questlab.ensemble import postprocess_run
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tfidf.yaml")
+    config.bootstrap = 0
+    run_id = run_cv(config, quest_dir / "train.csv", store=store, say=quiet)
+    for method in ("distribution", "thresholds"):
+        new_id, report = postprocess_run(store, run_id, method, n_boot=50)
+        assert report["nested_gain"]["gain"] < report["in_sample_gain"]["gain"]
+        assert report["nested_gain"]["ci_low"] < report["nested_gain"]["gain"] < report["nested_gain"]["ci_high"]
+        assert store.get(new_id).metrics["cv_score"] == pytest.approx(report["nested_score"])

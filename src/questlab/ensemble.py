@@ -171,6 +171,7 @@ class Combiner:
         return np.einsum("tm,mnt->nt", self.weights, x)
 
     def apply(self, member_preds: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Blend, post-process (if fitted), clip to [0, 1]; also return the constant-column notes."""
         pred = self.blend(member_preds)
         notes: list[str] = []
         if self.postprocessor is not None:

@@ -200,6 +200,7 @@ class PostProcessor:
         return out, notes
 
     def chosen(self) -> dict[str, str]:
+        """The method each target ended up with."""
         return {t: m.method for t, m in zip(TARGETS, self.maps, strict=True)}
 
     def to_dict(self) -> dict:
