@@ -37,7 +37,7 @@ from scipy.stats import rankdata
 from questlab import __version__
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, bootstrap_paired, mean_spearman
-from questlab.postprocess import POSTPROCESS_FILE, PostProcessor, check_method, fit_postprocessor
+from questlab.postprocess import MIN_GAIN, POSTPROCESS_FILE, PostProcessor, check_method, fit_postprocessor
 from questlab.runs import git_commit, predictions_frame, read_predictions, record_outputs
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, RunRecord, Store
@@ -187,7 +187,7 @@ class EnsembleSpec:
     per_target: bool = False
     average: str = "value"
     postprocess: str = "none"  # "none" or a questlab.postprocess method choice
-    min_gain: float = 0.01  # inner-CV gain a target's mapping must show to be kept
+    min_gain: float = MIN_GAIN  # inner-CV gain a target's map must show to be kept
     seed: int = 0
 
     def check(self, n_members: int) -> None:

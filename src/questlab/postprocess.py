@@ -42,6 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     IDENTITY: (IDENTITY,),
 }
 POSTPROCESS_FILE = "postprocess.json"
+MIN_GAIN = 0.01  # inner-CV Spearman gain over identity a target's map must show to be kept
 GRID_STEPS = 50  # optimised thresholds sit on the 2% quantiles of the fitting predictions
 
 
@@ -230,7 +231,7 @@ def fit_postprocessor(
     groups: np.ndarray,
     method: str = "auto",
     inner_folds: int = 5,
-    min_gain: float = 0.01,
+    min_gain: float = MIN_GAIN,
     seed: int = 0,
 ) -> PostProcessor:
     """Choose and fit a map per target on these rows only.
