@@ -226,6 +226,9 @@ def serve(
     uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
 
 
+__import__("questlab.commands.ensembling", fromlist=["register"]).register(app)  # postprocess, ensemble
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -377,6 +377,27 @@ def finalize_run(
     valid = pd.concat([read_predictions(d / "valid_pred.csv") for d in fold_dirs.values()], ignore_index=True)
     oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
     truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
+    submission = None
+    if all((d / "test_pred.csv").exists() for d in fold_dirs.values()) and fold_dirs:
+        preds = [read_predictions(d / "test_pred.csv") for d in fold_dirs.values()]
+        mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
+        submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
+    return record_outputs(store, run_id, oof, truth, submission, n_boot, selected, complete=selected == all_folds)
+
+
+def record_outputs(
+    store: Store,
+    run_id: str,
+    oof: pd.DataFrame,
+    truth: pd.DataFrame,
+    submission: pd.DataFrame | None,
+    n_boot: int,
+    selected: list[int],
+    complete: bool,
+) -> CVScore:
+    """Write a run's oof.csv, oof_truth.csv, scores.json, per_target.csv and submission.csv, and
+    log its scores and completion tags: what CV runs and ensemble runs both record."""
+    run_dir = store.run_dir(run_id)
     oof.to_csv(run_dir / "oof.csv", index=False)
     truth.to_csv(run_dir / "oof_truth.csv", index=False)
     cv = score_cv(
@@ -388,13 +409,8 @@ def finalize_run(
     )
     (run_dir / "scores.json").write_text(json.dumps(cv.to_dict(), indent=1))
     cv.per_target.to_csv(run_dir / "per_target.csv")
-
-    if all((d / "test_pred.csv").exists() for d in fold_dirs.values()) and fold_dirs:
-        preds = [read_predictions(d / "test_pred.csv") for d in fold_dirs.values()]
-        mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
-        predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0)).to_csv(run_dir / "submission.csv", index=False)
-
-    complete = selected == all_folds
+    if submission is not None:
+        submission.to_csv(run_dir / "submission.csv", index=False)
     store.log_metrics(
         run_id,
         {
