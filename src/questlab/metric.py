@@ -114,24 +114,44 @@ def bootstrap_scores(
 
     Returns an (n_boot,) array; columns undefined in a resample count 0, as in the score.
     """
-    y_true, y_pred = _as_2d(y_true, y_pred)
+    return bootstrap_target_scores(y_true, [y_pred], groups, n_boot=n_boot, seed=seed)[0].mean(axis=1)
+
+
+def bootstrap_target_scores(
+    y_true: np.ndarray,
+    y_preds: list[np.ndarray],
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Per-target Spearman of ``n_boot`` question resamples, one (n_boot, n_targets) array per prediction.
+
+    Every prediction in ``y_preds`` is scored on the *same* resamples, so differences between
+    them are paired by row: the interval of ``out[1] - out[0]`` is the interval of "B minus A".
+    Columns undefined in a resample (constant) count 0, as in the score.
+    """
+    checked = [_as_2d(y_true, p) for p in y_preds]
+    y_true = checked[0][0]
     _, group_idx = np.unique(groups, return_inverse=True)
     n_groups = group_idx.max() + 1
     rng = np.random.default_rng(seed)
-    rank_true, rank_pred = _WeightedRanker(y_true), _WeightedRanker(y_pred)
-    out = np.empty(n_boot)
+    rank_true = _WeightedRanker(y_true)
+    rank_preds = [_WeightedRanker(p) for _, p in checked]
+    out = [np.empty((n_boot, y_true.shape[1])) for _ in y_preds]
     for b in range(n_boot):
         group_counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
         w = group_counts[group_idx].astype(np.float64)
-        rt, rp = rank_true.ranks(w), rank_pred.ranks(w)
         total = w.sum()
+        rt = rank_true.ranks(w)
         rt = rt - (w @ rt) / total
-        rp = rp - (w @ rp) / total
-        cov = w @ (rt * rp)
-        denom = np.sqrt((w @ (rt * rt)) * (w @ (rp * rp)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
-        out[b] = rho.mean()
+        var_t = w @ (rt * rt)
+        for ranker, res in zip(rank_preds, out, strict=True):
+            rp = ranker.ranks(w)
+            rp = rp - (w @ rp) / total
+            cov = w @ (rt * rp)
+            denom = np.sqrt(var_t * (w @ (rp * rp)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                res[b] = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
     return out
 
 
