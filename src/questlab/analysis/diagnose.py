@@ -571,7 +571,8 @@ def imbalance_table(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
 def check_imbalance(y_true: np.ndarray, y_pred: np.ndarray, intervals: pd.DataFrame) -> list[Verdict]:
     """Imbalanced targets (>= 90% one rating) and whether the predictions rank them at all."""
     table = imbalance_table(y_true, y_pred).join(intervals)
-    imbalanced = table[table["majority_share"] >= IMBALANCED_SHARE]
+    # A target with one rating in every row is "constant truth" (reported per fold), not imbalanced.
+    imbalanced = table[(table["majority_share"] >= IMBALANCED_SHARE) & (table["distinct"] > 1)]
     out, ranked = [], []
     for t, row in imbalanced.iterrows():
         ev = {
@@ -620,9 +621,11 @@ def check_imbalance(y_true: np.ndarray, y_pred: np.ndarray, intervals: pd.DataFr
 
 def check_spread(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> list[Verdict]:
     """Predictions squashed towards the mean: std of predictions against std of the truth, per target."""
-    always_const = constant_predictions(y_pred, folds).all(axis=0)
-    ratio = pd.Series(y_pred.std(axis=0) / np.maximum(y_true.std(axis=0), 1e-12), index=list(TARGETS))
-    judged = ratio[~always_const.to_numpy()]
+    always_const = constant_predictions(y_pred, folds).all(axis=0).to_numpy()
+    truth_std = y_true.std(axis=0)
+    ratio = pd.Series(y_pred.std(axis=0) / np.where(truth_std > 0, truth_std, 1.0), index=list(TARGETS))
+    # Constant predictions are reported by their own check; a constant truth has no spread to match.
+    judged = ratio[~always_const & (truth_std > 0)]
     if judged.empty:
         return [Verdict("info", "spread.skipped", "every target is constant in every fold: spread not judged", {})]
     squashed = judged[judged < SQUASHED_RATIO].sort_values()
