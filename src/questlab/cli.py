@@ -207,6 +207,9 @@ def predict(
     typer.echo(f"wrote {len(out)} rows to {output}", err=True)
 
 
+__import__("questlab.commands.analysis", fromlist=["register"]).register(app)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
