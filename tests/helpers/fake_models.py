@@ -21,6 +21,7 @@ from questlab.schema import ANSWER, BODY, ID, TARGETS, TITLE
 class NoisyOracleParams(ModelParams):
     noise: float = 0.3  # std of the noise added to the truth at the final epoch
     constant_if_valid_has: int | None = None  # qa_id: the fold whose valid rows hold it predicts constants
+    fail_if_valid_has: int | None = None  # qa_id: the fold whose valid rows hold it raises (a crashed run)
     epochs: int = 0  # > 0: log this many epochs of a learning curve (noise shrinking with each epoch)
     overfit_after: int | None = None  # from this epoch on, valid noise grows while train noise keeps shrinking
     token_budget: int | None = None  # record truncation of title/body/answer at this many (word) tokens
@@ -38,7 +39,7 @@ class NoisyOracle(Model):
     def _valid_noise(self, epoch: int) -> float:
         p = self.params
         if p.overfit_after is not None and epoch > p.overfit_after:
-            return p.noise * (1 + 0.5 * (epoch - p.overfit_after))
+            return p.noise * 4 / p.overfit_after * (1 + 0.5 * (epoch - p.overfit_after))
         return p.noise * 4 / epoch if p.epochs else p.noise
 
     def _scores(self, frame: pd.DataFrame, noise: float) -> np.ndarray:
@@ -50,6 +51,8 @@ class NoisyOracle(Model):
         p = self.params
         self.means_ = train[list(TARGETS)].to_numpy(dtype=np.float64).mean(axis=0)
         self.constant_ = valid is not None and p.constant_if_valid_has in set(valid[ID])
+        if valid is not None and p.fail_if_valid_has in set(valid[ID]):
+            raise RuntimeError("out of memory (simulated)")
         self.noise_ = p.noise
         for epoch in range(1, p.epochs + 1):
             self.noise_ = self._valid_noise(epoch)

@@ -42,8 +42,10 @@ def test_slice() -> Path:
     return path
 
 
-def tiny_run(store: Store, model: str, params: dict | None = None, name: str | None = None, **config) -> str:
-    """Run CV of ``model`` on the slice and return the run id."""
+def tiny_run(
+    store: Store, model: str, params: dict | None = None, name: str | None = None, only_folds: list[int] | None = None
+) -> str:
+    """Run 3-fold CV of ``model`` on the slice (folds seeded, so every run shares them); return the run id."""
     from questlab.runs import run_cv
 
     cfg = parse_config(
@@ -52,13 +54,15 @@ def tiny_run(store: Store, model: str, params: dict | None = None, name: str | N
             "folds": {"n_splits": N_FOLDS, "seed": 1},
             "model": {"name": model, "params": params or {}},
             "bootstrap": 50,
-            **config,
         }
     )
-    return run_cv(cfg, train_slice(), test_slice(), store=store, say=lambda _: None)
+    return run_cv(cfg, train_slice(), test_slice(), store=store, only_folds=only_folds, say=lambda _: None)
 
 
-def fold_of_first_row(store: Store, run_id: str, fold: int) -> int:
-    """A qa_id in ``fold`` of a run: the handle that makes NoisyOracle go constant there."""
-    folds = pd.read_csv(store.get(run_id).dir / "folds.csv")
+def qa_id_in_fold(fold: int) -> int:
+    """A qa_id of the slice in ``fold``: the handle that makes NoisyOracle misbehave in that fold."""
+    from questlab.data import load_train
+    from questlab.folds import make_folds
+
+    folds = make_folds(load_train(train_slice()), n_splits=N_FOLDS, seed=1)
     return int(folds.loc[folds["fold"] == fold, "qa_id"].iloc[0])
