@@ -231,6 +231,14 @@ def _header(run: RunArtifacts) -> str:
     return _table(["", ""], rows)
 
 
+NO_EPOCHS = "The model recorded no epochs (one fit per fold)."
+NO_BUDGET = "No token budget recorded: nothing was truncated."
+
+
+def _figure_or(fig: plt.Figure | None, alt: str, otherwise: str) -> str:
+    return figure_tag(fig, alt) if fig is not None else f'<p class="muted">{_e(otherwise)}</p>'
+
+
 def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
     """The HTML of a run's report: summary, verdicts, findings, then the plots."""
     run = diag.run
@@ -270,24 +278,8 @@ def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
         )
     else:
         sections.append(("Scores", '<p class="muted">No out-of-fold predictions: nothing to plot.</p>'))
-    curves = plot_learning_curves(run.fit_logs)
-    sections.append(
-        (
-            "Learning curves",
-            figure_tag(curves, "learning curves")
-            if curves
-            else '<p class="muted">The model recorded no epochs (one fit per fold).</p>',
-        )
-    )
-    trunc = plot_truncation(run.fit_logs)
-    sections.append(
-        (
-            "Truncation",
-            figure_tag(trunc, "truncation histograms")
-            if trunc
-            else '<p class="muted">No token budget recorded: nothing was truncated.</p>',
-        )
-    )
+    sections.append(("Learning curves", _figure_or(plot_learning_curves(run.fit_logs), "learning curves", NO_EPOCHS)))
+    sections.append(("Truncation", _figure_or(plot_truncation(run.fit_logs), "truncation histograms", NO_BUDGET)))
     if (run.dir / "config.yaml").exists():
         sections.append(("Config", f"<pre>{_e((run.dir / 'config.yaml').read_text())}</pre>"))
     return _page(f"questlab run {run.record.name} ({run.record.run_id[:8]})", sections)
