@@ -264,6 +264,12 @@ def constant_predictions(y_pred: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
     ).T.rename_axis("fold")
 
 
+def _cost(reference: pd.Series) -> float | None:
+    """What undefined targets cost a fold: their Spearman in the other folds, over 30 (None if unscored there)."""
+    known = reference.dropna()
+    return float(known.sum()) / len(TARGETS) if len(known) else None
+
+
 def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> list[Verdict]:
     """Constant and near-constant prediction columns per fold, and truth constant in a fold.
 
@@ -283,7 +289,7 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
         sel = folds == k
         const = [t for t in TARGETS if is_const.loc[k, t]]
         if const and not all_const:
-            lost = float(np.nansum(reference[const].to_numpy())) / len(TARGETS)
+            lost = _cost(reference[const])
             ev: dict[str, Any] = {
                 "fold": k,
                 "targets": const,
@@ -294,7 +300,7 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
             msg = (
                 f"fold {k}: predictions constant on {len(const)}/{len(TARGETS)} targets"
                 f" ({', '.join(const[:3])}{', ...' if len(const) > 3 else ''}); they count 0, costing"
-                f" {lost:.3f} of the fold score {ev['fold_score']:.3f} (what they scored in the other folds)"
+                f" {_fmt(lost)} of the fold score {ev['fold_score']:.3f} (what they scored in the other folds)"
             )
             if others and (~sel).sum() >= 2:
                 with_k, without_k = mean_spearman(y_true, y_pred), mean_spearman(y_true[~sel], y_pred[~sel])
@@ -324,14 +330,17 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
         if truth_const:
             vals = {t: _r(y_true[sel][0, TARGETS.index(t)]) for t in truth_const}
             rated = ", ".join(f"{t} (all {int(sel.sum())} rows rate {v:.3g})" for t, v in vals.items())
-            lost = float(np.nansum(reference[truth_const].to_numpy())) / len(TARGETS)
+            lost = _cost(reference[truth_const])
             out.append(
                 Verdict(
                     "warning",
                     "const.truth",
-                    f"fold {k}: truth constant for {rated}: no model can rank it there; it counts 0,"
-                    f" costing about {lost:.3f}"
-                    " of the fold score",
+                    f"fold {k}: truth constant for {rated}: no model can rank it there; it counts 0, costing"
+                    + (
+                        f" about {lost:.3f} of the fold score"
+                        if lost is not None
+                        else " an unknown share (unscored elsewhere)"
+                    ),
                     {"fold": k, "targets": vals, "cost_fold_score": _r(lost)},
                 )
             )
