@@ -41,7 +41,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;line-height:1.4}
 h1{font-size:1.5em;margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
-th{background:#f4f4f4}.sev{font-weight:bold;text-transform:uppercase;font-size:.8em}
+th{background:#f4f4f4}td:not(:last-child){white-space:nowrap}.sev{font-weight:bold;text-transform:uppercase;font-size:.8em}
 .error{color:#b00020}.warning{color:#b26a00}.info{color:#1f5fa8}.ok{color:#2e7d32}
 .muted{color:#777}img{max-width:100%;display:block;margin:8px 0}pre{background:#f7f7f7;padding:8px;overflow:auto}
 """
@@ -198,13 +198,13 @@ def findings_html(findings: list[Finding]) -> str:
     rows = [
         [
             dt.datetime.fromtimestamp(f.time).strftime("%Y-%m-%d %H:%M"),
-            _e(f.text),
             _e(", ".join(r[:8] for r in f.runs)),
             _e(", ".join(f.tags)),
+            _e(f.text),  # last: the only column that wraps
         ]
         for f in findings
     ]
-    return _table(["when", "finding", "runs", "tags"], rows)
+    return _table(["when", "runs", "tags", "finding"], rows)
 
 
 def _page(title: str, sections: list[tuple[str, str]]) -> str:
