@@ -563,15 +563,18 @@ def imbalance_table(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
         values, counts = np.unique(y_true[:, j], return_counts=True)
         common = values[np.argmax(counts)]
         rare = y_true[:, j] != common
-        # Orient the AUC so 0.5 is chance and 1.0 is "rare ratings ranked apart from the common one".
+        # Oriented by the truth: 1.0 when every rare row is predicted on the side of the common
+        # rating it lies on (above it for a common 0, below it for a common 1), 0.5 is chance.
         auc = _auc(y_pred[:, j], rare)
+        if rare.any() and y_true[rare, j].mean() < common:
+            auc = 1 - auc
         rows.append(
             {
                 "target": t,
                 "majority_value": float(common),
                 "majority_share": float(counts.max() / len(y_true)),
                 "distinct": len(values),
-                "auc_rare_vs_common": max(auc, 1 - auc) if math.isfinite(auc) else auc,
+                "auc_rare_vs_common": auc,
             }
         )
     return pd.DataFrame(rows).set_index("target")
