@@ -79,3 +79,13 @@ def test_cli_finding_add_and_findings(store_runs):
     assert [f["text"] for f in json.loads(listed.stdout)] == ["cli note"]
     missing = runner.invoke(app, ["finding", "add", "no run", "--store", store.uri])
     assert missing.exit_code == 2 and "--run" in missing.output
+
+
+def test_cli_diagnose_record_files_its_verdicts(store_runs):
+    from questlab.cli import app
+
+    store, mean_run, _ = store_runs
+    result = CliRunner().invoke(app, ["diagnose", mean_run, "--record", "--no-report", "--store", store.uri])
+    assert result.exit_code == 0, result.output
+    recorded = list_findings(store, run=mean_run, tag="const.pred")
+    assert len(recorded) == 1 and "all 30 targets in every fold" in recorded[0].text

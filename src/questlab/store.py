@@ -193,7 +193,7 @@ class Store:
         if bad:
             raise ValueError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
         finding_id = self.create_run(
-            "finding",
+            text.splitlines()[0][:60],  # the run name the MLflow UI shows
             tags={
                 "questlab.finding.text": text,
                 "questlab.finding.runs": ",".join(runs),
