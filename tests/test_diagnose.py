@@ -279,3 +279,11 @@ def test_cli_diagnose_json_and_report(store):
     assert "report.html" in {a.path for a in store.client.list_artifacts(run)}
     bad = CliRunner().invoke(app, ["diagnose", "nosuchrun", "--store", store.uri])
     assert bad.exit_code == 2 and "no run" in bad.output
+
+
+def test_partial_run_says_which_folds_ran(store):
+    run = tiny_run(store, "noisy_oracle", only_folds=[0])
+    verdicts = dg.diagnose_run(store, run, n_boot=30)
+    (partial,) = only(verdicts, "run.partial")
+    assert partial.evidence == {"folds_selected": [0], "folds_all": [0, 1, 2]}
+    assert "fold.single" in codes(verdicts) and "run.missing_folds" not in codes(verdicts)

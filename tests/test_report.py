@@ -68,7 +68,7 @@ def test_report_of_a_model_without_epochs_or_budget_says_so(store_runs):
 def test_report_of_a_failed_run(store_runs):
     store, ids = store_runs
     text = report.run_report(analyse(store, ids["failed"], n_boot=30), [])
-    assert "run.failed" in text and "No out-of-fold predictions" in text
+    assert "run.failed" in text and "No usable out-of-fold predictions" in text
     assert IMG.findall(text) == []  # fold 0 crashed: no scores, no epochs, nothing to plot
 
 

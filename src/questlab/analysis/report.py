@@ -277,7 +277,13 @@ def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
             )
         )
     else:
-        sections.append(("Scores", '<p class="muted">No out-of-fold predictions: nothing to plot.</p>'))
+        sections.append(
+            (
+                "Scores",
+                '<p class="muted">No usable out-of-fold predictions (missing, or NaN: see the verdicts):'
+                " nothing to plot.</p>",
+            )
+        )
     sections.append(("Learning curves", _figure_or(plot_learning_curves(run.fit_logs), "learning curves", NO_EPOCHS)))
     sections.append(("Truncation", _figure_or(plot_truncation(run.fit_logs), "truncation histograms", NO_BUDGET)))
     if (run.dir / "config.yaml").exists():
