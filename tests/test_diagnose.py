@@ -238,6 +238,7 @@ def test_run_with_one_constant_fold_names_it_and_the_cost(store):
     assert const.evidence["cv_without_fold"] > const.evidence["cv_with_fold"]
     (failed,) = only(verdicts, "fold.failed")
     assert failed.evidence["fold"] == 1
+    json.dumps([v.to_dict() for v in verdicts])  # --json must be able to print every evidence
 
 
 def test_run_stopped_early_is_under_trained(store):
@@ -246,6 +247,7 @@ def test_run_stopped_early_is_under_trained(store):
     (v,) = only(verdicts, "fit.under")
     assert sorted(v.evidence["folds"]) == [0, 1, 2]
     assert {v.evidence["part"] for v in only(verdicts, "truncation")} == {"question_title", "question_body", "answer"}
+    json.dumps([v.to_dict() for v in verdicts])
 
 
 def test_overfit_run(store):
