@@ -114,18 +114,6 @@ def _group_weights(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.nd
         yield group_counts[group_idx].astype(np.float64)
 
 
-def _weighted_mean_spearman(rank_true: _WeightedRanker, rank_pred: _WeightedRanker, w: np.ndarray) -> float:
-    rt, rp = rank_true.ranks(w), rank_pred.ranks(w)
-    total = w.sum()
-    rt = rt - (w @ rt) / total
-    rp = rp - (w @ rp) / total
-    cov = w @ (rt * rp)
-    denom = np.sqrt((w @ (rt * rt)) * (w @ (rp * rp)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
-    return float(rho.mean())
-
-
 def bootstrap_scores(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -137,10 +125,7 @@ def bootstrap_scores(
 
     Returns an (n_boot,) array; columns undefined in a resample count 0, as in the score.
     """
-    y_true, y_pred = _as_2d(y_true, y_pred)
-    rank_true, rank_pred = _WeightedRanker(y_true), _WeightedRanker(y_pred)
-    weights = _group_weights(groups, n_boot, seed)
-    return np.array([_weighted_mean_spearman(rank_true, rank_pred, w) for w in weights])
+    return bootstrap_target_scores(y_true, [y_pred], groups, n_boot=n_boot, seed=seed)[0].mean(axis=1)
 
 
 def bootstrap_paired(
@@ -156,15 +141,41 @@ def bootstrap_paired(
     Pairing matters: both predictions see the same resampled questions, so the interval of the
     difference is much narrower than the two score intervals suggest (their noise is shared).
     """
-    y_true, pred_a = _as_2d(y_true, pred_a)
-    _, pred_b = _as_2d(y_true, pred_b)
-    rank_true, rank_a, rank_b = _WeightedRanker(y_true), _WeightedRanker(pred_a), _WeightedRanker(pred_b)
-    return np.array(
-        [
-            _weighted_mean_spearman(rank_true, rank_b, w) - _weighted_mean_spearman(rank_true, rank_a, w)
-            for w in _group_weights(groups, n_boot, seed)
-        ]
-    )
+    boot_a, boot_b = bootstrap_target_scores(y_true, [pred_a, pred_b], groups, n_boot=n_boot, seed=seed)
+    return boot_b.mean(axis=1) - boot_a.mean(axis=1)
+
+
+def bootstrap_target_scores(
+    y_true: np.ndarray,
+    y_preds: list[np.ndarray],
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Per-target Spearman of ``n_boot`` question resamples, one (n_boot, n_targets) array per prediction.
+
+    Every prediction in ``y_preds`` is scored on the *same* resamples, so differences between
+    them are paired by row: the interval of ``out[1] - out[0]`` is the interval of "B minus A".
+    Columns undefined in a resample (constant) count 0, as in the score.
+    """
+    checked = [_as_2d(y_true, p) for p in y_preds]
+    y_true = checked[0][0]
+    rank_true = _WeightedRanker(y_true)
+    rank_preds = [_WeightedRanker(p) for _, p in checked]
+    out = [np.empty((n_boot, y_true.shape[1])) for _ in y_preds]
+    for b, w in enumerate(_group_weights(groups, n_boot, seed)):
+        total = w.sum()
+        rt = rank_true.ranks(w)
+        rt = rt - (w @ rt) / total
+        var_t = w @ (rt * rt)
+        for ranker, res in zip(rank_preds, out, strict=True):
+            rp = ranker.ranks(w)
+            rp = rp - (w @ rp) / total
+            cov = w @ (rt * rp)
+            denom = np.sqrt(var_t * (w @ (rp * rp)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                res[b] = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
+    return out
 
 
 @dataclass

@@ -1,1 +1,1 @@
-"""Groups of CLI commands, each module exposing ``register(app)``."""
+"""CLI command groups; each module exposes ``register(app)``, called from ``questlab.cli``."""

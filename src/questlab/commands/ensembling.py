@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from questlab.commands.common import StoreOpt, fail, guard, open_store
+
 
 def _print_report(report: dict) -> None:
     from rich.console import Console
@@ -48,12 +50,9 @@ def _parse_weights(weights: str) -> str | list[float]:
 
 def register(app: typer.Typer) -> None:
     """Add ``postprocess`` and ``ensemble`` to the questlab CLI."""
-    # Imported here, not at the top: cli.py calls register() at import time, and under
-    # ``python -m questlab.cli`` a top-level import would meet a half-initialised cli module.
-    from questlab.cli import StoreOpt, _fail, _guard, _store
 
     @app.command()
-    @_guard
+    @guard
     def postprocess(
         run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
         method: Annotated[
@@ -69,12 +68,12 @@ def register(app: typer.Typer) -> None:
         """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
         from questlab.ensemble import postprocess_run
 
-        new_id, report = postprocess_run(_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say)
+        new_id, report = postprocess_run(open_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say)
         _print_report(report)
         typer.echo(new_id)
 
     @app.command()
-    @_guard
+    @guard
     def ensemble(
         run_ids: Annotated[list[str], typer.Argument(help="finished runs made on the same folds")],
         weights: Annotated[str, typer.Option(help="auto (found on OOF, nested) | equal | e.g. 0.7,0.3")] = "auto",
@@ -91,9 +90,9 @@ def register(app: typer.Typer) -> None:
         from questlab.ensemble import EnsembleSpec, build_ensemble
 
         if len(run_ids) < 2:
-            _fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")
+            fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")
         spec = EnsembleSpec(_parse_weights(weights), per_target, average, postprocess)
-        new_id, report = build_ensemble(_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=_say)
+        new_id, report = build_ensemble(open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=_say)
         _print_report(report)
         typer.echo(new_id)
 
