@@ -345,18 +345,16 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
                 )
             )
     if all_const:
-        pooled = mean_spearman(y_true, y_pred)
         out.append(
             Verdict(
                 "error",
                 "const.pred",
                 f"predictions constant on all {len(TARGETS)} targets in every fold (folds {_folds_text(fold_list)}):"
-                f" the model ranks nothing; each fold scores 0 and the pooled OOF score {pooled:.4f} only"
-                " reflects the constants differing between folds",
+                " the model ranks nothing; every fold and the CV score 0 (the pooled OOF columns differ only"
+                " by the fold constants, which rank nothing)",
                 {
                     "folds": fold_list,
                     "constant_targets_per_fold": {str(k): int(is_const.loc[k].sum()) for k in fold_list},
-                    "pooled_oof_score": _r(pooled),
                 },
             )
         )
@@ -757,7 +755,9 @@ def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diag
         # Constant in every fold: the pooled OOF Spearman of such a column only measures how the
         # fold constants differ, so it is not a ranking and the per-target checks must know.
         always_const = constant_predictions(y_pred, folds).all(axis=0)
+        # Like the recorded score (metric.score_cv), such a column counts 0.
         intervals.loc[always_const[always_const].index, "status"] = "constant in every fold"
+        intervals.loc[always_const[always_const].index, ["spearman", "low", "high"]] = np.nan
         score = float(np.nan_to_num(intervals["spearman"].to_numpy(), nan=0.0).mean())
         verdicts.append(
             Verdict(
