@@ -12,8 +12,9 @@ from typing import Annotated
 
 import typer
 
-from questlab.config import ConfigError, load_config
-from questlab.data import DataError
+from questlab.commands import analysis, ensembling
+from questlab.commands.common import StoreOpt, fail, guard, open_store
+from questlab.config import load_config
 
 app = typer.Typer(
     add_completion=False,
@@ -22,45 +23,9 @@ app = typer.Typer(
     help="questlab: QUEST Q&A rating workbench.",
 )
 
-StoreOpt = Annotated[
-    str | None,
-    typer.Option("--store", help="MLflow tracking URI or folder (default: $QUESTLAB_STORE or ./questlab-store)"),
-]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
-
-
-def _store(uri: str | None):
-    from questlab.store import Store
-
-    return Store(uri)
-
-
-def _guard(fn):
-    """Turn expected user errors into one line and exit code 2."""
-    import functools
-
-    from questlab.encoders import EncoderNotFoundError
-    from questlab.store import RunNotFoundError
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (DataError, ConfigError, RunNotFoundError, EncoderNotFoundError) as exc:
-            _fail(str(exc))
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            _fail(str(msg))
-
-    return wrapper
-
 
 @app.command()
-@_guard
+@guard
 def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUEST format")]) -> None:
     """Validate a QUEST CSV and print a summary (rows, questions, targets, text lengths)."""
     from rich.console import Console
@@ -102,7 +67,7 @@ def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUES
 
 
 @app.command()
-@_guard
+@guard
 def run(
     config: Annotated[Path | None, typer.Argument(help="YAML run config (see configs/)")] = None,
     train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
@@ -119,8 +84,8 @@ def run(
     from questlab.runs import run_cv
 
     if resume is None and (config is None or train is None):
-        _fail("give a CONFIG and --train (or --resume RUN_ID)")
-    st = _store(store)
+        fail("give a CONFIG and --train (or --resume RUN_ID)")
+    st = open_store(store)
     if resume is not None:
         meta = json.loads((st.get(resume).dir / "run.json").read_text())
         train = train or Path(meta["train_path"])
@@ -138,14 +103,14 @@ def run(
     if submission is not None:
         src = st.run_dir(run_id) / "submission.csv"
         if not src.exists():
-            _fail("no submission was made: give --test")
+            fail("no submission was made: give --test")
         shutil.copy(src, submission)
         typer.echo(f"submission written to {submission}", err=True)
     typer.echo(run_id)
 
 
 @app.command()
-@_guard
+@guard
 def collect(
     run_ids: Annotated[list[str], typer.Argument(help="single-fold runs of the same config and folds")],
     name: Annotated[str | None, typer.Option(help="name of the collected run")] = None,
@@ -154,11 +119,11 @@ def collect(
     """Merge runs made with --fold into one run (OOF, scores, submission)."""
     from questlab.runs import collect_runs
 
-    typer.echo(collect_runs(_store(store), run_ids, name=name))
+    typer.echo(collect_runs(open_store(store), run_ids, name=name))
 
 
 @app.command()
-@_guard
+@guard
 def runs(
     store: StoreOpt = None, all_: Annotated[bool, typer.Option("--all", help="show failed runs too")] = True
 ) -> None:
@@ -170,7 +135,7 @@ def runs(
 
     from questlab.store import TAG_COMPLETE
 
-    records = _store(store).list_runs()
+    records = open_store(store).list_runs()
     table = Table("run id", "name", "model", "kind", "status", "CV", "95% CI", "folds", "started")
     for r in records:
         cv = r.metrics.get("cv_score")
@@ -193,7 +158,7 @@ def runs(
 
 
 @app.command()
-@_guard
+@guard
 def predict(
     run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
     input: Annotated[Path, typer.Option("--input", help="test-format CSV of new pairs")],
@@ -203,8 +168,31 @@ def predict(
     """Predict new pairs with a recorded run's fold models (nothing is refitted)."""
     from questlab.predict import predict_file
 
-    out = predict_file(_store(store), run_id, input, output)
+    out = predict_file(open_store(store), run_id, input, output)
     typer.echo(f"wrote {len(out)} rows to {output}", err=True)
+
+
+@app.command()
+@guard
+def serve(
+    run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    store: StoreOpt = None,
+) -> None:
+    """Serve a run's predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
+    import uvicorn
+
+    from questlab.predict import RunPredictor
+    from questlab.serve import create_app
+
+    predictor = RunPredictor(open_store(store), run_id)
+    typer.echo(f"serving run {predictor.run_id} on http://{host}:{port} (POST /predict)", err=True)
+    uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
+
+
+analysis.register(app)  # diagnose, compare, finding add, findings
+ensembling.register(app)  # postprocess, ensemble
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -72,6 +72,7 @@ class RunConfig(_Strict):
     folds: FoldsConfig = Field(default_factory=FoldsConfig)
     model: ModelConfig
     bootstrap: int = Field(200, ge=0, description="bootstrap resamples for the CV interval (0 = none)")
+    parallel_folds: int = Field(1, ge=1, description="folds fitted at once in worker processes (1 = in-process)")
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -9,6 +9,7 @@ truth is constant in the scored rows (possible for rare targets in one fold) is 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +104,16 @@ class _WeightedRanker:
         return rank_of_block[self.block_of_row]
 
 
+def _group_weights(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Row multiplicities of ``n_boot`` resamples that draw whole questions with replacement."""
+    _, group_idx = np.unique(groups, return_inverse=True)
+    n_groups = group_idx.max() + 1
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        group_counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        yield group_counts[group_idx].astype(np.float64)
+
+
 def bootstrap_scores(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -114,24 +125,56 @@ def bootstrap_scores(
 
     Returns an (n_boot,) array; columns undefined in a resample count 0, as in the score.
     """
-    y_true, y_pred = _as_2d(y_true, y_pred)
-    _, group_idx = np.unique(groups, return_inverse=True)
-    n_groups = group_idx.max() + 1
-    rng = np.random.default_rng(seed)
-    rank_true, rank_pred = _WeightedRanker(y_true), _WeightedRanker(y_pred)
-    out = np.empty(n_boot)
-    for b in range(n_boot):
-        group_counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-        w = group_counts[group_idx].astype(np.float64)
-        rt, rp = rank_true.ranks(w), rank_pred.ranks(w)
+    return bootstrap_target_scores(y_true, [y_pred], groups, n_boot=n_boot, seed=seed)[0].mean(axis=1)
+
+
+def bootstrap_paired(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Score of ``pred_b`` minus score of ``pred_a`` on the same ``n_boot`` question resamples.
+
+    Pairing matters: both predictions see the same resampled questions, so the interval of the
+    difference is much narrower than the two score intervals suggest (their noise is shared).
+    """
+    boot_a, boot_b = bootstrap_target_scores(y_true, [pred_a, pred_b], groups, n_boot=n_boot, seed=seed)
+    return boot_b.mean(axis=1) - boot_a.mean(axis=1)
+
+
+def bootstrap_target_scores(
+    y_true: np.ndarray,
+    y_preds: list[np.ndarray],
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Per-target Spearman of ``n_boot`` question resamples, one (n_boot, n_targets) array per prediction.
+
+    Every prediction in ``y_preds`` is scored on the *same* resamples, so differences between
+    them are paired by row: the interval of ``out[1] - out[0]`` is the interval of "B minus A".
+    Columns undefined in a resample (constant) count 0, as in the score.
+    """
+    checked = [_as_2d(y_true, p) for p in y_preds]
+    y_true = checked[0][0]
+    rank_true = _WeightedRanker(y_true)
+    rank_preds = [_WeightedRanker(p) for _, p in checked]
+    out = [np.empty((n_boot, y_true.shape[1])) for _ in y_preds]
+    for b, w in enumerate(_group_weights(groups, n_boot, seed)):
         total = w.sum()
+        rt = rank_true.ranks(w)
         rt = rt - (w @ rt) / total
-        rp = rp - (w @ rp) / total
-        cov = w @ (rt * rp)
-        denom = np.sqrt((w @ (rt * rt)) * (w @ (rp * rp)))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
-        out[b] = rho.mean()
+        var_t = w @ (rt * rt)
+        for ranker, res in zip(rank_preds, out, strict=True):
+            rp = ranker.ranks(w)
+            rp = rp - (w @ rp) / total
+            cov = w @ (rt * rp)
+            denom = np.sqrt(var_t * (w @ (rp * rp)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                res[b] = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
     return out
 
 
@@ -199,6 +242,13 @@ def score_cv(
 ) -> CVScore:
     """Score out-of-fold predictions overall, per target, per fold, with a bootstrap interval."""
     rho, status = spearman_per_target(y_true, y_pred)
+    # A column constant inside every fold only varies *between* folds (each fold model predicting
+    # its own train mean, say): its pooled Spearman would rank fold offsets, not rows. It is a
+    # constant prediction and counts 0.
+    const_in_every_fold = np.all([_is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
+    for j in np.flatnonzero(const_in_every_fold):
+        if status[j] == OK:
+            rho[j], status[j] = np.nan, CONSTANT_PREDICTION
     per_target = pd.DataFrame({"spearman": rho, "status": status}, index=pd.Index(targets, name="target"))
     fold_rows, fold_target, fold_status = [], {}, {}
     for k in np.unique(folds):
@@ -215,7 +265,16 @@ def score_cv(
                 "n_constant_truth": s.count(CONSTANT_TRUTH),
             }
         )
-    boots = bootstrap_scores(y_true, y_pred, groups, n_boot=n_boot, seed=seed) if n_boot else np.array([np.nan])
+    if n_boot:
+        # Columns that count 0 count 0 in every resample too.
+        counted = np.isfinite(rho)
+        if counted.any():
+            boots = bootstrap_scores(y_true[:, counted], y_pred[:, counted], groups, n_boot=n_boot, seed=seed)
+            boots = boots * counted.sum() / len(targets)
+        else:
+            boots = np.zeros(n_boot)
+    else:
+        boots = np.array([np.nan])
     notes = []
     n_const = status.count(CONSTANT_PREDICTION)
     if n_const:

@@ -180,6 +180,31 @@ def _record_fold(
     return score
 
 
+def _fit_and_record_fold(config: RunConfig, data: RunData, run_dir: Path, k: int) -> tuple[int, float, dict]:
+    fold_dir = run_dir / "folds" / f"fold_{k}"
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    model = build_model(config.model.name, config.model.params)
+    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, fold_dir, config.seed, _stderr)
+    score = _record_fold(fold_dir, k, model, data, valid_pred, test_pred, log, timings)
+    return k, score, timings
+
+
+def _run_folds(config: RunConfig, data: RunData, run_dir: Path, todo: list[int]) -> Iterator[tuple[int, float, dict]]:
+    """Fit the folds in ``todo``, in this process or (``parallel_folds`` > 1) in worker processes.
+
+    Workers write their fold folders themselves; only this process talks to the store. Parallel
+    folds suit single-threaded models (TF-IDF, ridge heads); torch models use the cores already.
+    """
+    if config.parallel_folds <= 1 or len(todo) <= 1:
+        for k in todo:
+            yield _fit_and_record_fold(config, data, run_dir, k)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=min(config.parallel_folds, len(todo)), return_as="generator_unordered")
+    yield from parallel(delayed(_fit_and_record_fold)(config, data, run_dir, k) for k in todo)
+
+
 def fold_is_done(fold_dir: Path) -> bool:
     return (fold_dir / "fold.json").exists() and (fold_dir / "model" / "model.json").exists()
 
@@ -291,18 +316,15 @@ def run_cv(
             transient=True,
             console=_console(),
         )
+        todo = []
+        for k in selected:
+            if fold_is_done(run_dir / "folds" / f"fold_{k}"):
+                say(f"fold {k}: already done, kept")
+            else:
+                todo.append(k)
         with progress:
-            task = progress.add_task("folds", total=len(selected))
-            for k in selected:
-                fold_dir = run_dir / "folds" / f"fold_{k}"
-                if fold_is_done(fold_dir):
-                    say(f"fold {k}: already done, kept")
-                    progress.advance(task)
-                    continue
-                fold_dir.mkdir(parents=True, exist_ok=True)
-                model = build_model(config.model.name, config.model.params)
-                valid_pred, test_pred, log, timings = _fit_fold(model, data, k, fold_dir, config.seed, say)
-                score = _record_fold(fold_dir, k, model, data, valid_pred, test_pred, log, timings)
+            task = progress.add_task("folds", total=len(todo))
+            for k, score, timings in _run_folds(config, data, run_dir, todo):
                 store.log_metrics(run_id, {"fold_score": score}, step=k)
                 say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
                 progress.advance(task)
@@ -355,6 +377,27 @@ def finalize_run(
     valid = pd.concat([read_predictions(d / "valid_pred.csv") for d in fold_dirs.values()], ignore_index=True)
     oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
     truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
+    submission = None
+    if all((d / "test_pred.csv").exists() for d in fold_dirs.values()) and fold_dirs:
+        preds = [read_predictions(d / "test_pred.csv") for d in fold_dirs.values()]
+        mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
+        submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
+    return record_outputs(store, run_id, oof, truth, submission, n_boot, selected, complete=selected == all_folds)
+
+
+def record_outputs(
+    store: Store,
+    run_id: str,
+    oof: pd.DataFrame,
+    truth: pd.DataFrame,
+    submission: pd.DataFrame | None,
+    n_boot: int,
+    selected: list[int],
+    complete: bool,
+) -> CVScore:
+    """Write a run's oof.csv, oof_truth.csv, scores.json, per_target.csv and submission.csv, and
+    log its scores and completion tags: what CV runs and ensemble runs both record."""
+    run_dir = store.run_dir(run_id)
     oof.to_csv(run_dir / "oof.csv", index=False)
     truth.to_csv(run_dir / "oof_truth.csv", index=False)
     cv = score_cv(
@@ -366,13 +409,8 @@ def finalize_run(
     )
     (run_dir / "scores.json").write_text(json.dumps(cv.to_dict(), indent=1))
     cv.per_target.to_csv(run_dir / "per_target.csv")
-
-    if all((d / "test_pred.csv").exists() for d in fold_dirs.values()) and fold_dirs:
-        preds = [read_predictions(d / "test_pred.csv") for d in fold_dirs.values()]
-        mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
-        predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0)).to_csv(run_dir / "submission.csv", index=False)
-
-    complete = selected == all_folds
+    if submission is not None:
+        submission.to_csv(run_dir / "submission.csv", index=False)
     store.log_metrics(
         run_id,
         {

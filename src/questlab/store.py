@@ -21,6 +21,10 @@ from urllib.parse import unquote, urlparse
 ENV_STORE = "QUESTLAB_STORE"
 DEFAULT_STORE_DIR = "questlab-store"
 EXPERIMENT = "questlab"
+# Findings live in their own experiment of the same store: they travel with the runs, and
+# deleting (or failing) a CV run never touches them.
+FINDINGS_EXPERIMENT = "questlab-findings"
+MAX_FINDING_CHARS = 5000  # MLflow tag values are capped (5000 chars in older MLflow versions)
 
 # Tags questlab sets on every run.
 TAG_KIND = "questlab.kind"  # "cv" (a CV run) or "ensemble"
@@ -38,9 +42,9 @@ def resolve_store_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get(ENV_STORE)
     if uri:
         if "://" not in uri and not uri.startswith("sqlite:"):
-            # A bare path: a folder holding (or to hold) mlflow.db.
-            folder = Path(uri).expanduser().resolve()
-            return f"sqlite:///{folder / 'mlflow.db'}"
+            # A bare path: a SQLite file (*.db), or a folder holding (or to hold) mlflow.db.
+            path = Path(uri).expanduser().resolve()
+            return f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
         return uri
     return f"sqlite:///{(Path.cwd() / DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
 
@@ -69,6 +73,28 @@ class RunRecord:
     @property
     def kind(self) -> str:
         return self.tags.get(TAG_KIND, "cv")
+
+
+@dataclass
+class Finding:
+    """One entry of the findings log: what was learned, when, about which runs."""
+
+    finding_id: str
+    text: str
+    time: float
+    runs: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    source: str = "user"  # "user" or "diagnose"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.finding_id,
+            "text": self.text,
+            "time": self.time,
+            "runs": self.runs,
+            "tags": self.tags,
+            "source": self.source,
+        }
 
 
 class Store:
@@ -154,6 +180,49 @@ class Store:
             params=dict(data.params),
             metrics=dict(data.metrics),
         )
+
+    # --- findings -------------------------------------------------------------------------------
+    def add_finding(self, text: str, runs: list[str], tags: list[str] | None = None, source: str = "user") -> str:
+        """Record a finding about ``runs`` (full ids) as a finished run of the findings experiment."""
+        text = text.strip()
+        if not text:
+            raise ValueError("a finding needs some text")
+        if len(text) > MAX_FINDING_CHARS:
+            raise ValueError(f"a finding holds at most {MAX_FINDING_CHARS} characters (got {len(text)})")
+        bad = [t for t in tags or [] if "," in t or not t.strip()]
+        if bad:
+            raise ValueError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
+        finding_id = self.create_run(
+            text.splitlines()[0][:60],  # the run name the MLflow UI shows
+            tags={
+                "questlab.finding.text": text,
+                "questlab.finding.runs": ",".join(runs),
+                "questlab.finding.tags": ",".join(t.strip() for t in tags or []),
+                "questlab.finding.source": source,
+            },
+            experiment=FINDINGS_EXPERIMENT,
+        )
+        self.finish(finding_id)
+        return finding_id
+
+    def list_findings(self, run_id: str | None = None) -> list[Finding]:
+        """The findings log, newest first; with ``run_id`` (full id) only those about that run."""
+        found = []
+        for r in self.list_runs(FINDINGS_EXPERIMENT):
+            runs = [x for x in r.tags.get("questlab.finding.runs", "").split(",") if x]
+            if run_id is not None and run_id not in runs:
+                continue
+            found.append(
+                Finding(
+                    finding_id=r.run_id,
+                    text=r.tags.get("questlab.finding.text", ""),
+                    time=r.start_time,
+                    runs=runs,
+                    tags=[x for x in r.tags.get("questlab.finding.tags", "").split(",") if x],
+                    source=r.tags.get("questlab.finding.source", "user"),
+                )
+            )
+        return found
 
     # --- recording ----------------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:

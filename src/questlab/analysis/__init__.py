@@ -1,0 +1,1 @@
+"""Failure analysis of recorded runs: diagnose (verdicts), compare, findings, report."""

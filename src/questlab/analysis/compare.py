@@ -1,0 +1,151 @@
+"""Compare two runs on the same out-of-fold rows: per target, per fold, overall, and their configs.
+
+Differences are paired by row: both runs are scored on the same bootstrap resamples of
+questions (``metric.bootstrap_target_scores``), so the interval of "B minus A" is narrower than
+two separate intervals would suggest, and honest. "B beats A" is said only when the 95%
+interval of the difference lies above 0. Runs scored on different rows are refused: their
+scores would differ for reasons that have nothing to do with the models.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from questlab.metric import bootstrap_target_scores, spearman_per_target
+from questlab.schema import ID, TARGETS
+from questlab.store import RunRecord, Store
+
+B_BETTER, A_BETTER, UNCLEAR = "B better", "A better", "no clear difference"
+
+
+@dataclass
+class Comparison:
+    """Run B against run A: deltas are B minus A, each with a paired 95% bootstrap interval."""
+
+    a: RunRecord
+    b: RunRecord
+    n_rows: int
+    n_boot: int
+    overall: dict[str, Any]  # a, b, delta, low, high, verdict
+    per_target: pd.DataFrame  # index target; a, b, delta, low, high, verdict
+    per_fold: pd.DataFrame | None  # index fold; same columns (None when the runs used other folds)
+    config_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def table(frame: pd.DataFrame | None) -> list[dict[str, Any]] | None:
+            if frame is None:
+                return None
+            return json.loads(frame.reset_index().to_json(orient="records"))
+
+        return {
+            "a": self.a.run_id,
+            "b": self.b.run_id,
+            "n_rows": self.n_rows,
+            "n_boot": self.n_boot,
+            "overall": self.overall,
+            "per_target": table(self.per_target),
+            "per_fold": table(self.per_fold),
+            "config_diff": [{"key": k, "a": va, "b": vb} for k, va, vb in self.config_diff],
+            "notes": self.notes,
+        }
+
+
+def verdict(low: float, high: float) -> str:
+    """Which run is better, said only when the interval of B - A excludes 0."""
+    return B_BETTER if low > 0 else A_BETTER if high < 0 else UNCLEAR
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    rho, _ = spearman_per_target(y_true, y_pred)
+    return np.nan_to_num(rho, nan=0.0)  # as in the competition score: an undefined column counts 0
+
+
+def _row(a: float, b: float, diffs: np.ndarray) -> dict[str, Any]:
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"a": a, "b": b, "delta": b - a, "low": float(low), "high": float(high), "verdict": verdict(low, high)}
+
+
+def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """OOF predictions of A and B and the truth, aligned row by row; refuse runs on different rows."""
+    frames = []
+    for r in (a, b):
+        if not (r.dir / "oof.csv").exists() or not (r.dir / "oof_truth.csv").exists():
+            raise ValueError(f"run {r.run_id} has no out-of-fold predictions (oof.csv): it did not finish scoring")
+        frames.append(pd.read_csv(r.dir / "oof.csv"))
+    oof_a, oof_b = frames
+    ids_a, ids_b = set(oof_a[ID]), set(oof_b[ID])
+    if ids_a != ids_b:
+        raise ValueError(
+            f"runs {a.run_id[:8]} and {b.run_id[:8]} scored different rows ({len(ids_a - ids_b)} only in A,"
+            f" {len(ids_b - ids_a)} only in B): compare needs the same out-of-fold rows"
+            " (complete runs on the same train file; partial runs can be merged with `questlab collect`)"
+        )
+    oof_b = oof_a[[ID]].merge(oof_b, on=ID, how="left")
+    truth = oof_a[[ID]].merge(pd.read_csv(a.dir / "oof_truth.csv"), on=ID, how="left")
+    truth_b = oof_a[[ID]].merge(pd.read_csv(b.dir / "oof_truth.csv"), on=ID, how="left")
+    if not np.allclose(truth[list(TARGETS)].to_numpy(), truth_b[list(TARGETS)].to_numpy()):
+        raise ValueError(f"runs {a.run_id[:8]} and {b.run_id[:8]} hold different ratings: other train files")
+    return oof_a, oof_b, truth
+
+
+def run_config(record: RunRecord) -> dict[str, Any]:
+    """A run's resolved config, flattened to dotted keys (run.json, else config.yaml, else the params)."""
+    from questlab.runs import _flatten
+
+    if (record.dir / "run.json").exists():
+        meta = json.loads((record.dir / "run.json").read_text())
+        if "config" in meta:
+            return _flatten(meta["config"])
+    if (record.dir / "config.yaml").exists():
+        return _flatten(yaml.safe_load((record.dir / "config.yaml").read_text()) or {})
+    return dict(record.params)
+
+
+def config_diff(a: RunRecord, b: RunRecord) -> list[tuple[str, Any, Any]]:
+    """The config keys whose values differ, as (key, value in A, value in B); None where absent."""
+    ca, cb = run_config(a), run_config(b)
+    return [(k, ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]
+
+
+def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed: int = 0) -> Comparison:
+    """Per-target, per-fold and overall score differences of B against A, with paired intervals."""
+    if n_boot < 20:
+        raise ValueError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
+    a, b = store.get(run_a), store.get(run_b)
+    if a.run_id == b.run_id:
+        raise ValueError("give two different runs")
+    oof_a, oof_b, truth = paired_oof(store, a, b)
+    y = truth[list(TARGETS)].to_numpy(dtype=np.float64)
+    pa, pb = (o[list(TARGETS)].to_numpy(dtype=np.float64) for o in (oof_a, oof_b))
+    groups = oof_a["group"].to_numpy()
+    boot_a, boot_b = bootstrap_target_scores(y, [pa, pb], groups, n_boot=n_boot, seed=seed)
+    sa, sb = _scores(y, pa), _scores(y, pb)
+    per_target = pd.DataFrame(
+        [_row(sa[j], sb[j], boot_b[:, j] - boot_a[:, j]) for j in range(len(TARGETS))],
+        index=pd.Index(TARGETS, name="target"),
+    )
+    overall = _row(float(sa.mean()), float(sb.mean()), (boot_b - boot_a).mean(axis=1))
+    notes = []
+    per_fold = None
+    folds_a, folds_b = oof_a["fold"].to_numpy(), oof_b["fold"].to_numpy()
+    if np.array_equal(folds_a, folds_b):
+        rows = {}
+        for k in np.unique(folds_a):
+            sel = folds_a == k
+            fa, fb = bootstrap_target_scores(y[sel], [pa[sel], pb[sel]], groups[sel], n_boot=n_boot, seed=seed)
+            rows[int(k)] = _row(
+                float(_scores(y[sel], pa[sel]).mean()),
+                float(_scores(y[sel], pb[sel]).mean()),
+                (fb - fa).mean(axis=1),
+            )
+        per_fold = pd.DataFrame.from_dict(rows, orient="index").rename_axis("fold")
+    else:
+        notes.append("the runs used different folds: no per-fold comparison (reuse folds with folds.from_run)")
+    return Comparison(a, b, len(y), n_boot, overall, per_target, per_fold, config_diff(a, b), notes)

@@ -1,0 +1,101 @@
+"""CLI commands for post-processing and ensembling recorded runs (``questlab postprocess|ensemble``).
+
+No ``from __future__ import annotations`` here: typer reads the annotations of the commands,
+which are defined inside ``register`` and would not resolve as strings.
+
+Both make a new run (kind "ensemble") and print its id on the last line of stdout; the report
+(nested gain first, in-sample beside it) goes to stderr.
+"""
+
+from typing import Annotated
+
+import typer
+
+from questlab.commands.common import StoreOpt, fail, guard, open_store
+
+
+def _print_report(report: dict) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def gain(d: dict) -> str:
+        ci = f" (95% CI {d['ci_low']:+.4f}..{d['ci_high']:+.4f})" if "ci_low" in d else ""
+        return f"{d['gain']:+.4f}{ci}"
+
+    for run_id, score in report["members"].items():
+        console.print(f"member {run_id}: CV {score:.4f}")
+    if "postprocess_nested_gain" in report:
+        console.print(f"nested score before post-processing: {report['nested_score_before_postprocess']:.4f}")
+        console.print(f"post-processing gain (nested): {gain(report['postprocess_nested_gain'])}")
+    console.print(
+        f"[bold]nested score {report['nested_score']:.4f}, gain over best member {gain(report['nested_gain'])}[/]"
+    )
+    console.print(
+        f"in-sample score {report['in_sample_score']:.4f}, in-sample gain {gain(report['in_sample_gain'])} "
+        "(fitted and scored on the same rows: optimistic, not the gain)"
+    )
+    for note in report["notes"]:
+        console.print(f"note: {note}")
+
+
+def _parse_weights(weights: str) -> str | list[float]:
+    if weights in ("auto", "equal"):
+        return weights
+    try:
+        return [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise ValueError(f"--weights {weights!r}: give auto, equal or numbers such as 0.7,0.3") from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``postprocess`` and ``ensemble`` to the questlab CLI."""
+
+    @app.command()
+    @guard
+    def postprocess(
+        run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
+        method: Annotated[
+            str,
+            typer.Option(
+                help="auto | distribution | thresholds | identity (each target keeps identity unless it helps)"
+            ),
+        ] = "distribution",
+        name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
+        bootstrap: Annotated[int, typer.Option(help="question resamples for the gain intervals")] = 200,
+        store: StoreOpt = None,
+    ) -> None:
+        """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
+        from questlab.ensemble import postprocess_run
+
+        new_id, report = postprocess_run(open_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say)
+        _print_report(report)
+        typer.echo(new_id)
+
+    @app.command()
+    @guard
+    def ensemble(
+        run_ids: Annotated[list[str], typer.Argument(help="finished runs made on the same folds")],
+        weights: Annotated[str, typer.Option(help="auto (found on OOF, nested) | equal | e.g. 0.7,0.3")] = "auto",
+        per_target: Annotated[bool, typer.Option("--per-target", help="one set of weights per target")] = False,
+        average: Annotated[str, typer.Option(help="value | rank (quantile in each member's OOF)")] = "value",
+        postprocess: Annotated[
+            str, typer.Option(help="none | auto | distribution | thresholds, applied to the blend")
+        ] = "none",
+        name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
+        bootstrap: Annotated[int, typer.Option(help="question resamples for the intervals")] = 200,
+        store: StoreOpt = None,
+    ) -> None:
+        """Combine runs into a new recorded run; its OOF (and CV score) come from nested fits."""
+        from questlab.ensemble import EnsembleSpec, build_ensemble
+
+        if len(run_ids) < 2:
+            fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")
+        spec = EnsembleSpec(_parse_weights(weights), per_target, average, postprocess)
+        new_id, report = build_ensemble(open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=_say)
+        _print_report(report)
+        typer.echo(new_id)
+
+
+def _say(msg: str) -> None:
+    typer.echo(msg, err=True)

@@ -1,0 +1,54 @@
+"""Shared fixtures: the real QUEST data beside the checkout, small slices of it, a throwaway store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+QUEST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "quest"
+
+
+def _require_quest() -> Path:
+    if not (QUEST_DIR / "train.csv").exists():
+        pytest.skip(f"QUEST data not found at {QUEST_DIR} (CI keeps it in ../shared/quest)")
+    return QUEST_DIR
+
+
+@pytest.fixture(scope="session")
+def quest_dir() -> Path:
+    return _require_quest()
+
+
+@pytest.fixture(scope="session")
+def raw_train(quest_dir: Path) -> pd.DataFrame:
+    """The real train.csv as raw strings (for building bad inputs)."""
+    return pd.read_csv(quest_dir / "train.csv", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="session")
+def raw_test(quest_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(quest_dir / "test.csv", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture()
+def train_slice_csv(tmp_path: Path, raw_train: pd.DataFrame) -> Path:
+    """The first 240 rows of train.csv in a temporary file (for fast end-to-end runs)."""
+    path = tmp_path / "train_slice.csv"
+    raw_train.head(240).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def test_slice_csv(tmp_path: Path, raw_test: pd.DataFrame) -> Path:
+    path = tmp_path / "test_slice.csv"
+    raw_test.head(30).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def store(tmp_path: Path):
+    from questlab.store import Store
+
+    return Store(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")

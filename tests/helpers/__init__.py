@@ -1,0 +1,1 @@
+"""Test-only models and tiny-run builders (never imported by the package)."""

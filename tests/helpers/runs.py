@@ -1,0 +1,68 @@
+"""Tiny real runs for the analysis tests: a slice of train.csv, 3 grouped folds, few resamples."""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from questlab.config import parse_config
+from questlab.models import register
+from questlab.store import Store
+
+DATA = Path(os.environ.get("QUEST_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "quest"))
+N_ROWS, N_FOLDS = 300, 3
+
+register("noisy_oracle", "helpers.fake_models:NoisyOracle")
+
+
+def need_data() -> None:
+    if not (DATA / "train.csv").exists():
+        pytest.skip(f"QUEST data not found at {DATA} (set QUEST_DATA)")
+
+
+@functools.cache
+def train_slice() -> Path:
+    """The first 300 rows of the real train.csv, written once per test session."""
+    need_data()
+    path = Path(tempfile.mkdtemp(prefix="questlab-slice-")) / "train.csv"
+    pd.read_csv(DATA / "train.csv").head(N_ROWS).to_csv(path, index=False)
+    return path
+
+
+@functools.cache
+def test_slice() -> Path:
+    need_data()
+    path = Path(tempfile.mkdtemp(prefix="questlab-slice-")) / "test.csv"
+    pd.read_csv(DATA / "test.csv").head(50).to_csv(path, index=False)
+    return path
+
+
+def tiny_run(
+    store: Store, model: str, params: dict | None = None, name: str | None = None, only_folds: list[int] | None = None
+) -> str:
+    """Run 3-fold CV of ``model`` on the slice (folds seeded, so every run shares them); return the run id."""
+    from questlab.runs import run_cv
+
+    cfg = parse_config(
+        {
+            "name": name or model,
+            "folds": {"n_splits": N_FOLDS, "seed": 1},
+            "model": {"name": model, "params": params or {}},
+            "bootstrap": 50,
+        }
+    )
+    return run_cv(cfg, train_slice(), test_slice(), store=store, only_folds=only_folds, say=lambda _: None)
+
+
+def qa_id_in_fold(fold: int) -> int:
+    """A qa_id of the slice in ``fold``: the handle that makes NoisyOracle misbehave in that fold."""
+    from questlab.data import load_train
+    from questlab.folds import make_folds
+
+    folds = make_folds(load_train(train_slice()), n_splits=N_FOLDS, seed=1)
+    return int(folds.loc[folds["fold"] == fold, "qa_id"].iloc[0])

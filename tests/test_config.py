@@ -1,0 +1,47 @@
+"""Configs: typed, from YAML, unknown keys rejected with the accepted ones listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from questlab.config import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    config = load_config(path)
+    assert config.model.params is not None
+
+
+def test_defaults_are_resolved() -> None:
+    config = parse_config({"name": "t", "model": {"name": "tfidf"}})
+    assert config.model.params["alpha"] > 0 and config.folds.n_splits == 5
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"name": "t", "model": {"name": "tfidf"}, "sed": 1}, "sed: unknown config key"),
+        ({"name": "t", "model": {"name": "tfidf", "params": {"apha": 3}}}, "accepted keys"),
+        ({"name": "t", "model": {"name": "bert"}}, "known models: "),
+        ({"name": "t", "model": {"name": "tfidf", "params": {"alpha": -1}}}, "alpha"),
+        ({"name": "t", "model": {"name": "mean"}, "folds": {"from_run": "a", "from_file": "b"}}, "not both"),
+        ([1, 2], "mapping"),
+    ],
+)
+def test_bad_configs(data: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_config(data)
+
+
+def test_bad_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such config"):
+        load_config(tmp_path / "missing.yaml")

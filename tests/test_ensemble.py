@@ -1,0 +1,139 @@
+"""Ensembles and post-processed runs end to end on tiny real runs (a slice of train.csv)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from questlab.cli import app
+from questlab.config import parse_config
+from questlab.data import load_test
+from questlab.ensemble import ENSEMBLE_FILE, EnsembleSpec, build_ensemble
+from questlab.predict import RunPredictor
+from questlab.runs import load_scores, read_predictions, run_cv
+from questlab.schema import TARGETS
+from questlab.store import Store
+
+
+def quiet(_msg: str) -> None:
+    pass
+
+
+def _config(name: str, folds: dict, **params: float) -> object:
+    return parse_config(
+        {
+            "name": name,
+            "folds": folds,
+            "model": {"name": "tfidf", "params": {"max_features": 2000, **params}},
+            "bootstrap": 20,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, quest_dir: Path) -> dict:
+    """Three finished TF-IDF runs on 300 train rows: a and b share folds, c has other folds."""
+    tmp = tmp_path_factory.mktemp("ens")
+    train, test = tmp / "train.csv", tmp / "test.csv"
+    pd.read_csv(quest_dir / "train.csv", dtype=str, keep_default_na=False).head(300).to_csv(train, index=False)
+    pd.read_csv(quest_dir / "test.csv", dtype=str, keep_default_na=False).head(25).to_csv(test, index=False)
+    uri = f"sqlite:///{tmp / 's.db'}"
+    store = Store(uri)
+    a = run_cv(_config("a", {"n_splits": 3}), train, test, store=store, say=quiet)
+    b = run_cv(_config("b", {"from_run": a}, ngram_max=1, alpha=2.0, stats_weight=0.0), train, test, store, say=quiet)
+    c = run_cv(_config("c", {"n_splits": 3, "seed": 7}), train, test, store=store, say=quiet)
+    return {"store": store, "uri": uri, "a": a, "b": b, "c": c, "test": test}
+
+
+def test_ensemble_refuses_runs_with_other_folds(world: dict) -> None:
+    with pytest.raises(ValueError, match="different folds"):
+        build_ensemble(world["store"], [world["a"], world["c"]], EnsembleSpec())
+    result = CliRunner().invoke(app, ["ensemble", world["a"], world["c"], "--store", world["uri"]])
+    assert result.exit_code == 2
+    assert "different folds" in result.output and "Traceback" not in result.output
+
+
+def test_predict_on_ensemble_equals_weighted_members(world: dict) -> None:
+    store = world["store"]
+    run_id, _ = build_ensemble(store, [world["a"], world["b"]], EnsembleSpec(weights=[0.7, 0.3]), n_boot=0)
+    frame = load_test(world["test"])
+    pa = RunPredictor(store, world["a"]).predict(frame)
+    pb = RunPredictor(store, world["b"]).predict(frame)
+    np.testing.assert_allclose(RunPredictor(store, run_id).predict(frame), 0.7 * pa + 0.3 * pb, atol=1e-12)
+    # The recorded OOF is the same weighted mean of the members' OOF (given weights: nothing fitted).
+    rec = store.get(run_id)
+    oof = pd.read_csv(rec.dir / "oof.csv")
+    oa, ob = (pd.read_csv(store.get(r).dir / "oof.csv") for r in (world["a"], world["b"]))
+    np.testing.assert_allclose(oof[list(TARGETS)], 0.7 * oa[list(TARGETS)] + 0.3 * ob[list(TARGETS)], atol=1e-12)
+
+
+def test_rank_ensemble_with_postprocessing_is_a_full_run_and_predicts_like_its_submission(world: dict) -> None:
+    store = world["store"]
+    spec = EnsembleSpec(weights="auto", per_target=True, average="rank", postprocess="auto", min_gain=-1.0)
+    run_id, report = build_ensemble(store, [world["a"], world["b"]], spec, n_boot=20)
+    rec = store.get(run_id)
+    assert rec.kind == "ensemble" and rec.status == "FINISHED" and rec.tags["questlab.complete"] == "true"
+    for f in ("run.json", "folds.csv", "oof.csv", "oof_truth.csv", "scores.json", "per_target.csv", "submission.csv"):
+        assert (rec.dir / f).exists(), f
+    assert (rec.dir / "postprocess.json").exists()
+    weights = json.loads((rec.dir / ENSEMBLE_FILE).read_text())["weights"]
+    assert all(abs(sum(w) - 1) < 1e-9 and min(w) >= 0 for w in weights.values())
+    # The recorded CV score is the nested one, not the in-sample one.
+    assert load_scores(rec.dir).score == pytest.approx(report["nested_score"])
+    assert rec.metrics["cv_score"] == pytest.approx(report["nested_score"])
+    # Stored fold models + stored weights + stored maps reproduce the submission.
+    frame = load_test(world["test"])
+    predictor = RunPredictor(store, run_id)
+    full = predictor.predict(frame)
+    submission = read_predictions(rec.dir / "submission.csv")
+    np.testing.assert_allclose(full, submission[list(TARGETS)].to_numpy(), atol=1e-12)
+    # A batch of one row gets what it gets in the full batch (ranks come from the members' stored
+    # OOF, not from the batch), except in columns the full batch had to leave unmapped.
+    guarded = [TARGETS.index(n.split(":")[0]) for n in predictor._delegate.notes]
+    kept = [t for t in range(len(TARGETS)) if t not in guarded]
+    one = predictor.predict(frame.iloc[[3]].reset_index(drop=True))
+    np.testing.assert_allclose(one[0, kept], full[3, kept], atol=1e-12)
+    # No column comes out constant unless every member's predictions already were.
+    members = [RunPredictor(store, r).predict(frame) for r in (world["a"], world["b"])]
+    varied = np.max([np.ptp(p, axis=0) for p in members], axis=0) > 0
+    assert varied.sum() >= 20 and (np.ptp(full, axis=0)[varied] > 0).all()
+
+
+def test_cli_postprocess_then_predict(world: dict, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["postprocess", world["a"], "--method", "distribution", "--bootstrap", "20", "--store", world["uri"]]
+    )
+    assert result.exit_code == 0, result.output
+    new_id = result.output.strip().splitlines()[-1]
+    assert "nested score" in result.output and "in-sample" in result.output
+    out = tmp_path / "sub.csv"
+    result = runner.invoke(
+        app, ["predict", new_id, "--input", str(world["test"]), "--output", str(out), "--store", world["uri"]]
+    )
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(out)
+    values = pred[list(TARGETS)].to_numpy()
+    assert len(pred) == 25 and values.min() >= 0 and values.max() <= 1
+    bad = runner.invoke(app, ["postprocess", world["a"], "--method", "magic", "--store", world["uri"]])
+    assert bad.exit_code == 2 and "distribution" in bad.output
+
+
+@pytest.mark.slow
+def test_postprocess_on_full_tfidf_run_reports_nested_below_in_sample(store: Store, quest_dir: Path) -> None:
+    from questlab.config import load_config
+    from questlab.ensemble import postprocess_run
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tfidf.yaml")
+    config.bootstrap = 0
+    run_id = run_cv(config, quest_dir / "train.csv", store=store, say=quiet)
+    for method in ("distribution", "thresholds"):
+        new_id, report = postprocess_run(store, run_id, method, n_boot=50)
+        assert report["nested_gain"]["gain"] < report["in_sample_gain"]["gain"]
+        assert report["nested_gain"]["ci_low"] < report["nested_gain"]["gain"] < report["nested_gain"]["ci_high"]
+        assert store.get(new_id).metrics["cv_score"] == pytest.approx(report["nested_score"])
