@@ -7,7 +7,7 @@ import pytest
 
 from questlab.models.transformer.inputs import build_input, encode_frame, head_tail, split_budget
 
-pytest_plugins = ["transformer_helpers"]  # the tiny_encoder fixture
+pytest_plugins = ["helpers.transformer"]  # the tiny_encoder fixture
 
 CLS, SEP = 101, 102
 

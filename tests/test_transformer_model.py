@@ -11,7 +11,7 @@ from questlab.models.transformer import TransformerModel
 from questlab.models.transformer.model import Stage, combine, stages_for
 from questlab.schema import ANSWER_TARGETS, QUESTION_TARGETS, TARGETS
 
-pytest_plugins = ["transformer_helpers"]  # the tiny_encoder and make_quest fixtures
+pytest_plugins = ["helpers.transformer"]  # the tiny_encoder and make_quest fixtures
 
 TINY = {"max_length": 48, "batch_size": 8, "epochs": 1, "lr": 1e-3, "head_lr": 1e-2, "progress": False}
 Q_COLS = [TARGETS.index(t) for t in QUESTION_TARGETS]

@@ -10,7 +10,7 @@ from questlab.models.transformer.data import bucket_batches, collate
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
 from questlab.models.transformer.training import TrainSettings, layer_depth, param_groups
 
-pytest_plugins = ["transformer_helpers"]  # the tiny_encoder fixture
+pytest_plugins = ["helpers.transformer"]  # the tiny_encoder fixture
 
 
 def test_vocab_comes_from_train_values_and_maps_unseen_values_to_zero():

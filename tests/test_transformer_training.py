@@ -14,7 +14,7 @@ from questlab.models.transformer.network import QuestNet, load_encoder
 from questlab.models.transformer.training import TrainSettings, mean_spearman
 from questlab.schema import TARGETS
 
-pytest_plugins = ["transformer_helpers"]  # the tiny_encoder and make_quest fixtures
+pytest_plugins = ["helpers.transformer"]  # the tiny_encoder and make_quest fixtures
 
 TINY = {"max_length": 48, "batch_size": 8, "epochs": 2, "lr": 1e-3, "head_lr": 1e-2, "progress": False}
 

@@ -1,6 +1,6 @@
 """Test helpers for the transformer family: a tiny random-weight BERT fixture and synthetic QUEST frames.
 
-Imported by the test modules (not a conftest, so other families' fixtures stay separate)."""
+Loaded by the transformer test modules with ``pytest_plugins = ["helpers.transformer"]``."""
 
 from __future__ import annotations
 
