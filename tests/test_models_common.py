@@ -11,7 +11,10 @@ from questlab.data import load_train
 from questlab.models import FitLog, Model, NotFittedError, build_model, model_names
 
 # Small, fast params per family (defaults where empty).
-TINY_PARAMS: dict[str, dict] = {"tfidf": {"max_features": 2000}}
+TINY_PARAMS: dict[str, dict] = {
+    "tfidf": {"max_features": 2000},
+    "transformer": {"max_length": 32, "epochs": 1, "batch_size": 32, "progress": False},
+}
 
 
 @pytest.mark.parametrize("name", model_names())

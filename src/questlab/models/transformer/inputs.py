@@ -1,0 +1,109 @@
+"""Turn QUEST rows into cross-encoder inputs: ``[CLS] title [SEP] body [SEP] answer [SEP]``.
+
+One token budget (``max_length``) is shared by the parts: each part gets an equal share, and
+what a short part leaves unused flows to the longer ones (water-filling). A part longer than
+its share keeps its head and its tail: the end of a post (the actual question, the summary of
+an answer) matters as much as its beginning. Token type 0 marks the question, 1 the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from questlab.schema import ANSWER, BODY, TITLE
+
+
+def split_budget(lengths: list[int], budget: int) -> list[int]:
+    """Share ``budget`` tokens among parts of the given ``lengths``; unused shares flow onwards.
+
+    Parts that fit in an equal share keep everything; the rest split what is left equally (the
+    remainder of an uneven split goes to the earlier parts). Returns the kept length per part.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    kept = [0] * len(lengths)
+    open_parts = [i for i, n in enumerate(lengths) if n > 0]
+    left = budget
+    while open_parts and left > 0:
+        share, extra = divmod(left, len(open_parts))
+        fits = [i for i in open_parts if lengths[i] <= share]
+        if not fits:  # every remaining part is longer than its share: split and stop
+            for rank, i in enumerate(open_parts):
+                kept[i] = share + (1 if rank < extra else 0)
+            return kept
+        for i in fits:
+            kept[i] = lengths[i]
+            left -= lengths[i]
+        open_parts = [i for i in open_parts if i not in fits]
+    return kept
+
+
+def head_tail(ids: list[int], keep: int, head_share: float = 0.5) -> list[int]:
+    """Keep ``keep`` tokens of ``ids``: the first ``ceil(keep * head_share)`` and the last rest."""
+    if keep >= len(ids):
+        return list(ids)
+    if keep <= 0:
+        return []
+    n_head = int(np.ceil(keep * head_share))
+    n_tail = keep - n_head
+    return list(ids[:n_head]) + (list(ids[-n_tail:]) if n_tail else [])
+
+
+@dataclass
+class Encoded:
+    """Token ids and token types per row, plus per-part token counts before and after the cut."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    n_tokens: dict[str, np.ndarray] = field(default_factory=dict)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.input_ids], dtype=np.int64)
+
+
+def build_input(
+    parts: list[list[int]], max_length: int, cls_id: int, sep_id: int, head_share: float = 0.5
+) -> tuple[list[int], list[int], list[int]]:
+    """One row's ids ``[CLS] p0 [SEP] p1 [SEP] ...`` within ``max_length``, its token types and kept lengths.
+
+    With three parts (title, body, answer) the answer and its closing [SEP] get token type 1;
+    with two (title, body) everything is type 0.
+    """
+    n_special = 1 + len(parts)
+    if max_length <= n_special:
+        raise ValueError(f"max_length {max_length} leaves no room for text after {n_special} special tokens")
+    kept = split_budget([len(p) for p in parts], max_length - n_special)
+    ids, types = [cls_id], [0]
+    for k, (part, keep) in enumerate(zip(parts, kept, strict=True)):
+        segment = 1 if k == 2 else 0
+        piece = [*head_tail(part, keep, head_share), sep_id]
+        ids += piece
+        types += [segment] * len(piece)
+    return ids, types, kept
+
+
+def encode_frame(
+    tokenizer, frame: pd.DataFrame, max_length: int, with_answer: bool, head_share: float = 0.5
+) -> Encoded:
+    """Tokenise each row's title, body (and answer) once, then cut them to the shared budget."""
+    columns = [TITLE, BODY, ANSWER] if with_answer else [TITLE, BODY]
+    names = ["title", "body", "answer"][: len(columns)]
+    tokens = {
+        name: tokenizer(frame[col].astype(str).tolist(), add_special_tokens=False, verbose=False)["input_ids"]
+        for name, col in zip(names, columns, strict=True)
+    }
+    zeros = {n: np.zeros(len(frame), np.int64) for n in names}
+    out = Encoded([], [], {n: z.copy() for n, z in zeros.items()}, zeros)
+    for row in range(len(frame)):
+        parts = [tokens[n][row] for n in names]
+        ids, types, kept = build_input(parts, max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, head_share)
+        out.input_ids.append(ids)
+        out.token_type_ids.append(types)
+        for n, part, k in zip(names, parts, kept, strict=True):
+            out.n_tokens[n][row] = len(part)
+            out.kept[n][row] = k
+    return out

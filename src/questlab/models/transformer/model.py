@@ -1,0 +1,233 @@
+"""``TransformerModel``: a fine-tuned cross-encoder (or a question + an answer model) behind ``Model``.
+
+Joint mode trains one network on ``[CLS] title [SEP] body [SEP] answer [SEP]`` for all 30
+targets. Dual mode trains a question network on title + body for the 21 question targets and
+an answer network on the full pair for the 9 answer targets (or all 30, its question outputs
+then averaged with the question network's).
+
+Saved folder: ``encoder/`` (encoder config + tokenizer), ``vocab.json`` (category/host
+indices), and per stage ``<stage>/network.json`` + ``<stage>/model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+
+from questlab.encoders import resolve_encoder  # also switches the HF hub off before transformers loads
+from questlab.models.base import FitLog, Model, ModelParams, check_predictions
+from questlab.models.transformer.data import RowDataset
+from questlab.models.transformer.inputs import encode_frame
+from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
+from questlab.models.transformer.training import TrainSettings, infer, state_dict_cpu, train_network
+from questlab.schema import ANSWER_TARGETS, CATEGORY, HOST, QUESTION_TARGETS, TARGETS
+
+
+class TransformerParams(ModelParams):
+    """Settings of the transformer family; a config's ``model.params`` is checked against these."""
+
+    encoder: str = "all-MiniLM-L6-v2"  # a known packaged encoder name or a local HF model folder
+    mode: Literal["joint", "dual"] = "joint"  # one model for 30 targets, or question + answer models
+    dual_answer_targets: Literal["answer", "all"] = "answer"  # dual: the answer model's targets
+    max_length: int = Field(512, ge=8, le=4096)  # total token budget, special tokens included
+    head_share: float = Field(0.5, ge=0.0, le=1.0)  # of a cut part, the share kept from its start
+    pooling: Literal["cls", "mean", "layers"] = "mean"  # layers: learned weights over every layer's CLS
+    use_category: bool = True  # learn a category embedding (index 0 = unseen at predict time)
+    use_host: bool = True  # learn a host embedding (index 0 = unseen)
+    meta_dim: int = Field(16, ge=1)  # size of each category/host embedding
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # head dropout
+    n_dropout_samples: int = Field(5, ge=1)  # multi-sample dropout: masks averaged while training
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)  # per process, per micro-batch
+    accumulation: int = Field(1, ge=1)  # micro-batches per optimizer step
+    lr: float = Field(5e-5, gt=0)  # encoder LR (top layer)
+    head_lr: float = Field(1e-3, gt=0)  # head, pooling weights, embeddings
+    layer_decay: float = Field(1.0, gt=0, le=1.0)  # layer-wise LR decay down the encoder (1 = off)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # share of all steps spent warming up linearly
+    max_grad_norm: float = Field(1.0, ge=0)  # gradient clipping (0 = off)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CPU and on bf16-capable GPUs
+    eval_batch_size: int = Field(64, ge=1)
+    bucket_factor: int = Field(50, ge=1)  # batches per length-sorted bucket (randomness vs padding)
+    select_best_epoch: bool = True  # keep the epoch with the best valid Spearman (else the last)
+    seed: int = 42
+    progress: bool = True  # progress bars with ETA (main process only)
+    cpu: bool = False  # run on CPU even when a GPU is there
+    num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 leaves torch's default
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One network of the model: its name, whether it reads the answer, the targets it predicts."""
+
+    name: str
+    with_answer: bool
+    targets: tuple[str, ...]
+
+
+def stages_for(params: TransformerParams) -> list[Stage]:
+    """The networks a mode trains: ``joint`` one, ``dual`` a question and an answer network."""
+    if params.mode == "joint":
+        return [Stage("joint", True, TARGETS)]
+    answer_targets = TARGETS if params.dual_answer_targets == "all" else ANSWER_TARGETS
+    return [Stage("question", False, QUESTION_TARGETS), Stage("answer", True, answer_targets)]
+
+
+def combine(stage_preds: dict[Stage, np.ndarray], n_rows: int) -> np.ndarray:
+    """Place each stage's columns at their targets' positions; average targets predicted twice."""
+    total = np.zeros((n_rows, len(TARGETS)))
+    count = np.zeros(len(TARGETS))
+    for stage, pred in stage_preds.items():
+        cols = [TARGETS.index(t) for t in stage.targets]
+        total[:, cols] += pred
+        count[cols] += 1
+    if (count == 0).any():
+        raise ValueError(f"no stage predicts {TARGETS[int(np.argmin(count))]}")
+    return total / count
+
+
+class TransformerModel(Model):
+    """Fine-tuned transformer cross-encoder(s); see the module docstring."""
+
+    name = "transformer"
+    Params = TransformerParams
+    params: TransformerParams
+
+    # --- fit / predict ------------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> TransformerModel:
+        from accelerate import Accelerator
+        from transformers import AutoTokenizer
+
+        p = self.params
+        if p.num_threads:
+            torch.set_num_threads(p.num_threads)
+        started = time.perf_counter()
+        accelerator = Accelerator(cpu=p.cpu)
+        self.device_ = accelerator.device
+        folder = resolve_encoder(p.encoder)
+        self.encoder_folder_ = folder
+        self.tokenizer_ = AutoTokenizer.from_pretrained(folder)
+        # Vocabularies from TRAIN only: an unseen category/host at predict time maps to index 0.
+        self.categories_ = build_vocab(train[CATEGORY].tolist()) if p.use_category else {}
+        self.hosts_ = build_vocab(train[HOST].tolist()) if p.use_host else {}
+        self.networks_: dict[str, QuestNet] = {}
+        log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
+        log.info["stages"] = [s.name for s in stages_for(p)]
+        checkpoints = self._checkpoint_root(log, accelerator)
+        for k, stage in enumerate(stages_for(p)):
+            train_data = self._dataset(train, stage, log if stage.with_answer else None)
+            valid_data = self._dataset(valid, stage, None) if valid is not None else None
+            torch.manual_seed(p.seed + k)  # the head's initial weights
+            net = self._network(load_encoder(folder), len(stage.targets))
+            workdir = None if checkpoints is None else checkpoints / stage.name
+            stage_started = time.perf_counter()
+            net = train_network(net, train_data, valid_data, self._settings(), log, accelerator, workdir, stage=k)
+            log.timings[f"train_{stage.name}_s"] = time.perf_counter() - stage_started
+            self.networks_[stage.name] = net
+        log.timings["fit_s"] = time.perf_counter() - started
+        self.fitted_ = True
+        return self
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        from accelerate import Accelerator
+
+        self.check_fitted()
+        accelerator = Accelerator(cpu=self.params.cpu)
+        preds = {}
+        for stage in stages_for(self.params):
+            net = self.networks_[stage.name].to(accelerator.device)
+            data = self._dataset(frame, stage, None)
+            preds[stage], _ = infer(
+                net, data, self.params.eval_batch_size, accelerator, self._bf16(accelerator.device), shard=False
+            )
+        return check_predictions(combine(preds, len(frame)), len(frame), "TransformerModel")
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _bf16(self, device: torch.device) -> bool:
+        if self.params.precision == "fp32":
+            return False
+        if self.params.precision == "bf16" or device.type == "cpu":
+            return True
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    @staticmethod
+    def _checkpoint_root(log: FitLog, accelerator) -> Path | None:
+        """Rank 0's ``log.workdir``/transformer, on every process.
+
+        Under DDP a runner may give worker processes a scratch workdir of their own; checkpoints
+        are written by rank 0 only, so every rank must resume from rank 0's folder.
+        """
+        root = None if log.workdir is None else Path(log.workdir) / "transformer"
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            root = broadcast_object_list([root], from_process=0)[0]
+        return root
+
+    def _network(self, encoder: torch.nn.Module, n_out: int) -> QuestNet:
+        p = self.params
+        return QuestNet(
+            encoder,
+            n_out=n_out,
+            pooling=p.pooling,
+            n_categories=len(self.categories_),
+            n_hosts=len(self.hosts_),
+            meta_dim=p.meta_dim,
+            dropout=p.dropout,
+            n_dropout_samples=p.n_dropout_samples,
+        )
+
+    def _settings(self) -> TrainSettings:
+        p = self.params
+        names = TrainSettings.__dataclass_fields__.keys() - {"bf16"}
+        return TrainSettings(**{n: getattr(p, n) for n in names}, bf16=self._bf16(self.device_))
+
+    def _dataset(self, frame: pd.DataFrame, stage: Stage, log: FitLog | None) -> RowDataset:
+        """Encode ``frame`` for ``stage``; with a ``log``, record how much the budget cut per part."""
+        enc = encode_frame(self.tokenizer_, frame, self.params.max_length, stage.with_answer, self.params.head_share)
+        if log is not None:
+            for part in enc.n_tokens:
+                log.record_truncation(part, enc.n_tokens[part], enc.kept[part])
+        targets = frame[list(stage.targets)].to_numpy(np.float32) if set(stage.targets) <= set(frame.columns) else None
+        return RowDataset(
+            enc.input_ids,
+            enc.token_type_ids,
+            lookup(self.categories_, frame[CATEGORY].tolist()),
+            lookup(self.hosts_, frame[HOST].tolist()),
+            targets,
+            pad_id=self.tokenizer_.pad_token_id or 0,
+        )
+
+    # --- save / load --------------------------------------------------------------------------
+    def _save_state(self, folder: Path) -> None:
+        encoder_dir = folder / "encoder"
+        self.tokenizer_.save_pretrained(encoder_dir)
+        first = next(iter(self.networks_.values()))
+        first.encoder.config.save_pretrained(encoder_dir)
+        (folder / "vocab.json").write_text(json.dumps({"category": self.categories_, "host": self.hosts_}, indent=1))
+        for name, net in self.networks_.items():
+            (folder / name).mkdir(exist_ok=True)
+            save_file(state_dict_cpu(net), str(folder / name / "model.safetensors"))
+            (folder / name / "network.json").write_text(json.dumps({"n_out": net.head.out_features}, indent=1))
+
+    def _load_state(self, folder: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer_ = AutoTokenizer.from_pretrained(folder / "encoder")
+        vocab = json.loads((folder / "vocab.json").read_text())
+        self.categories_, self.hosts_ = vocab["category"], vocab["host"]
+        self.networks_ = {}
+        for stage in stages_for(self.params):
+            n_out = json.loads((folder / stage.name / "network.json").read_text())["n_out"]
+            net = self._network(load_encoder(folder / "encoder", pretrained=False), n_out)
+            net.load_state_dict(load_file(str(folder / stage.name / "model.safetensors")))
+            self.networks_[stage.name] = net.eval()

@@ -1,0 +1,117 @@
+"""The network: a pretrained encoder, a pooling choice, optional category/host embeddings, a head.
+
+The head returns logits; a sigmoid turns them into the 0..1 ratings (trained with BCE on the
+soft targets). Multi-sample dropout averages the head over several dropout masks while
+training, which steadies the gradient of a small head on a small data set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+Pooling = Literal["cls", "mean", "layers"]
+POOLINGS: tuple[str, ...] = ("cls", "mean", "layers")
+
+
+def build_vocab(values: list[str], min_count: int = 1) -> dict[str, int]:
+    """Map each value seen at least ``min_count`` times (in TRAIN only) to an index from 1.
+
+    Index 0 is "unknown": a category or host first seen at predict time gets it instead of a crash.
+    """
+    counts = Counter(values)
+    return {v: i + 1 for i, v in enumerate(sorted(v for v, c in counts.items() if c >= min_count))}
+
+
+def lookup(vocab: dict[str, int], values: list[str]) -> list[int]:
+    """Indices of ``values`` in ``vocab``; unseen values map to 0 (unknown)."""
+    return [vocab.get(v, 0) for v in values]
+
+
+def load_encoder(folder: Path | str, pretrained: bool = True) -> nn.Module:
+    """The encoder without its pooler (unused here, and unused weights break DDP).
+
+    ``pretrained=False`` builds the architecture from ``config.json`` only: ``load`` then fills
+    in the fine-tuned weights.
+    """
+    config = AutoConfig.from_pretrained(folder)
+    try:
+        if pretrained:
+            return AutoModel.from_pretrained(folder, add_pooling_layer=False)
+        return AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:  # architectures without a pooler take no such argument
+        return AutoModel.from_pretrained(folder) if pretrained else AutoModel.from_config(config)
+
+
+class QuestNet(nn.Module):
+    """Encoder + pooling + [category, host embeddings] + multi-sample-dropout linear head."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        n_out: int,
+        pooling: Pooling = "mean",
+        n_categories: int = 0,
+        n_hosts: int = 0,
+        meta_dim: int = 16,
+        dropout: float = 0.2,
+        n_dropout_samples: int = 5,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.encoder, self.pooling, self.n_dropout_samples = encoder, pooling, n_dropout_samples
+        hidden = encoder.config.hidden_size
+        # Some encoders (MPNet, RoBERTa-like) have no token-type embeddings worth using.
+        self.uses_token_types = getattr(encoder.config, "type_vocab_size", 1) >= 2
+        if pooling == "layers":  # one learned weight per hidden state (embeddings + each layer)
+            self.layer_weights = nn.Parameter(torch.zeros(encoder.config.num_hidden_layers + 1))
+        # +1: index 0 is "unknown"; a zero count disables the embedding.
+        self.category_emb = nn.Embedding(n_categories + 1, meta_dim) if n_categories else None
+        self.host_emb = nn.Embedding(n_hosts + 1, meta_dim) if n_hosts else None
+        n_meta = meta_dim * ((n_categories > 0) + (n_hosts > 0))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden + n_meta, n_out)
+
+    def pool(self, out, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        if self.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        weights = torch.softmax(self.layer_weights, dim=0)
+        stacked = torch.stack([h[:, 0] for h in out.hidden_states], dim=0)  # (layers, batch, hidden)
+        return (weights[:, None, None] * stacked).sum(0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        category: torch.Tensor | None = None,
+        host: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        kwargs = {"token_type_ids": token_type_ids} if self.uses_token_types and token_type_ids is not None else {}
+        out = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=self.pooling == "layers",
+            **kwargs,
+        )
+        features = [self.pool(out, attention_mask)]
+        if self.category_emb is not None:
+            features.append(self.category_emb(category))
+        if self.host_emb is not None:
+            features.append(self.host_emb(host))
+        # The head runs in fp32 even under bf16 autocast: bf16 logits (8 bits of mantissa) tie many
+        # rows, and ties cost Spearman on targets whose predictions vary little.
+        x = torch.cat([f.float() for f in features], dim=-1)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            if not self.training or self.n_dropout_samples <= 1:
+                return self.head(self.dropout(x))
+            return torch.stack([self.head(self.dropout(x)) for _ in range(self.n_dropout_samples)]).mean(0)
