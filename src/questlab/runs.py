@@ -131,6 +131,16 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
     return folds
 
 
+def _seed_everything(seed: int) -> None:
+    """Seed the global generators a model may draw from (models with a seed param use theirs)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
 def _fit_fold(
     model: Model, data: RunData, k: int, fold_dir: Path, seed: int, say: Say
 ) -> tuple[np.ndarray, np.ndarray | None, FitLog, dict[str, float]]:
@@ -140,6 +150,7 @@ def _fit_fold(
     log = FitLog(workdir=fold_dir / "work")
     log.workdir.mkdir(parents=True, exist_ok=True)
     log.info["seed"] = seed
+    _seed_everything(seed + k)
     t0 = time.perf_counter()
     model.fit(train_rows.reset_index(drop=True), valid_rows.reset_index(drop=True), log)
     t1 = time.perf_counter()
@@ -177,6 +188,8 @@ def _record_fold(
     score = mean_spearman(data.train.loc[in_valid, list(TARGETS)].to_numpy(), valid_pred)
     # fold.json last: it marks the fold complete for --resume and collect.
     (fold_dir / "fold.json").write_text(json.dumps({"fold": k, "score": score, "timings": timings}, indent=1))
+    # The fold is recorded: its resumable checkpoints (hundreds of MB for a transformer) can go.
+    shutil.rmtree(fold_dir / "work", ignore_errors=True)
     return score
 
 
@@ -253,8 +266,12 @@ def run_cv(
         # A DDP worker: train alongside rank 0 (collectives need every rank) but record nothing.
         import tempfile
 
+        # On --resume, skip exactly the folds rank 0 skips, or the processes fall out of step.
+        done_dir = store.get(run_id).dir / "folds" if resume else None
         with tempfile.TemporaryDirectory() as tmp:
             for k in selected:
+                if done_dir is not None and fold_is_done(done_dir / f"fold_{k}"):
+                    continue
                 _fit_fold(
                     build_model(config.model.name, config.model.params),
                     data,
