@@ -14,6 +14,7 @@ from questlab.models.base import FitLog, Model, ModelParams, NotFittedError
 _REGISTRY: dict[str, str] = {
     "mean": "questlab.models.mean:MeanModel",
     "tfidf": "questlab.models.tfidf:TfidfModel",
+    "embedding": "questlab.models.embedding:EmbeddingModel",
 }
 
 
