@@ -50,15 +50,15 @@ def build_tiny_encoder(folder: Path, pooling: str = "mean", normalize: bool = Tr
     return folder
 
 
-@pytest.fixture(scope="session")
-def _tiny_encoder_master(tmp_path_factory) -> Path:
-    return build_tiny_encoder(tmp_path_factory.mktemp("enc") / "tiny-bert")
+_MASTER: list[Path] = []  # built once per session, copied per test
 
 
 @pytest.fixture
-def tiny_encoder(_tiny_encoder_master, tmp_path) -> Path:
-    """A private copy of the tiny encoder folder per test."""
-    return Path(shutil.copytree(_tiny_encoder_master, tmp_path / "tiny-bert"))
+def tiny_encoder(tmp_path_factory, tmp_path) -> Path:
+    """A private copy of the tiny encoder folder per test (the original is built once)."""
+    if not _MASTER:
+        _MASTER.append(build_tiny_encoder(tmp_path_factory.mktemp("enc") / "tiny-bert"))
+    return Path(shutil.copytree(_MASTER[0], tmp_path / "tiny-bert"))
 
 
 @pytest.fixture

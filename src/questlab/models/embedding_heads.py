@@ -89,8 +89,8 @@ class MLPHead:
             hold = rng.random(len(x)) < 0.1
             x, y, x_valid, y_valid = x[~hold], y[~hold], x[hold], y[hold]
         self.n_in_, self.n_out_ = x.shape[1], y.shape[1]
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        xv, yv = torch.from_numpy(x_valid), torch.from_numpy(y_valid)
+        xt, yt = torch.tensor(x), torch.tensor(y)
+        xv, yv = torch.tensor(x_valid), torch.tensor(y_valid)
         self.nets_ = []
         best_epochs = []
         for k in range(self.p.n_seeds):
