@@ -50,6 +50,7 @@ class EmbeddingParams(ModelParams):
     patience: int = Field(8, ge=1)  # epochs without a better valid score before stopping
     n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)
     seed: int = 42
+    threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load average leaves free
     progress: bool = True  # progress bar with ETA while embedding
 
 
@@ -81,9 +82,9 @@ class EmbeddingModel(Model):
     def _encoder(self) -> SentenceEncoder:
         p = self.params
         settings = EncoderSettings(p.max_tokens, p.long_text, p.head_share, p.bf16)
-        key = (p.encoder, settings, p.embed_batch_size)
+        key = (p.encoder, settings, p.embed_batch_size, p.threads)
         if key not in _ENCODERS:
-            _ENCODERS[key] = SentenceEncoder(p.encoder, settings, batch_size=p.embed_batch_size)
+            _ENCODERS[key] = SentenceEncoder(p.encoder, settings, batch_size=p.embed_batch_size, threads=p.threads)
         return _ENCODERS[key]
 
     def embed(self, frame: pd.DataFrame, log: FitLog | None = None) -> dict[str, np.ndarray]:

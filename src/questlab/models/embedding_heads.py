@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from questlab.embeddings import pick_threads, torch_threads
 from questlab.models.base import FitLog, ModelParams
 
 
@@ -81,6 +82,10 @@ class MLPHead:
         self.p = params
 
     def fit(self, x, y, x_valid, y_valid, log: FitLog) -> MLPHead:
+        with torch_threads(pick_threads(self.p.threads)):
+            return self._fit(x, y, x_valid, y_valid, log)
+
+    def _fit(self, x, y, x_valid, y_valid, log: FitLog) -> MLPHead:
         import torch
 
         if x_valid is None:
