@@ -12,7 +12,7 @@ from questlab.folds import make_folds
 from questlab.models import build_model
 from questlab.models.base import FitLog, Model, check_predictions
 from questlab.models.embedding_heads import mean_spearman
-from questlab.schema import TARGETS
+from questlab.schema import QUESTION_TARGETS, TARGETS
 from tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 
 TRAIN_CSV = Path(__file__).resolve().parents[2] / "shared" / "quest" / "train.csv"
@@ -32,16 +32,19 @@ def params(encoder: Path, **over) -> dict:
 
 
 @needs_data
-@pytest.mark.parametrize("head", ["ridge", "mlp"])
-def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head):  # noqa: F811
+@pytest.mark.parametrize(("head", "split"), [("ridge", False), ("mlp", False), ("mlp", True)])
+def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, split):  # noqa: F811
     train, valid = slice_
     log = FitLog()
-    model = build_model("embedding", params(tiny_encoder, head=head)).fit(train, valid, log)
+    p = params(tiny_encoder, head=head, split_question_head=split)
+    model = build_model("embedding", p).fit(train, valid, log)
     pred = check_predictions(model.predict(valid), len(valid), "embedding")
     assert np.isfinite(log.epochs[0]["valid_score"])
     assert set(log.truncation) == {"title", "body", "answer", "title_body"}
     if head == "mlp":
-        assert {e["seed"] for e in log.epochs} == {0, 1} and len(log.info["best_epochs"]) == 2
+        assert {e["seed"] for e in log.epochs} == {0, 1}
+        assert {e["group"] for e in log.epochs} == ({0, 1} if split else {0})
+        assert len(log.info["best_epochs"]) == (4 if split else 2)
     else:
         assert len(log.epochs) == 1 and "ridge" in log.info["head_note"]
 
@@ -53,6 +56,17 @@ def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head):
 
     shutil.rmtree(cache_dir)
     np.testing.assert_allclose(loaded.predict(valid), pred, atol=1e-6)  # same encoder and settings: same vectors
+
+
+@needs_data
+def test_split_question_head_ignores_the_answer_for_question_targets(slice_, tiny_encoder, cache_dir):  # noqa: F811
+    train, valid = slice_
+    model = build_model("embedding", params(tiny_encoder, split_question_head=True)).fit(train, valid, FitLog())
+    other = valid.assign(answer=valid["answer"].iloc[::-1].to_numpy(), answer_user_name="someone else")
+    before, after = model.predict(valid), model.predict(other)
+    n_q = len(QUESTION_TARGETS)
+    np.testing.assert_array_equal(before[:, :n_q], after[:, :n_q])
+    assert not np.allclose(before[:, n_q:], after[:, n_q:])  # the answer head does read the answer
 
 
 @needs_data

@@ -21,7 +21,7 @@ from questlab.embeddings import EncoderSettings, SentenceEncoder
 from questlab.encoders import cache_root
 from questlab.features import FEATURE_GROUPS, FeatureExtractor, FeatureGroup
 from questlab.models.base import FitLog, Model, ModelParams
-from questlab.schema import ANSWER, BODY, TARGETS, TITLE
+from questlab.schema import ANSWER, BODY, QUESTION_TARGETS, TARGETS, TITLE
 
 Part = Literal["title", "body", "answer", "title_body"]
 PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")
@@ -40,6 +40,7 @@ class EmbeddingParams(ModelParams):
     features: list[FeatureGroup] = Field(default_factory=lambda: list(FEATURE_GROUPS))
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
     head: Literal["ridge", "mlp"] = "mlp"
+    split_question_head: bool = False  # question targets get their own head over question inputs only
     ridge_alpha: float = Field(10.0, gt=0)
     hidden: int = Field(512, ge=1)  # MLP hidden width
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
@@ -114,9 +115,25 @@ class EmbeddingModel(Model):
         blocks.append(self.features_.transform(frame, vectors))
         return np.hstack(blocks).astype(np.float32)
 
+    def _groups(self, n_inputs: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per head: (target columns, input columns). ``split_question_head`` gives the 21 question
+        targets a head that sees only question text, so answer noise cannot fit them."""
+        everything = (np.arange(len(TARGETS)), np.arange(n_inputs))
+        if not self.params.split_question_head:
+            return {"all": everything}
+        is_question = [p != "answer" for p in self.params.parts for _ in range(self._dims_[p])]
+        is_question += ["answer" not in name for name in self.features_.names]
+        if len(is_question) != n_inputs:
+            raise ValueError(f"{n_inputs} inputs where the parts and features make {len(is_question)}")
+        n_q = len(QUESTION_TARGETS)
+        return {
+            "question": (np.arange(n_q), np.flatnonzero(is_question)),
+            "answer": (np.arange(n_q, len(TARGETS)), everything[1]),
+        }
+
     # --- the contract -------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> EmbeddingModel:
-        """Embed (through the cache), fit the features on train, then the head; see ``Params``."""
+        """Embed (through the cache), fit the features on train, then the head(s); see ``Params``."""
         from questlab.models import embedding_heads as heads
 
         p = self.params
@@ -126,6 +143,7 @@ class EmbeddingModel(Model):
         log.timings["embed_s"] = time.perf_counter() - t0
 
         self.features_ = FeatureExtractor(p.features, p.host_min_count).fit(train, vec_train)
+        self._dims_ = {part: int(vec_train[part].shape[1]) for part in p.parts}
         x_train = self._matrix(train, vec_train)
         y_train = train[list(TARGETS)].to_numpy(np.float32)
         x_valid = self._matrix(valid, vec_valid) if valid is not None else None
@@ -133,24 +151,36 @@ class EmbeddingModel(Model):
         log.info.update(n_inputs=int(x_train.shape[1]), n_features=len(self.features_.names), head=p.head)
 
         t1 = time.perf_counter()
-        if p.head == "ridge":
-            self.head_ = heads.RidgeHead(p.ridge_alpha).fit(x_train, y_train, x_valid, y_valid, log)
-        else:
-            self.head_ = heads.MLPHead(p).fit(x_train, y_train, x_valid, y_valid, log)
+        self.heads_ = {}
+        for g, (name, (cols, inputs)) in enumerate(self._groups(x_train.shape[1]).items()):
+            xt, yt = x_train[:, inputs], y_train[:, cols]
+            xv = x_valid[:, inputs] if x_valid is not None else None
+            yv = y_valid[:, cols] if y_valid is not None else None
+            head = heads.RidgeHead(p.ridge_alpha) if p.head == "ridge" else heads.MLPHead(p)
+            self.heads_[name] = head.fit(xt, yt, xv, yv, log, group=g)
         log.timings["head_s"] = time.perf_counter() - t1
         self.fitted_ = True
         return self
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         self.check_fitted()
-        return self.head_.predict(self._matrix(frame, self.embed(frame)))
+        x = self._matrix(frame, self.embed(frame))
+        out = np.full((len(frame), len(TARGETS)), np.nan)
+        for name, (cols, inputs) in self._groups(x.shape[1]).items():
+            out[:, cols] = self.heads_[name].predict(x[:, inputs])
+        return out
 
     def _save_state(self, folder: Path) -> None:
-        (folder / "features.json").write_text(json.dumps(self.features_.to_dict(), indent=1))
-        self.head_.save(folder)
+        state = {"features": self.features_.to_dict(), "dims": self._dims_, "heads": list(self.heads_)}
+        (folder / "state.json").write_text(json.dumps(state, indent=1))
+        for name, head in self.heads_.items():
+            (folder / f"head_{name}").mkdir(exist_ok=True)
+            head.save(folder / f"head_{name}")
 
     def _load_state(self, folder: Path) -> None:
         from questlab.models import embedding_heads as heads
 
-        self.features_ = FeatureExtractor.from_dict(json.loads((folder / "features.json").read_text()))
-        self.head_ = heads.load_head(folder, self.params)
+        state = json.loads((folder / "state.json").read_text())
+        self.features_ = FeatureExtractor.from_dict(state["features"])
+        self._dims_ = state["dims"]
+        self.heads_ = {name: heads.load_head(folder / f"head_{name}", self.params) for name in state["heads"]}

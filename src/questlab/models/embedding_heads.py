@@ -31,11 +31,12 @@ class RidgeHead:
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog) -> RidgeHead:
+    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0) -> RidgeHead:
+        """One fit; logs one entry (MSE losses, valid mean Spearman); ``group`` tags the entry."""
         from sklearn.linear_model import Ridge
 
         self.model_ = Ridge(alpha=self.alpha).fit(x, y)
-        entry = {"epoch": 0, "train_loss": float(np.mean((self.predict(x) - y) ** 2))}
+        entry = {"group": group, "epoch": 0, "train_loss": float(np.mean((self.predict(x) - y) ** 2))}
         if x_valid is not None:
             pred = self.predict(x_valid)
             entry |= {"valid_loss": float(np.mean((pred - y_valid) ** 2)), "valid_score": mean_spearman(y_valid, pred)}
@@ -81,11 +82,12 @@ class MLPHead:
     def __init__(self, params: ModelParams) -> None:
         self.p = params
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog) -> MLPHead:
+    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0) -> MLPHead:
+        """Train ``n_seeds`` nets; one log entry per epoch and net, tagged with ``group``."""
         with torch_threads(pick_threads(self.p.threads)):
-            return self._fit(x, y, x_valid, y_valid, log)
+            return self._fit(x, y, x_valid, y_valid, log, group)
 
-    def _fit(self, x, y, x_valid, y_valid, log: FitLog) -> MLPHead:
+    def _fit(self, x, y, x_valid, y_valid, log: FitLog, group: int) -> MLPHead:
         import torch
 
         if x_valid is None:
@@ -119,7 +121,14 @@ class MLPHead:
                     logits = net(xv)
                     valid_loss = float(loss_fn(logits, yv))
                 score = mean_spearman(y_valid, torch.sigmoid(logits).numpy())
-                log.log_epoch(seed=k, epoch=epoch, train_loss=total / len(xt), valid_loss=valid_loss, valid_score=score)
+                log.log_epoch(
+                    group=group,
+                    seed=k,
+                    epoch=epoch,
+                    train_loss=total / len(xt),
+                    valid_loss=valid_loss,
+                    valid_score=score,
+                )
                 if score > best:
                     best, best_state, best_epoch, waited = score, copy.deepcopy(net.state_dict()), epoch, 0
                 else:
@@ -130,7 +139,7 @@ class MLPHead:
             net.eval()
             self.nets_.append(net)
             best_epochs.append(best_epoch)
-        log.info["best_epochs"] = best_epochs
+        log.info.setdefault("best_epochs", []).extend(best_epochs)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
