@@ -171,3 +171,19 @@ def check_predictions(pred: np.ndarray, n_rows: int, who: str) -> np.ndarray:
     if pred.min() < 0 or pred.max() > 1:
         raise ValueError(f"{who} returned predictions outside [0, 1] ({pred.min():.3g}..{pred.max():.3g})")
     return pred
+
+
+def to_unit_interval(raw: np.ndarray, margin: float = 0.01) -> np.ndarray:
+    """Map unbounded scores into (0, 1) without creating ties.
+
+    Values inside [margin, 1 - margin] pass unchanged; values beyond decay exponentially towards
+    0 or 1. Unlike clipping (which turns every negative score of a rare target into the same 0
+    and throws their order away) the map is strictly increasing, so Spearman sees every rank.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    low, high = margin, 1.0 - margin
+    out = raw.copy()
+    below, above = raw < low, raw > high
+    out[below] = low * np.exp((raw[below] - low) / low)
+    out[above] = 1.0 - margin * np.exp(-(raw[above] - high) / margin)
+    return out

@@ -1,0 +1,215 @@
+"""The questlab command line: each command parses, calls one function, prints.
+
+Bad input (data, config, unknown run) exits with code 2 and one line on stderr, never a
+traceback. ``run`` prints the run id alone on the last line of stdout, so scripts can chain.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from questlab.config import ConfigError, load_config
+from questlab.data import DataError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="questlab: QUEST Q&A rating workbench.",
+)
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="MLflow tracking URI or folder (default: $QUESTLAB_STORE or ./questlab-store)"),
+]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _store(uri: str | None):
+    from questlab.store import Store
+
+    return Store(uri)
+
+
+def _guard(fn):
+    """Turn expected user errors into one line and exit code 2."""
+    import functools
+
+    from questlab.encoders import EncoderNotFoundError
+    from questlab.store import RunNotFoundError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ConfigError, RunNotFoundError, EncoderNotFoundError) as exc:
+            _fail(str(exc))
+        except (ValueError, FileNotFoundError, KeyError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            _fail(str(msg))
+
+    return wrapper
+
+
+@app.command()
+@_guard
+def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUEST format")]) -> None:
+    """Validate a QUEST CSV and print a summary (rows, questions, targets, text lengths)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from questlab.data import detect_kind, load, summarize
+
+    kind = detect_kind(path)
+    frame = load(path, kind)
+    s = summarize(frame, kind)
+    console = Console()
+    console.print(f"[bold]{path}[/bold]: valid {kind} file")
+    console.print(
+        f"rows {s.rows}, unique questions {s.questions}, answers per question: "
+        f"mean {s.answers_per_question['mean']:.2f}, max {s.answers_per_question['max']:.0f}, "
+        f"{s.answers_per_question['share_with_several']:.0%} of questions have several"
+    )
+    if s.blank_bodies:
+        console.print(
+            f"note: {s.blank_bodies} question bodies are blank (whitespace only); kept, the title carries them"
+        )
+    lengths = Table("text (characters)", "mean", "p50", "p90", "max", title="text lengths")
+    for part, row in s.text_lengths.iterrows():
+        lengths.add_row(part, *(f"{v:.0f}" for v in row))
+    console.print(lengths)
+    if s.targets is not None:
+        table = Table("target", "distinct", "most common", "its share", "mean", title="targets (imbalance)")
+        for target, row in s.targets.iterrows():
+            share = row["majority_share"]
+            style = "red" if share >= 0.9 else "yellow" if share >= 0.7 else "default"
+            table.add_row(
+                target,
+                str(row["distinct"]),
+                f"{row['majority_value']:.3f}",
+                f"[{style}]{share:.1%}[/{style}]",
+                f"{row['mean']:.3f}",
+            )
+        console.print(table)
+
+
+@app.command()
+@_guard
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML run config (see configs/)")] = None,
+    train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
+    test: Annotated[Path | None, typer.Option(help="unlabelled test CSV to predict with the fold models")] = None,
+    submission: Annotated[Path | None, typer.Option(help="also write the test predictions here")] = None,
+    fold: Annotated[list[int] | None, typer.Option("--fold", help="run only this fold (repeatable)")] = None,
+    resume: Annotated[str | None, typer.Option(help="resume this failed/killed run id")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Run grouped CV for a config, record it, and print the run id on the last line."""
+    import json
+    import shutil
+
+    from questlab.runs import run_cv
+
+    if resume is None and (config is None or train is None):
+        _fail("give a CONFIG and --train (or --resume RUN_ID)")
+    st = _store(store)
+    if resume is not None:
+        meta = json.loads((st.get(resume).dir / "run.json").read_text())
+        train = train or Path(meta["train_path"])
+        test = test or (Path(meta["test_path"]) if meta.get("test_path") else None)
+        cfg = None
+    else:
+        cfg = load_config(config)
+    try:
+        run_id = run_cv(cfg, train, test, store=st, only_folds=fold, resume=resume)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the run is marked KILLED; continue it with --resume RUN_ID", err=True)
+        raise typer.Exit(code=130) from None
+    if not run_id:  # a DDP worker process records nothing
+        return
+    if submission is not None:
+        src = st.run_dir(run_id) / "submission.csv"
+        if not src.exists():
+            _fail("no submission was made: give --test")
+        shutil.copy(src, submission)
+        typer.echo(f"submission written to {submission}", err=True)
+    typer.echo(run_id)
+
+
+@app.command()
+@_guard
+def collect(
+    run_ids: Annotated[list[str], typer.Argument(help="single-fold runs of the same config and folds")],
+    name: Annotated[str | None, typer.Option(help="name of the collected run")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Merge runs made with --fold into one run (OOF, scores, submission)."""
+    from questlab.runs import collect_runs
+
+    typer.echo(collect_runs(_store(store), run_ids, name=name))
+
+
+@app.command()
+@_guard
+def runs(
+    store: StoreOpt = None, all_: Annotated[bool, typer.Option("--all", help="show failed runs too")] = True
+) -> None:
+    """List recorded runs, newest first, with their CV scores."""
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from questlab.store import TAG_COMPLETE
+
+    records = _store(store).list_runs()
+    table = Table("run id", "name", "model", "kind", "status", "CV", "95% CI", "folds", "started")
+    for r in records:
+        cv = r.metrics.get("cv_score")
+        ci = f"{r.metrics['cv_ci_low']:.4f}..{r.metrics['cv_ci_high']:.4f}" if "cv_ci_low" in r.metrics else ""
+        folds = r.tags.get("questlab.folds_done", "")
+        if r.tags.get(TAG_COMPLETE) == "false" and folds:
+            folds += " (partial)"
+        table.add_row(
+            r.run_id,
+            r.name,
+            r.tags.get("questlab.model", ""),
+            r.kind,
+            r.status,
+            f"{cv:.4f}" if cv is not None else "-",
+            ci,
+            folds,
+            dt.datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M"),
+        )
+    Console(width=200).print(table)
+
+
+@app.command()
+@_guard
+def predict(
+    run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
+    input: Annotated[Path, typer.Option("--input", help="test-format CSV of new pairs")],
+    output: Annotated[Path, typer.Option("--output", help="where to write qa_id + 30 predictions")],
+    store: StoreOpt = None,
+) -> None:
+    """Predict new pairs with a recorded run's fold models (nothing is refitted)."""
+    from questlab.predict import predict_file
+
+    out = predict_file(_store(store), run_id, input, output)
+    typer.echo(f"wrote {len(out)} rows to {output}", err=True)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,233 @@
+"""The QUEST score: mean over the 30 targets of the Spearman correlation, done carefully.
+
+A target whose prediction is constant has no Spearman (the seed loop got NaN there and then
+either crashed or silently skipped it). Here such a target is *reported* with its status and
+counts 0 in the mean, so a model cannot look better by giving up on hard targets. A target whose
+truth is constant in the scored rows (possible for rare targets in one fold) is reported as
+"truth constant" and also counts 0, since no prediction could be ranked against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from questlab.schema import TARGETS
+
+OK, CONSTANT_PREDICTION, CONSTANT_TRUTH = "ok", "constant prediction", "constant truth"
+
+
+def _is_constant(columns: np.ndarray) -> np.ndarray:
+    """Per column: True when every value is the same (to float noise)."""
+    return np.ptp(columns, axis=0) <= 1e-12 * np.maximum(1.0, np.abs(columns).max(axis=0))
+
+
+def _pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=0) / denom
+
+
+def spearman_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Spearman per column and a status per column (ok / constant prediction / constant truth).
+
+    The returned correlation is NaN exactly where the status is not "ok"; callers decide how to
+    count it (``mean_spearman`` counts it as 0).
+    """
+    y_true, y_pred = _as_2d(y_true, y_pred)
+    const_pred, const_true = _is_constant(y_pred), _is_constant(y_true)
+    rho = _pearson_columns(rankdata(y_true, axis=0), rankdata(y_pred, axis=0))
+    status = [
+        CONSTANT_TRUTH if ct else CONSTANT_PREDICTION if cp else OK
+        for ct, cp in zip(const_true, const_pred, strict=True)
+    ]
+    rho[const_true | const_pred] = np.nan
+    return rho, status
+
+
+def mean_spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The competition score, with undefined (constant) columns counted as 0."""
+    rho, _ = spearman_per_target(y_true, y_pred)
+    return float(np.nan_to_num(rho, nan=0.0).mean())
+
+
+def _as_2d(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.ndim == 1:
+        y_true, y_pred = y_true[:, None], y_pred[:, None]
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}")
+    if len(y_true) < 2:
+        raise ValueError("need at least 2 rows to compute a Spearman correlation")
+    if not np.isfinite(y_pred).all():
+        raise ValueError("predictions contain NaN or infinity: fix the model, a score would hide it")
+    return y_true, y_pred
+
+
+class _WeightedRanker:
+    """Exact Spearman of bootstrap resamples without re-sorting.
+
+    A resample is a vector of row multiplicities ``w``. Sorting each column once gives its tie
+    blocks; the average rank of a block in the resample is the weight of the blocks before it plus
+    (block weight + 1) / 2. Pearson of those ranks, weighted by ``w``, is the Spearman of the
+    resampled data, ties and duplicates included.
+    """
+
+    def __init__(self, values: np.ndarray) -> None:
+        m = values.shape[1]
+        order = np.argsort(values, axis=0, kind="stable")
+        sorted_vals = np.take_along_axis(values, order, axis=0)
+        new_block = np.vstack([np.ones((1, m), bool), np.diff(sorted_vals, axis=0) != 0])
+        block_in_col = np.cumsum(new_block, axis=0) - 1  # block index within each column
+        n_blocks = block_in_col[-1] + 1
+        self.offsets = np.concatenate([[0], np.cumsum(n_blocks)[:-1]])
+        block_sorted = block_in_col + self.offsets  # global block id, in sorted order
+        self.block_of_row = np.empty_like(block_sorted)
+        np.put_along_axis(self.block_of_row, order, block_sorted, axis=0)
+        self.n_total = int(n_blocks.sum())
+        self.col_of_block = np.repeat(np.arange(m), n_blocks)
+
+    def ranks(self, w: np.ndarray) -> np.ndarray:
+        m = self.block_of_row.shape[1]
+        block_w = np.bincount(self.block_of_row.ravel(), weights=np.repeat(w, m), minlength=self.n_total)
+        cum = np.cumsum(block_w)
+        col_start = np.concatenate([[0.0], cum])[self.offsets]  # weight before each column's first block
+        before = cum - block_w - col_start[self.col_of_block]
+        rank_of_block = before + (block_w + 1.0) / 2.0
+        return rank_of_block[self.block_of_row]
+
+
+def bootstrap_scores(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Mean-Spearman of ``n_boot`` resamples that draw whole questions (groups) with replacement.
+
+    Returns an (n_boot,) array; columns undefined in a resample count 0, as in the score.
+    """
+    y_true, y_pred = _as_2d(y_true, y_pred)
+    _, group_idx = np.unique(groups, return_inverse=True)
+    n_groups = group_idx.max() + 1
+    rng = np.random.default_rng(seed)
+    rank_true, rank_pred = _WeightedRanker(y_true), _WeightedRanker(y_pred)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        group_counts = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        w = group_counts[group_idx].astype(np.float64)
+        rt, rp = rank_true.ranks(w), rank_pred.ranks(w)
+        total = w.sum()
+        rt = rt - (w @ rt) / total
+        rp = rp - (w @ rp) / total
+        cov = w @ (rt * rp)
+        denom = np.sqrt((w @ (rt * rt)) * (w @ (rp * rp)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = np.where(denom > 1e-12, cov / np.where(denom > 0, denom, 1.0), 0.0)
+        out[b] = rho.mean()
+    return out
+
+
+@dataclass
+class CVScore:
+    """Everything a run reports about its score."""
+
+    score: float  # mean Spearman over the 30 targets on all out-of-fold rows (constants count 0)
+    ci_low: float  # bootstrap 95% interval, resampling questions
+    ci_high: float
+    per_target: pd.DataFrame  # index: target; columns: spearman, status
+    per_fold: pd.DataFrame  # index: fold; columns: score, n_rows, n_constant_pred, n_constant_truth
+    per_fold_target: pd.DataFrame  # index: fold; columns: the targets (NaN where undefined)
+    per_fold_status: pd.DataFrame  # index: fold; columns: the targets; values: status
+    n_boot: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "score": self.score,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "n_boot": self.n_boot,
+            "per_target": self.per_target.reset_index().to_dict(orient="records"),
+            "per_fold": self.per_fold.reset_index().to_dict(orient="records"),
+            "per_fold_target": {
+                str(k): {t: (None if np.isnan(v) else float(v)) for t, v in row.items()}
+                for k, row in self.per_fold_target.iterrows()
+            },
+            "per_fold_status": {str(k): row.to_dict() for k, row in self.per_fold_status.iterrows()},
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CVScore:
+        pft = pd.DataFrame.from_dict(
+            {
+                int(k): {t: (np.nan if v is None else v) for t, v in row.items()}
+                for k, row in d["per_fold_target"].items()
+            },
+            orient="index",
+        )
+        pfs = pd.DataFrame.from_dict({int(k): row for k, row in d["per_fold_status"].items()}, orient="index")
+        return cls(
+            score=d["score"],
+            ci_low=d["ci_low"],
+            ci_high=d["ci_high"],
+            per_target=pd.DataFrame(d["per_target"]).set_index("target"),
+            per_fold=pd.DataFrame(d["per_fold"]).set_index("fold"),
+            per_fold_target=pft.rename_axis("fold"),
+            per_fold_status=pfs.rename_axis("fold"),
+            n_boot=d.get("n_boot", 0),
+            notes=list(d.get("notes", [])),
+        )
+
+
+def score_cv(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    folds: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    targets: tuple[str, ...] = TARGETS,
+) -> CVScore:
+    """Score out-of-fold predictions overall, per target, per fold, with a bootstrap interval."""
+    rho, status = spearman_per_target(y_true, y_pred)
+    per_target = pd.DataFrame({"spearman": rho, "status": status}, index=pd.Index(targets, name="target"))
+    fold_rows, fold_target, fold_status = [], {}, {}
+    for k in np.unique(folds):
+        sel = folds == k
+        r, s = spearman_per_target(y_true[sel], y_pred[sel])
+        fold_target[int(k)] = dict(zip(targets, r, strict=True))
+        fold_status[int(k)] = dict(zip(targets, s, strict=True))
+        fold_rows.append(
+            {
+                "fold": int(k),
+                "score": float(np.nan_to_num(r, nan=0.0).mean()),
+                "n_rows": int(sel.sum()),
+                "n_constant_pred": s.count(CONSTANT_PREDICTION),
+                "n_constant_truth": s.count(CONSTANT_TRUTH),
+            }
+        )
+    boots = bootstrap_scores(y_true, y_pred, groups, n_boot=n_boot, seed=seed) if n_boot else np.array([np.nan])
+    notes = []
+    n_const = status.count(CONSTANT_PREDICTION)
+    if n_const:
+        notes.append(f"{n_const} target(s) have constant predictions and count 0 in the mean")
+    return CVScore(
+        score=float(np.nan_to_num(rho, nan=0.0).mean()),
+        ci_low=float(np.percentile(boots, 2.5)),
+        ci_high=float(np.percentile(boots, 97.5)),
+        per_target=per_target,
+        per_fold=pd.DataFrame(fold_rows).set_index("fold"),
+        per_fold_target=pd.DataFrame.from_dict(fold_target, orient="index").rename_axis("fold"),
+        per_fold_status=pd.DataFrame.from_dict(fold_status, orient="index").rename_axis("fold"),
+        n_boot=n_boot,
+        notes=notes,
+    )
