@@ -17,9 +17,9 @@ import numpy as np
 
 from questlab.data import load_train
 from questlab.folds import make_folds
+from questlab.metric import mean_spearman
 from questlab.models.base import FitLog
 from questlab.models.embedding import EmbeddingModel
-from questlab.models.embedding_heads import mean_spearman
 from questlab.schema import TARGETS
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from questlab.data import load_train
 from questlab.folds import make_folds
+from questlab.metric import mean_spearman
 from questlab.models import build_model
 from questlab.models.base import FitLog, Model, check_predictions
-from questlab.models.embedding_heads import mean_spearman
 from questlab.schema import QUESTION_TARGETS, TARGETS
 from tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 

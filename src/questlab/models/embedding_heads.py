@@ -7,20 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from questlab.embeddings import pick_threads, torch_threads
+from questlab.metric import mean_spearman
 from questlab.models.base import FitLog, ModelParams
-
-
-def mean_spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Mean column-wise Spearman; a column whose truth or prediction is constant is skipped (NaN)."""
-    scores = []
-    for j in range(y_true.shape[1]):
-        if np.ptp(y_true[:, j]) == 0 or np.ptp(y_pred[:, j]) == 0:
-            continue
-        scores.append(spearmanr(y_true[:, j], y_pred[:, j]).statistic)
-    return float(np.mean(scores)) if scores else float("nan")
 
 
 class RidgeHead:
