@@ -19,6 +19,9 @@ def row(title="How do I do it?", body="Some body.", answer="An answer.", q_user=
         "answer_user_name": a_user,
         "category": cat,
         "host": host,
+        "url": "http://a.stackexchange.com/questions/1/t",
+        "question_user_page": "https://a.stackexchange.com/users/1",
+        "answer_user_page": "https://a.stackexchange.com/users/2",
     }
 
 
@@ -59,6 +62,18 @@ def test_question_words():
     qw = numeric_group(rows, "question_words")
     assert qw["title_starts_why"].tolist() == [1.0, 0.0]
     assert qw["title_cue_difference"].tolist() == [0.0, 1.0] and qw["title_cue_versus"].tolist() == [0.0, 1.0]
+
+
+def test_ids_parse_and_flag_what_does_not_parse():
+    rows = frame(row(), row())
+    rows["url"] = ["http://a.stackexchange.com/questions/9169/some-title", "http://odd.example/no-id"]
+    rows["question_user_page"] = ["https://a.stackexchange.com/users/1024", "https://a.stackexchange.com/users/7"]
+    rows["answer_user_page"] = ["https://a.stackexchange.com/users/17", "https://a.stackexchange.com/users/-1"]
+    ids = numeric_group(rows, "ids")
+    assert np.expm1(ids["log_question_id"][0]) == pytest.approx(9169) and ids["question_id_missing"][0] == 0
+    assert ids["question_id_missing"][1] == 1 and ids["log_question_id"][1] == 0
+    assert ids["answerer_id_missing"].tolist() == [0.0, 1.0]  # -1: the community user, no real account
+    assert ids["answerer_older_than_asker"][0] == 1.0
 
 
 def test_similarity_of_identical_and_opposite_vectors():

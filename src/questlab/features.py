@@ -11,6 +11,9 @@ Groups (``FEATURE_GROUPS``):
 - ``question_words``: which question word the title uses (how / why / what / which / ...) and
   "difference", "vs", "or": cheap cues for the question_type_* targets.
 - ``similarity``: cosine similarities between the embedded parts (needs the vectors).
+- ``ids``: log of the question id (from the url) and of the asker's and answerer's user ids (from
+  their pages): per-site sequence numbers, so proxies of question age and account age. A value
+  that does not parse is set to 0 with a ``*_missing`` flag beside it, not silently.
 
 Numeric columns are standardised with train means and deviations; one-hots are left as 0/1.
 """
@@ -25,7 +28,7 @@ import pandas as pd
 
 from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TITLE
 
-FeatureGroup = Literal["lengths", "counts", "asker", "category", "host", "question_words", "similarity"]
+FeatureGroup = Literal["lengths", "counts", "asker", "category", "host", "question_words", "similarity", "ids"]
 FEATURE_GROUPS: tuple[str, ...] = FeatureGroup.__args__
 UNKNOWN = "unknown"
 SIMILARITY_PAIRS = (("title", "body"), ("title", "answer"), ("body", "answer"), ("title_body", "answer"))
@@ -87,6 +90,19 @@ def numeric_group(frame: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
         out = {f"title_starts_{w}": (first == w).to_numpy(float) for w in _QUESTION_WORDS}
         out |= {f"title_has_{w}": title.str.contains(w, regex=True).to_numpy(float) for w in _QUESTION_WORDS[:6]}
         out |= {f"title_cue_{k}": title.str.contains(p, regex=True).to_numpy(float) for k, p in _TITLE_CUES.items()}
+        return out
+    if group == "ids":
+        out = {}
+        for name, col, pattern in (
+            ("question_id", "url", r"/questions/(\d+)"),
+            ("asker_id", "question_user_page", r"/users/(-?\d+)"),
+            ("answerer_id", "answer_user_page", r"/users/(-?\d+)"),
+        ):
+            raw = pd.to_numeric(frame[col].str.extract(pattern, expand=False), errors="coerce").to_numpy(float)
+            missing = ~np.isfinite(raw) | (raw < 0)
+            out[f"log_{name}"] = np.where(missing, 0.0, np.log1p(np.where(missing, 0.0, raw)))
+            out[f"{name}_missing"] = missing.astype(float)
+        out["answerer_older_than_asker"] = (out["log_answerer_id"] < out["log_asker_id"]).astype(float)
         return out
     raise ValueError(f"{group!r} is not a stateless numeric group")
 
