@@ -2,8 +2,9 @@
 
 Each measurement runs in its own child process (so each gets its own peak RSS), alternating
 ours / theirs for ``--rounds`` rounds so machine contention hits both alike; the best round
-of each is compared. Both embed at the same token budget (256 for MiniLM: the model's
-``max_seq_length``); ours keeps head + tail of longer texts, theirs the head: same cost.
+of each is compared. Both use the same number of torch threads and the same token budget
+(256 for MiniLM: the model's ``max_seq_length``); ours keeps head + tail of longer texts,
+theirs the head: the same cost.
 
     PYTHONPATH=src python bench/embedding_throughput.py --train ../shared/quest/train.csv --n 512
 """
@@ -25,13 +26,14 @@ def _texts(path: str, n: int, part: str) -> list[str]:
     return (frame["question_title"] + "\n\n" + frame["question_body"]).head(n).tolist()
 
 
-def _run(which: str, encoder: str, texts: list[str], batch: int, max_tokens: int, queue) -> None:
+def _run(which: str, encoder: str, texts: list[str], batch: int, max_tokens: int, threads: int, queue) -> None:
     import torch
 
     from questlab.embeddings import EncoderSettings, SentenceEncoder
 
+    torch.set_num_threads(threads)
     if which == "questlab":
-        enc = SentenceEncoder(encoder, EncoderSettings(max_tokens=max_tokens), batch_size=batch)
+        enc = SentenceEncoder(encoder, EncoderSettings(max_tokens=max_tokens), batch_size=batch, threads=threads)
         enc.encode(texts[:batch], progress=False)  # warm-up (weights load, kernels)
 
         def fn():
@@ -64,14 +66,18 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for both (0: from the load average)")
     args = ap.parse_args()
+    from questlab.embeddings import pick_threads
+
+    threads = pick_threads(args.threads)  # the same for both sides: the comparison is of the code
     texts = _texts(args.train, args.n, args.part)
     ctx = mp.get_context("spawn")
     results: dict[str, list[tuple[float, float]]] = {"questlab": [], "sentence-transformers": []}
     for r in range(args.rounds):
         for which in results:
             q = ctx.Queue()
-            p = ctx.Process(target=_run, args=(which, args.encoder, texts, args.batch, args.max_tokens, q))
+            p = ctx.Process(target=_run, args=(which, args.encoder, texts, args.batch, args.max_tokens, threads, q))
             p.start()
             name, rate, peak, threads = q.get()
             p.join()
@@ -80,7 +86,8 @@ def main() -> None:
     ours = max(x[0] for x in results["questlab"])
     theirs = max(x[0] for x in results["sentence-transformers"])
     print(
-        f"\n{args.encoder}, {len(texts)} {args.part} texts, batch {args.batch}, {args.max_tokens} tokens:\n"
+        f"\n{args.encoder}, {len(texts)} {args.part} texts, batch {args.batch}, {args.max_tokens} tokens, "
+        f"{threads} thread(s):\n"
         f"  questlab              {ours:7.1f} seq/s  peak RSS {max(x[1] for x in results['questlab']):6.0f} MiB\n"
         f"  sentence-transformers {theirs:7.1f} seq/s  peak RSS "
         f"{max(x[1] for x in results['sentence-transformers']):6.0f} MiB\n"
