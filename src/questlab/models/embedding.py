@@ -19,7 +19,7 @@ from pydantic import Field
 from questlab.embedding_cache import EmbeddingCache
 from questlab.embeddings import EncoderSettings, SentenceEncoder
 from questlab.encoders import cache_root
-from questlab.features import FEATURE_GROUPS, FeatureExtractor, FeatureGroup
+from questlab.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup
 from questlab.models.base import FitLog, Model, ModelParams
 from questlab.schema import ANSWER, BODY, QUESTION_TARGETS, TARGETS, TITLE
 
@@ -37,7 +37,7 @@ class EmbeddingParams(ModelParams):
     bf16: bool = True  # bf16 autocast while embedding (only used where the CPU has native bf16)
     embed_batch_size: int = Field(32, ge=1)
     parts: list[Part] = Field(default_factory=lambda: ["title", "body", "answer", "title_body"])
-    features: list[FeatureGroup] = Field(default_factory=lambda: list(FEATURE_GROUPS))
+    features: list[FeatureGroup] = Field(default_factory=lambda: list(DEFAULT_FEATURE_GROUPS))
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
     head: Literal["ridge", "mlp"] = "mlp"
     split_question_head: bool = False  # question targets get their own head over question inputs only
