@@ -40,7 +40,7 @@ def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, 
     model = build_model("embedding", p).fit(train, valid, log)
     pred = check_predictions(model.predict(valid), len(valid), "embedding")
     assert np.isfinite(log.epochs[0]["valid_score"])
-    assert set(log.truncation) == {"title", "body", "answer", "title_body"}
+    assert set(log.truncation) == {"title", "answer", "title_body"}
     if head == "mlp":
         assert {e["seed"] for e in log.epochs} == {0, 1}
         assert {e["group"] for e in log.epochs} == ({0, 1} if split else {0})

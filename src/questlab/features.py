@@ -10,7 +10,7 @@ Groups (``FEATURE_GROUPS``):
   Both vocabularies are learned from the TRAIN rows only; anything else maps to "unknown".
 - ``question_words``: which question word the title uses (how / why / what / which / ...) and
   "difference", "vs", "or": cheap cues for the question_type_* targets.
-- ``similarity``: cosine similarities between the embedded parts (needs the vectors).
+- ``similarity``: cosine similarities between the embedded parts present (needs the vectors).
 - ``ids``: log of the question id (from the url) and of the asker's and answerer's user ids (from
   their pages): per-site sequence numbers, so proxies of question age and account age. A value
   that does not parse is set to 0 with a ``*_missing`` flag beside it, not silently.
@@ -33,7 +33,13 @@ FEATURE_GROUPS: tuple[str, ...] = FeatureGroup.__args__
 # What held up in grouped CV (docs/embedding.md): every group but ids.
 DEFAULT_FEATURE_GROUPS: tuple[str, ...] = tuple(g for g in FEATURE_GROUPS if g != "ids")
 UNKNOWN = "unknown"
-SIMILARITY_PAIRS = (("title", "body"), ("title", "answer"), ("body", "answer"), ("title_body", "answer"))
+SIMILARITY_PAIRS = (
+    ("title", "body"),
+    ("title", "title_body"),
+    ("title", "answer"),
+    ("body", "answer"),
+    ("title_body", "answer"),
+)
 
 _LINK = re.compile(r"https?://|www\.")
 # A line that looks like code: ends in ; { } or ), or holds =, ->, ::, <tag>, $ prompt, def/import.
