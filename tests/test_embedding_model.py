@@ -32,7 +32,7 @@ def params(encoder: Path, **over) -> dict:
 
 
 @needs_data
-@pytest.mark.parametrize(("head", "split"), [("ridge", False), ("mlp", False), ("mlp", True)])
+@pytest.mark.parametrize(("head", "split"), [("ridge", False), ("mlp", False), ("mlp", True), ("mlp+ridge", False)])
 def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, split):  # noqa: F811
     train, valid = slice_
     log = FitLog()
@@ -41,7 +41,9 @@ def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, 
     pred = check_predictions(model.predict(valid), len(valid), "embedding")
     assert np.isfinite(log.epochs[0]["valid_score"])
     assert set(log.truncation) == {"title", "answer", "title_body"}
-    if head == "mlp":
+    if head == "mlp+ridge":
+        assert len(log.info["ridge_fits"]) == 1 and {e["seed"] for e in log.epochs} == {0, 1}
+    elif head == "mlp":
         assert {e["seed"] for e in log.epochs} == {0, 1}
         assert {e["group"] for e in log.epochs} == ({0, 1} if split else {0})
         assert len(log.info["best_epochs"]) == (4 if split else 2)

@@ -40,7 +40,8 @@ class EmbeddingParams(ModelParams):
     parts: list[Part] = Field(default_factory=lambda: ["title", "answer", "title_body"])
     features: list[FeatureGroup] = Field(default_factory=lambda: list(DEFAULT_FEATURE_GROUPS))
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
-    head: Literal["ridge", "mlp"] = "mlp"
+    head: Literal["ridge", "mlp", "mlp+ridge"] = "mlp"
+    ridge_weight: float = Field(0.3, ge=0.0, le=1.0)  # mlp+ridge: the ridge's share of the blend
     split_question_head: bool = False  # question targets get their own head over question inputs only
     ridge_alpha: float = Field(10.0, gt=0)
     hidden: int = Field(512, ge=1)  # MLP hidden width
@@ -154,8 +155,7 @@ class EmbeddingModel(Model):
             xt, yt = x_train[:, inputs], y_train[:, cols]
             xv = x_valid[:, inputs] if x_valid is not None else None
             yv = y_valid[:, cols] if y_valid is not None else None
-            head = heads.RidgeHead(p.ridge_alpha) if p.head == "ridge" else heads.MLPHead(p)
-            self.heads_[name] = head.fit(xt, yt, xv, yv, log, group=g)
+            self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, group=g)
         log.timings["head_s"] = time.perf_counter() - t1
         self.fitted_ = True
         return self

@@ -1,4 +1,5 @@
-"""Heads over the (embeddings + features) matrix: per-target ridge, and a small bagged PyTorch MLP."""
+"""Heads over the (embeddings + features) matrix: per-target ridge, a small bagged PyTorch MLP,
+and their weighted blend."""
 
 from __future__ import annotations
 
@@ -163,11 +164,55 @@ class MLPHead:
         return head
 
 
-def load_head(folder: Path, params: ModelParams) -> RidgeHead | MLPHead:
+class BlendHead:
+    """The MLP and the ridge fitted on the same inputs; predictions are
+    ``(1 - ridge_weight) * mlp + ridge_weight * ridge`` (both on the 0..1 target scale)."""
+
+    kind = "mlp+ridge"
+
+    def __init__(self, params: ModelParams) -> None:
+        self.p = params
+
+    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0) -> BlendHead:
+        self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group)
+        ridge_log = FitLog()  # the ridge's one entry would read as an MLP epoch: keep it apart
+        self.ridge_ = RidgeHead(self.p.ridge_alpha).fit(x, y, x_valid, y_valid, ridge_log, group)
+        log.info.setdefault("ridge_fits", []).extend(ridge_log.epochs)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        w = self.p.ridge_weight
+        return (1 - w) * self.mlp_.predict(x) + w * self.ridge_.predict(x)
+
+    def save(self, folder: Path) -> None:
+        for name, head in (("mlp", self.mlp_), ("ridge", self.ridge_)):
+            (folder / name).mkdir(exist_ok=True)
+            head.save(folder / name)
+        (folder / "head.json").write_text(json.dumps({"kind": self.kind}))
+
+    @classmethod
+    def load(cls, folder: Path, params: ModelParams) -> BlendHead:
+        head = cls(params)
+        head.mlp_, head.ridge_ = MLPHead.load(folder / "mlp", params), RidgeHead.load(folder / "ridge")
+        return head
+
+
+def make_head(params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
+    """A fresh head of the kind ``params.head`` names."""
+    if params.head == "ridge":
+        return RidgeHead(params.ridge_alpha)
+    if params.head == "mlp":
+        return MLPHead(params)
+    return BlendHead(params)
+
+
+def load_head(folder: Path, params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
     """Load whichever head ``head.json`` in ``folder`` names."""
     kind = json.loads((folder / "head.json").read_text())["kind"]
+    if kind == "mlp+ridge":
+        return BlendHead.load(folder, params)
     if kind == "ridge":
         return RidgeHead.load(folder)
     if kind == "mlp":
         return MLPHead.load(folder, params)
-    raise ValueError(f"{folder}/head.json: unknown head {kind!r}; known: ridge, mlp")
+    raise ValueError(f"{folder}/head.json: unknown head {kind!r}; known: ridge, mlp, mlp+ridge")
