@@ -40,7 +40,7 @@ class EmbeddingParams(ModelParams):
     parts: list[Part] = Field(default_factory=lambda: ["title", "answer", "title_body"])
     features: list[FeatureGroup] = Field(default_factory=lambda: list(DEFAULT_FEATURE_GROUPS))
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
-    head: Literal["ridge", "mlp", "mlp+ridge"] = "mlp"
+    head: Literal["ridge", "mlp", "mlp+ridge"] = "mlp+ridge"
     ridge_weight: float = Field(0.3, ge=0.0, le=1.0)  # mlp+ridge: the ridge's share of the blend
     split_question_head: bool = False  # question targets get their own head over question inputs only
     ridge_alpha: float = Field(10.0, gt=0)
