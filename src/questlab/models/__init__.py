@@ -15,6 +15,7 @@ _REGISTRY: dict[str, str] = {
     "mean": "questlab.models.mean:MeanModel",
     "tfidf": "questlab.models.tfidf:TfidfModel",
     "transformer": "questlab.models.transformer:TransformerModel",
+    "embedding": "questlab.models.embedding:EmbeddingModel",
 }
 
 

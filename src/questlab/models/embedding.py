@@ -1,0 +1,184 @@
+"""Frozen sentence embeddings + hand-made features + a light head (ridge or a small MLP).
+
+The encoder is never trained, so each text is embedded once: vectors go through the on-disk
+``EmbeddingCache`` and the five CV folds, other heads and later runs all read them back. The
+cache is only a cache: a saved model re-embeds new text through the encoder it names.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from questlab.embedding_cache import EmbeddingCache
+from questlab.embeddings import EncoderSettings, SentenceEncoder
+from questlab.encoders import cache_root
+from questlab.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup
+from questlab.models.base import FitLog, Model, ModelParams
+from questlab.schema import ANSWER, BODY, QUESTION_TARGETS, TARGETS, TITLE
+
+Part = Literal["title", "body", "answer", "title_body"]
+PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")
+
+
+class EmbeddingParams(ModelParams):
+    """Settings of the embedding family; one line each, unknown keys rejected."""
+
+    encoder: str = "all-MiniLM-L6-v2"  # known name or local HF folder (see questlab.encoders)
+    max_tokens: int = Field(256, ge=8, le=512)  # token budget per window (MiniLM was trained to 256)
+    long_text: Literal["head_tail", "chunks"] = "head_tail"
+    head_share: float = Field(0.5, ge=0.0, le=1.0)  # head_tail: share of the budget for the text's start
+    bf16: bool = True  # bf16 autocast while embedding (only used where the CPU has native bf16)
+    embed_batch_size: int = Field(32, ge=1)
+    # body adds nothing over title_body in CV and costs a quarter of the embedding time
+    parts: list[Part] = Field(default_factory=lambda: ["title", "answer", "title_body"])
+    features: list[FeatureGroup] = Field(default_factory=lambda: list(DEFAULT_FEATURE_GROUPS))
+    host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
+    head: Literal["ridge", "mlp", "mlp+ridge"] = "mlp+ridge"
+    ridge_weight: float = Field(0.3, ge=0.0, le=1.0)  # mlp+ridge: the ridge's share of the blend
+    split_question_head: bool = False  # question targets get their own head over question inputs only
+    ridge_alpha: float = Field(10.0, gt=0)
+    hidden: int = Field(512, ge=1)  # MLP hidden width
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    batch_size: int = Field(64, ge=1)
+    max_epochs: int = Field(60, ge=1)
+    patience: int = Field(8, ge=1)  # epochs without a better valid score before stopping
+    n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)
+    seed: int = 42
+    threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load average leaves free
+    progress: bool = True  # progress bar with ETA while embedding
+
+
+def part_texts(frame: pd.DataFrame, part: str) -> list[str]:
+    """The text of one part for every row; ``title_body`` is the title, a blank line, the body."""
+    if part == "title":
+        return frame[TITLE].tolist()
+    if part == "body":
+        return frame[BODY].tolist()
+    if part == "answer":
+        return frame[ANSWER].tolist()
+    if part == "title_body":
+        return (frame[TITLE] + "\n\n" + frame[BODY]).tolist()
+    raise ValueError(f"unknown part {part!r}; known: {', '.join(PARTS)}")
+
+
+# One loaded encoder per (spec, settings) and process: the CV runner builds a model per fold.
+_ENCODERS: dict[tuple, SentenceEncoder] = {}
+
+
+class EmbeddingModel(Model):
+    """Frozen encoder vectors of title/body/answer (+ features) into a ridge or MLP head."""
+
+    name = "embedding"
+    Params = EmbeddingParams
+    params: EmbeddingParams
+
+    # --- embedding ----------------------------------------------------------------------
+    def _encoder(self) -> SentenceEncoder:
+        p = self.params
+        settings = EncoderSettings(p.max_tokens, p.long_text, p.head_share, p.bf16)
+        key = (p.encoder, settings, p.embed_batch_size, p.threads)
+        if key not in _ENCODERS:
+            _ENCODERS[key] = SentenceEncoder(p.encoder, settings, batch_size=p.embed_batch_size, threads=p.threads)
+        return _ENCODERS[key]
+
+    def embed(self, frame: pd.DataFrame, log: FitLog | None = None) -> dict[str, np.ndarray]:
+        """Vectors of every configured part (similarity features use the pairs among them)."""
+        enc = self._encoder()
+        cache = EmbeddingCache(cache_root(), enc.cache_namespace)
+        out = {}
+        for part in self.params.parts:
+            texts = part_texts(frame, part)
+            out[part] = cache.lookup(
+                texts, lambda missing, part=part: enc.encode(missing, self.params.progress, f"embed {part}").vectors
+            )
+            if log is not None:
+                log.record_truncation(part, *enc.token_counts(texts))
+        if log is not None:
+            s = cache.stats
+            log.info.setdefault("embedding_cache", []).append(
+                {"folder": str(cache.folder), "hits": s.hits, "misses": s.misses, "corrupt": s.corrupt}
+            )
+        return out
+
+    def _matrix(self, frame: pd.DataFrame, vectors: dict[str, np.ndarray]) -> np.ndarray:
+        blocks = [vectors[p] for p in self.params.parts]
+        blocks.append(self.features_.transform(frame, vectors))
+        return np.hstack(blocks).astype(np.float32)
+
+    def _groups(self, n_inputs: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per head: (target columns, input columns). ``split_question_head`` gives the 21 question
+        targets a head that sees only question text, so answer noise cannot fit them."""
+        everything = (np.arange(len(TARGETS)), np.arange(n_inputs))
+        if not self.params.split_question_head:
+            return {"all": everything}
+        is_question = [p != "answer" for p in self.params.parts for _ in range(self._dims_[p])]
+        is_question += ["answer" not in name for name in self.features_.names]
+        if len(is_question) != n_inputs:
+            raise ValueError(f"{n_inputs} inputs where the parts and features make {len(is_question)}")
+        n_q = len(QUESTION_TARGETS)
+        return {
+            "question": (np.arange(n_q), np.flatnonzero(is_question)),
+            "answer": (np.arange(n_q, len(TARGETS)), everything[1]),
+        }
+
+    # --- the contract -------------------------------------------------------------------
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> EmbeddingModel:
+        """Embed (through the cache), fit the features on train, then the head(s); see ``Params``."""
+        from questlab.models import embedding_heads as heads
+
+        p = self.params
+        t0 = time.perf_counter()
+        vec_train = self.embed(train, log)
+        vec_valid = self.embed(valid) if valid is not None else None
+        log.timings["embed_s"] = time.perf_counter() - t0
+
+        self.features_ = FeatureExtractor(p.features, p.host_min_count).fit(train, vec_train)
+        self._dims_ = {part: int(vec_train[part].shape[1]) for part in p.parts}
+        x_train = self._matrix(train, vec_train)
+        y_train = train[list(TARGETS)].to_numpy(np.float32)
+        x_valid = self._matrix(valid, vec_valid) if valid is not None else None
+        y_valid = valid[list(TARGETS)].to_numpy(np.float32) if valid is not None else None
+        log.info.update(n_inputs=int(x_train.shape[1]), n_features=len(self.features_.names), head=p.head)
+
+        t1 = time.perf_counter()
+        self.heads_ = {}
+        for g, (name, (cols, inputs)) in enumerate(self._groups(x_train.shape[1]).items()):
+            xt, yt = x_train[:, inputs], y_train[:, cols]
+            xv = x_valid[:, inputs] if x_valid is not None else None
+            yv = y_valid[:, cols] if y_valid is not None else None
+            self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, group=g)
+        log.timings["head_s"] = time.perf_counter() - t1
+        self.fitted_ = True
+        return self
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        self.check_fitted()
+        x = self._matrix(frame, self.embed(frame))
+        out = np.full((len(frame), len(TARGETS)), np.nan)
+        for name, (cols, inputs) in self._groups(x.shape[1]).items():
+            out[:, cols] = self.heads_[name].predict(x[:, inputs])
+        return out
+
+    def _save_state(self, folder: Path) -> None:
+        state = {"features": self.features_.to_dict(), "dims": self._dims_, "heads": list(self.heads_)}
+        (folder / "state.json").write_text(json.dumps(state, indent=1))
+        for name, head in self.heads_.items():
+            (folder / f"head_{name}").mkdir(exist_ok=True)
+            head.save(folder / f"head_{name}")
+
+    def _load_state(self, folder: Path) -> None:
+        from questlab.models import embedding_heads as heads
+
+        state = json.loads((folder / "state.json").read_text())
+        self.features_ = FeatureExtractor.from_dict(state["features"])
+        self._dims_ = state["dims"]
+        self.heads_ = {name: heads.load_head(folder / f"head_{name}", self.params) for name in state["heads"]}

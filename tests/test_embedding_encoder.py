@@ -1,0 +1,65 @@
+"""The encoder wrapper on a tiny random BERT: pooling read from the folder, windows, padding, ST parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from questlab.embeddings import EncoderSettings, SentenceEncoder, read_pooling
+from tiny_encoder import build_tiny_encoder, tiny_encoder  # noqa: F401  (fixtures)
+
+TEXTS = [
+    "How do I change the core file size?",
+    "Short.",
+    "A much longer answer that goes on for a while, with code like x = f(y); and a link http://example.com.",
+    "Why?",
+]
+
+
+def test_pooling_and_normalisation_come_from_the_folder(tiny_encoder, tmp_path):  # noqa: F811
+    assert read_pooling(tiny_encoder) == ("mean", True, 64)
+    cls_folder = build_tiny_encoder(tmp_path / "cls", pooling="cls", normalize=False)
+    assert read_pooling(cls_folder)[:2] == ("cls", False)
+
+
+def test_head_tail_keeps_the_start_and_the_end(tiny_encoder):  # noqa: F811
+    enc = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=12, head_share=0.5))
+    ids = list(range(100, 130))  # 30 tokens into a budget of 12 - 2 special = 10
+    (window,) = enc._windows(ids)
+    assert window == ids[:5] + ids[-5:]
+    assert enc._windows(ids[:10]) == [ids[:10]]  # fits: untouched
+
+
+def test_chunks_cover_every_token_in_equal_windows(tiny_encoder):  # noqa: F811
+    enc = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=12, long_text="chunks"))
+    ids = list(range(23))
+    windows = enc._windows(ids)
+    assert [t for w in windows for t in w] == ids
+    assert max(map(len, windows)) <= 10 and max(map(len, windows)) - min(map(len, windows)) <= 1
+
+
+@pytest.mark.parametrize("long_text", ["head_tail", "chunks"])
+def test_batching_and_padding_do_not_change_vectors(tiny_encoder, long_text):  # noqa: F811
+    # fp32 so the comparison is exact to float noise; batch 3 mixes lengths within a batch.
+    settings = EncoderSettings(max_tokens=16, long_text=long_text, bf16=False)
+    batched = SentenceEncoder(str(tiny_encoder), settings, batch_size=3).encode(TEXTS, progress=False)
+    single = SentenceEncoder(str(tiny_encoder), settings, batch_size=1)
+    alone = np.vstack([single.encode([t], progress=False).vectors for t in TEXTS])
+    np.testing.assert_allclose(batched.vectors, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(batched.vectors, axis=1), 1.0, atol=1e-5)
+    assert batched.vectors.shape == (len(TEXTS), 32) and batched.vectors.dtype == np.float32
+    assert (batched.kept <= batched.n_tokens).all()
+    assert (batched.kept < batched.n_tokens).any() == (long_text == "head_tail")
+
+
+def test_matches_sentence_transformers_on_texts_that_fit(tiny_encoder):  # noqa: F811
+    from sentence_transformers import SentenceTransformer
+
+    ours = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=64, bf16=False)).encode(TEXTS, progress=False)
+    theirs = SentenceTransformer(str(tiny_encoder), device="cpu").encode(TEXTS, batch_size=2)
+    np.testing.assert_allclose(ours.vectors, theirs, atol=1e-5)
+
+
+def test_a_budget_beyond_the_model_is_refused(tiny_encoder):  # noqa: F811
+    with pytest.raises(ValueError, match="exceeds"):
+        SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=256))
