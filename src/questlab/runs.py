@@ -131,6 +131,17 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
     return folds
 
 
+def _cv_run_tags(config: RunConfig) -> dict[str, str]:
+    """The tags every new CV run starts with (complete flips to "true" when all folds are in)."""
+    return {
+        TAG_KIND: "cv",
+        TAG_MODEL: config.model.name,
+        TAG_COMPLETE: "false",
+        "questlab.git_commit": git_commit(),
+        "questlab.version": __version__,
+    }
+
+
 def _seed_everything(seed: int) -> None:
     """Seed the global generators a model may draw from (models with a seed param use theirs)."""
     import random
@@ -286,16 +297,7 @@ def run_cv(
         store.reopen(run_id)
         say(f"resuming run {run_id}")
     else:
-        run_id = store.create_run(
-            config.name,
-            tags={
-                TAG_KIND: "cv",
-                TAG_MODEL: config.model.name,
-                TAG_COMPLETE: "false",
-                "questlab.git_commit": git_commit(),
-                "questlab.version": __version__,
-            },
-        )
+        run_id = store.create_run(config.name, tags=_cv_run_tags(config))
         run_dir = store.run_dir(run_id)
         (run_dir / "config.yaml").write_text(config.to_yaml())
         save_folds(folds, run_dir)
@@ -467,14 +469,7 @@ def collect_runs(store: Store, run_ids: list[str], name: str | None = None, say:
     config = parse_config(base["config"])
     run_id = store.create_run(
         name or f"{config.name}-collected",
-        tags={
-            TAG_KIND: "cv",
-            TAG_MODEL: config.model.name,
-            TAG_COMPLETE: "false",
-            "questlab.git_commit": git_commit(),
-            "questlab.version": __version__,
-            "questlab.collected_from": ",".join(r.run_id for r in records),
-        },
+        tags={**_cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
     )
     with store.recording(run_id):
         run_dir = store.run_dir(run_id)
