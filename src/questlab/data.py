@@ -206,6 +206,19 @@ def _check_ids(path: Path, frame: pd.DataFrame) -> None:
         )
 
 
+def _raise_at_first(
+    path: Path, frame: pd.DataFrame, bad: pd.Series, column: str, message, hint: str | None = None
+) -> None:
+    """If any row is flagged in ``bad``, raise a DataError at the first one.
+
+    ``message`` is a string or a function of the row position (to quote the bad value).
+    """
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        text = message(i) if callable(message) else message
+        raise DataError(path, text, column=column, row=i + 1, qa_id=int(frame[ID].iloc[i]), hint=hint)
+
+
 def _check_text(path: Path, frame: pd.DataFrame) -> None:
     for col in INPUT_COLUMNS:
         frame[col] = frame[col].fillna("").astype(str)
@@ -213,43 +226,23 @@ def _check_text(path: Path, frame: pd.DataFrame) -> None:
         # A body may be whitespace only (the real train.csv has two, whose post was an image): the
         # title carries the question. Every other required column needs visible text.
         empty = (frame[col] == "") if col == BODY else (frame[col].str.strip() == "")
-        if empty.any():
-            i = int(np.flatnonzero(empty.to_numpy())[0])
-            raise DataError(
-                path,
-                f"empty or missing text ({int(empty.sum())} such rows)",
-                column=col,
-                row=i + 1,
-                qa_id=int(frame[ID].iloc[i]),
-                hint="every pair needs a title, body, answer, category and host",
-            )
+        _raise_at_first(
+            path, frame, empty, col, f"empty or missing text ({int(empty.sum())} such rows)",
+            hint="every pair needs a title, body, answer, category and host",
+        )  # fmt: skip
 
 
 def _check_targets(path: Path, frame: pd.DataFrame) -> None:
     for col in TARGETS:
         raw = frame[col].astype(str).str.strip()
-        missing = raw == ""
-        if missing.any():
-            i = int(np.flatnonzero(missing.to_numpy())[0])
-            raise DataError(path, "missing target value", column=col, row=i + 1, qa_id=int(frame[ID].iloc[i]))
+        _raise_at_first(path, frame, raw == "", col, "missing target value")
         values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                path, f"non-numeric target value {raw.iloc[i]!r}", column=col, row=i + 1, qa_id=int(frame[ID].iloc[i])
-            )
-        out = (values < 0) | (values > 1)
-        if out.any():
-            i = int(np.flatnonzero(out.to_numpy())[0])
-            raise DataError(
-                path,
-                f"target value {values.iloc[i]:g} outside [0, 1]",
-                column=col,
-                row=i + 1,
-                qa_id=int(frame[ID].iloc[i]),
-                hint="targets are fractions of raters",
-            )
+        _raise_at_first(path, frame, values.isna(), col, lambda i, raw=raw: f"non-numeric target value {raw.iloc[i]!r}")
+        outside = (values < 0) | (values > 1)
+        _raise_at_first(
+            path, frame, outside, col, lambda i, v=values: f"target value {v.iloc[i]:g} outside [0, 1]",
+            hint="targets are fractions of raters",
+        )  # fmt: skip
         frame[col] = values.astype(np.float64)
 
 
