@@ -85,10 +85,6 @@ def test_single_folds_then_collect(store, train_slice_csv: Path) -> None:
         collect_runs(store, [first, first], say=quiet)
 
 
-class ExplodingOnFold2:
-    calls = 0
-
-
 def test_failed_run_is_marked_failed_and_resume_keeps_done_folds(store, train_slice_csv: Path, monkeypatch) -> None:
     import questlab.models.tfidf as tfidf
 

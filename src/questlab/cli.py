@@ -124,9 +124,7 @@ def collect(
 
 @app.command()
 @guard
-def runs(
-    store: StoreOpt = None, all_: Annotated[bool, typer.Option("--all", help="show failed runs too")] = True
-) -> None:
+def runs(store: StoreOpt = None) -> None:
     """List recorded runs, newest first, with their CV scores."""
     import datetime as dt
 

@@ -7,7 +7,6 @@ server (``questlab serve``); ensemble runs are delegated to ``questlab.ensemble`
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +44,6 @@ class RunPredictor:
             return self._delegate.predict(frame)
         preds = [m.predict(frame) for m in self.models]
         return np.clip(np.mean(preds, axis=0), 0.0, 1.0)
-
-
-@cache
-def _cached_predictor(store_uri: str, run_id: str) -> RunPredictor:
-    return RunPredictor(Store(store_uri), run_id)
 
 
 def predict_file(store: Store, run_id: str, input_path: Path, output_path: Path) -> pd.DataFrame:

@@ -258,9 +258,9 @@ def run_cv(
     if resume:
         run_id = store.resolve_id(resume)
         run_dir = store.get(run_id).dir
-        config = parse_config(json.loads((run_dir / "run.json").read_text())["config"], source=f"run {run_id}")
-        folds = load_folds(run_dir / FOLDS_FILE, train)
         meta = json.loads((run_dir / "run.json").read_text())
+        config = parse_config(meta["config"], source=f"run {run_id}")
+        folds = load_folds(run_dir / FOLDS_FILE, train)
         if meta["train_sha256"] != file_sha256(train_path):
             raise ValueError(f"run {run_id} was trained on another train file ({meta['train_path']})")
         only_folds = meta["folds_selected"]
