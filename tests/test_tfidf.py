@@ -1,0 +1,87 @@
+"""TF-IDF featurisation: hashed counts equal sklearn's vocabulary-based TF-IDF up to column order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
+
+from questlab.models import tfidf
+from questlab.models.tfidf import HASH_BUCKETS, frequent_columns, hashed_counts, select_columns
+
+DOCS = [
+    "How do I parse JSON in Python?",
+    "Parsing JSON in Python is easy: use the json module.",
+    "Why does my café's espresso taste bitter?",
+    "The espresso is bitter because the grind is too fine.",
+    "How do I parse XML in Python?",
+    "json module, json loads, json dumps",
+]
+
+
+def test_hashed_counts_match_sklearn_tfidf_up_to_column_order() -> None:
+    min_df, max_features = 1, 1000
+    ref = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, max_features=max_features,
+                          sublinear_tf=True, strip_accents="unicode")
+    expected = ref.fit_transform(DOCS).toarray()
+    counts = hashed_counts(DOCS, ngram_max=2)
+    cols = frequent_columns(counts, min_df, max_features)
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    ours = TfidfTransformer(sublinear_tf=True).fit_transform(select_columns(counts, cols)).toarray()
+    # The bucket of an n-gram: hash the n-gram itself as one feature.
+    hasher = HashingVectorizer(analyzer=lambda term: [term], n_features=HASH_BUCKETS, alternate_sign=False)
+    buckets = [int(hasher.transform([t]).indices[0]) for t in ref.get_feature_names_out()]
+    # Each term lands in its own bucket here (no collision in this small corpus) ...
+    assert len(set(buckets)) == len(buckets) == len(cols)
+    position = {int(c): i for i, c in enumerate(cols)}
+    perm = [position[b] for b in buckets]
+    # ... so our columns are sklearn's, permuted.
+    np.testing.assert_allclose(ours[:, perm], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_hashed_counts_memoise_per_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tfidf, "_COUNTS_MEMO", {})
+    calls: list[int] = []
+    real = HashingVectorizer.transform
+
+    def counting(self, raw):  # type: ignore[no-untyped-def]
+        calls.append(len(raw))
+        return real(self, raw)
+
+    monkeypatch.setattr(HashingVectorizer, "transform", counting)
+    first = hashed_counts(DOCS[:4], ngram_max=2)
+    again = hashed_counts(DOCS[2:] + DOCS[:1], ngram_max=2)  # two new texts, three seen
+    assert calls == [4, 2]
+    hashed_counts(DOCS[:4], ngram_max=1)  # another n-gram setting is its own memo
+    assert calls == [4, 2, 4]
+    fresh = HashingVectorizer(ngram_range=(1, 2), n_features=HASH_BUCKETS, alternate_sign=False,
+                              norm=None, strip_accents="unicode").transform(DOCS[2:] + DOCS[:1])
+    # Rows assembled from the memo equal a fresh transform, in the order asked for.
+    np.testing.assert_array_equal(again.toarray(), fresh.toarray())
+    # A text's row does not depend on which call hashed it.
+    np.testing.assert_array_equal(first[2:].toarray(), again[:2].toarray())
+
+
+def test_frequent_columns_min_df_and_cap_with_deterministic_ties() -> None:
+    # rows x buckets counts: bucket 5 in 3 rows (total 3), 7 in 2 rows (total 5), 9 in 2 rows
+    # (total 2), 11 in 1 row (total 9), 13 in 2 rows (total 2).
+    dense = np.zeros((3, HASH_BUCKETS), dtype=np.float32)
+    dense[:, 5] = 1
+    dense[0, 7], dense[1, 7] = 4, 1
+    dense[1, 9], dense[2, 9] = 1, 1
+    dense[0, 11] = 9
+    dense[0, 13], dense[2, 13] = 1, 1
+    counts = sp.csr_matrix(dense)
+    assert frequent_columns(counts, min_df=2, max_features=100).tolist() == [5, 7, 9, 13]
+    assert frequent_columns(counts, min_df=1, max_features=100).tolist() == [5, 7, 9, 11, 13]
+    # cap 3 at min_df 2: totals 7→5, 5→3, then 9 and 13 tie at 2: the lower bucket wins.
+    assert frequent_columns(counts, min_df=2, max_features=3).tolist() == [5, 7, 9]
+
+
+def test_select_columns_renumbers_and_drops_the_rest() -> None:
+    counts = sp.csr_matrix(([1.0, 2.0, 3.0, 4.0], ([0, 0, 1, 2], [3, 8, 8, 100])), shape=(3, HASH_BUCKETS))
+    out = select_columns(counts, np.array([8, 100]))
+    assert out.shape == (3, 2)
+    np.testing.assert_array_equal(out.toarray(), [[2.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
