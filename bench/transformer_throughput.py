@@ -1,9 +1,11 @@
 """Training throughput of the transformer family against a naive loop, same model, same rows, one run.
 
 Naive: every batch padded to ``--max-length`` tokens, fp32, rows in random order.
-Ours: ``questlab``'s training loop (length-bucketed batches, dynamic padding, bf16 autocast).
+Ours: ``questlab``'s training loop (length-bucketed batches, dynamic padding, bf16 autocast,
+glibc malloc tuning: ``questlab.cpu_malloc``).
 Both train the same network (encoder + head, fresh copy each) for one pass over the same rows
-with the same batch size and optimizer. Prints sequences/s, the speed-up and peak RSS memory.
+with the same batch size and optimizer, each pass in its own fresh process. Prints sequences/s,
+the speed-up and each process's peak RSS memory.
 
     PYTHONPATH=src python bench/transformer_throughput.py --train ../shared/quest/train.csv --rows 128
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import multiprocessing as mp
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -53,6 +57,40 @@ def naive_epoch(net: QuestNet, data: RowDataset, batch_size: int, max_length: in
     return time.perf_counter() - started
 
 
+def measure(kind: str, args: argparse.Namespace) -> tuple[float, float, float]:
+    """In a fresh process: one untimed warm-up batch, then one timed pass of ``kind`` ("ours" or
+    "naive"); returns (wall seconds, CPU seconds, peak RSS GiB of this process)."""
+    torch.set_num_threads(args.threads)
+    import transformers
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    transformers.logging.set_verbosity_error()  # no weight-loading report per child
+
+    folder = resolve_encoder(args.encoder)
+    frame = load_train(args.train).sample(args.rows, random_state=0).reset_index(drop=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    enc = encode_frame(tokenizer, frame, args.max_length, with_answer=True)
+    targets = frame[list(TARGETS)].to_numpy(np.float32)
+    pad = tokenizer.pad_token_id or 0
+    data = RowDataset(enc.input_ids, enc.token_type_ids, [0] * len(frame), [0] * len(frame), targets, pad_id=pad)
+    b = args.batch_size
+    warm = RowDataset(enc.input_ids[:b], enc.token_type_ids[:b], [0] * b, [0] * b, targets[:b], pad_id=pad)
+    torch.manual_seed(0)
+    net = QuestNet(load_encoder(folder), n_out=len(TARGETS))
+    # questlab's loop with its CPU defaults (bf16, malloc tuning); the naive one with neither.
+    settings = TrainSettings(epochs=1, batch_size=b, progress=False, bf16=True, malloc_tuning=not args.no_malloc_tuning)
+    if kind == "ours":
+        train_network(copy.deepcopy(net), warm, None, settings, FitLog(), Accelerator(cpu=True))
+        wall, cpu = time.perf_counter(), time.process_time()
+        train_network(net, data, None, settings, FitLog(), Accelerator(cpu=True))
+    else:
+        naive_epoch(copy.deepcopy(net), warm, b, args.max_length, settings)
+        wall, cpu = time.perf_counter(), time.process_time()
+        naive_epoch(net, data, b, args.max_length, settings)
+    return time.perf_counter() - wall, time.process_time() - cpu, peak_rss_gib()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", default="../shared/quest/train.csv")
@@ -62,63 +100,34 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="rounds of (ours, naive); the best of each counts")
+    parser.add_argument("--no-malloc-tuning", action="store_true", help="ablation: questlab's loop without it")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from accelerate import Accelerator
     from transformers import AutoTokenizer
 
-    folder = resolve_encoder(args.encoder)
     frame = load_train(args.train).sample(args.rows, random_state=0).reset_index(drop=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    enc = encode_frame(tokenizer, frame, args.max_length, with_answer=True)
-    data = RowDataset(
-        enc.input_ids,
-        enc.token_type_ids,
-        [0] * len(frame),
-        [0] * len(frame),
-        frame[list(TARGETS)].to_numpy(np.float32),
-        pad_id=tokenizer.pad_token_id or 0,
-    )
-    torch.manual_seed(0)
-    template = QuestNet(load_encoder(folder), n_out=len(TARGETS))
-    settings = TrainSettings(epochs=1, batch_size=args.batch_size, progress=False, bf16=True)
+    enc = encode_frame(AutoTokenizer.from_pretrained(resolve_encoder(args.encoder)), frame, args.max_length, True)
     print(f"{args.rows} rows, mean {enc.lengths().mean():.0f} tokens (max {args.max_length}), batch {args.batch_size}")
 
-    # Each loop first runs one untimed batch: first calls pay for kernel and allocator set-up.
-    b = args.batch_size
-    warm = RowDataset(
-        data.input_ids[:b], data.token_type_ids[:b], data.category[:b], data.host[:b], data.targets[:b], data.pad_id
-    )
-    train_network(copy.deepcopy(template), warm, None, settings, FitLog(), Accelerator(cpu=True))
-    naive_epoch(copy.deepcopy(template), warm, b, args.max_length, settings)
-
-    def timed(fn) -> tuple[float, float]:
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        return time.perf_counter() - wall, time.process_time() - cpu
-
-    # Alternate the two loops and keep each one's best round: on a shared machine the load drifts.
-    # CPU seconds (all threads of this process) are reported too: they move less with the load.
-    def run_ours() -> None:
-        train_network(copy.deepcopy(template), data, None, settings, FitLog(), Accelerator(cpu=True))
-
-    def run_naive() -> None:
-        naive_epoch(copy.deepcopy(template), data, b, args.max_length, settings)
-
-    ours, naive, ours_peak = [], [], 0.0
+    # Each measurement runs in its own fresh process (malloc settings are per process and the
+    # allocator's state would carry over), alternating the two loops; each loop's best round
+    # counts, since on a shared machine the load drifts. CPU seconds (all threads) move less
+    # with the load than wall seconds.
+    ctx = mp.get_context("spawn")
+    rounds: dict[str, list[tuple[float, float, float]]] = {"ours": [], "naive": []}
     for _ in range(args.repeats):
-        ours.append(timed(run_ours))
-        ours_peak = ours_peak or peak_rss_gib()  # ru_maxrss only grows: read before the naive loop runs
-        naive.append(timed(run_naive))
-    naive_peak = peak_rss_gib()
-    ours_wall, ours_cpu = min(w for w, _ in ours), min(c for _, c in ours)
-    naive_wall, naive_cpu = min(w for w, _ in naive), min(c for _, c in naive)
+        for kind in ("ours", "naive"):
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                rounds[kind].append(pool.submit(measure, kind, args).result())
+    best = {k: (min(r[0] for r in v), min(r[1] for r in v), max(r[2] for r in v)) for k, v in rounds.items()}
     n = args.rows
-    print(f"naive (fp32, pad to {args.max_length}): {n / naive_wall:6.2f} seq/s wall, {n / naive_cpu:6.2f} seq/CPU-s")
-    print(f"questlab (bf16, bucketed):   {n / ours_wall:6.2f} seq/s wall, {n / ours_cpu:6.2f} seq/CPU-s")
-    print(f"speed-up: {naive_wall / ours_wall:.2f}x wall, {naive_cpu / ours_cpu:.2f}x CPU time")
-    print(f"peak RSS: questlab {ours_peak:.2f} GiB; whole run incl. naive {naive_peak:.2f} GiB")
-    print(f"rounds (wall s): questlab {[round(w, 1) for w, _ in ours]}, naive {[round(w, 1) for w, _ in naive]}")
+    (ow, oc, op), (nw, nc, np_) = best["ours"], best["naive"]
+    print(f"{f'naive (fp32, pad to {args.max_length}):':<34} {n / nw:6.2f} seq/s wall, {n / nc:6.2f} seq/CPU-s")
+    ours_name = "questlab (bf16, bucketed" + (")" if args.no_malloc_tuning else ", malloc)")
+    print(f"{ours_name:<34} {n / ow:6.2f} seq/s wall, {n / oc:6.2f} seq/CPU-s")
+    print(f"speed-up: {nw / ow:.2f}x wall, {nc / oc:.2f}x CPU time")
+    print(f"peak RSS: questlab {op:.2f} GiB, naive {np_:.2f} GiB (each a whole child process)")
+    walls = {k: [round(r[0], 1) for r in v] for k, v in rounds.items()}
+    print(f"rounds (wall s): questlab {walls['ours']}, naive {walls['naive']}")
 
 
 if __name__ == "__main__":

@@ -61,6 +61,23 @@ def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, 
 
 
 @needs_data
+def test_ngram_member_is_blended_in_and_saved(slice_, tiny_encoder, cache_dir, tmp_path):  # noqa: F811
+    from questlab.models.tfidf import TfidfModel
+
+    train, valid = slice_
+    alone = build_model("embedding", params(tiny_encoder, head="ridge")).fit(train, valid, FitLog())
+    log = FitLog()
+    model = build_model("embedding", params(tiny_encoder, head="ridge", ngram_weight=0.25)).fit(train, valid, log)
+    ngram = TfidfModel().fit(train, valid, FitLog())
+    pred = check_predictions(model.predict(valid), len(valid), "embedding")
+    np.testing.assert_allclose(pred, 0.75 * alone.predict(valid) + 0.25 * ngram.predict(valid), atol=1e-6)
+    assert log.info["ngram"]["weight"] == 0.25 and len(log.epochs) == 1  # its fit is not a head epoch
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / "ngram" / "model.json").exists()
+    np.testing.assert_allclose(Model.load(tmp_path / "m").predict(valid), pred, atol=1e-6)
+
+
+@needs_data
 def test_split_question_head_ignores_the_answer_for_question_targets(slice_, tiny_encoder, cache_dir):  # noqa: F811
     train, valid = slice_
     model = build_model("embedding", params(tiny_encoder, split_question_head=True)).fit(train, valid, FitLog())

@@ -22,8 +22,9 @@ DOCS = [
 
 def test_hashed_counts_match_sklearn_tfidf_up_to_column_order() -> None:
     min_df, max_features = 1, 1000
-    ref = TfidfVectorizer(ngram_range=(1, 2), min_df=min_df, max_features=max_features,
-                          sublinear_tf=True, strip_accents="unicode")
+    ref = TfidfVectorizer(
+        ngram_range=(1, 2), min_df=min_df, max_features=max_features, sublinear_tf=True, strip_accents="unicode"
+    )
     expected = ref.fit_transform(DOCS).toarray()
     counts = hashed_counts(DOCS, ngram_max=2)
     cols = frequent_columns(counts, min_df, max_features)
@@ -56,8 +57,9 @@ def test_hashed_counts_memoise_per_text(monkeypatch: pytest.MonkeyPatch) -> None
     assert calls == [4, 2]
     hashed_counts(DOCS[:4], ngram_max=1)  # another n-gram setting is its own memo
     assert calls == [4, 2, 4]
-    fresh = HashingVectorizer(ngram_range=(1, 2), n_features=HASH_BUCKETS, alternate_sign=False,
-                              norm=None, strip_accents="unicode").transform(DOCS[2:] + DOCS[:1])
+    fresh = HashingVectorizer(
+        ngram_range=(1, 2), n_features=HASH_BUCKETS, alternate_sign=False, norm=None, strip_accents="unicode"
+    ).transform(DOCS[2:] + DOCS[:1])
     # Rows assembled from the memo equal a fresh transform, in the order asked for.
     np.testing.assert_array_equal(again.toarray(), fresh.toarray())
     # A text's row does not depend on which call hashed it.

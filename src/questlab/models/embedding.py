@@ -42,6 +42,10 @@ class EmbeddingParams(ModelParams):
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
     head: Literal["ridge", "mlp", "mlp+ridge"] = "mlp+ridge"
     ridge_weight: float = Field(0.3, ge=0.0, le=1.0)  # mlp+ridge: the ridge's share of the blend
+    # Share of the final blend given to a word n-gram TF-IDF ridge over title, body and answer
+    # (questlab's `tfidf` model, fitted on the same rows): n-grams see exact terms (names, code,
+    # error messages) that sentence vectors blur. 0 = off.
+    ngram_weight: float = Field(0.0, ge=0.0, lt=1.0)
     split_question_head: bool = False  # question targets get their own head over question inputs only
     ridge_alpha: float = Field(10.0, gt=0)
     hidden: int = Field(512, ge=1)  # MLP hidden width
@@ -157,6 +161,15 @@ class EmbeddingModel(Model):
             yv = y_valid[:, cols] if y_valid is not None else None
             self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, group=g)
         log.timings["head_s"] = time.perf_counter() - t1
+        self.ngram_ = None
+        if p.ngram_weight > 0:
+            from questlab.models.tfidf import TfidfModel
+
+            t2 = time.perf_counter()
+            ngram_log = FitLog()  # its one ridge entry would read as an MLP epoch: keep it apart
+            self.ngram_ = TfidfModel().fit(train, valid, ngram_log)
+            log.info["ngram"] = {"weight": p.ngram_weight, **ngram_log.info}
+            log.timings["ngram_s"] = time.perf_counter() - t2
         self.fitted_ = True
         return self
 
@@ -166,6 +179,9 @@ class EmbeddingModel(Model):
         out = np.full((len(frame), len(TARGETS)), np.nan)
         for name, (cols, inputs) in self._groups(x.shape[1]).items():
             out[:, cols] = self.heads_[name].predict(x[:, inputs])
+        if self.ngram_ is not None:
+            w = self.params.ngram_weight
+            out = (1 - w) * out + w * self.ngram_.predict(frame)
         return out
 
     def _save_state(self, folder: Path) -> None:
@@ -174,6 +190,8 @@ class EmbeddingModel(Model):
         for name, head in self.heads_.items():
             (folder / f"head_{name}").mkdir(exist_ok=True)
             head.save(folder / f"head_{name}")
+        if self.ngram_ is not None:
+            self.ngram_.save(folder / "ngram")
 
     def _load_state(self, folder: Path) -> None:
         from questlab.models import embedding_heads as heads
@@ -182,3 +200,8 @@ class EmbeddingModel(Model):
         self.features_ = FeatureExtractor.from_dict(state["features"])
         self._dims_ = state["dims"]
         self.heads_ = {name: heads.load_head(folder / f"head_{name}", self.params) for name in state["heads"]}
+        self.ngram_ = None
+        if self.params.ngram_weight > 0:
+            from questlab.models.tfidf import TfidfModel
+
+            self.ngram_ = TfidfModel.load(folder / "ngram")

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from questlab.cpu_malloc import tune_malloc
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
 from questlab.models.transformer.data import RowDataset, bucket_batches, make_loader
@@ -51,6 +52,7 @@ class TrainSettings:
     select_best_epoch: bool = True
     seed: int = 42
     progress: bool = True
+    malloc_tuning: bool = True  # on CPU, see questlab.cpu_malloc
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -215,6 +217,8 @@ def train_network(
     checkpoint continues after it (same weights, optimizer, schedule and RNG: the same result as
     a run never interrupted). Each epoch is recorded in ``log`` (tagged with ``stage``).
     """
+    if s.malloc_tuning and accelerator.device.type == "cpu":
+        tune_malloc()
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
     random.seed(s.seed)
