@@ -37,9 +37,9 @@ class RunNotFoundError(LookupError):
     """No run matches the given id (or prefix)."""
 
 
-def resolve_store_uri(uri: str | None = None) -> str:
+def resolve_store_uri(uri: str | Path | None = None) -> str:
     """``uri``, else ``$QUESTLAB_STORE``, else SQLite under ./questlab-store (absolute)."""
-    uri = uri or os.environ.get(ENV_STORE)
+    uri = str(uri) if uri else os.environ.get(ENV_STORE)
     if uri:
         if "://" not in uri and not uri.startswith("sqlite:"):
             # A bare path: a SQLite file (*.db), or a folder holding (or to hold) mlflow.db.
@@ -97,10 +97,23 @@ class Finding:
         }
 
 
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (created) for the block."""
+    import fcntl
+
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Store:
     """A questlab view of an MLflow tracking store."""
 
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | Path | None = None) -> None:
         import mlflow  # slow import (~2 s): only when a store is actually used
         from mlflow.tracking import MlflowClient
 
@@ -110,9 +123,14 @@ class Store:
             db = Path(self.uri.removeprefix("sqlite:///"))
             db.parent.mkdir(parents=True, exist_ok=True)
             self.artifact_root: str | None = (db.parent / "artifacts").resolve().as_uri()
+            # MLflow creates and migrates a new database on first use; two processes doing it at
+            # once (DDP ranks, two runs started together) collide ("duplicate column name").
+            with _exclusive(db.with_name(db.name + ".lock")):
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)  # forces the schema into being
         else:
             self.artifact_root = None
-        self.client = MlflowClient(tracking_uri=self.uri)
+            self.client = MlflowClient(tracking_uri=self.uri)
         self._experiments: dict[str, str] = {}
 
     # --- experiments and runs ---------------------------------------------------------------
