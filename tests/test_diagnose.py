@@ -184,7 +184,7 @@ def test_truncation_share_and_loss():
 
 
 def _record(status: str, **tags: str) -> RunRecord:
-    return RunRecord("r1", "x", status, time.time(), None, dir=None, tags=tags)  # type: ignore[arg-type]
+    return RunRecord("r1", "x", status, time.time(), None, tags=tags)
 
 
 def test_status_failed_interrupted_partial():

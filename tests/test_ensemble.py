@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from questlab.cli import app
 from questlab.config import parse_config
 from questlab.data import load_test
-from questlab.ensemble import ENSEMBLE_FILE, EnsembleSpec, build_ensemble
-from questlab.predict import RunPredictor
-from questlab.runs import load_scores, read_predictions, run_cv
+from questlab.ensemble import EnsembleSpec, build_ensemble
+from questlab.predict import load_predictor
+from questlab.rundir import ENSEMBLE_FILE, read_predictions
+from questlab.runs import load_scores, run_cv
 from questlab.schema import TARGETS
 from questlab.store import Store
 
@@ -62,9 +63,9 @@ def test_predict_on_ensemble_equals_weighted_members(world: dict) -> None:
     store = world["store"]
     run_id, _ = build_ensemble(store, [world["a"], world["b"]], EnsembleSpec(weights=[0.7, 0.3]), n_boot=0)
     frame = load_test(world["test"])
-    pa = RunPredictor(store, world["a"]).predict(frame)
-    pb = RunPredictor(store, world["b"]).predict(frame)
-    np.testing.assert_allclose(RunPredictor(store, run_id).predict(frame), 0.7 * pa + 0.3 * pb, atol=1e-12)
+    pa = load_predictor(store, world["a"]).predict(frame)
+    pb = load_predictor(store, world["b"]).predict(frame)
+    np.testing.assert_allclose(load_predictor(store, run_id).predict(frame), 0.7 * pa + 0.3 * pb, atol=1e-12)
     # The recorded OOF is the same weighted mean of the members' OOF (given weights: nothing fitted).
     rec = store.get(run_id)
     oof = pd.read_csv(rec.dir / "oof.csv")
@@ -88,18 +89,18 @@ def test_rank_ensemble_with_postprocessing_is_a_full_run_and_predicts_like_its_s
     assert rec.metrics["cv_score"] == pytest.approx(report["nested_score"])
     # Stored fold models + stored weights + stored maps reproduce the submission.
     frame = load_test(world["test"])
-    predictor = RunPredictor(store, run_id)
+    predictor = load_predictor(store, run_id)
     full = predictor.predict(frame)
     submission = read_predictions(rec.dir / "submission.csv")
     np.testing.assert_allclose(full, submission[list(TARGETS)].to_numpy(), atol=1e-12)
     # A batch of one row gets what it gets in the full batch (ranks come from the members' stored
     # OOF, not from the batch), except in columns the full batch had to leave unmapped.
-    guarded = [TARGETS.index(n.split(":")[0]) for n in predictor._delegate.notes]
+    guarded = [TARGETS.index(n.split(":")[0]) for n in predictor.notes]
     kept = [t for t in range(len(TARGETS)) if t not in guarded]
     one = predictor.predict(frame.iloc[[3]].reset_index(drop=True))
     np.testing.assert_allclose(one[0, kept], full[3, kept], atol=1e-12)
     # No column comes out constant unless every member's predictions already were.
-    members = [RunPredictor(store, r).predict(frame) for r in (world["a"], world["b"])]
+    members = [load_predictor(store, r).predict(frame) for r in (world["a"], world["b"])]
     varied = np.max([np.ptp(p, axis=0) for p in members], axis=0) > 0
     assert varied.sum() >= 20 and (np.ptp(full, axis=0)[varied] > 0).all()
 

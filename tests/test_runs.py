@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from questlab.cli import app
 from questlab.config import parse_config
 from questlab.metric import CONSTANT_PREDICTION, CONSTANT_TRUTH
-from questlab.predict import predict_file
+from questlab.predict import load_predictor, predict_file
 from questlab.runs import collect_runs, load_scores, run_cv
 from questlab.schema import TARGETS
 
@@ -63,7 +63,7 @@ def test_tfidf_run_predict_and_folds_reuse(store, train_slice_csv: Path, test_sl
     assert list(submission.columns) == ["qa_id", *TARGETS] and len(submission) == 30
     assert submission[list(TARGETS)].to_numpy().min() >= 0 and submission[list(TARGETS)].to_numpy().max() <= 1
     # predict from the recorded run (prefix id) == the run's own submission
-    out = predict_file(store, run_id[:10], test_slice_csv, tmp_path / "p.csv")
+    out = predict_file(load_predictor(store, run_id[:10]), test_slice_csv, tmp_path / "p.csv")
     assert np.allclose(out[list(TARGETS)].to_numpy(), submission[list(TARGETS)].to_numpy())
     # a later run reuses exactly the same folds
     again = parse_config({**SMALL_TFIDF, "folds": {"from_run": run_id}, "model": {"name": "mean"}})
@@ -77,12 +77,12 @@ def test_single_folds_then_collect(store, train_slice_csv: Path) -> None:
     reuse = parse_config({**SMALL_TFIDF, "folds": {"from_run": first}})
     rest = run_cv(reuse, train_slice_csv, store=store, only_folds=[1, 2], say=quiet)
     assert store.get(first).tags["questlab.complete"] == "false"
-    merged = collect_runs(store, [first, rest], say=quiet)
+    merged = collect_runs(store, [first, rest], train_slice_csv, say=quiet)
     full = run_cv(reuse, train_slice_csv, store=store, say=quiet)
     assert store.get(merged).tags["questlab.complete"] == "true"
     assert load_scores(store.get(merged).dir).score == pytest.approx(load_scores(store.get(full).dir).score)
     with pytest.raises(ValueError, match="more than one"):
-        collect_runs(store, [first, first], say=quiet)
+        collect_runs(store, [first, first], train_slice_csv, say=quiet)
 
 
 def test_failed_run_is_marked_failed_and_resume_keeps_done_folds(store, train_slice_csv: Path, monkeypatch) -> None:

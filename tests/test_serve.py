@@ -9,7 +9,7 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 from questlab.config import parse_config
-from questlab.predict import RunPredictor, predict_file
+from questlab.predict import load_predictor, predict_file
 from questlab.runs import run_cv
 from questlab.schema import TARGETS
 from questlab.serve import create_app
@@ -25,8 +25,8 @@ def test_serve_matches_batch_predict(store, train_slice_csv: Path, test_slice_cs
         }
     )
     run_id = run_cv(config, train_slice_csv, store=store, say=lambda m: None)
-    batch = predict_file(store, run_id, test_slice_csv, tmp_path / "p.csv")
-    client = TestClient(create_app(RunPredictor(store, run_id)))
+    batch = predict_file(load_predictor(store, run_id), test_slice_csv, tmp_path / "p.csv")
+    client = TestClient(create_app(load_predictor(store, run_id)))
     assert client.get("/health").json()["run_id"] == run_id
 
     pairs = pd.read_csv(test_slice_csv, dtype=str, keep_default_na=False).head(5)

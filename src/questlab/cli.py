@@ -74,25 +74,23 @@ def run(
     test: Annotated[Path | None, typer.Option(help="unlabelled test CSV to predict with the fold models")] = None,
     submission: Annotated[Path | None, typer.Option(help="also write the test predictions here")] = None,
     fold: Annotated[list[int] | None, typer.Option("--fold", help="run only this fold (repeatable)")] = None,
-    resume: Annotated[str | None, typer.Option(help="resume this failed/killed run id")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="resume this failed/killed run id (give the same --train/--test)")
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Run grouped CV for a config, record it, and print the run id on the last line."""
-    import json
     import shutil
 
+    from questlab.rundir import SUBMISSION_FILE
     from questlab.runs import run_cv
 
-    if resume is None and (config is None or train is None):
-        fail("give a CONFIG and --train (or --resume RUN_ID)")
-    st = open_store(store)
-    if resume is not None:
-        meta = json.loads((st.get(resume).dir / "run.json").read_text())
-        train = train or Path(meta["train_path"])
-        test = test or (Path(meta["test_path"]) if meta.get("test_path") else None)
-        cfg = None
-    else:
-        cfg = load_config(config)
+    if train is None or (resume is None and config is None):
+        fail("give a CONFIG and --train (or --resume RUN_ID with the run's --train)")
+    if submission is not None and test is None:
+        fail("--submission needs --test (the file whose pairs are predicted)")
+    st = open_store(store, create=resume is None)
+    cfg = load_config(config) if resume is None else None
     try:
         run_id = run_cv(cfg, train, test, store=st, only_folds=fold, resume=resume)
     except KeyboardInterrupt:
@@ -101,7 +99,7 @@ def run(
     if not run_id:  # a DDP worker process records nothing
         return
     if submission is not None:
-        src = st.run_dir(run_id) / "submission.csv"
+        src = st.folder(run_id) / SUBMISSION_FILE
         if not src.exists():
             fail("no submission was made: give --test")
         shutil.copy(src, submission)
@@ -113,13 +111,15 @@ def run(
 @guard
 def collect(
     run_ids: Annotated[list[str], typer.Argument(help="single-fold runs of the same config and folds")],
+    train: Annotated[Path, typer.Option(help="the train CSV the runs were made with")],
+    test: Annotated[Path | None, typer.Option(help="the test CSV the runs predicted, if any")] = None,
     name: Annotated[str | None, typer.Option(help="name of the collected run")] = None,
     store: StoreOpt = None,
 ) -> None:
     """Merge runs made with --fold into one run (OOF, scores, submission)."""
     from questlab.runs import collect_runs
 
-    typer.echo(collect_runs(open_store(store), run_ids, name=name))
+    typer.echo(collect_runs(open_store(store, create=False), run_ids, train, test, name=name))
 
 
 @app.command()
@@ -133,7 +133,7 @@ def runs(store: StoreOpt = None) -> None:
 
     from questlab.store import TAG_COMPLETE
 
-    records = open_store(store).list_runs()
+    records = open_store(store, create=False).list_runs()
     table = Table("run id", "name", "model", "kind", "status", "CV", "95% CI", "folds", "started")
     for r in records:
         cv = r.metrics.get("cv_score")
@@ -155,38 +155,80 @@ def runs(store: StoreOpt = None) -> None:
     Console(width=200).print(table)
 
 
+def _load_predictor(run_id: str | None, model: Path | None, store: str | None):
+    """A run's predictor from the store, or an exported bundle's (``--model``)."""
+    if (run_id is None) == (model is None):
+        fail("give a RUN_ID or --model BUNDLE_DIR (one of them)")
+    if model is not None:
+        from questlab.export import load_bundle
+
+        return load_bundle(model)
+    from questlab.predict import load_predictor
+
+    return load_predictor(open_store(store, create=False), run_id)
+
+
 @app.command()
 @guard
 def predict(
-    run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
-    input: Annotated[Path, typer.Option("--input", help="test-format CSV of new pairs")],
-    output: Annotated[Path, typer.Option("--output", help="where to write qa_id + 30 predictions")],
+    run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="test-format CSV of new pairs")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="where to write qa_id + 30 predictions")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="an exported bundle (or MLflow model) folder instead of a run")
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Predict new pairs with a recorded run's fold models (nothing is refitted)."""
+    """Predict new pairs with a run's fold models, or an exported bundle's (nothing is refitted)."""
     from questlab.predict import predict_file
 
-    out = predict_file(open_store(store), run_id, input, output)
+    if input is None or output is None:
+        fail("give --input (a test-format CSV) and --output (where predictions go)")
+    if output.is_dir():
+        fail(f"--output {output} is a folder: give a file name such as {output / 'submission.csv'}")
+    predictor = _load_predictor(run_id, model, store)
+    out = predict_file(predictor, input, output)
     typer.echo(f"wrote {len(out)} rows to {output}", err=True)
 
 
 @app.command()
 @guard
 def serve(
-    run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
+    run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="an exported bundle folder instead of a run")] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port")] = 8000,
+    port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8000,
     store: StoreOpt = None,
 ) -> None:
-    """Serve a run's predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
+    """Serve a run's (or a bundle's) predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
     import uvicorn
 
-    from questlab.predict import RunPredictor
     from questlab.serve import create_app
 
-    predictor = RunPredictor(open_store(store), run_id)
+    predictor = _load_predictor(run_id, model, store)
     typer.echo(f"serving run {predictor.run_id} on http://{host}:{port} (POST /predict)", err=True)
     uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
+
+
+@app.command()
+@guard
+def export(
+    run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
+    dest: Annotated[Path, typer.Argument(help="a new (or empty) folder to write the bundle into")],
+    store: StoreOpt = None,
+) -> None:
+    """Write a run as a self-contained bundle: predicts anywhere with `questlab predict --model DIR`."""
+    from questlab.export import export_run, read_manifest
+
+    path = export_run(open_store(store, create=False), run_id, dest)
+    manifest = read_manifest(path, verify=False)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    typer.echo(
+        f"exported run {manifest['run_id']} ({manifest['kind']}, {len(manifest['files'])} files, "
+        f"{size / 1e6:.1f} MB) to {path}",
+        err=True,
+    )
+    typer.echo(str(path))
 
 
 analysis.register(app)  # diagnose, compare, finding add, findings

@@ -95,7 +95,34 @@ def load(path: str | Path, kind: Kind) -> pd.DataFrame:
     canonical column order. Raises ``DataError`` on any problem.
     """
     path = Path(path)
-    frame = read_csv(path)
+    return _validate(read_csv(path), kind, path)
+
+
+def validate_frame(frame: pd.DataFrame, kind: Kind, source: str = "DataFrame") -> pd.DataFrame:
+    """Validate an in-memory frame with exactly the rules a file gets; return a clean copy.
+
+    Values are taken as their text (as a CSV would hold them; a missing value is empty text), so
+    errors name the same column and row (1-based position) they would in a file; ``source``
+    stands where a file name would.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(source, f"expected a pandas DataFrame, got {type(frame).__name__}")
+    text = pd.DataFrame(
+        {str(c).strip(): [_cell_text(v) for v in frame[c]] for c in frame.columns}, index=range(len(frame))
+    )
+    if len(set(text.columns)) != len(frame.columns):  # the dict above merged repeated names
+        cols = [str(c).strip() for c in frame.columns]
+        raise DataError(source, "the frame repeats a column", column=next(c for c in cols if cols.count(c) > 1))
+    return _validate(text, kind, source)
+
+
+def _cell_text(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _validate(frame: pd.DataFrame, kind: Kind, path: str | Path) -> pd.DataFrame:
     _check_columns(path, frame, kind)
     if len(frame) == 0:
         raise DataError(path, "the file has a header but no rows")

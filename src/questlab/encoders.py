@@ -43,6 +43,21 @@ class EncoderNotFoundError(RuntimeError):
     """The encoder is neither an installed known package nor a local model folder."""
 
 
+# Encoder folders registered by a loaded bundle: they win over installed packages, so a bundle
+# predicts with the exact weights it was exported with, with no encoder package installed.
+_REGISTERED: dict[str, Path] = {}
+
+
+def encoder_key(spec: str) -> str:
+    """The canonical name of a known encoder (any alias), else ``spec`` itself."""
+    return _ALIASES.get(spec.lower(), spec)
+
+
+def register_encoder_folder(spec: str, folder: Path) -> None:
+    """Make ``spec`` (a name or the path a model was saved with) resolve to ``folder``."""
+    _REGISTERED[encoder_key(spec)] = Path(folder)
+
+
 def cache_root() -> Path:
     """Where assembled encoders (and embedding caches) live: ``$QUESTLAB_CACHE`` or ~/.cache/questlab."""
     return Path(os.environ.get("QUESTLAB_CACHE", Path.home() / ".cache" / "questlab"))
@@ -50,6 +65,8 @@ def cache_root() -> Path:
 
 def resolve_encoder(spec: str) -> Path:
     """Return the local folder of encoder ``spec`` (a known name or a path to an HF model folder)."""
+    if encoder_key(spec) in _REGISTERED:
+        return _REGISTERED[encoder_key(spec)]
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():

@@ -15,20 +15,19 @@ run's ``oof.csv``, so its recorded CV score, and every command that reads it, se
 predictions made without their own labels. The same fit on all OOF rows (what the test
 predictions use) gives the naive *in-sample* score, reported beside it and never called the gain.
 
-The ensemble run folder holds what a CV run holds (run.json, folds.csv, oof.csv, oof_truth.csv,
-scores.json, per_target.csv, submission.csv) plus ``ensemble.json`` (members, averaging, weights,
-the nested and in-sample figures) and ``postprocess.json`` (the fitted maps). It holds no models:
-:class:`EnsemblePredictor` loads the members' stored fold models, nothing is refitted.
+The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) plus
+``ensemble.json`` (members, averaging, weights, the nested and in-sample figures) and
+``postprocess.json`` (the fitted maps). It holds no fold models: its predictor
+(:mod:`questlab.predict`) loads the members' stored fold models, nothing is refitted.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,12 +36,21 @@ from scipy.stats import rankdata
 from questlab import __version__
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, bootstrap_paired, mean_spearman
-from questlab.postprocess import MIN_GAIN, POSTPROCESS_FILE, PostProcessor, check_method, fit_postprocessor
-from questlab.runs import git_commit, predictions_frame, read_predictions, record_outputs
+from questlab.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
+from questlab.rundir import (
+    ENSEMBLE_FILE,
+    META_FILE,
+    OOF_FILE,
+    POSTPROCESS_FILE,
+    TRUTH_FILE,
+    RunMeta,
+    git_commit,
+    predictions_frame,
+)
+from questlab.runs import record_outputs
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, RunRecord, Store
 
-ENSEMBLE_FILE = "ensemble.json"
 AVERAGES = ("value", "rank")
 WEIGHT_MODES = ("auto", "equal")  # or an explicit list of numbers, one per member
 MAX_GRID = 1000  # simplex points tried when searching weights
@@ -55,11 +63,12 @@ class Member:
     """A finished run as an ensemble member: its OOF predictions and what must match."""
 
     record: RunRecord
-    meta: dict
+    meta: RunMeta
     folds: pd.DataFrame  # qa_id, group, fold sorted by qa_id
     oof: pd.DataFrame  # qa_id, group, fold, 30 targets sorted by qa_id
     truth: pd.DataFrame  # qa_id, 30 targets sorted by qa_id
     submission: pd.DataFrame | None
+    folds_path: Path  # the member's folds.csv (copied into the ensemble run)
 
 
 def load_member(store: Store, run_id: str) -> Member:
@@ -71,17 +80,18 @@ def load_member(store: Store, run_id: str) -> Member:
             f"{'complete' if record.tags.get(TAG_COMPLETE) == 'true' else 'partial'}: "
             "only finished runs over all folds can be combined (use collect for --fold runs)"
         )
-    missing = [f for f in ("run.json", FOLDS_FILE, "oof.csv", "oof_truth.csv") if not (record.dir / f).exists()]
+    run = record.folder
+    missing = [f for f in (META_FILE, FOLDS_FILE, OOF_FILE, TRUTH_FILE) if not run.has(f)]
     if missing:
         raise ValueError(f"run {record.run_id} has no {', '.join(missing)}: it cannot be combined")
-    sub_path = record.dir / "submission.csv"
     return Member(
         record=record,
-        meta=json.loads((record.dir / "run.json").read_text()),
-        folds=pd.read_csv(record.dir / FOLDS_FILE).sort_values(ID, ignore_index=True),
-        oof=pd.read_csv(record.dir / "oof.csv").sort_values(ID, ignore_index=True),
-        truth=pd.read_csv(record.dir / "oof_truth.csv").sort_values(ID, ignore_index=True),
-        submission=read_predictions(sub_path) if sub_path.exists() else None,
+        meta=run.read_meta(),
+        folds=run.read_folds().sort_values(ID, ignore_index=True),
+        oof=run.read_oof().sort_values(ID, ignore_index=True),
+        truth=run.read_truth().sort_values(ID, ignore_index=True),
+        submission=run.read_submission(),
+        folds_path=run / FOLDS_FILE,
     )
 
 
@@ -95,7 +105,7 @@ def check_members(members: list[Member]) -> None:
         raise ValueError("a run is given twice")
     for m in members[1:]:
         who = f"run {m.record.run_id} and run {first.record.run_id}"
-        if m.meta.get("train_sha256") != first.meta.get("train_sha256"):
+        if m.meta.train_sha256 != first.meta.train_sha256:
             raise ValueError(f"{who} were trained on different train files: they cannot be combined")
         if not m.folds[[ID, "fold"]].equals(first.folds[[ID, "fold"]]):
             raise ValueError(
@@ -364,8 +374,8 @@ def _record(
         },
     )
     with store.recording(run_id):
-        run_dir = store.run_dir(run_id)
-        shutil.copy(first.record.dir / FOLDS_FILE, run_dir / FOLDS_FILE)
+        run = store.writer(run_id)
+        shutil.copy(first.folds_path, run / FOLDS_FILE)
         spec_d = {
             "members": [m.record.run_id for m in members],
             "average": spec.average,
@@ -376,29 +386,32 @@ def _record(
             "seed": spec.seed,
             "report": report,
         }
-        (run_dir / ENSEMBLE_FILE).write_text(json.dumps(spec_d, indent=1))
+        run.write_ensemble(spec_d)
         if res.final.postprocessor is not None:
-            res.final.postprocessor.save(run_dir / POSTPROCESS_FILE)
+            res.final.postprocessor.save(run / POSTPROCESS_FILE)
         all_folds = sorted(int(k) for k in np.unique(folds))
-        meta = {
-            "run_id": run_id,
-            "kind": "ensemble",
-            "name": name,
-            "model": "ensemble",
-            "members": spec_d["members"],
-            **{k: first.meta.get(k) for k in ("train_path", "train_sha256", "test_path", "test_sha256")},
-            "git_commit": git_commit(),
-            "questlab_version": __version__,
-            "folds_all": all_folds,
-            "folds_selected": all_folds,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
+        run.write_meta(
+            RunMeta(
+                run_id=run_id,
+                kind="ensemble",
+                name=name,
+                model="ensemble",
+                members=spec_d["members"],
+                train_file=first.meta.train_file,
+                train_sha256=first.meta.train_sha256,
+                test_file=first.meta.test_file,
+                test_sha256=first.meta.test_sha256,
+                git_commit=git_commit(),
+                folds_all=all_folds,
+                folds_selected=all_folds,
+            )
+        )
+        store.sync(run_id, FOLDS_FILE, ENSEMBLE_FILE, POSTPROCESS_FILE, META_FILE)
         store.log_params(run_id, {k: v for k, v in spec_d.items() if k not in ("weights", "report")})
         oof = predictions_frame(first.oof[ID], res.nested)
         oof.insert(1, "group", groups)
         oof.insert(2, "fold", folds)
-        cv = record_outputs(store, run_id, oof, first.truth, submission, n_boot, all_folds, complete=True)
+        cv = record_outputs(store, run_id, run, oof, first.truth, submission, n_boot, all_folds, complete=True)
         store.log_metrics(
             run_id,
             {
@@ -407,6 +420,9 @@ def _record(
                 "in_sample_gain": report["in_sample_gain"]["gain"],
             },
         )
+        from questlab.export import log_run_model
+
+        log_run_model(store, run_id)
     return run_id, cv
 
 
@@ -419,40 +435,6 @@ def _submission(members: list[Member], combiner: Combiner) -> pd.DataFrame | Non
         raise ValueError("the members predicted different test rows: re-run them with the same --test file")
     pred, _ = combiner.apply(np.stack([s[list(TARGETS)].to_numpy(dtype=np.float64) for s in subs]))
     return predictions_frame(subs[0][ID], pred)
-
-
-class EnsemblePredictor:
-    """Predict with a recorded ensemble run: members' stored fold models, stored weights and maps."""
-
-    def __init__(self, store: Store, record: RunRecord) -> None:
-        from questlab.predict import RunPredictor  # predict imports this module lazily; avoid a cycle
-
-        spec = json.loads((record.dir / ENSEMBLE_FILE).read_text())
-        self.members = [RunPredictor(store, r) for r in spec["members"]]
-        refs = None
-        if spec["average"] == "rank":
-            refs = [
-                np.sort(pd.read_csv(store.get(r).dir / "oof.csv")[list(TARGETS)].to_numpy(np.float64), axis=0)
-                for r in spec["members"]
-            ]
-        pp_path = record.dir / POSTPROCESS_FILE
-        self.combiner = Combiner(
-            weights=np.array([spec["weights"][t] for t in TARGETS]),
-            average=spec["average"],
-            references=refs,
-            postprocessor=PostProcessor.load(pp_path) if pp_path.exists() else None,
-        )
-        self.notes: list[str] = []  # constant-column fallbacks of the last batch
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """(n, 30) predictions for a test-format frame; nothing is refitted.
-
-        Each row is mapped on its own (ranks against stored OOF, stored weights and maps), with
-        one exception that is a property of the batch: a column the maps would make constant over
-        a batch whose raw blend varies is left unmapped for that batch (see ``self.notes``).
-        """
-        pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]))
-        return pred
 
 
 def postprocess_run(

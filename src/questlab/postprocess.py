@@ -41,7 +41,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     THRESHOLDS: (IDENTITY, THRESHOLDS),
     IDENTITY: (IDENTITY,),
 }
-POSTPROCESS_FILE = "postprocess.json"
+
 MIN_GAIN = 0.01  # inner-CV Spearman gain over identity a target's map must show to be kept
 GRID_STEPS = 50  # optimised thresholds sit on the 2% quantiles of the fitting predictions
 

@@ -1,28 +1,15 @@
 """The CV loop and what a run records. It knows models only through ``fit/predict/save/load``.
 
-A run folder (the MLflow run's artifact folder) holds::
-
-    config.yaml          the resolved config (every default filled in)
-    run.json             kind, model, data files and their sha256, git commit, folds, timings
-    folds.csv            qa_id, group, fold: reusable by a later run (folds.from_run)
-    folds/fold_K/        model/ (the fitted fold model), fit_log.json, valid_pred.csv,
-                         test_pred.csv, work/ (model checkpoints), fold.json (written last:
-                         its presence marks the fold done, so --resume skips it)
-    oof.csv              qa_id, group, fold and the 30 out-of-fold predictions
-    oof_truth.csv        qa_id and the 30 true ratings of the scored rows
-    scores.json          CVScore: overall, per target, per fold, bootstrap interval
-    per_target.csv       the per-target table, for eyes and spreadsheets
-    submission.csv       test predictions (mean of the fold models), sample_submission order
+What a run folder holds, and every name in it, is :mod:`questlab.rundir`'s business; this module
+fills one in, fold by fold, and logs each finished part to the store (:meth:`Store.sync`), so a
+run on a remote tracking server is recorded as it goes, like a local one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +27,15 @@ from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, sa
 from questlab.metric import CVScore, score_cv
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
+from questlab.rundir import (
+    FOLD_MODEL_DIR,
+    WORK_DIR,
+    RunFolder,
+    RunMeta,
+    file_sha256,
+    git_commit,
+    predictions_frame,
+)
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
 
@@ -53,39 +49,6 @@ def _stderr(msg: str) -> None:
 def is_main_process() -> bool:
     """Under ``accelerate launch`` / torchrun only rank 0 records; the others just train."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def git_commit() -> str:
-    """The commit of the questlab checkout (``+dirty`` when it has uncommitted changes)."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def predictions_frame(ids: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
-    """qa_id + the 30 targets in submission order: the one format predictions are saved in."""
-    frame = pd.DataFrame(pred, columns=list(TARGETS))
-    frame.insert(0, ID, np.asarray(ids))
-    return frame
-
-
-def read_predictions(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path)
-    return frame[[ID, *TARGETS]]
 
 
 @contextmanager
@@ -119,10 +82,10 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
     """Make the config's folds, or load them from an earlier run / a folds file."""
     source = config.folds
     if source.from_run:
-        path = store.get(source.from_run).dir / FOLDS_FILE
-        if not path.exists():
+        folder = store.folder(store.resolve_id(source.from_run))
+        if not folder.has(FOLDS_FILE):
             raise FileNotFoundError(f"run {source.from_run} recorded no {FOLDS_FILE}")
-        folds = load_folds(path, train)
+        folds = load_folds(folder / FOLDS_FILE, train)
     elif source.from_file:
         folds = load_folds(source.from_file, train)
     else:
@@ -158,7 +121,7 @@ def _fit_fold(
     """Fit one fold's model; return valid and test predictions, the fit log and timings."""
     in_valid = data.folds["fold"].to_numpy() == k
     train_rows, valid_rows = data.train[~in_valid], data.train[in_valid]
-    log = FitLog(workdir=fold_dir / "work")
+    log = FitLog(workdir=fold_dir / WORK_DIR)
     log.workdir.mkdir(parents=True, exist_ok=True)
     log.info["seed"] = seed
     _seed_everything(seed + k)
@@ -177,7 +140,7 @@ def _fit_fold(
 
 
 def _record_fold(
-    fold_dir: Path,
+    run: RunFolder,
     k: int,
     model: Model,
     data: RunData,
@@ -189,31 +152,32 @@ def _record_fold(
     from questlab.metric import mean_spearman
 
     in_valid = data.folds["fold"].to_numpy() == k
+    fold_dir = run.fold_dir(k)
     t0 = time.perf_counter()
-    model.save(fold_dir / "model")
+    model.save(fold_dir / FOLD_MODEL_DIR)
     timings["save_s"] = time.perf_counter() - t0
-    predictions_frame(data.train.loc[in_valid, ID], valid_pred).to_csv(fold_dir / "valid_pred.csv", index=False)
-    if test_pred is not None:
-        predictions_frame(data.test[ID], test_pred).to_csv(fold_dir / "test_pred.csv", index=False)
-    (fold_dir / "fit_log.json").write_text(json.dumps(log.to_dict(), indent=1))
     score = mean_spearman(data.train.loc[in_valid, list(TARGETS)].to_numpy(), valid_pred)
-    # fold.json last: it marks the fold complete for --resume and collect.
-    (fold_dir / "fold.json").write_text(json.dumps({"fold": k, "score": score, "timings": timings}, indent=1))
+    run.write_fold_outputs(
+        k,
+        predictions_frame(data.train.loc[in_valid, ID], valid_pred),
+        predictions_frame(data.test[ID], test_pred) if test_pred is not None else None,
+        log.to_dict(),
+        {"fold": k, "score": score, "timings": timings},
+    )
     # The fold is recorded: its resumable checkpoints (hundreds of MB for a transformer) can go.
-    shutil.rmtree(fold_dir / "work", ignore_errors=True)
+    shutil.rmtree(fold_dir / WORK_DIR, ignore_errors=True)
     return score
 
 
-def _fit_and_record_fold(config: RunConfig, data: RunData, run_dir: Path, k: int) -> tuple[int, float, dict]:
-    fold_dir = run_dir / "folds" / f"fold_{k}"
-    fold_dir.mkdir(parents=True, exist_ok=True)
+def _fit_and_record_fold(config: RunConfig, data: RunData, run: RunFolder, k: int) -> tuple[int, float, dict]:
+    run.fold_dir(k).mkdir(parents=True, exist_ok=True)
     model = build_model(config.model.name, config.model.params)
-    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, fold_dir, config.seed, _stderr)
-    score = _record_fold(fold_dir, k, model, data, valid_pred, test_pred, log, timings)
+    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed, _stderr)
+    score = _record_fold(run, k, model, data, valid_pred, test_pred, log, timings)
     return k, score, timings
 
 
-def _run_folds(config: RunConfig, data: RunData, run_dir: Path, todo: list[int]) -> Iterator[tuple[int, float, dict]]:
+def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]) -> Iterator[tuple[int, float, dict]]:
     """Fit the folds in ``todo``, in this process or (``parallel_folds`` > 1) in worker processes.
 
     Workers write their fold folders themselves; only this process talks to the store. Parallel
@@ -221,20 +185,33 @@ def _run_folds(config: RunConfig, data: RunData, run_dir: Path, todo: list[int])
     """
     if config.parallel_folds <= 1 or len(todo) <= 1:
         for k in todo:
-            yield _fit_and_record_fold(config, data, run_dir, k)
+            yield _fit_and_record_fold(config, data, run, k)
         return
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=min(config.parallel_folds, len(todo)), return_as="generator_unordered")
-    yield from parallel(delayed(_fit_and_record_fold)(config, data, run_dir, k) for k in todo)
+    yield from parallel(delayed(_fit_and_record_fold)(config, data, run, k) for k in todo)
 
 
-def fold_is_done(fold_dir: Path) -> bool:
-    return (fold_dir / "fold.json").exists() and (fold_dir / "model" / "model.json").exists()
+def _check_same_file(meta: RunMeta, part: str, path: Path | None, run_id: str) -> None:
+    """Refuse a train/test file other than the one the run was made from (by sha256)."""
+    want = getattr(meta, f"{part}_sha256")
+    if path is None:
+        if want is not None:
+            raise ValueError(
+                f"run {run_id} was made with --{part} {getattr(meta, f'{part}_file')} "
+                f"(sha256 {want[:12]}...): give that file again"
+            )
+        return
+    if want is not None and file_sha256(path) != want:
+        raise ValueError(
+            f"--{part} {path} is not the file run {run_id} was made with "
+            f"({getattr(meta, f'{part}_file')}, sha256 {want[:12]}...)"
+        )
 
 
 def run_cv(
-    config: RunConfig,
+    config: RunConfig | None,
     train_path: Path,
     test_path: Path | None = None,
     store: Store | None = None,
@@ -245,11 +222,13 @@ def run_cv(
     """Run (or resume) grouped CV for ``config`` and record it; returns the run id.
 
     ``only_folds`` runs a subset (``--fold k``): the run is recorded as partial and
-    ``collect`` merges partial runs. ``resume`` re-enters an earlier run by id: finished folds
-    are kept, an unfinished fold restarts from the checkpoints its model left in ``work/``.
+    ``collect`` merges partial runs. ``resume`` re-enters an earlier run by id (``config`` is then
+    the recorded one): finished folds are kept, an unfinished fold restarts from the checkpoints
+    its model left in ``work/``; the train (and test) file must be the one the run was made from.
     """
     store = store or Store()
     train_path = Path(train_path)
+    test_path = Path(test_path) if test_path else None
     train = load_train(train_path)
     test = load_test(test_path) if test_path else None
     if test is not None:
@@ -257,14 +236,16 @@ def run_cv(
 
     if resume:
         run_id = store.resolve_id(resume)
-        run_dir = store.get(run_id).dir
-        meta = json.loads((run_dir / "run.json").read_text())
-        config = parse_config(meta["config"], source=f"run {run_id}")
-        folds = load_folds(run_dir / FOLDS_FILE, train)
-        if meta["train_sha256"] != file_sha256(train_path):
-            raise ValueError(f"run {run_id} was trained on another train file ({meta['train_path']})")
-        only_folds = meta["folds_selected"]
+        run = store.folder(run_id, models=True)
+        meta = run.read_meta()
+        _check_same_file(meta, "train", train_path, run_id)
+        _check_same_file(meta, "test", test_path, run_id)
+        config = parse_config(meta.config, source=f"run {run_id}")
+        folds = load_folds(run / FOLDS_FILE, train)
+        only_folds = meta.folds_selected
     else:
+        if config is None:
+            raise ValueError("give a config (or resume an earlier run)")
         folds = resolve_folds(config, train, store)
     data = RunData(train=train, test=test, folds=folds)
     all_folds = sorted(int(k) for k in folds["fold"].unique())
@@ -277,80 +258,103 @@ def run_cv(
         # A DDP worker: train alongside rank 0 (collectives need every rank) but record nothing.
         import tempfile
 
-        # On --resume, skip exactly the folds rank 0 skips, or the processes fall out of step.
-        done_dir = store.get(run_id).dir / "folds" if resume else None
         with tempfile.TemporaryDirectory() as tmp:
             for k in selected:
-                if done_dir is not None and fold_is_done(done_dir / f"fold_{k}"):
+                # On --resume, skip exactly the folds rank 0 skips, or the processes fall out of step.
+                if resume and run.fold_is_done(k):
                     continue
-                _fit_fold(
-                    build_model(config.model.name, config.model.params),
-                    data,
-                    k,
-                    Path(tmp) / f"fold_{k}",
-                    config.seed,
-                    say,
-                )
+                model = build_model(config.model.name, config.model.params)
+                _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed, say)
         return ""
 
     if resume:
         store.reopen(run_id)
+        run = _resume_writer(store, run_id, run)
         say(f"resuming run {run_id}")
     else:
         run_id = store.create_run(config.name, tags=_cv_run_tags(config))
-        run_dir = store.run_dir(run_id)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
-        save_folds(folds, run_dir)
-        meta = {
-            "run_id": run_id,
-            "kind": "cv",
-            "name": config.name,
-            "model": config.model.name,
-            "config": config.model_dump(mode="json"),
-            "seed": config.seed,
-            "train_path": str(train_path.resolve()),
-            "train_sha256": file_sha256(train_path),
-            "test_path": str(Path(test_path).resolve()) if test_path else None,
-            "test_sha256": file_sha256(Path(test_path)) if test_path else None,
-            "git_commit": git_commit(),
-            "questlab_version": __version__,
-            "folds_all": all_folds,
-            "folds_selected": selected,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-        store.log_params(run_id, _flatten(config.model_dump(mode="json")))
-        say(f"run {run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
 
     t_start = time.perf_counter()
     with store.recording(run_id), _sigterm_as_interrupt():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-            console=_console(),
-        )
-        todo = []
-        for k in selected:
-            if fold_is_done(run_dir / "folds" / f"fold_{k}"):
-                say(f"fold {k}: already done, kept")
-            else:
-                todo.append(k)
-        with progress:
-            task = progress.add_task("folds", total=len(todo))
-            for k, score, timings in _run_folds(config, data, run_dir, todo):
-                store.log_metrics(run_id, {"fold_score": score}, step=k)
-                say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
-                progress.advance(task)
-        cv = finalize_run(store, run_id, data.train, test, config.bootstrap, selected, all_folds)
-        _update_meta(run_dir, timings={"total_s": time.perf_counter() - t_start})
+        if not resume:
+            run = store.writer(run_id)
+            run.write_config(config.to_yaml())
+            save_folds(folds, run.path)
+            run.write_meta(
+                RunMeta(
+                    run_id=run_id,
+                    kind="cv",
+                    name=config.name,
+                    model=config.model.name,
+                    config=config.model_dump(mode="json"),
+                    seed=config.seed,
+                    train_file=train_path.name,
+                    train_sha256=file_sha256(train_path),
+                    test_file=test_path.name if test_path else None,
+                    test_sha256=file_sha256(test_path) if test_path else None,
+                    git_commit=git_commit(),
+                    folds_all=all_folds,
+                    folds_selected=selected,
+                )
+            )
+            store.sync(run_id, "config.yaml", FOLDS_FILE, "run.json")
+            store.log_params(run_id, flatten(config.model_dump(mode="json")))
+            say(f"run {run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
+        _fit_folds_with_progress(store, run_id, config, data, run, selected, say)
+        cv = finalize_run(store, run_id, run, data.train, test, config.bootstrap, selected, all_folds)
+        run.update_meta(timings={"total_s": time.perf_counter() - t_start})
+        store.sync(run_id, "run.json")
+        if selected == all_folds and config.log_model:
+            _log_model(store, run_id, say)
         say(f"CV mean Spearman {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}) over folds {selected}")
     return run_id
+
+
+def _resume_writer(store: Store, run_id: str, downloaded: RunFolder) -> RunFolder:
+    """The folder to continue writing a run in; a remote run's staging starts from its download."""
+    run = store.writer(run_id)
+    if run.path != downloaded.path:
+        shutil.copytree(downloaded.path, run.path, dirs_exist_ok=True)
+    return run
+
+
+def _fit_folds_with_progress(
+    store: Store, run_id: str, config: RunConfig, data: RunData, run: RunFolder, selected: list[int], say: Say
+) -> None:
+    """Fit the folds not yet done, logging each one's score and artifacts as it finishes."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=_console(),
+    )
+    todo = []
+    for k in selected:
+        if run.fold_is_done(k):
+            say(f"fold {k}: already done, kept")
+        else:
+            todo.append(k)
+    with progress:
+        task = progress.add_task("folds", total=len(todo))
+        for k, score, timings in _run_folds(config, data, run, todo):
+            store.sync(run_id, f"folds/fold_{k}")
+            store.log_metrics(run_id, {"fold_score": score}, step=k)
+            say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
+            progress.advance(task)
+
+
+def _log_model(store: Store, run_id: str, say: Say) -> None:
+    """Record the finished run as an MLflow model (``runs:/RUN_ID/model``)."""
+    from questlab.export import log_run_model
+
+    t0 = time.perf_counter()
+    log_run_model(store, run_id)
+    say(f"MLflow model logged as runs:/{run_id}/model ({time.perf_counter() - t0:.1f} s)")
 
 
 def _console():  # a stderr console, so stdout carries only the run id
@@ -359,19 +363,13 @@ def _console():  # a stderr console, so stdout carries only the run id
     return Console(stderr=True)
 
 
-def _update_meta(run_dir: Path, **updates: object) -> None:
-    path = run_dir / "run.json"
-    meta = json.loads(path.read_text())
-    meta.update(updates)
-    path.write_text(json.dumps(meta, indent=1))
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """A nested mapping as dotted keys (``model.params.alpha``): how configs become MLflow params."""
     out: dict[str, object] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -380,6 +378,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
 def finalize_run(
     store: Store,
     run_id: str,
+    run: RunFolder,
     train: pd.DataFrame,
     test: pd.DataFrame | None,
     n_boot: int,
@@ -387,26 +386,25 @@ def finalize_run(
     all_folds: list[int],
 ) -> CVScore:
     """Assemble the fold outputs of a run into OOF predictions, scores and the submission."""
-    run_dir = store.run_dir(run_id)
-    folds = load_folds(run_dir / FOLDS_FILE, train)
-    fold_dirs = {k: run_dir / "folds" / f"fold_{k}" for k in selected}
-    missing = [k for k, d in fold_dirs.items() if not fold_is_done(d)]
+    folds = load_folds(run / FOLDS_FILE, train)
+    missing = [k for k in selected if not run.fold_is_done(k)]
     if missing:
         raise RuntimeError(f"run {run_id}: fold(s) {missing} have no complete result")
-    valid = pd.concat([read_predictions(d / "valid_pred.csv") for d in fold_dirs.values()], ignore_index=True)
+    valid = pd.concat([run.read_fold_predictions(k, "valid") for k in selected], ignore_index=True)
     oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
     truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
     submission = None
-    if all((d / "test_pred.csv").exists() for d in fold_dirs.values()) and fold_dirs:
-        preds = [read_predictions(d / "test_pred.csv") for d in fold_dirs.values()]
+    preds = [run.read_fold_predictions(k, "test") for k in selected]
+    if preds and all(p is not None for p in preds):
         mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
         submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
-    return record_outputs(store, run_id, oof, truth, submission, n_boot, selected, complete=selected == all_folds)
+    return record_outputs(store, run_id, run, oof, truth, submission, n_boot, selected, complete=selected == all_folds)
 
 
 def record_outputs(
     store: Store,
     run_id: str,
+    run: RunFolder,
     oof: pd.DataFrame,
     truth: pd.DataFrame,
     submission: pd.DataFrame | None,
@@ -414,11 +412,10 @@ def record_outputs(
     selected: list[int],
     complete: bool,
 ) -> CVScore:
-    """Write a run's oof.csv, oof_truth.csv, scores.json, per_target.csv and submission.csv, and
-    log its scores and completion tags: what CV runs and ensemble runs both record."""
-    run_dir = store.run_dir(run_id)
-    oof.to_csv(run_dir / "oof.csv", index=False)
-    truth.to_csv(run_dir / "oof_truth.csv", index=False)
+    """Write a run's OOF, truth, scores, per-target table and submission, and log its scores and
+    completion tags: what CV runs and ensemble runs both record."""
+    from questlab.rundir import OOF_FILE, PER_TARGET_FILE, SCORES_FILE, SUBMISSION_FILE, TRUTH_FILE
+
     cv = score_cv(
         truth[list(TARGETS)].to_numpy(),
         oof[list(TARGETS)].to_numpy(),
@@ -426,10 +423,10 @@ def record_outputs(
         oof["group"].to_numpy(),
         n_boot=n_boot,
     )
-    (run_dir / "scores.json").write_text(json.dumps(cv.to_dict(), indent=1))
-    cv.per_target.to_csv(run_dir / "per_target.csv")
+    run.write_outputs(oof, truth, cv.to_dict(), cv.per_target)
     if submission is not None:
-        submission.to_csv(run_dir / "submission.csv", index=False)
+        run.write_submission(submission)
+    store.sync(run_id, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE)
     store.log_metrics(
         run_id,
         {
@@ -444,47 +441,73 @@ def record_outputs(
     return cv
 
 
-def collect_runs(store: Store, run_ids: list[str], name: str | None = None, say: Say = _stderr) -> str:
-    """Merge single-fold runs (``run --fold k``) made with the same config and folds into one run."""
+def collect_runs(
+    store: Store,
+    run_ids: list[str],
+    train_path: Path,
+    test_path: Path | None = None,
+    name: str | None = None,
+    say: Say = _stderr,
+) -> str:
+    """Merge single-fold runs (``run --fold k``) made with the same config and folds into one run.
+
+    ``train_path`` (and ``test_path``) must be the files the runs were made from (checked by sha256).
+    """
     records = [store.get(r) for r in run_ids]
-    metas = [json.loads((r.dir / "run.json").read_text()) for r in records]
+    sources = [store.folder(r.run_id, models=True) for r in records]
+    metas = [f.read_meta() for f in sources]
     base = metas[0]
-    for r, m in zip(records[1:], metas[1:], strict=True):
-        if m["config"]["model"] != base["config"]["model"]:
+    for r, f, m in zip(records[1:], sources[1:], metas[1:], strict=True):
+        if (m.config or {}).get("model") != (base.config or {}).get("model"):
             raise ValueError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
-        if m["train_sha256"] != base["train_sha256"]:
+        if m.train_sha256 != base.train_sha256:
             raise ValueError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
-        if file_sha256(r.dir / FOLDS_FILE) != file_sha256(records[0].dir / FOLDS_FILE):
+        if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
             raise ValueError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
+    _check_same_file(base, "train", Path(train_path), records[0].run_id)
+    _check_same_file(base, "test", Path(test_path) if test_path else None, records[0].run_id)
     taken: dict[int, Path] = {}
-    for r, m in zip(records, metas, strict=True):
-        for k in m["folds_selected"]:
+    for r, f, m in zip(records, sources, metas, strict=True):
+        for k in m.folds_selected:
             if k in taken:
                 raise ValueError(f"fold {k} is in more than one of the runs given")
-            if not fold_is_done(r.dir / "folds" / f"fold_{k}"):
+            if not f.fold_is_done(k):
                 raise ValueError(f"run {r.run_id}: fold {k} is not finished")
-            taken[k] = r.dir / "folds" / f"fold_{k}"
-    train = load_train(base["train_path"])
-    test = load_test(base["test_path"]) if base.get("test_path") else None
-    config = parse_config(base["config"])
+            taken[k] = f.fold_dir(k)
+    train = load_train(train_path)
+    test = load_test(test_path) if test_path else None
+    config = parse_config(base.config)
     run_id = store.create_run(
         name or f"{config.name}-collected",
         tags={**_cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
     )
     with store.recording(run_id):
-        run_dir = store.run_dir(run_id)
-        shutil.copy(records[0].dir / FOLDS_FILE, run_dir / FOLDS_FILE)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
+        run = store.writer(run_id)
+        shutil.copy(sources[0] / FOLDS_FILE, run / FOLDS_FILE)
+        run.write_config(config.to_yaml())
         for k, src in sorted(taken.items()):
-            shutil.copytree(src, run_dir / "folds" / f"fold_{k}", ignore=shutil.ignore_patterns("work"))
+            shutil.copytree(src, run.fold_dir(k), ignore=shutil.ignore_patterns(WORK_DIR), dirs_exist_ok=True)
         selected = sorted(taken)
-        meta = {**base, "run_id": run_id, "folds_selected": selected, "collected_from": [r.run_id for r in records]}
-        (run_dir / "run.json").write_text(json.dumps(meta, indent=1))
-        store.log_params(run_id, _flatten(config.model_dump(mode="json")))
-        cv = finalize_run(store, run_id, train, test, config.bootstrap, selected, meta["folds_all"])
+        meta = base.model_copy(
+            update={
+                "run_id": run_id,
+                "folds_selected": selected,
+                "collected_from": [r.run_id for r in records],
+                "git_commit": git_commit(),
+                "questlab_version": __version__,
+            }
+        )
+        run.write_meta(meta)
+        store.sync(run_id, FOLDS_FILE, "config.yaml", "run.json", *(f"folds/fold_{k}" for k in selected))
+        store.log_params(run_id, flatten(config.model_dump(mode="json")))
+        cv = finalize_run(store, run_id, run, train, test, config.bootstrap, selected, meta.folds_all)
+        if selected == meta.folds_all and config.log_model:
+            _log_model(store, run_id, say)
         say(f"collected folds {selected} into run {run_id}: CV mean Spearman {cv.score:.4f}")
     return run_id
 
 
-def load_scores(run_dir: Path) -> CVScore:
-    return CVScore.from_dict(json.loads((Path(run_dir) / "scores.json").read_text()))
+def load_scores(run: RunFolder | Path) -> CVScore:
+    """A run's recorded CVScore (from its folder)."""
+    folder = run if isinstance(run, RunFolder) else RunFolder(Path(run))
+    return CVScore.from_dict(folder.read_scores())

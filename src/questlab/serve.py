@@ -1,6 +1,6 @@
 """HTTP predictions for new pairs from a recorded run (FastAPI).
 
-``questlab serve RUN_ID`` loads the run's fold models once and answers
+``questlab serve RUN_ID`` (or ``--model BUNDLE``) loads the fold models once and answers
 ``POST /predict`` with ``{"pairs": [{qa_id?, question_title, question_body, answer, category,
 host, ...}]}`` → ``{"run_id", "predictions": [{"qa_id", <30 targets>}]}``. Input is validated
 with the same rules as CSV files; a bad pair is a 422 naming the field and the pair's index.
@@ -12,7 +12,7 @@ import pandas as pd
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from questlab.predict import RunPredictor
+from questlab.predict import Predictor
 from questlab.schema import ID, INPUT_COLUMNS, TARGETS
 
 
@@ -46,8 +46,8 @@ class PredictRequest(BaseModel):
     pairs: list[Pair] = Field(min_length=1, max_length=10_000)
 
 
-def create_app(predictor: RunPredictor) -> FastAPI:
-    """A FastAPI app serving one loaded run."""
+def create_app(predictor: Predictor) -> FastAPI:
+    """A FastAPI app serving one loaded predictor (a run's or an exported bundle's)."""
     app = FastAPI(title="questlab", description=f"QUEST ratings from run {predictor.run_id}")
 
     @app.get("/health")

@@ -1,15 +1,28 @@
-"""The only module that talks to MLflow: runs, their metrics, tags and artifact folders.
+"""The only module that talks to MLflow: runs, their metrics, tags, artifacts and models.
 
 Runs live in an MLflow tracking store: SQLite under the working folder by default
 (``questlab-store/mlflow.db``, artifacts in ``questlab-store/artifacts``), or any URI given with
-``--store`` or ``$QUESTLAB_STORE``. ``mlflow ui --backend-store-uri <uri>`` shows them. questlab
-writes a run's artifacts straight into its local artifact folder as it goes, so what a crashed
-run had recorded stays on disk; remote artifact stores are therefore not supported.
+``--store`` or ``$QUESTLAB_STORE``, a tracking server (``http://host:5000``) included.
+
+Artifacts: a run being written is a local folder (:meth:`Store.writer`). In a local store that
+folder *is* the run's artifact folder, so what a crashed run had recorded stays on disk; with a
+remote artifact store it is a staging folder whose parts are logged through MLflow's API as they
+are finished (:meth:`Store.sync`: each fold, then the outputs). Reading a run
+(:meth:`Store.folder`) gives its artifact folder, or a cached download of it.
+
+A local store is relocatable: artifact folders are found from the database's own location, never
+from the absolute paths MLflow records (a writable moved store also has those paths rewritten,
+so ``mlflow ui`` and ``runs:/`` URIs follow). Opening a store for reading writes nothing.
 """
 
 from __future__ import annotations
 
+import getpass
+import hashlib
+import json
 import os
+import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +31,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from questlab.rundir import MLFLOW_MODEL_DIR, RunFolder
+
 ENV_STORE = "QUESTLAB_STORE"
+ENV_HTTP_RETRIES = "QUESTLAB_HTTP_RETRIES"  # retries of a failed request to a tracking server
+ENV_HTTP_TIMEOUT = "QUESTLAB_HTTP_TIMEOUT"  # seconds before one request to a tracking server fails
+DEFAULT_HTTP_RETRIES = 2
+DEFAULT_HTTP_TIMEOUT = 15
 DEFAULT_STORE_DIR = "questlab-store"
 EXPERIMENT = "questlab"
 # Findings live in their own experiment of the same store: they travel with the runs, and
@@ -32,9 +51,15 @@ TAG_MODEL = "questlab.model"
 TAG_COMPLETE = "questlab.complete"  # "true" once every fold of the run is in
 TAG_ERROR = "questlab.error"
 
+_DOWNLOAD_MARK = ".questlab-download.json"
+
 
 class RunNotFoundError(LookupError):
     """No run matches the given id (or prefix)."""
+
+
+class StoreError(ValueError):
+    """A store that cannot be opened or used: missing, unreachable, not an MLflow database."""
 
 
 def resolve_store_uri(uri: str | Path | None = None) -> str:
@@ -56,25 +81,55 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
+def _configure_http() -> None:
+    """Fail fast on an unreachable server: MLflow's own defaults retry for minutes.
+
+    MLflow's variables win where the user set them; questlab's set the defaults.
+    """
+    retries = os.environ.get(ENV_HTTP_RETRIES, str(DEFAULT_HTTP_RETRIES))
+    timeout = os.environ.get(ENV_HTTP_TIMEOUT, str(DEFAULT_HTTP_TIMEOUT))
+    for name, value in ((ENV_HTTP_RETRIES, retries), (ENV_HTTP_TIMEOUT, timeout)):
+        if not value.isdigit():
+            raise StoreError(f"${name}={value!r}: give a whole number")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", retries)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
 @dataclass
 class RunRecord:
-    """One run as the store knows it."""
+    """One run as the store knows it; ``folder`` (and ``dir``) read its artifacts."""
 
     run_id: str
     name: str
     status: str  # RUNNING, FINISHED, FAILED, KILLED
     start_time: float
     end_time: float | None
-    dir: Path
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    store: Store | None = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
         return self.tags.get(TAG_KIND, "cv")
 
+    @property
+    def folder(self) -> RunFolder:
+        """The run's artifacts as a local folder (downloaded once from a remote store)."""
+        if self.store is None:
+            raise RuntimeError(f"run {self.run_id}: a record without a store has no folder")
+        return self.store.folder(self.run_id)
 
+    @property
+    def dir(self) -> Path:
+        return self.folder.path
 @dataclass
 class Finding:
     """One entry of the findings log: what was learned, when, about which runs."""
@@ -97,6 +152,13 @@ class Finding:
         }
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return str(os.getuid())
+
+
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive advisory lock on ``lock_path`` (created) for the block."""
@@ -111,53 +173,215 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
 
 
 class Store:
-    """A questlab view of an MLflow tracking store."""
+    """A questlab view of an MLflow tracking store.
 
-    def __init__(self, uri: str | Path | None = None) -> None:
+    ``create=False`` opens an existing store only (reading commands: a mistyped ``--store`` is an
+    error, not a new empty store) and writes nothing to it.
+    """
+
+    def __init__(self, uri: str | Path | None = None, *, create: bool = True) -> None:
         import mlflow  # slow import (~2 s): only when a store is actually used
         from mlflow.tracking import MlflowClient
 
         self._mlflow = mlflow
         self.uri = resolve_store_uri(uri)
+        self.root: Path | None = None  # a local store's folder (artifacts under root/artifacts)
+        self._experiments: dict[str, str] = {}
+        self._staged: dict[str, Path] = {}  # runs this process writes through a staging folder
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
-            db.parent.mkdir(parents=True, exist_ok=True)
-            self.artifact_root: str | None = (db.parent / "artifacts").resolve().as_uri()
-            # MLflow creates and migrates a new database on first use; two processes doing it at
-            # once (DDP ranks, two runs started together) collide ("duplicate column name").
-            with _exclusive(db.with_name(db.name + ".lock")):
-                self.client = MlflowClient(tracking_uri=self.uri)
-                self.client.search_experiments(max_results=1)  # forces the schema into being
+            self.root = db.parent
+            self.client = self._open_sqlite(MlflowClient, db, create)
         else:
-            self.artifact_root = None
+            if urlparse(self.uri).scheme in ("http", "https"):
+                _configure_http()
             self.client = MlflowClient(tracking_uri=self.uri)
-        self._experiments: dict[str, str] = {}
+            try:
+                self.client.search_experiments(max_results=1)
+            except Exception as exc:  # any failure to talk to the server: one line, not a traceback
+                raise StoreError(
+                    f"cannot reach the tracking store {self.uri} ({_first_line(exc)}); requests retried "
+                    f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '?')} times "
+                    f"(set ${ENV_HTTP_RETRIES} / ${ENV_HTTP_TIMEOUT} to wait longer)"
+                ) from None
+
+    def _open_sqlite(self, client_class: Any, db: Path, create: bool) -> Any:
+        if not db.exists():
+            if not create:
+                raise StoreError(
+                    f"no questlab store at {db.parent} (no {db.name}): nothing was recorded there; "
+                    f"check --store or ${ENV_STORE}"
+                )
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif db.is_dir():
+            raise StoreError(f"{db} is a folder, not an MLflow SQLite database")
+        else:
+            with db.open("rb") as fh:
+                head = fh.read(16)
+            if head and head != b"SQLite format 3\x00":
+                raise StoreError(f"{db} is not an SQLite database, so not an MLflow store (give another --store)")
+        writable = os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+        try:
+            if writable:
+                # MLflow creates and migrates a new database on first use; two processes doing it at
+                # once (DDP ranks, two runs started together) collide ("duplicate column name").
+                with _exclusive(db.with_name(db.name + ".lock")):
+                    client = client_class(tracking_uri=self.uri)
+                    client.search_experiments(max_results=1)  # forces the schema into being
+                    self._relocate(db)
+            else:  # a read-only copy (e.g. a Kaggle dataset): read as it is
+                client = client_class(tracking_uri=self.uri)
+                client.search_experiments(max_results=1)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{db}: cannot be opened as an MLflow store ({_first_line(exc)})") from None
+        return client
+
+    def _relocate(self, db: Path) -> None:
+        """Point recorded artifact locations at this store's folder after it was moved or copied.
+
+        questlab never follows those paths itself (see :meth:`_artifact_path`); rewriting them
+        keeps MLflow's own readers (``mlflow ui``, ``runs:/`` model URIs) working too.
+        """
+        new_root = (db.parent / "artifacts").resolve().as_uri()
+        with sqlite3.connect(db) as con:
+            for name, location in con.execute("SELECT name, artifact_location FROM experiments").fetchall():
+                if not location or not location.startswith("file://") or not location.endswith(f"/{name}"):
+                    continue  # not laid out by questlab: leave it alone
+                old_root = location.removesuffix(f"/{name}")
+                if old_root == new_root or not old_root.endswith("/artifacts"):
+                    continue
+                for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} LIKE ?",
+                        (new_root, len(old_root) + 1, old_root + "/%"),
+                    )
+
+    @property
+    def is_local(self) -> bool:
+        """True for a SQLite store whose artifacts are a folder beside the database."""
+        return self.root is not None
 
     # --- experiments and runs ---------------------------------------------------------------
     def experiment_id(self, name: str = EXPERIMENT) -> str:
         if name not in self._experiments:
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
-                exp_id = self.client.create_experiment(
-                    name, artifact_location=f"{self.artifact_root}/{name}" if self.artifact_root else None
-                )
+                location = (self.root / "artifacts" / name).resolve().as_uri() if self.root else None
+                exp_id = self.client.create_experiment(name, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
             self._experiments[name] = exp_id
         return self._experiments[name]
 
     def create_run(self, name: str, tags: dict[str, str], experiment: str = EXPERIMENT) -> str:
-        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
-        self.run_dir(run.info.run_id).mkdir(parents=True, exist_ok=True)
+        """A new RUNNING run with questlab's tags and MLflow's standard ones (user, name, commit)."""
+        from questlab.rundir import git_commit
+
+        commit = git_commit()
+        standard = {"mlflow.runName": name, "mlflow.user": _user(), "mlflow.source.name": "questlab"}
+        if commit != "unknown":
+            standard["mlflow.source.git.commit"] = commit.removesuffix("+dirty")
+        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags={**standard, **tags})
         return run.info.run_id
 
-    def run_dir(self, run_id: str) -> Path:
-        """The run's local artifact folder (questlab writes into it directly)."""
-        uri = self.client.get_run(run_id).info.artifact_uri
-        path = _local_path(uri)
+    def _artifact_path(self, run_id: str, artifact_uri: str) -> Path | None:
+        """The run's local artifact folder, found from this store's location; None if remote."""
+        path = _local_path(artifact_uri)
         if path is None:
-            raise RuntimeError(f"run {run_id} stores artifacts at {uri}: questlab needs a local artifact folder")
+            return None
+        parts = path.parts
+        if self.root is not None and len(parts) >= 3 and parts[-1] == "artifacts" and parts[-2] == run_id:
+            return self.root / "artifacts" / parts[-3] / run_id / "artifacts"
         return path
+
+    def writer(self, run_id: str) -> RunFolder:
+        """The local folder a run is written into; call :meth:`sync` for each finished part."""
+        uri = self.client.get_run(run_id).info.artifact_uri
+        path = self._artifact_path(run_id, uri)
+        if path is None:
+            path = self._staged.get(run_id) or self._cache_dir("staging", run_id)
+            self._staged[run_id] = path
+        path.mkdir(parents=True, exist_ok=True)
+        return RunFolder(path, run_id)
+
+    def sync(self, run_id: str, *parts: str) -> None:
+        """Log the named files or folders of a staged run's folder through MLflow (remote stores).
+
+        A local store's writer folder is the artifact folder itself: nothing to do.
+        """
+        staged = self._staged.get(run_id)
+        if staged is None:
+            return
+        for part in parts:
+            src = staged / part
+            if src.is_dir():
+                self.client.log_artifacts(run_id, str(src), part)
+            elif src.exists():
+                parent = str(Path(part).parent)
+                self.client.log_artifact(run_id, str(src), None if parent == "." else parent)
+
+    def folder(self, run_id: str, models: bool = False) -> RunFolder:
+        """The run's artifacts as a local folder to read.
+
+        Local store: the artifact folder. Remote: a download into questlab's cache, refreshed
+        when the run changed; fold models (``models=True``) only when asked for.
+        """
+        run = self.client.get_run(run_id)
+        path = self._artifact_path(run_id, run.info.artifact_uri)
+        if path is not None:
+            return RunFolder(path, run_id)
+        if run_id in self._staged:  # written by this process: the staging folder is complete
+            return RunFolder(self._staged[run_id], run_id)
+        dst = self._cache_dir("downloads", run_id)
+        mark = {"status": run.info.status, "end_time": run.info.end_time}
+        mark_path = dst / _DOWNLOAD_MARK
+        if mark_path.exists():
+            old = json.loads(mark_path.read_text())
+            same = old.get("end_time") == mark["end_time"] and old.get("status") == mark["status"] == "FINISHED"
+            if same and (old.get("models") or not models):
+                return RunFolder(dst, run_id)
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        self._download(run_id, "", dst, models)
+        mark_path.write_text(json.dumps({**mark, "models": models}))
+        return RunFolder(dst, run_id)
+
+    def attach(self, run_id: str, text: str, name: str) -> Path:
+        """Add a text file (a report) to a run's artifacts; return where it was written.
+
+        A read-only store cannot take it: it is then written to the working folder instead.
+        """
+        path = self.folder(run_id).path / name
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError:
+            path = Path.cwd() / f"{Path(name).stem}-{run_id[:8]}{Path(name).suffix}"
+            path.write_text(text, encoding="utf-8")
+            return path
+        if self._artifact_path(run_id, self.client.get_run(run_id).info.artifact_uri) is None:
+            self.client.log_artifact(run_id, str(path))
+        return path
+
+    def _download(self, run_id: str, path: str, dst: Path, models: bool) -> None:
+        for entry in self.client.list_artifacts(run_id, path or None):
+            name = entry.path.rsplit("/", 1)[-1]
+            if entry.is_dir:
+                fold_model = entry.path.startswith("folds/") and name == "model"
+                if entry.path == MLFLOW_MODEL_DIR or (fold_model and not models):
+                    continue  # the MLflow model duplicates the fold models; fold models only to predict
+                self._download(run_id, entry.path, dst, models)
+            else:
+                target = dst / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.client.download_artifacts(run_id, entry.path, str(target.parent))
+
+    def _cache_dir(self, kind: str, run_id: str) -> Path:
+        from questlab.encoders import cache_root
+
+        key = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
+        return cache_root() / "store" / key / kind / run_id
 
     def resolve_id(self, run_id: str, experiment: str = EXPERIMENT) -> str:
         """Accept a full run id or a unique prefix of one (as git does for commits)."""
@@ -186,17 +410,16 @@ class Store:
 
     def _record(self, run: Any) -> RunRecord:
         info, data = run.info, run.data
-        path = _local_path(info.artifact_uri)
         return RunRecord(
             run_id=info.run_id,
             name=info.run_name or "",
             status=info.status,
             start_time=(info.start_time or 0) / 1000,
             end_time=(info.end_time / 1000) if info.end_time else None,
-            dir=path if path is not None else Path(info.artifact_uri),
             tags={k: v for k, v in data.tags.items() if not k.startswith("mlflow.")},
             params=dict(data.params),
             metrics=dict(data.metrics),
+            store=self,
         )
 
     # --- findings -------------------------------------------------------------------------------

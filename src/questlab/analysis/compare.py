@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from questlab.metric import bootstrap_target_scores, spearman_per_target
 from questlab.schema import ID, TARGETS
@@ -74,12 +73,7 @@ def _row(a: float, b: float, diffs: np.ndarray) -> dict[str, Any]:
 
 def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """OOF predictions of A and B and the truth, aligned row by row; refuse runs on different rows."""
-    frames = []
-    for r in (a, b):
-        if not (r.dir / "oof.csv").exists() or not (r.dir / "oof_truth.csv").exists():
-            raise ValueError(f"run {r.run_id} has no out-of-fold predictions (oof.csv): it did not finish scoring")
-        frames.append(pd.read_csv(r.dir / "oof.csv"))
-    oof_a, oof_b = frames
+    oof_a, oof_b = (r.folder.read_oof() for r in (a, b))
     ids_a, ids_b = set(oof_a[ID]), set(oof_b[ID])
     if ids_a != ids_b:
         raise ValueError(
@@ -88,8 +82,8 @@ def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, 
             " (complete runs on the same train file; partial runs can be merged with `questlab collect`)"
         )
     oof_b = oof_a[[ID]].merge(oof_b, on=ID, how="left")
-    truth = oof_a[[ID]].merge(pd.read_csv(a.dir / "oof_truth.csv"), on=ID, how="left")
-    truth_b = oof_a[[ID]].merge(pd.read_csv(b.dir / "oof_truth.csv"), on=ID, how="left")
+    truth = a.folder.read_truth(oof_a[ID])
+    truth_b = b.folder.read_truth(oof_a[ID])
     if not np.allclose(truth[list(TARGETS)].to_numpy(), truth_b[list(TARGETS)].to_numpy()):
         raise ValueError(f"runs {a.run_id[:8]} and {b.run_id[:8]} hold different ratings: other train files")
     return oof_a, oof_b, truth
@@ -97,15 +91,10 @@ def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, 
 
 def run_config(record: RunRecord) -> dict[str, Any]:
     """A run's resolved config, flattened to dotted keys (run.json, else config.yaml, else the params)."""
-    from questlab.runs import _flatten
+    from questlab.runs import flatten
 
-    if (record.dir / "run.json").exists():
-        meta = json.loads((record.dir / "run.json").read_text())
-        if "config" in meta:
-            return _flatten(meta["config"])
-    if (record.dir / "config.yaml").exists():
-        return _flatten(yaml.safe_load((record.dir / "config.yaml").read_text()) or {})
-    return dict(record.params)
+    config = record.folder.config_dict()
+    return flatten(config) if config is not None else dict(record.params)
 
 
 def config_diff(a: RunRecord, b: RunRecord) -> list[tuple[str, Any, Any]]:

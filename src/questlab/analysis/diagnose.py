@@ -23,7 +23,6 @@ Thresholds, and why (docs/analysis.md says the same for users):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import pandas as pd
 
 from questlab.metric import CONSTANT_TRUTH, _is_constant, bootstrap_target_scores, spearman_per_target
 from questlab.models.base import FitLog
+from questlab.rundir import META_FILE
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_ERROR, RunRecord, Store
 
@@ -108,23 +108,18 @@ class Diagnosis:
 def load_run(store: Store, run_id: str) -> RunArtifacts:
     """Read a run's folder: run.json, OOF predictions and truth, fit logs, test predictions."""
     record = store.get(run_id)
-    d = record.dir
-    meta = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+    run = record.folder
+    meta = run.read_meta().model_dump(mode="json") if run.has(META_FILE) else {}
     oof = truth = None
-    if (d / "oof.csv").exists() and (d / "oof_truth.csv").exists():
-        oof = pd.read_csv(d / "oof.csv")
-        truth = oof[[ID]].merge(pd.read_csv(d / "oof_truth.csv"), on=ID, how="left")
-    fit_logs: dict[int, FitLog] = {}
-    test_preds: dict[str, pd.DataFrame] = {}
-    for fold_dir in sorted((d / "folds").glob("fold_*")):
-        k = int(fold_dir.name.removeprefix("fold_"))
-        if (fold_dir / "fit_log.json").exists():
-            fit_logs[k] = FitLog.from_dict(json.loads((fold_dir / "fit_log.json").read_text()))
-        if (fold_dir / "test_pred.csv").exists():
-            test_preds[f"fold {k}"] = pd.read_csv(fold_dir / "test_pred.csv")
-    if (d / "submission.csv").exists():
-        test_preds["submission"] = pd.read_csv(d / "submission.csv")
-    return RunArtifacts(record, meta, oof, truth, dict(sorted(fit_logs.items())), test_preds)
+    if run.has_oof():
+        oof = run.read_oof()
+        truth = run.read_truth(oof[ID])
+    fit_logs = {k: FitLog.from_dict(log) for k, log in run.read_fit_logs().items()}
+    test_preds = {f"fold {k}": frame for k, frame in run.read_fold_test_predictions().items()}
+    submission = run.read_submission()
+    if submission is not None:
+        test_preds["submission"] = submission
+    return RunArtifacts(record, meta, oof, truth, fit_logs, test_preds)
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -734,14 +729,12 @@ def check_truncation(fit_logs: dict[int, FitLog]) -> list[Verdict]:
 
 
 # --- the whole diagnosis ----------------------------------------------------------------------
-def _done_folds(run_dir: Path) -> list[int]:
-    return sorted(int(p.parent.name.removeprefix("fold_")) for p in (run_dir / "folds").glob("fold_*/fold.json"))
 
 
 def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diagnosis:
     """Load a run and run every check; the interval table is kept for the report."""
     run = load_run(store, run_id)
-    done = _done_folds(run.dir)
+    done = run.record.folder.done_folds()
     if not done and run.record.kind == "ensemble":
         done = [int(k) for k in run.meta.get("folds_selected", run.meta.get("folds_all", []))]
     verdicts = check_status(run.record, run.meta, done)

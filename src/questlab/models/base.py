@@ -123,6 +123,15 @@ class Model:
     def _load_state(self, folder: Path) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def pretrained_encoders(cls, params: dict[str, Any]) -> list[str]:
+        """Encoders (names or folders) a saved model of these params loads from outside its folder.
+
+        An export copies them into the bundle. Families whose saved folder holds everything
+        (TF-IDF, a fine-tuned transformer) need none.
+        """
+        return []
+
     # --- shared machinery ---------------------------------------------------------------
     def check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -183,6 +183,11 @@ class EmbeddingModel(Model):
             w = self.params.ngram_weight
             out = (1 - w) * out + w * self.ngram_.predict(frame)
         return out
+
+    @classmethod
+    def pretrained_encoders(cls, params: dict[str, Any]) -> list[str]:
+        """A saved model re-embeds new text through the frozen encoder its params name."""
+        return [params.get("encoder", cls.Params().encoder)]
 
     def _save_state(self, folder: Path) -> None:
         state = {"features": self.features_.to_dict(), "dims": self._dims_, "heads": list(self.heads_)}

@@ -1,0 +1,332 @@
+"""The run format: the one module that knows a run folder's names, layout and ``run.json`` schema.
+
+Every run (a CV run, an ensemble, a post-processed run) is a folder::
+
+    run.json             RunMeta: format version, kind, model, config, data file names + sha256,
+                         git commit, questlab version, folds, timings, members
+    config.yaml          the resolved config (CV runs)
+    folds.csv            qa_id, group, fold: reusable by a later run (folds.from_run)
+    folds/fold_K/        model/ (the fitted fold model), fit_log.json, valid_pred.csv,
+                         test_pred.csv, work/ (checkpoints while fitting), fold.json (written
+                         last: its presence marks the fold done, so --resume skips it)
+    oof.csv              qa_id, group, fold and the 30 out-of-fold predictions
+    oof_truth.csv        qa_id and the 30 true ratings of the scored rows
+    scores.json          CVScore: overall, per target, per fold, bootstrap interval
+    per_target.csv       the per-target table, for eyes and spreadsheets
+    submission.csv       test predictions, sample_submission order
+    ensemble.json        ensembles: members, averaging, weights, the nested report
+    postprocess.json     ensembles with post-processing: the fitted maps
+    model/               the run as an MLflow model (pyfunc), holding an export bundle
+
+No path inside a run folder is absolute: a folder (or the whole store) can be moved, copied or
+mounted read-only. Runs written by questlab 0.2.0 (format 1, no version in run.json) load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from questlab import __version__
+from questlab.folds import FOLDS_FILE
+from questlab.schema import ID, TARGETS
+
+FORMAT_VERSION = 2  # 1: questlab 0.2.0 (absolute data paths, no version field)
+
+META_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+OOF_FILE = "oof.csv"
+TRUTH_FILE = "oof_truth.csv"
+SCORES_FILE = "scores.json"
+PER_TARGET_FILE = "per_target.csv"
+SUBMISSION_FILE = "submission.csv"
+ENSEMBLE_FILE = "ensemble.json"
+POSTPROCESS_FILE = "postprocess.json"
+MLFLOW_MODEL_DIR = "model"  # the run as an MLflow model
+FOLDS_DIR = "folds"
+# Inside folds/fold_K/:
+FOLD_MODEL_DIR = "model"
+FIT_LOG_FILE = "fit_log.json"
+VALID_PRED_FILE = "valid_pred.csv"
+TEST_PRED_FILE = "test_pred.csv"
+FOLD_DONE_FILE = "fold.json"
+WORK_DIR = "work"
+
+__all__ = ["FOLDS_FILE"]  # re-exported: folds.py owns its own file's name, the run layout uses it
+
+
+class RunFormatError(ValueError):
+    """A run folder this questlab cannot read (missing files, an unknown or newer format)."""
+
+
+class RunMeta(BaseModel):
+    """``run.json``: what a run is and what it was made from."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    run_id: str
+    kind: Literal["cv", "ensemble"] = "cv"
+    name: str = ""
+    model: str = ""
+    config: dict[str, Any] | None = None  # the resolved RunConfig (CV runs)
+    seed: int | None = None
+    train_file: str | None = None  # the file's name only: provenance, never a path to follow
+    train_sha256: str | None = None
+    test_file: str | None = None
+    test_sha256: str | None = None
+    git_commit: str = "unknown"
+    questlab_version: str = __version__
+    folds_all: list[int] = Field(default_factory=list)
+    folds_selected: list[int] = Field(default_factory=list)
+    started_at: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    timings: dict[str, float] = Field(default_factory=dict)
+    members: list[str] = Field(default_factory=list)  # ensembles: member run ids, in order
+    collected_from: list[str] = Field(default_factory=list)  # collect: the single-fold runs
+
+
+def _upgrade_meta(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a format-1 run.json (questlab 0.2.0) to the current schema."""
+    data = dict(data)
+    for part in ("train", "test"):
+        path = data.pop(f"{part}_path", None)
+        if path and not data.get(f"{part}_file"):
+            data[f"{part}_file"] = Path(path).name
+    data["format_version"] = FORMAT_VERSION
+    return data
+
+
+def parse_meta(data: dict[str, Any], where: str) -> RunMeta:
+    """Validate a run.json mapping (any known format); ``where`` names it in errors."""
+    version = int(data.get("format_version", 1))
+    if version > FORMAT_VERSION:
+        raise RunFormatError(
+            f"{where} is run format {version}, written by questlab {data.get('questlab_version', '?')}; "
+            f"this questlab ({__version__}) reads formats up to {FORMAT_VERSION}: upgrade questlab"
+        )
+    if version < FORMAT_VERSION:
+        data = _upgrade_meta(data)
+    try:
+        return RunMeta.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise RunFormatError(f"{where}: {key}: {err['msg']}; re-run it with this questlab") from None
+
+
+# --- provenance -------------------------------------------------------------------------------
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    """The commit of the questlab checkout (``+dirty`` with uncommitted changes), else ``unknown``."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --- predictions ------------------------------------------------------------------------------
+def predictions_frame(ids: Any, pred: np.ndarray) -> pd.DataFrame:
+    """qa_id + the 30 targets in submission order: the one format predictions are saved in."""
+    frame = pd.DataFrame(np.asarray(pred), columns=list(TARGETS))
+    frame.insert(0, ID, np.asarray(ids))
+    return frame
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """Read a predictions CSV (qa_id + 30 targets); a missing column is a RunFormatError."""
+    frame = pd.read_csv(path)
+    missing = [c for c in (ID, *TARGETS) if c not in frame.columns]
+    if missing:
+        raise RunFormatError(f"{path}: no column {missing[0]!r}: not a questlab predictions file")
+    return frame[[ID, *TARGETS]]
+
+
+class RunFolder:
+    """A run folder on local disk: typed reads and writes of everything a run records."""
+
+    def __init__(self, path: Path, run_id: str = "") -> None:
+        self.path = Path(path)
+        self.run_id = run_id or self.path.name
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, *names: str) -> bool:
+        return all((self.path / n).exists() for n in names)
+
+    def _need(self, *names: str) -> None:
+        missing = [n for n in names if not (self.path / n).exists()]
+        if missing:
+            raise RunFormatError(f"run {self.run_id} has no {', '.join(missing)}: it did not finish scoring")
+
+    # --- run.json and config -----------------------------------------------------------------
+    def read_meta(self) -> RunMeta:
+        self._need(META_FILE)
+        try:
+            data = json.loads((self.path / META_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise RunFormatError(f"run {self.run_id}: {META_FILE} is not valid JSON ({exc})") from None
+        return parse_meta(data, f"run {self.run_id} ({META_FILE})")
+
+    def write_meta(self, meta: RunMeta) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_text(self.path / META_FILE, meta.model_dump_json(indent=1))
+
+    def update_meta(self, **updates: Any) -> RunMeta:
+        meta = self.read_meta().model_copy(update=updates)
+        self.write_meta(meta)
+        return meta
+
+    def write_config(self, yaml_text: str) -> None:
+        _write_text(self.path / CONFIG_FILE, yaml_text)
+
+    def config_dict(self) -> dict[str, Any] | None:
+        """The resolved config (run.json, else config.yaml), or None for runs without one."""
+        import yaml
+
+        if self.has(META_FILE):
+            meta = self.read_meta()
+            if meta.config is not None:
+                return meta.config
+        if self.has(CONFIG_FILE):
+            return yaml.safe_load((self.path / CONFIG_FILE).read_text()) or {}
+        return None
+
+    # --- folds ---------------------------------------------------------------------------------
+    def fold_dir(self, k: int) -> Path:
+        return self.path / FOLDS_DIR / f"fold_{k}"
+
+    def fold_is_done(self, k: int) -> bool:
+        d = self.fold_dir(k)
+        return (d / FOLD_DONE_FILE).exists() and (d / FOLD_MODEL_DIR / "model.json").exists()
+
+    def done_folds(self) -> list[int]:
+        return sorted(
+            int(p.parent.name.removeprefix("fold_")) for p in (self.path / FOLDS_DIR).glob(f"fold_*/{FOLD_DONE_FILE}")
+        )
+
+    def fold_model_dirs(self, folds: list[int]) -> list[Path]:
+        """The fitted models of ``folds``; a fold without one is a RunFormatError."""
+        missing = [f"fold_{k}" for k in folds if not self.fold_is_done(k)]
+        if missing:
+            raise RunFormatError(
+                f"run {self.run_id} lacks finished fold models ({', '.join(missing)}): it cannot predict"
+            )
+        return [self.fold_dir(k) / FOLD_MODEL_DIR for k in folds]
+
+    def write_fold_outputs(
+        self,
+        k: int,
+        valid: pd.DataFrame,
+        test: pd.DataFrame | None,
+        fit_log: dict[str, Any],
+        summary: dict[str, Any],
+    ) -> None:
+        """Write a fold's predictions and log, then ``fold.json`` last (it marks the fold done)."""
+        d = self.fold_dir(k)
+        valid.to_csv(d / VALID_PRED_FILE, index=False)
+        if test is not None:
+            test.to_csv(d / TEST_PRED_FILE, index=False)
+        _write_text(d / FIT_LOG_FILE, json.dumps(fit_log, indent=1))
+        _write_text(d / FOLD_DONE_FILE, json.dumps(summary, indent=1))
+
+    def read_fold_predictions(self, k: int, which: Literal["valid", "test"]) -> pd.DataFrame | None:
+        path = self.fold_dir(k) / (VALID_PRED_FILE if which == "valid" else TEST_PRED_FILE)
+        return read_predictions(path) if path.exists() else None
+
+    def read_fit_logs(self) -> dict[int, dict[str, Any]]:
+        """Fold -> fit_log.json contents, for every fold that wrote one."""
+        logs = {}
+        for path in sorted((self.path / FOLDS_DIR).glob(f"fold_*/{FIT_LOG_FILE}")):
+            logs[int(path.parent.name.removeprefix("fold_"))] = json.loads(path.read_text())
+        return dict(sorted(logs.items()))
+
+    def read_fold_test_predictions(self) -> dict[int, pd.DataFrame]:
+        out = {}
+        for path in sorted((self.path / FOLDS_DIR).glob(f"fold_*/{TEST_PRED_FILE}")):
+            out[int(path.parent.name.removeprefix("fold_"))] = read_predictions(path)
+        return dict(sorted(out.items()))
+
+    def read_folds(self) -> pd.DataFrame:
+        """folds.csv as recorded (qa_id, group, fold)."""
+        self._need(FOLDS_FILE)
+        return pd.read_csv(self.path / FOLDS_FILE)
+
+    # --- scored outputs ------------------------------------------------------------------------
+    def write_outputs(
+        self, oof: pd.DataFrame, truth: pd.DataFrame, scores: dict[str, Any], per_target: pd.DataFrame
+    ) -> None:
+        oof.to_csv(self.path / OOF_FILE, index=False)
+        truth.to_csv(self.path / TRUTH_FILE, index=False)
+        _write_text(self.path / SCORES_FILE, json.dumps(scores, indent=1))
+        per_target.to_csv(self.path / PER_TARGET_FILE)
+
+    def has_oof(self) -> bool:
+        return self.has(OOF_FILE, TRUTH_FILE)
+
+    def read_oof(self) -> pd.DataFrame:
+        """qa_id, group, fold and the 30 OOF predictions, in recorded (train) row order."""
+        self._need(OOF_FILE)
+        frame = pd.read_csv(self.path / OOF_FILE)
+        missing = [c for c in (ID, "group", "fold", *TARGETS) if c not in frame.columns]
+        if missing:
+            raise RunFormatError(f"run {self.run_id}: {OOF_FILE} has no column {missing[0]!r}; re-run it")
+        return frame
+
+    def read_truth(self, ids: pd.Series | None = None) -> pd.DataFrame:
+        """qa_id + the 30 ratings of the scored rows; aligned row by row to ``ids`` when given."""
+        self._need(TRUTH_FILE)
+        truth = pd.read_csv(self.path / TRUTH_FILE)
+        if ids is not None:
+            truth = pd.DataFrame({ID: np.asarray(ids)}).merge(truth, on=ID, how="left")
+        return truth
+
+    def read_scores(self) -> dict[str, Any]:
+        self._need(SCORES_FILE)
+        return json.loads((self.path / SCORES_FILE).read_text())
+
+    def write_submission(self, frame: pd.DataFrame) -> None:
+        frame.to_csv(self.path / SUBMISSION_FILE, index=False)
+
+    def read_submission(self) -> pd.DataFrame | None:
+        path = self.path / SUBMISSION_FILE
+        return read_predictions(path) if path.exists() else None
+
+    # --- ensembles -----------------------------------------------------------------------------
+    def write_ensemble(self, spec: dict[str, Any]) -> None:
+        _write_text(self.path / ENSEMBLE_FILE, json.dumps(spec, indent=1))
+
+    def read_ensemble(self) -> dict[str, Any]:
+        self._need(ENSEMBLE_FILE)
+        return json.loads((self.path / ENSEMBLE_FILE).read_text())
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
