@@ -77,6 +77,10 @@ def run(
     resume: Annotated[
         str | None, typer.Option(help="resume this failed/killed run id (give the same --train/--test)")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a config key, e.g. --set model.params.alpha=3 (repeatable)"),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Run grouped CV for a config, record it, and print the run id on the last line."""
@@ -89,8 +93,10 @@ def run(
         fail("give a CONFIG and --train (or --resume RUN_ID with the run's --train)")
     if submission is not None and test is None:
         fail("--submission needs --test (the file whose pairs are predicted)")
+    if resume is not None and set_:
+        fail("--set changes a config; a resumed run keeps the one it was started with")
+    cfg = load_config(config, overrides=set_) if resume is None else None
     st = open_store(store, create=resume is None)
-    cfg = load_config(config) if resume is None else None
     try:
         run_id = run_cv(cfg, train, test, store=st, only_folds=fold, resume=resume)
     except KeyboardInterrupt:

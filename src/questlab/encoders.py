@@ -65,8 +65,9 @@ def cache_root() -> Path:
 
 def resolve_encoder(spec: str) -> Path:
     """Return the local folder of encoder ``spec`` (a known name or a path to an HF model folder)."""
-    if encoder_key(spec) in _REGISTERED:
-        return _REGISTERED[encoder_key(spec)]
+    registered = _REGISTERED.get(encoder_key(spec))
+    if registered is not None and (registered / "config.json").exists():
+        return registered
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():

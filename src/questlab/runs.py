@@ -7,6 +7,8 @@ run on a remote tracking server is recorded as it goes, like a local one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -22,12 +24,13 @@ import pandas as pd
 
 from questlab import __version__
 from questlab.config import RunConfig, parse_config
-from questlab.data import check_pair, load_test, load_train
+from questlab.data import Kind, check_pair, load, validate_frame
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
 from questlab.metric import CVScore, score_cv
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
 from questlab.rundir import (
+    FOLD_DONE_FILE,
     FOLD_MODEL_DIR,
     WORK_DIR,
     RunFolder,
@@ -40,6 +43,7 @@ from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
 
 Say = Callable[[str], None]
+OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
 
 
 def _stderr(msg: str) -> None:
@@ -67,6 +71,28 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+Data = str | Path | pd.DataFrame  # a QUEST CSV file, or a frame with the same columns
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated input and its identity: the name and sha256 a run records."""
+
+    frame: pd.DataFrame
+    name: str  # the file's name, or "DataFrame"
+    sha256: str  # of the file's bytes; of a frame, of its validated CSV text
+
+    @classmethod
+    def read(cls, source: Data, kind: Kind) -> Dataset:
+        """Load and validate a file, or validate a frame exactly as a file would be."""
+        if isinstance(source, pd.DataFrame):
+            frame = validate_frame(source, kind, source=f"{'train' if kind == 'train' else 'test'} DataFrame")
+            digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+            return cls(frame, "DataFrame", digest)
+        path = Path(source)
+        return cls(load(path, kind), path.name, file_sha256(path))
 
 
 @dataclass
@@ -193,61 +219,63 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
     yield from parallel(delayed(_fit_and_record_fold)(config, data, run, k) for k in todo)
 
 
-def _check_same_file(meta: RunMeta, part: str, path: Path | None, run_id: str) -> None:
-    """Refuse a train/test file other than the one the run was made from (by sha256)."""
-    want = getattr(meta, f"{part}_sha256")
-    if path is None:
+def _check_same_data(meta: RunMeta, part: str, data: Dataset | None, run_id: str) -> None:
+    """Refuse train/test data other than what the run was made from (by sha256)."""
+    want, name = getattr(meta, f"{part}_sha256"), getattr(meta, f"{part}_file")
+    if data is None:
         if want is not None:
-            raise ValueError(
-                f"run {run_id} was made with --{part} {getattr(meta, f'{part}_file')} "
-                f"(sha256 {want[:12]}...): give that file again"
-            )
+            raise ValueError(f"run {run_id} was made with {part} data {name} (sha256 {want[:12]}...): give it again")
         return
-    if want is not None and file_sha256(path) != want:
+    if want is not None and data.sha256 != want:
         raise ValueError(
-            f"--{part} {path} is not the file run {run_id} was made with "
-            f"({getattr(meta, f'{part}_file')}, sha256 {want[:12]}...)"
+            f"the {part} data given ({data.name}) is not what run {run_id} was made with "
+            f"({name}, sha256 {want[:12]}...)"
         )
 
 
 def run_cv(
     config: RunConfig | None,
-    train_path: Path,
-    test_path: Path | None = None,
+    train: Data,
+    test: Data | None = None,
     store: Store | None = None,
     only_folds: list[int] | None = None,
     resume: str | None = None,
     say: Say = _stderr,
+    on_fold: OnFold | None = None,
+    tags: dict[str, str] | None = None,
 ) -> str:
     """Run (or resume) grouped CV for ``config`` and record it; returns the run id.
 
-    ``only_folds`` runs a subset (``--fold k``): the run is recorded as partial and
-    ``collect`` merges partial runs. ``resume`` re-enters an earlier run by id (``config`` is then
-    the recorded one): finished folds are kept, an unfinished fold restarts from the checkpoints
-    its model left in ``work/``; the train (and test) file must be the one the run was made from.
+    ``train`` and ``test`` are QUEST CSV files or DataFrames (validated alike). ``only_folds`` runs
+    a subset (``--fold k``): the run is recorded as partial and ``collect`` merges partial runs.
+    ``resume`` re-enters an earlier run by id (``config`` is then the recorded one): finished folds
+    are kept, an unfinished fold restarts from the checkpoints its model left in ``work/``; the
+    data must be what the run was made from. ``on_fold(k, score, scores_so_far)`` is called as
+    each fold is recorded; raising :class:`~questlab.store.RunStopped` there stops the run
+    (marked KILLED). ``tags`` are added to a new run's tags.
     """
     store = store or Store()
-    train_path = Path(train_path)
-    test_path = Path(test_path) if test_path else None
-    train = load_train(train_path)
-    test = load_test(test_path) if test_path else None
-    if test is not None:
-        check_pair(train, test, test_path)
+    train_data = Dataset.read(train, "train")
+    test_data = Dataset.read(test, "test") if test is not None else None
+    train_df = train_data.frame
+    test_df = test_data.frame if test_data is not None else None
+    if test_df is not None:
+        check_pair(train_df, test_df, test if not isinstance(test, pd.DataFrame) else "test DataFrame")
 
     if resume:
         run_id = store.resolve_id(resume)
         run = store.folder(run_id, models=True)
         meta = run.read_meta()
-        _check_same_file(meta, "train", train_path, run_id)
-        _check_same_file(meta, "test", test_path, run_id)
+        _check_same_data(meta, "train", train_data, run_id)
+        _check_same_data(meta, "test", test_data, run_id)
         config = parse_config(meta.config, source=f"run {run_id}")
-        folds = load_folds(run / FOLDS_FILE, train)
+        folds = load_folds(run / FOLDS_FILE, train_df)
         only_folds = meta.folds_selected
     else:
         if config is None:
             raise ValueError("give a config (or resume an earlier run)")
-        folds = resolve_folds(config, train, store)
-    data = RunData(train=train, test=test, folds=folds)
+        folds = resolve_folds(config, train_df, store)
+    data = RunData(train=train_df, test=test_df, folds=folds)
     all_folds = sorted(int(k) for k in folds["fold"].unique())
     selected = sorted(only_folds) if only_folds is not None else all_folds
     unknown = [k for k in selected if k not in all_folds]
@@ -272,7 +300,7 @@ def run_cv(
         run = _resume_writer(store, run_id, run)
         say(f"resuming run {run_id}")
     else:
-        run_id = store.create_run(config.name, tags=_cv_run_tags(config))
+        run_id = store.create_run(config.name, tags={**_cv_run_tags(config), **(tags or {})})
 
     t_start = time.perf_counter()
     with store.recording(run_id), _sigterm_as_interrupt():
@@ -288,10 +316,10 @@ def run_cv(
                     model=config.model.name,
                     config=config.model_dump(mode="json"),
                     seed=config.seed,
-                    train_file=train_path.name,
-                    train_sha256=file_sha256(train_path),
-                    test_file=test_path.name if test_path else None,
-                    test_sha256=file_sha256(test_path) if test_path else None,
+                    train_file=train_data.name,
+                    train_sha256=train_data.sha256,
+                    test_file=test_data.name if test_data else None,
+                    test_sha256=test_data.sha256 if test_data else None,
                     git_commit=git_commit(),
                     folds_all=all_folds,
                     folds_selected=selected,
@@ -300,8 +328,8 @@ def run_cv(
             store.sync(run_id, "config.yaml", FOLDS_FILE, "run.json")
             store.log_params(run_id, flatten(config.model_dump(mode="json")))
             say(f"run {run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
-        _fit_folds_with_progress(store, run_id, config, data, run, selected, say)
-        cv = finalize_run(store, run_id, run, data.train, test, config.bootstrap, selected, all_folds)
+        _fit_folds_with_progress(store, run_id, config, data, run, selected, say, on_fold)
+        cv = finalize_run(store, run_id, run, data.train, data.test, config.bootstrap, selected, all_folds)
         run.update_meta(timings={"total_s": time.perf_counter() - t_start})
         store.sync(run_id, "run.json")
         if selected == all_folds and config.log_model:
@@ -319,7 +347,14 @@ def _resume_writer(store: Store, run_id: str, downloaded: RunFolder) -> RunFolde
 
 
 def _fit_folds_with_progress(
-    store: Store, run_id: str, config: RunConfig, data: RunData, run: RunFolder, selected: list[int], say: Say
+    store: Store,
+    run_id: str,
+    config: RunConfig,
+    data: RunData,
+    run: RunFolder,
+    selected: list[int],
+    say: Say,
+    on_fold: OnFold | None = None,
 ) -> None:
     """Fit the folds not yet done, logging each one's score and artifacts as it finishes."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -346,6 +381,9 @@ def _fit_folds_with_progress(
             store.log_metrics(run_id, {"fold_score": score}, step=k)
             say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
             progress.advance(task)
+            if on_fold is not None:
+                scores = [json.loads((run.fold_dir(j) / FOLD_DONE_FILE).read_text())["score"] for j in run.done_folds()]
+                on_fold(k, score, scores)
 
 
 def _log_model(store: Store, run_id: str, say: Say) -> None:
@@ -444,14 +482,14 @@ def record_outputs(
 def collect_runs(
     store: Store,
     run_ids: list[str],
-    train_path: Path,
-    test_path: Path | None = None,
+    train: Data,
+    test: Data | None = None,
     name: str | None = None,
     say: Say = _stderr,
 ) -> str:
     """Merge single-fold runs (``run --fold k``) made with the same config and folds into one run.
 
-    ``train_path`` (and ``test_path``) must be the files the runs were made from (checked by sha256).
+    ``train`` (and ``test``) must be the data the runs were made from (checked by sha256).
     """
     records = [store.get(r) for r in run_ids]
     sources = [store.folder(r.run_id, models=True) for r in records]
@@ -464,8 +502,10 @@ def collect_runs(
             raise ValueError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
         if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
             raise ValueError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
-    _check_same_file(base, "train", Path(train_path), records[0].run_id)
-    _check_same_file(base, "test", Path(test_path) if test_path else None, records[0].run_id)
+    train_data = Dataset.read(train, "train")
+    test_data = Dataset.read(test, "test") if test is not None else None
+    _check_same_data(base, "train", train_data, records[0].run_id)
+    _check_same_data(base, "test", test_data, records[0].run_id)
     taken: dict[int, Path] = {}
     for r, f, m in zip(records, sources, metas, strict=True):
         for k in m.folds_selected:
@@ -474,8 +514,6 @@ def collect_runs(
             if not f.fold_is_done(k):
                 raise ValueError(f"run {r.run_id}: fold {k} is not finished")
             taken[k] = f.fold_dir(k)
-    train = load_train(train_path)
-    test = load_test(test_path) if test_path else None
     config = parse_config(base.config)
     run_id = store.create_run(
         name or f"{config.name}-collected",
@@ -500,7 +538,8 @@ def collect_runs(
         run.write_meta(meta)
         store.sync(run_id, FOLDS_FILE, "config.yaml", "run.json", *(f"folds/fold_{k}" for k in selected))
         store.log_params(run_id, flatten(config.model_dump(mode="json")))
-        cv = finalize_run(store, run_id, run, train, test, config.bootstrap, selected, meta.folds_all)
+        test_df = test_data.frame if test_data is not None else None
+        cv = finalize_run(store, run_id, run, train_data.frame, test_df, config.bootstrap, selected, meta.folds_all)
         if selected == meta.folds_all and config.log_model:
             _log_model(store, run_id, say)
         say(f"collected folds {selected} into run {run_id}: CV mean Spearman {cv.score:.4f}")

@@ -58,6 +58,13 @@ class RunNotFoundError(LookupError):
     """No run matches the given id (or prefix)."""
 
 
+class RunStopped(Exception):
+    """Raised inside :meth:`Store.recording` to stop a run on purpose (e.g. a pruned trial).
+
+    The run is marked KILLED with the reason kept as a tag, and the exception goes on to the caller.
+    """
+
+
 class StoreError(ValueError):
     """A store that cannot be opened or used: missing, unreachable, not an MLflow database."""
 
@@ -500,6 +507,9 @@ class Store:
         """
         try:
             yield
+        except RunStopped as exc:
+            self._fail(run_id, "KILLED", f"stopped: {exc}")
+            raise
         except (KeyboardInterrupt, SystemExit) as exc:
             self._fail(run_id, "KILLED", f"interrupted ({type(exc).__name__})")
             raise
