@@ -9,8 +9,8 @@ import pandas as pd
 from fastapi.testclient import TestClient
 
 from questlab.config import parse_config
+from questlab.cv import run_cv
 from questlab.predict import load_predictor, predict_file
-from questlab.runs import run_cv
 from questlab.schema import TARGETS
 from questlab.serve import create_app
 

@@ -1,3 +1,36 @@
-"""questlab: a workbench for rating question–answer pairs on the 30 QUEST axes."""
+"""questlab: a workbench for the Google QUEST Q&A Labeling task.
 
-__version__ = "0.2.0"
+The public API (see :mod:`questlab.api`) is importable from the package top::
+
+    import questlab as ql
+    run = ql.run("configs/tfidf.yaml", train="train.csv")
+
+It is loaded on first use, so ``import questlab`` (and the CLI's light commands) stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.3.0"
+
+_API = ("Run", "Verdicts", "compare", "load_bundle", "load_run", "run", "runs", "tune")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "tune":
+        from questlab.tune import tune
+
+        return tune
+    if name in _API:
+        from questlab import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'questlab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
+
+__all__ = ["__version__", *_API]

@@ -86,8 +86,8 @@ def run(
     """Run grouped CV for a config, record it, and print the run id on the last line."""
     import shutil
 
+    from questlab.cv import run_cv
     from questlab.rundir import SUBMISSION_FILE
-    from questlab.runs import run_cv
 
     if train is None or (resume is None and config is None):
         fail("give a CONFIG and --train (or --resume RUN_ID with the run's --train)")
@@ -123,41 +123,51 @@ def collect(
     store: StoreOpt = None,
 ) -> None:
     """Merge runs made with --fold into one run (OOF, scores, submission)."""
-    from questlab.runs import collect_runs
+    from questlab.cv import collect_runs
 
     typer.echo(collect_runs(open_store(store, create=False), run_ids, train, test, name=name))
 
 
 @app.command()
 @guard
-def runs(store: StoreOpt = None) -> None:
-    """List recorded runs, newest first, with their CV scores."""
-    import datetime as dt
+def runs(
+    sort: Annotated[str, typer.Option(help="start (newest first) | cv (best first) | name | model")] = "start",
+    model: Annotated[str | None, typer.Option(help="only this model (a shell pattern: tfidf*)")] = None,
+    name: Annotated[str | None, typer.Option(help="only runs whose name matches this shell pattern")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="only runs with this tag: KEY=VALUE (repeatable)")] = None,
+    status: Annotated[str | None, typer.Option(help="only runs in this status (finished, failed, ...)")] = None,
+    limit: Annotated[int | None, typer.Option(help="show at most this many runs")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="print the rows as JSON")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """The leaderboard: recorded runs with their CV scores, sorted and filtered."""
+    from questlab.api import runs as leaderboard
 
+    tags = {}
+    for item in tag or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--tag {item!r}: give KEY=VALUE, e.g. --tag questlab.study=tfidf")
+        tags[key] = value
+    frame = leaderboard(
+        open_store(store, create=False), sort=sort, model=model, name=name, tags=tags, status=status, limit=limit
+    )
+    if json_:
+        typer.echo(frame.to_json(orient="records", date_format="iso", indent=1))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    from questlab.store import TAG_COMPLETE
-
-    records = open_store(store, create=False).list_runs()
     table = Table("run id", "name", "model", "kind", "status", "CV", "95% CI", "folds", "started")
-    for r in records:
-        cv = r.metrics.get("cv_score")
-        ci = f"{r.metrics['cv_ci_low']:.4f}..{r.metrics['cv_ci_high']:.4f}" if "cv_ci_low" in r.metrics else ""
-        folds = r.tags.get("questlab.folds_done", "")
-        if r.tags.get(TAG_COMPLETE) == "false" and folds:
-            folds += " (partial)"
+    for r in frame.itertuples():
+        scored = r.cv == r.cv  # NaN: no score (failed, running, partial before scoring)
+        folds = r.folds + (" (partial)" if r.folds and not r.complete else "")
         table.add_row(
-            r.run_id,
-            r.name,
-            r.tags.get("questlab.model", ""),
-            r.kind,
-            r.status,
-            f"{cv:.4f}" if cv is not None else "-",
-            ci,
-            folds,
-            dt.datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M"),
-        )
+            r.run_id, r.name, r.model, r.kind, r.status,
+            f"{r.cv:.4f}" if scored else "-",
+            f"{r.ci_low:.4f}..{r.ci_high:.4f}" if r.ci_low == r.ci_low else "",
+            folds, r.started.strftime("%Y-%m-%d %H:%M"),
+        )  # fmt: skip
     Console(width=200).print(table)
 
 

@@ -34,6 +34,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from questlab import __version__
+from questlab.cv import record_outputs
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, bootstrap_paired, mean_spearman
 from questlab.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
@@ -47,7 +48,6 @@ from questlab.rundir import (
     git_commit,
     predictions_frame,
 )
-from questlab.runs import record_outputs
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, RunRecord, Store
 

@@ -46,7 +46,7 @@ def tiny_run(
     store: Store, model: str, params: dict | None = None, name: str | None = None, only_folds: list[int] | None = None
 ) -> str:
     """Run 3-fold CV of ``model`` on the slice (folds seeded, so every run shares them); return the run id."""
-    from questlab.runs import run_cv
+    from questlab.cv import run_cv
 
     cfg = parse_config(
         {

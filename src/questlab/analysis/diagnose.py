@@ -1,6 +1,6 @@
 """Verdicts on a recorded run: what went wrong (or right), each with its evidence.
 
-Every check is one small function over what a run folder holds (see ``questlab.runs``): the
+Every check is one small function over what a run folder holds (see ``questlab.rundir``): the
 out-of-fold predictions and truth, the per-fold fit logs, the test predictions, the run's
 status. A check returns ``Verdict`` objects (severity, code, one-line message, evidence); none
 of them trains anything, so ``diagnose`` works for any model family and for ensembles.

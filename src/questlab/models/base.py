@@ -1,6 +1,6 @@
 """The one interface every questlab model shares, and the FitLog models report through.
 
-The CV runner (``questlab.runs``) only ever calls ``fit``, ``predict``, ``save`` and ``load``;
+The CV runner (``questlab.cv``) only ever calls ``fit``, ``predict``, ``save`` and ``load``;
 it knows nothing of a model's internals. A fitted model is a folder: ``model.json`` (which
 class, its params, the questlab version) plus whatever state the family writes beside it.
 """

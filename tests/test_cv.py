@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from questlab.cli import app
 from questlab.config import parse_config
+from questlab.cv import collect_runs, load_scores, run_cv
 from questlab.metric import CONSTANT_PREDICTION, CONSTANT_TRUTH
 from questlab.predict import load_predictor, predict_file
-from questlab.runs import collect_runs, load_scores, run_cv
 from questlab.schema import TARGETS
 
 SMALL_TFIDF = {

@@ -1,0 +1,294 @@
+"""questlab from code: the functions a notebook, a script or an agent calls.
+
+    import questlab as ql
+    run = ql.run("configs/tfidf.yaml", train=train_df, test=test_df, set={"model.params.alpha": 3})
+    run.cv, run.ci, run.fold_scores, run.per_target, run.oof
+    run.predict(new_df); run.diagnose(); run.export("bundle/")
+    ql.compare(run, other); ql.runs(sort="cv"); ql.load_run(run_id); ql.load_bundle("bundle/")
+
+Inputs are validated exactly like files (a bad cell names its column and row). Every function
+takes ``store=`` (a folder, an MLflow tracking URI, or a :class:`~questlab.store.Store`); the
+default is ``$QUESTLAB_STORE``, else ``./questlab-store``. The CLI calls the same functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import html
+import sys
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from questlab.config import RunConfig, load_config, parse_config
+from questlab.schema import ID, TARGETS
+from questlab.store import TAG_COMPLETE, TAG_MODEL, RunRecord, Store
+
+StoreLike = str | Path | Store | None
+DataLike = str | Path | pd.DataFrame
+SORT_KEYS = ("start", "cv", "name", "model")
+
+
+def _store(store: StoreLike, create: bool = False) -> Store:
+    return store if isinstance(store, Store) else Store(store, create=create)
+
+
+def _overrides(values: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]`` as override strings."""
+    if values is None:
+        return []
+    if isinstance(values, Mapping):
+        import json
+
+        return [f"{k}={json.dumps(v)}" for k, v in values.items()]  # JSON is YAML: typed as written
+    return [str(v) for v in values]
+
+
+def _config(config: str | Path | Mapping | RunConfig, overrides: list[str]) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return parse_config(config.model_dump(mode="json"), source=f"config {config.name!r}", overrides=overrides)
+    if isinstance(config, Mapping):
+        return parse_config(dict(config), source="config dict", overrides=overrides)
+    return load_config(config, overrides=overrides)
+
+
+class Verdicts(list):
+    """``diagnose``'s verdicts: a list of :class:`Verdict` objects that also shows as a table."""
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([v.to_dict() for v in self], columns=["severity", "code", "message", "evidence"])
+
+    def _repr_html_(self) -> str:
+        return self.to_frame()[["severity", "code", "message"]].to_html(index=False)
+
+
+class Run:
+    """A recorded run: its scores, predictions and model, read from the store on demand."""
+
+    def __init__(self, record: RunRecord, store: Store) -> None:
+        self.record = record
+        self.store = store
+
+    # --- identity ---------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.record.run_id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def model(self) -> str:
+        return self.record.tags.get(TAG_MODEL, "")
+
+    @property
+    def kind(self) -> str:
+        return self.record.kind
+
+    @property
+    def status(self) -> str:
+        return self.record.status
+
+    @cached_property
+    def config(self) -> dict[str, Any] | None:
+        """The resolved config the run recorded (None for ensembles)."""
+        return self.record.folder.config_dict()
+
+    # --- scores -----------------------------------------------------------------------------
+    @cached_property
+    def scores(self) -> Any:
+        """The full :class:`~questlab.metric.CVScore` (per target, per fold, interval)."""
+        from questlab.cv import load_scores
+
+        return load_scores(self.record.folder)
+
+    @property
+    def cv(self) -> float:
+        """Mean Spearman over the 30 targets, all out-of-fold rows (constants count 0)."""
+        return float(self.scores.score)
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        """The 95% question-bootstrap interval of ``cv``."""
+        return float(self.scores.ci_low), float(self.scores.ci_high)
+
+    @property
+    def fold_scores(self) -> pd.Series:
+        """Mean Spearman of each fold's out-of-fold rows, indexed by fold."""
+        return self.scores.per_fold["score"].rename("score")
+
+    @property
+    def per_target(self) -> pd.DataFrame:
+        """Per-target Spearman and status (ok / constant prediction / constant truth)."""
+        return self.scores.per_target
+
+    @cached_property
+    def oof(self) -> pd.DataFrame:
+        """Out-of-fold predictions indexed by qa_id: the 30 targets (``group``/``fold`` in ``oof_folds``)."""
+        return self.record.folder.read_oof().set_index(ID)[list(TARGETS)]
+
+    @cached_property
+    def oof_folds(self) -> pd.DataFrame:
+        """qa_id -> question group and fold of each scored row."""
+        return self.record.folder.read_oof().set_index(ID)[["group", "fold"]]
+
+    @cached_property
+    def truth(self) -> pd.DataFrame:
+        """The true ratings of the scored rows, indexed by qa_id like ``oof``."""
+        return self.record.folder.read_truth().set_index(ID)[list(TARGETS)]
+
+    @property
+    def submission(self) -> pd.DataFrame | None:
+        """The run's test predictions (qa_id + 30 targets), if it was given test data."""
+        return self.record.folder.read_submission()
+
+    # --- using it ---------------------------------------------------------------------------
+    @cached_property
+    def predictor(self) -> Any:
+        from questlab.predict import load_predictor
+
+        return load_predictor(self.store, self.id)
+
+    def predict(self, pairs: DataLike) -> pd.DataFrame:
+        """Predict new pairs (a test-format DataFrame or CSV): qa_id + 30 columns, submission order."""
+        from questlab.cv import Dataset
+        from questlab.predict import predict_frame
+
+        return predict_frame(self.predictor, Dataset.read(pairs, "test").frame)
+
+    def diagnose(self, n_boot: int = 200) -> Verdicts:
+        """Verdicts on the run (constant predictions, weak folds, fitting, imbalance, ...)."""
+        from questlab.analysis.diagnose import by_severity, diagnose_run
+
+        return Verdicts(by_severity(diagnose_run(self.store, self.id, n_boot=n_boot)))
+
+    def export(self, dest: str | Path) -> Path:
+        """Write the run as a self-contained bundle folder (see :mod:`questlab.export`)."""
+        from questlab.export import export_run
+
+        return export_run(self.store, self.id, Path(dest))
+
+    def refresh(self) -> Run:
+        """Re-read the run's record (status, tags, metrics) and drop cached reads."""
+        return Run(self.store.get(self.id), self.store)
+
+    def __repr__(self) -> str:
+        cv = f"cv={self.record.metrics['cv_score']:.4f}, " if "cv_score" in self.record.metrics else ""
+        return f"Run({self.id[:8]}, {self.name!r}, model={self.model!r}, {cv}status={self.status})"
+
+    def _repr_html_(self) -> str:
+        m = self.record.metrics
+        rows = [("run", self.id), ("name", self.name), ("model", self.model), ("kind", self.kind),
+                ("status", self.status)]  # fmt: skip
+        if "cv_score" in m:
+            low, high = m.get("cv_ci_low", np.nan), m.get("cv_ci_high", np.nan)
+            rows.append(("CV (95% CI)", f"{m['cv_score']:.4f} ({low:.4f}..{high:.4f})"))
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        return f"<table>{body}</table>"
+
+
+def run(
+    config: str | Path | Mapping | RunConfig,
+    train: DataLike,
+    test: DataLike | None = None,
+    *,
+    set: Mapping[str, Any] | Sequence[str] | None = None,
+    store: StoreLike = None,
+    folds: list[int] | None = None,
+    quiet: bool = False,
+) -> Run:
+    """Run grouped CV for a config (a YAML path, a dict or a RunConfig) and record it.
+
+    ``train``/``test`` are QUEST CSV paths or DataFrames; ``set`` overrides config keys
+    (``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]``); ``folds`` runs only those.
+    """
+    from questlab.cv import run_cv
+
+    cfg = _config(config, _overrides(set))
+    st = _store(store, create=True)
+    say = (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say)
+    return Run(st.get(run_id), st)
+
+
+def load_run(run_id: str, store: StoreLike = None) -> Run:
+    """A recorded run by id (or unique prefix)."""
+    st = _store(store)
+    return Run(st.get(run_id), st)
+
+
+def runs(
+    store: StoreLike = None,
+    sort: str = "start",
+    model: str | None = None,
+    name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """The leaderboard: one row per run, filtered and sorted.
+
+    ``sort``: start (newest first), cv (best first, unscored last), name or model. ``model`` and
+    ``name`` are shell patterns (``tfidf*``); ``tags`` must all match exactly.
+    """
+    if sort not in SORT_KEYS:
+        raise ValueError(f"sort by {sort!r}? choose one of {', '.join(SORT_KEYS)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit {limit}: give a positive number")
+    records = _store(store).list_runs()
+    rows = []
+    for r in records:
+        if model and not fnmatch.fnmatch(r.tags.get(TAG_MODEL, ""), model):
+            continue
+        if name and not fnmatch.fnmatch(r.name, name):
+            continue
+        if status and r.status != status.upper():
+            continue
+        if tags and any(r.tags.get(k) != v for k, v in tags.items()):
+            continue
+        rows.append(
+            {
+                "run_id": r.run_id,
+                "name": r.name,
+                "model": r.tags.get(TAG_MODEL, ""),
+                "kind": r.kind,
+                "status": r.status,
+                "cv": r.metrics.get("cv_score", np.nan),
+                "ci_low": r.metrics.get("cv_ci_low", np.nan),
+                "ci_high": r.metrics.get("cv_ci_high", np.nan),
+                "folds": r.tags.get("questlab.folds_done", ""),
+                "complete": r.tags.get(TAG_COMPLETE) == "true",
+                "started": dt.datetime.fromtimestamp(r.start_time),
+            }
+        )
+    columns = ["run_id", "name", "model", "kind", "status", "cv", "ci_low", "ci_high", "folds", "complete", "started"]
+    frame = pd.DataFrame(rows, columns=columns)
+    order = {"start": ("started", False), "cv": ("cv", False), "name": ("name", True), "model": ("model", True)}
+    by, ascending = order[sort]
+    frame = frame.sort_values(by, ascending=ascending, na_position="last", kind="stable", ignore_index=True)
+    return frame.head(limit) if limit is not None else frame
+
+
+def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = None) -> Any:
+    """Run B against run A: per-target and per-fold deltas with paired bootstrap intervals."""
+    from questlab.analysis.compare import compare_runs
+
+    st = a.store if isinstance(a, Run) else b.store if isinstance(b, Run) else _store(store)
+    ids = [x.id if isinstance(x, Run) else x for x in (a, b)]
+    return compare_runs(st, ids[0], ids[1], n_boot=n_boot)
+
+
+def load_bundle(path: str | Path) -> Any:
+    """The predictor of an exported bundle (``predict(frame) -> (n, 30)``); see :mod:`questlab.export`."""
+    from questlab.export import load_bundle as _load
+
+    return _load(Path(path))
+
+
+__all__ = ["Run", "Verdicts", "compare", "load_bundle", "load_run", "run", "runs"]
