@@ -117,3 +117,13 @@ def test_cli_set_and_leaderboard_json(api_run: ql.Run, tmp_path: Path) -> None:
     assert [r["run_id"] for r in json.loads(only.stdout)] == [run.id]
     bad = CliRunner().invoke(app, ["runs", "--store", store, "--tag", "novalue"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
+
+
+def test_a_bundle_loads_as_a_model_from_code(api_run: ql.Run, frames, tmp_path: Path) -> None:
+    _, test = frames
+    bundle = api_run.export(tmp_path / "bundle")
+    model = ql.load_bundle(bundle)
+    assert api_run.id[:8] in repr(model)
+    out = model.predict(test)
+    assert list(out.columns) == [ID, *TARGETS] and (out[ID] == test[ID]).all()
+    np.testing.assert_allclose(out[list(TARGETS)].to_numpy(), api_run.predict(test)[list(TARGETS)].to_numpy())

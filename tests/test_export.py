@@ -156,3 +156,16 @@ def test_an_embedding_bundle_carries_its_encoder(tiny_encoder: Path, cache_dir: 
     embedding._ENCODERS.clear()
     monkeypatch.setenv("QUESTLAB_CACHE", str(tmp_path / "fresh-cache"))
     np.testing.assert_allclose(load_bundle(bundle).predict(frame), expected, atol=1e-5)
+
+
+def test_a_bundle_serves_over_http(bundle: Path, world) -> None:
+    from fastapi.testclient import TestClient
+
+    from questlab.serve import create_app
+
+    client = TestClient(create_app(load_bundle(bundle)))
+    assert client.get("/health").json()["run_id"] == world["a"]
+    pairs = world["frame"].head(3).drop(columns=[ID]).to_dict(orient="records")
+    got = client.post("/predict", json={"pairs": pairs}).json()["predictions"]
+    expected = load_predictor(world["store"], world["a"]).predict(world["frame"].head(3))
+    np.testing.assert_allclose([[row[t] for t in TARGETS] for row in got], expected, atol=1e-9)

@@ -285,10 +285,13 @@ def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = N
 
 
 def load_bundle(path: str | Path) -> Any:
-    """The predictor of an exported bundle (``predict(frame) -> (n, 30)``); see :mod:`questlab.export`."""
-    from questlab.export import load_bundle as _load
+    """An exported bundle (or MLflow model folder) as a model: ``predict(frame)`` -> qa_id + 30 columns.
 
-    return _load(Path(path))
+    Files are checked against the bundle's sha256 manifest first; see :mod:`questlab.export`.
+    """
+    from questlab.export import BundleModel
+
+    return BundleModel(Path(path))
 
 
 __all__ = ["Run", "Verdicts", "compare", "load_bundle", "load_run", "run", "runs"]

@@ -282,11 +282,25 @@ def write_pyfunc_files(folder: Path, run_id: str | None = None) -> None:
     )
 
 
-class PyfuncModel:
-    """What ``mlflow.pyfunc.load_model`` wraps: a frame of pairs in, qa_id + 30 ratings out."""
+class BundleModel:
+    """A loaded bundle as a model: a frame of pairs in, qa_id + 30 ratings out (submission order).
 
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor
+    What ``questlab.load_bundle`` returns and what ``mlflow.pyfunc.load_model`` wraps. Input is
+    validated like a test file; ``qa_id`` and the optional columns (user names and pages, url)
+    may be left out.
+    """
+
+    def __init__(self, root: Path, verify: bool = True) -> None:
+        self.root = bundle_root(root)
+        self.manifest = read_manifest(self.root, verify=verify)
+        self.predictor = load_bundle(self.root, verify=False)  # verified just above
+        self.run_id: str = self.manifest["run_id"]
+
+    def __repr__(self) -> str:
+        score = self.manifest.get("cv_score")
+        cv = f", cv={score:.4f}" if isinstance(score, float) else ""
+        m = self.manifest
+        return f"BundleModel({self.run_id[:8]}, {m.get('name')!r}, model={m.get('model')!r}{cv})"
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = pd.DataFrame(model_input).copy()
@@ -299,6 +313,6 @@ class PyfuncModel:
         return predict_frame(self.predictor, frame)
 
 
-def _load_pyfunc(data_path: str) -> PyfuncModel:
+def _load_pyfunc(data_path: str) -> BundleModel:
     """MLflow's loader entry point (``loader_module: questlab.export``)."""
-    return PyfuncModel(load_bundle(Path(data_path)))
+    return BundleModel(Path(data_path))
