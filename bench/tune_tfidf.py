@@ -21,16 +21,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# The questlab CLI, with `tune` added if cli.py does not register it (yet).
-CLI = (
-    "from questlab.cli import app\n"
-    "from questlab.commands import tuning\n"
-    "if not any((c.name or c.callback.__name__) == 'tune' for c in app.registered_commands):\n"
-    "    tuning.register(app)\n"
-    "app()\n"
-)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", default=str(ROOT.parent / "shared" / "quest" / "train.csv"))
@@ -46,7 +36,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [
-            sys.executable, "-c", CLI, "tune", args.config,
+            sys.executable, "-m", "questlab.cli", "tune", args.config,
             "--space", args.space, "--train", args.train, "--trials", str(args.trials),
             "--workers", str(args.workers), "--set", f"parallel_folds={args.parallel_folds}",
             "--store", tmp, "--best-config", str(Path(tmp) / "best.yaml"),
@@ -65,6 +55,14 @@ def main() -> None:
         info = json.loads((record.dir / "study.json").read_text())
         n_runs = sum(1 for r in store.list_runs() if r.tags.get("questlab.trial") is not None)
         best = yaml.safe_load((Path(tmp) / "best.yaml").read_text())["model"]["params"]
+        tuned = [k.rsplit(".", 1)[-1] for k in yaml.safe_load(Path(args.space).read_text())["params"]]
+        import optuna
+
+        study = optuna.load_study(study_name=record.name, storage=f"sqlite:///{Path(tmp) / 'optuna.db'}")
+        seconds = {
+            state: [t.duration.total_seconds() for t in study.trials if t.state.name == state and t.duration]
+            for state in ("COMPLETE", "PRUNED")
+        }
     print(f"study         {args.trials} trials, {args.workers} worker(s), parallel_folds {args.parallel_folds}")
     print(f"wall time     {wall:.0f} s  (target < 300 s; process start, every trial, held-out run, report)")
     print(f"trials        {m['trials_complete']:.0f} complete, {m['trials_pruned']:.0f} pruned ({n_runs} trial runs)")
@@ -73,8 +71,12 @@ def main() -> None:
         f"held out      {m['holdout_score']:.4f}  (95% CI {m['holdout_ci_low']:.4f}..{m['holdout_ci_high']:.4f}) "
         f"on {info['holdout_questions']} questions, {info['holdout_rows']} rows"
     )
-    tuned = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in best)
-    print(f"best trial    {record.tags.get('questlab.best_trial')}: {tuned}")
+    values = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}" for k in tuned)
+    print(f"best trial    {record.tags.get('questlab.best_trial')}: {values}")
+    print(
+        "trial time    "
+        + ", ".join(f"{s.lower()} {sum(v) / len(v):.1f} s each ({len(v)})" for s, v in seconds.items() if v)
+    )
     print(f"load average  {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after (cores: {os.cpu_count()})")
 
 

@@ -15,16 +15,16 @@ import pandas as pd
 import pytest
 import typer
 import yaml
-from helpers.runs import train_slice
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from questlab import tune as tune_mod
+from helpers.runs import train_slice
+from questlab import tuning as tune_mod
 from questlab.commands import tuning
 from questlab.config import ConfigError, parse_config
 from questlab.cv import flatten
 from questlab.store import Store
-from questlab.tune import (
+from questlab.tuning import (
     HOLDOUT_FILE,
     SearchSpace,
     StudyError,
@@ -135,9 +135,7 @@ def test_study_records_trials_under_one_parent_and_scores_the_best_on_untouched_
     store: Store, tmp_path: Path
 ) -> None:
     best_path = tmp_path / "best.yaml"
-    result = tune(
-        SMALL_TFIDF, TFIDF_SPACE, train_slice(), trials=4, store=store, best_config_path=best_path, say=quiet
-    )
+    result = tune(SMALL_TFIDF, TFIDF_SPACE, train_slice(), trials=4, store=store, best_config_path=best_path, say=quiet)
     study = result.study
     assert len(_counted(study)) == 4
     parent = store.get(result.parent_run_id)
@@ -200,22 +198,39 @@ def test_resume_adds_only_the_missing_trials_and_keeps_the_holdout_score(store: 
     with pytest.raises(StudyError, match="another search space"):
         other = {"params": {"model.params.alpha": {"float": [1, 10]}}}
         tune(SMALL_TFIDF, other, train_slice(), trials=5, **args)
-    with pytest.raises(StudyError, match="holdout 0.2"):
+    with pytest.raises(StudyError, match=r"holdout 0\.2"):
         tune(SMALL_TFIDF, TFIDF_SPACE, train_slice(), trials=5, holdout=0.3, **args)
 
 
-def test_a_worker_with_other_train_data_is_refused(store: Store, tmp_path: Path) -> None:
-    tune(ORACLE, {"params": {"model.params.noise": {"choice": [0.1, 0.2]}}}, train_slice(), trials=1, store=store,
-         study_name="data", best_config_path=tmp_path / "b.yaml", say=quiet)  # fmt: skip
+def test_a_worker_with_other_data_or_store_is_refused(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tune(
+        ORACLE,
+        {"params": {"model.params.noise": {"choice": [0.1, 0.2]}}},
+        train_slice(),
+        trials=1,
+        store=store,
+        study_name="data",
+        best_config_path=tmp_path / "b.yaml",
+        say=quiet,
+    )
     other = pd.read_csv(train_slice()).head(200)
     with pytest.raises(StudyError, match="is not what study data was started with"):
         join_study("data", other, store=store, trials=2, say=quiet)
+    elsewhere = Store(tmp_path / "other-store")
+    with pytest.raises(StudyError, match="is not in store"):
+        join_study("data", train_slice(), store=elsewhere, storage=tune_mod.default_storage(store), say=quiet)
+    monkeypatch.setattr(tune_mod, "JOIN_WAIT_S", 0)
+    with pytest.raises(StudyError, match="no study 'nope'"):
+        join_study("nope", train_slice(), store=store, say=quiet)
 
 
 def test_bad_trials_are_pruned_and_their_runs_marked_killed(store: Store, tmp_path: Path) -> None:
     space = {"params": {"model.params.noise": {"choice": [0.05, 3.0]}}}
-    result = tune(ORACLE, space, train_slice(), trials=14, store=store, best_config_path=tmp_path / "b.yaml",
-                  seed=3, say=quiet)  # fmt: skip
+    result = tune(
+        ORACLE, space, train_slice(), trials=14, store=store, best_config_path=tmp_path / "b.yaml", seed=3, say=quiet
+    )
     pruned = result.study.get_trials(states=(TrialState.PRUNED,))
     assert pruned and result.n_pruned == len(pruned)
     for t in pruned:
@@ -251,10 +266,15 @@ def test_two_worker_processes_share_one_study_and_stop_at_exactly_n(store: Store
     total = 8
     src = str(Path(tune_mod.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
-    spec = {"study": "shared", "storage": tune_mod.default_storage(store), "store": store.uri,
-            "train": str(train_slice()), "trials": total}  # fmt: skip
+    spec = {
+        "study": "shared",
+        "storage": tune_mod.default_storage(store),
+        "store": store.uri,
+        "train": str(train_slice()),
+        "trials": total,
+    }
     procs = [
-        subprocess.Popen([sys.executable, "-m", "questlab.tune", json.dumps({**spec, "worker": i})], env=env)
+        subprocess.Popen([sys.executable, "-m", "questlab.tuning", json.dumps({**spec, "worker": i})], env=env)
         for i in (1, 2)
     ]
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
@@ -274,8 +294,16 @@ def test_two_worker_processes_share_one_study_and_stop_at_exactly_n(store: Store
 def test_workers_option_spawns_processes_on_this_machine(store: Store, tmp_path: Path) -> None:
     said: list[str] = []
     # a DataFrame: the workers get it as a CSV file with the same identity (sha256)
-    result = tune(SMALL_TFIDF, TFIDF_SPACE, pd.read_csv(train_slice()), trials=6, workers=2, store=store,
-                  best_config_path=tmp_path / "b.yaml", say=said.append)  # fmt: skip
+    result = tune(
+        SMALL_TFIDF,
+        TFIDF_SPACE,
+        pd.read_csv(train_slice()),
+        trials=6,
+        workers=2,
+        store=store,
+        best_config_path=tmp_path / "b.yaml",
+        say=said.append,
+    )
     counted = _counted(result.study)
     assert len(counted) == 6 and len({t.user_attrs["run_id"] for t in counted}) == 6
     assert any("in 2 processes" in m for m in said) and not any("exited with code" in m for m in said)
@@ -285,8 +313,16 @@ def test_workers_option_spawns_processes_on_this_machine(store: Store, tmp_path:
 def test_no_holdout_warns_that_the_best_cv_is_optimistic(store: Store, tmp_path: Path) -> None:
     said: list[str] = []
     space = {"params": {"model.params.noise": {"float": [0.05, 0.5]}}}
-    result = tune(ORACLE, space, train_slice(), trials=2, holdout=0, store=store,
-                  best_config_path=tmp_path / "b.yaml", say=said.append)  # fmt: skip
+    result = tune(
+        ORACLE,
+        space,
+        train_slice(),
+        trials=2,
+        holdout=0,
+        store=store,
+        best_config_path=tmp_path / "b.yaml",
+        say=said.append,
+    )
     assert result.holdout_score is None and result.holdout_run_id is None
     assert any("optimistic" in m for m in said) and any("optimistic" in n for n in result.notes)
     assert len(result.study.trials[0].user_attrs) and "holdout_score" not in store.get(result.parent_run_id).metrics
@@ -300,18 +336,41 @@ def test_cli_prints_best_config_then_parent_run_id(tmp_path: Path) -> None:
     uri = str(tmp_path / "store")
     out = CliRunner().invoke(
         _cli(),
-        ["tune", str(config), "--space", str(space), "--train", str(train_slice()), "--trials", "2",
-         "--best-config", str(tmp_path / "best.yaml"), "--store", uri],
-    )  # fmt: skip
+        [
+            "tune",
+            str(config),
+            "--space",
+            str(space),
+            "--train",
+            str(train_slice()),
+            "--trials",
+            "2",
+            "--best-config",
+            str(tmp_path / "best.yaml"),
+            "--store",
+            uri,
+        ],
+    )
     assert out.exit_code == 0, out.output
     best_path, parent_id = out.stdout.strip().splitlines()[-2:]
     assert Path(best_path) == (tmp_path / "best.yaml").resolve() and Store(uri).get(parent_id).kind == "study"
     # another machine would join with the same command plus --join (here: one more trial)
     joined = CliRunner().invoke(
         _cli(),
-        ["tune", str(config), "--space", str(space), "--train", str(train_slice()), "--trials", "3", "--join",
-         "--store", uri],
-    )  # fmt: skip
+        [
+            "tune",
+            str(config),
+            "--space",
+            str(space),
+            "--train",
+            str(train_slice()),
+            "--trials",
+            "3",
+            "--join",
+            "--store",
+            uri,
+        ],
+    )
     assert joined.exit_code == 0, joined.output
     assert joined.stdout.strip().splitlines()[-1] == parent_id and "ran 1 trial(s)" in joined.output
 
@@ -334,9 +393,18 @@ def test_cli_user_errors_are_one_line_and_exit_2(
     space.write_text(space_text or yaml.safe_dump(TFIDF_SPACE))
     out = CliRunner().invoke(
         _cli(),
-        ["tune", str(config), "--space", str(space), "--train", str(train_slice()), "--store", str(tmp_path / "s"),
-         *extra],
-    )  # fmt: skip
+        [
+            "tune",
+            str(config),
+            "--space",
+            str(space),
+            "--train",
+            str(train_slice()),
+            "--store",
+            str(tmp_path / "s"),
+            *extra,
+        ],
+    )
     assert out.exit_code == 2, out.output
     last = out.output.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last and "Traceback" not in out.output

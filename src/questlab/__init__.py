@@ -19,7 +19,7 @@ _API = ("Run", "Verdicts", "compare", "load_bundle", "load_run", "run", "runs", 
 
 def __getattr__(name: str) -> Any:
     if name == "tune":
-        from questlab.tune import tune
+        from questlab.tuning import tune
 
         return tune
     if name in _API:

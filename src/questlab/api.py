@@ -25,36 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from questlab.config import RunConfig, load_config, parse_config
+from questlab.config import RunConfig, resolve_config
 from questlab.schema import ID, TARGETS
-from questlab.store import TAG_COMPLETE, TAG_MODEL, RunRecord, Store
+from questlab.store import TAG_COMPLETE, TAG_MODEL, RunRecord, Store, as_store
 
 StoreLike = str | Path | Store | None
 DataLike = str | Path | pd.DataFrame
 SORT_KEYS = ("start", "cv", "name", "model")
-
-
-def _store(store: StoreLike, create: bool = False) -> Store:
-    return store if isinstance(store, Store) else Store(store, create=create)
-
-
-def _overrides(values: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
-    """``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]`` as override strings."""
-    if values is None:
-        return []
-    if isinstance(values, Mapping):
-        import json
-
-        return [f"{k}={json.dumps(v)}" for k, v in values.items()]  # JSON is YAML: typed as written
-    return [str(v) for v in values]
-
-
-def _config(config: str | Path | Mapping | RunConfig, overrides: list[str]) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return parse_config(config.model_dump(mode="json"), source=f"config {config.name!r}", overrides=overrides)
-    if isinstance(config, Mapping):
-        return parse_config(dict(config), source="config dict", overrides=overrides)
-    return load_config(config, overrides=overrides)
 
 
 class Verdicts(list):
@@ -210,8 +187,8 @@ def run(
     """
     from questlab.cv import run_cv
 
-    cfg = _config(config, _overrides(set))
-    st = _store(store, create=True)
+    cfg = resolve_config(config, set)
+    st = as_store(store, create=True)
     say = (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say)
     return Run(st.get(run_id), st)
@@ -219,7 +196,7 @@ def run(
 
 def load_run(run_id: str, store: StoreLike = None) -> Run:
     """A recorded run by id (or unique prefix)."""
-    st = _store(store)
+    st = as_store(store)
     return Run(st.get(run_id), st)
 
 
@@ -241,7 +218,7 @@ def runs(
         raise ValueError(f"sort by {sort!r}? choose one of {', '.join(SORT_KEYS)}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit {limit}: give a positive number")
-    records = _store(store).list_runs()
+    records = as_store(store).list_runs()
     rows = []
     for r in records:
         if model and not fnmatch.fnmatch(r.tags.get(TAG_MODEL, ""), model):
@@ -279,7 +256,7 @@ def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = N
     """Run B against run A: per-target and per-fold deltas with paired bootstrap intervals."""
     from questlab.analysis.compare import compare_runs
 
-    st = a.store if isinstance(a, Run) else b.store if isinstance(b, Run) else _store(store)
+    st = a.store if isinstance(a, Run) else b.store if isinstance(b, Run) else as_store(store)
     ids = [x.id if isinstance(x, Run) else x for x in (a, b)]
     return compare_runs(st, ids[0], ids[1], n_boot=n_boot)
 

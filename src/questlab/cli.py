@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.commands import analysis, ensembling
+from questlab.commands import analysis, ensembling, tuning
 from questlab.commands.common import StoreOpt, fail, guard, open_store
 from questlab.config import load_config
 
@@ -249,6 +249,7 @@ def export(
 
 analysis.register(app)  # diagnose, compare, finding add, findings
 ensembling.register(app)  # postprocess, ensemble
+tuning.register(app)  # tune
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -14,7 +14,9 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import difflib
+import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -88,19 +90,47 @@ class RunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """Parse a YAML file; a missing file or bad YAML is a ``ConfigError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what} file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read and validate a YAML run config; every problem is a ``ConfigError`` naming the file.
 
     ``overrides`` (``key.path=value`` strings) are applied to the file's mapping before validation.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_config(data, source=str(path), overrides=overrides)
+    return parse_config(read_yaml(path), source=str(path), overrides=overrides)
+
+
+def to_overrides(values: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]`` as ``key=value`` override strings."""
+    if values is None:
+        return []
+    if isinstance(values, Mapping):
+        # JSON is YAML: each value keeps its type when the override is parsed back
+        return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+    if isinstance(values, str):
+        raise TypeError("overrides: give a mapping or a list of 'key=value' strings, not one string")
+    return [str(v) for v in values]
+
+
+def resolve_config(
+    config: str | Path | Mapping[str, Any] | RunConfig, overrides: Mapping[str, Any] | Sequence[str] | None = None
+) -> RunConfig:
+    """A RunConfig from a YAML path, a mapping or a RunConfig, with ``overrides`` applied."""
+    extra = to_overrides(overrides)
+    if isinstance(config, RunConfig):
+        return parse_config(config.model_dump(mode="json"), source=f"config {config.name!r}", overrides=extra)
+    if isinstance(config, Mapping):
+        return parse_config(dict(config), source="config dict", overrides=extra)
+    return load_config(config, overrides=extra)
 
 
 def parse_config(data: Any, source: str = "config", overrides: list[str] | None = None) -> RunConfig:

@@ -109,6 +109,11 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
+def as_store(store: str | Path | Store | None, create: bool = False) -> Store:
+    """``store`` if it is a Store, else the store at that URI or folder (see :func:`resolve_store_uri`)."""
+    return store if isinstance(store, Store) else Store(store, create=create)
+
+
 @dataclass
 class RunRecord:
     """One run as the store knows it; ``folder`` (and ``dir``) read its artifacts."""

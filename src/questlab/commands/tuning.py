@@ -1,4 +1,4 @@
-"""CLI command for hyper-parameter search (``questlab tune``), a thin layer over :mod:`questlab.tune`.
+"""CLI command for hyper-parameter search (``questlab tune``), a thin layer over :mod:`questlab.tuning`.
 
 No ``from __future__ import annotations`` here: typer reads the annotations of the commands,
 which are defined inside ``register`` and would not resolve as strings.
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
         trials: Annotated[
             int | None,
-            typer.Option(help="trials in total (complete + pruned), across workers and resumes [default: 40]"),
+            typer.Option(help="trials in total (complete + pruned), across workers and resumes (default 40)"),
         ] = None,
         storage: Annotated[
             str | None,
@@ -59,8 +59,8 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = None,
     ) -> None:
         """Search a config's hyper-parameters: each trial a recorded run, the best scored on untouched questions."""
-        from questlab.tune import join_study
-        from questlab.tune import tune as run_study
+        from questlab.tuning import join_study
+        from questlab.tuning import tune as run_study
 
         if train is None:
             fail("give --train (the labelled CSV every trial is cut from)")

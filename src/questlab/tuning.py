@@ -62,11 +62,11 @@ from pydantic import (
     model_validator,
 )
 
-from questlab.config import ConfigError, RunConfig, load_config, parse_config
+from questlab.config import ConfigError, RunConfig, parse_config, read_yaml, resolve_config, to_overrides
 from questlab.cv import Data, Dataset, run_cv
 from questlab.folds import FOLDS_FILE, load_folds, make_folds, question_groups, save_folds
 from questlab.schema import CATEGORY, ID
-from questlab.store import TAG_ERROR, TAG_KIND, TAG_MODEL, RunStopped, Store
+from questlab.store import TAG_ERROR, TAG_KIND, TAG_MODEL, RunRecord, RunStopped, Store, as_store
 
 Say = Callable[[str], None]
 StoreLike = str | Path | Store | None
@@ -239,14 +239,8 @@ def load_space(source: SearchSpace | Mapping[str, Any] | str | Path) -> SearchSp
     if isinstance(source, Mapping):
         data, where = dict(source), "search space"
     else:
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such search space file")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        where = str(source)
+        data = read_yaml(source, "search space")
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'params' key (see docs/tune.md)")
     try:
@@ -267,13 +261,9 @@ def load_space(source: SearchSpace | Mapping[str, Any] | str | Path) -> SearchSp
         raise ConfigError(f"{where}: {'; '.join(problems)}") from None
 
 
-def _override(key: str, value: Any) -> str:
-    return f"{key}={json.dumps(value)}"  # JSON is YAML: the value keeps its type
-
-
 def overrides_for(values: Mapping[str, Any]) -> list[str]:
     """Sampled values as the ``key=value`` overrides a trial's config records."""
-    return [_override(k, v) for k, v in values.items()]
+    return to_overrides(dict(values))
 
 
 def check_space(space: SearchSpace, base: RunConfig, source: str = "search space") -> None:
@@ -283,7 +273,7 @@ def check_space(space: SearchSpace, base: RunConfig, source: str = "search space
     data = base.model_dump(mode="json")
     for key, spec in space.params.items():
         for value in spec.edge_values():
-            parse_config(data, source=f"{source}: params: {key}", overrides=[_override(key, value)])
+            parse_config(data, source=f"{source}: params: {key}", overrides=to_overrides({key: value}))
     for end in (0, -1):
         values = {k: s.edge_values()[end] for k, s in space.params.items()}
         parse_config(
@@ -442,28 +432,6 @@ def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _as_store(store: StoreLike) -> Store:
-    return store if isinstance(store, Store) else Store(store, create=True)
-
-
-def _as_config(config: RunConfig | Mapping[str, Any] | str | Path, overrides: list[str]) -> RunConfig:
-    if isinstance(config, RunConfig):
-        return parse_config(config.model_dump(mode="json"), source=f"config {config.name!r}", overrides=overrides)
-    if isinstance(config, Mapping):
-        return parse_config(dict(config), source="config dict", overrides=overrides)
-    return load_config(config, overrides=overrides)
-
-
-def _as_overrides(values: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, Mapping):
-        return overrides_for(values)
-    if isinstance(values, str):
-        raise TypeError("set= takes a mapping or a list of 'key=value' strings, not one string")
-    return [str(v) for v in values]
-
-
 def _check_base(config: RunConfig) -> None:
     if config.folds.from_run or config.folds.from_file:
         raise ConfigError(
@@ -534,13 +502,13 @@ def tune(
         raise StudyError(f"holdout {holdout}: give a share of questions in [0, {MAX_HOLDOUT})")
     if workers < 1:
         raise StudyError(f"workers {workers}: give at least 1")
-    base = _as_config(config, _as_overrides(set))
+    base = resolve_config(config, set)
     _check_base(base)
     space_source = str(space) if isinstance(space, str | Path) else "search space"
     space = load_space(space)
     check_space(space, base, space_source)
     data = Dataset.read(train, "train")
-    st = _as_store(store)
+    st = as_store(store, create=True)
     url = storage or default_storage(st)
     name = study_name or base.name
     seed = base.seed if seed is None else seed
@@ -577,6 +545,7 @@ def tune(
                 _run_until_done(ctx)
             _wait(procs, say)
             procs = []
+            result = _finalize(ctx, best_config_path)
         except BaseException as exc:
             for p in procs:
                 p.terminate()
@@ -589,7 +558,6 @@ def tune(
             raise
         finally:
             tmp.cleanup()
-        result = _finalize(ctx, best_config_path)
     say(result.summary())
     say(f"done in {time.perf_counter() - t_start:.0f} s")
     return result
@@ -616,19 +584,20 @@ def join_study(
     Nothing is finalised here: the process that started the study does that.
     """
     say = say or _stderr
-    st = _as_store(store)
+    st = as_store(store, create=True)
     url = storage or default_storage(st)
     with _optuna_quiet():
         optuna_storage = open_storage(url)
         study, parent_id = _wait_for_study(optuna_storage, study_name, url)
         attrs = study.user_attrs
+        _parent_record(st, parent_id, attrs, study_name)
         parent = st.folder(parent_id)
         if not parent.has(CONFIG_FILE, SPACE_FILE):
             raise StudyError(f"study {study_name}: parent run {parent_id} holds no {CONFIG_FILE}/{SPACE_FILE}")
         base = parse_config(yaml.safe_load((parent / CONFIG_FILE).read_text()), source=f"run {parent_id}")
         recorded_space = load_space(yaml.safe_load((parent / SPACE_FILE).read_text()))
         if config is not None:
-            given = _as_config(config, _as_overrides(set))
+            given = resolve_config(config, set)
             if _sha(given.model_dump(mode="json")) != _sha(base.model_dump(mode="json")):
                 raise StudyError(
                     f"study {study_name} was started with another config (see {CONFIG_FILE} of run {parent_id})"
@@ -691,6 +660,16 @@ def _wait_for_study(storage: optuna.storages.BaseStorage, name: str, url: str) -
         time.sleep(1.0)
 
 
+def _parent_record(store: Store, parent_id: str, attrs: Mapping[str, Any], name: str) -> RunRecord:
+    try:
+        return store.get(parent_id)
+    except LookupError:
+        raise StudyError(
+            f"study {name}'s parent run {parent_id} is not in store {store.uri} (it was started with "
+            f"store {attrs.get(ATTR_STORE)}): give that store"
+        ) from None
+
+
 def _check_train(attrs: Mapping[str, Any], data: Dataset, name: str) -> None:
     want = attrs.get(ATTR_TRAIN_SHA)
     if want and want != data.sha256:
@@ -745,13 +724,7 @@ def _prepare(
                     f"study {name} (parent run {parent_id}) was started with {what}: resume it as it was "
                     "started, or give a new --study name"
                 )
-        try:
-            record = store.get(parent_id)
-        except LookupError:
-            raise StudyError(
-                f"study {name}'s parent run {parent_id} is not in store {store.uri} (it was started with "
-                f"store {attrs.get(ATTR_STORE)}): give that store"
-            ) from None
+        record = _parent_record(store, parent_id, attrs, name)
         if record.status != "RUNNING":
             store.reopen(parent_id)
         study.set_user_attr(ATTR_TRIALS, trials)
@@ -988,7 +961,7 @@ def _thread_limit(threads: int) -> Iterator[None]:
 
 
 def _spawn_workers(ctx: _Ctx, count: int, train_path: Path, threads: int) -> list[subprocess.Popen]:
-    """Start ``count`` joining processes on this machine (``python -m questlab.tune``)."""
+    """Start ``count`` joining processes on this machine (``python -m questlab.tuning``)."""
     src = str(Path(__file__).resolve().parents[1])  # so the worker imports this very questlab
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -1005,7 +978,7 @@ def _spawn_workers(ctx: _Ctx, count: int, train_path: Path, threads: int) -> lis
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "questlab.tune", json.dumps(spec)], env=env, stdout=subprocess.DEVNULL
+                [sys.executable, "-m", "questlab.tuning", json.dumps(spec)], env=env, stdout=subprocess.DEVNULL
             )
         )
     return procs
@@ -1019,7 +992,7 @@ def _wait(procs: list[subprocess.Popen], say: Say) -> None:
 
 
 def _worker_main(argv: list[str]) -> int:
-    """Entry point of a worker process: ``python -m questlab.tune SPEC_JSON``."""
+    """Entry point of a worker process: ``python -m questlab.tuning SPEC_JSON``."""
     spec = json.loads(argv[0])
     label = f"[worker {spec['worker']}] "
     try:
@@ -1318,7 +1291,11 @@ def study_report(ctx: _Ctx, result: TuneResult) -> str:
                 f"<b>{result.holdout_score:.4f}</b> (95% CI {hlo:.4f}..{hhi:.4f}), "
                 f"run <code>{_e(result.holdout_run_id)}</code>",
             ],
-            ["CV minus untouched", f"{result.best_cv - result.holdout_score:+.4f} (selection optimism and noise)"],
+            [
+                "CV minus untouched",
+                f"{result.best_cv - result.holdout_score:+.4f} (selection optimism and noise; the held-out model "
+                f"trains on all tuning rows, a fold model on {ctx.base.folds.n_splits - 1}/{ctx.base.folds.n_splits})",
+            ],
         ]
     notes = "".join(f"<p>{_e(n)}</p>" for n in result.notes)
     sections = [("Summary", _table(["", ""], rows) + notes)]
@@ -1362,6 +1339,6 @@ def study_report(ctx: _Ctx, result: TuneResult) -> str:
 
 
 if __name__ == "__main__":  # a worker process started by tune(workers=N)
-    from questlab.tune import _worker_main as main  # the package's module, not this __main__ copy
+    from questlab.tuning import _worker_main as main  # the package's module, not this __main__ copy
 
     sys.exit(main(sys.argv[1:]))
