@@ -127,3 +127,20 @@ def test_a_bundle_loads_as_a_model_from_code(api_run: ql.Run, frames, tmp_path: 
     out = model.predict(test)
     assert list(out.columns) == [ID, *TARGETS] and (out[ID] == test[ID]).all()
     np.testing.assert_allclose(out[list(TARGETS)].to_numpy(), api_run.predict(test)[list(TARGETS)].to_numpy())
+
+
+def test_a_bug_exits_1_with_its_traceback_and_a_user_error_exits_2(monkeypatch, tmp_path: Path) -> None:
+    import questlab.cv
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug in questlab")
+
+    monkeypatch.setattr(questlab.cv, "run_cv", broken)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\nmodel: {name: mean}\n")
+    args = ["run", str(cfg), "--train", str(slice_of_train()), "--store", str(tmp_path / "s")]
+    bug = CliRunner().invoke(app, args)
+    assert bug.exit_code == 1
+    assert "ZeroDivisionError: a bug in questlab" in bug.output and "internal error (a bug" in bug.output
+    user = CliRunner().invoke(app, ["run", str(tmp_path / "missing.yaml"), "--train", str(slice_of_train())])
+    assert user.exit_code == 2 and user.output.startswith("error: ") and "Traceback" not in user.output

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from questlab.config import RunConfig, resolve_config
+from questlab.errors import UsageError
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_MODEL, RunRecord, Store, as_store
 
@@ -215,9 +216,9 @@ def runs(
     ``name`` are shell patterns (``tfidf*``); ``tags`` must all match exactly.
     """
     if sort not in SORT_KEYS:
-        raise ValueError(f"sort by {sort!r}? choose one of {', '.join(SORT_KEYS)}")
+        raise UsageError(f"sort by {sort!r}? choose one of {', '.join(SORT_KEYS)}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit {limit}: give a positive number")
+        raise UsageError(f"limit {limit}: give a positive number")
     records = as_store(store).list_runs()
     rows = []
     for r in records:

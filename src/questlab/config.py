@@ -23,11 +23,8 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from questlab.errors import ConfigError
 from questlab.models import get_model_class
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used: which file, which key, what is accepted."""
 
 
 class _Strict(BaseModel):

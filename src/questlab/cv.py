@@ -25,6 +25,7 @@ import pandas as pd
 from questlab import __version__
 from questlab.config import RunConfig, parse_config
 from questlab.data import Kind, check_pair, load, validate_frame
+from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
 from questlab.metric import CVScore, score_cv
 from questlab.models import FitLog, Model, build_model
@@ -110,7 +111,7 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
     if source.from_run:
         folder = store.folder(store.resolve_id(source.from_run))
         if not folder.has(FOLDS_FILE):
-            raise FileNotFoundError(f"run {source.from_run} recorded no {FOLDS_FILE}")
+            raise UsageError(f"run {source.from_run} recorded no {FOLDS_FILE}")
         folds = load_folds(folder / FOLDS_FILE, train)
     elif source.from_file:
         folds = load_folds(source.from_file, train)
@@ -224,10 +225,10 @@ def _check_same_data(meta: RunMeta, part: str, data: Dataset | None, run_id: str
     want, name = getattr(meta, f"{part}_sha256"), getattr(meta, f"{part}_file")
     if data is None:
         if want is not None:
-            raise ValueError(f"run {run_id} was made with {part} data {name} (sha256 {want[:12]}...): give it again")
+            raise UsageError(f"run {run_id} was made with {part} data {name} (sha256 {want[:12]}...): give it again")
         return
     if want is not None and data.sha256 != want:
-        raise ValueError(
+        raise UsageError(
             f"the {part} data given ({data.name}) is not what run {run_id} was made with "
             f"({name}, sha256 {want[:12]}...)"
         )
@@ -273,14 +274,14 @@ def run_cv(
         only_folds = meta.folds_selected
     else:
         if config is None:
-            raise ValueError("give a config (or resume an earlier run)")
+            raise UsageError("give a config (or resume an earlier run)")
         folds = resolve_folds(config, train_df, store)
     data = RunData(train=train_df, test=test_df, folds=folds)
     all_folds = sorted(int(k) for k in folds["fold"].unique())
     selected = sorted(only_folds) if only_folds is not None else all_folds
     unknown = [k for k in selected if k not in all_folds]
     if unknown:
-        raise ValueError(f"no fold {unknown[0]}: the folds are {all_folds}")
+        raise UsageError(f"no fold {unknown[0]}: the folds are {all_folds}")
 
     if not is_main_process():
         # A DDP worker: train alongside rank 0 (collectives need every rank) but record nothing.
@@ -497,11 +498,11 @@ def collect_runs(
     base = metas[0]
     for r, f, m in zip(records[1:], sources[1:], metas[1:], strict=True):
         if (m.config or {}).get("model") != (base.config or {}).get("model"):
-            raise ValueError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
+            raise UsageError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
         if m.train_sha256 != base.train_sha256:
-            raise ValueError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
+            raise UsageError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
         if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
-            raise ValueError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
+            raise UsageError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
     train_data = Dataset.read(train, "train")
     test_data = Dataset.read(test, "test") if test is not None else None
     _check_same_data(base, "train", train_data, records[0].run_id)
@@ -510,9 +511,9 @@ def collect_runs(
     for r, f, m in zip(records, sources, metas, strict=True):
         for k in m.folds_selected:
             if k in taken:
-                raise ValueError(f"fold {k} is in more than one of the runs given")
+                raise UsageError(f"fold {k} is in more than one of the runs given")
             if not f.fold_is_done(k):
-                raise ValueError(f"run {r.run_id}: fold {k} is not finished")
+                raise UsageError(f"run {r.run_id}: fold {k} is not finished")
             taken[k] = f.fold_dir(k)
     config = parse_config(base.config)
     run_id = store.create_run(

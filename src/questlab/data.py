@@ -15,35 +15,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from questlab.errors import DataError
 from questlab.schema import BODY, ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
 
 Kind = Literal["train", "test"]
-
-
-class DataError(ValueError):
-    """Bad input data: which file, column and row, and what to do about it."""
-
-    def __init__(
-        self,
-        file: str | Path,
-        message: str,
-        column: str | None = None,
-        row: int | None = None,
-        qa_id: object | None = None,
-        hint: str | None = None,
-    ) -> None:
-        self.file, self.column, self.row, self.qa_id, self.hint = str(file), column, row, qa_id, hint
-        self.message = message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = [self.file]
-        if self.column is not None:
-            where.append(f"column {self.column!r}")
-        if self.row is not None:
-            where.append(f"row {self.row}" + (f" (qa_id {self.qa_id})" if self.qa_id is not None else ""))
-        text = f"{', '.join(where)}: {self.message}"
-        return f"{text}. {self.hint}" if self.hint else text
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:

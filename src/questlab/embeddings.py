@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from questlab.encoders import encoder_fingerprint, resolve_encoder
+from questlab.errors import ConfigError
 
 LongText = Literal["head_tail", "chunks"]
 _POOLING_KEYS = {  # sentence-transformers' 1_Pooling/config.json flags
@@ -73,7 +74,9 @@ def read_pooling(folder: Path) -> tuple[str, bool, int | None]:
                 cfg = json.loads((folder / e["path"] / "config.json").read_text())
                 on = [mode for mode, key in _POOLING_KEYS.items() if cfg.get(key, False)]
                 if len(on) != 1:
-                    raise ValueError(f"{folder}: pooling {on or 'none'} not supported; expected one of {POOLING_MODES}")
+                    raise ConfigError(
+                        f"{folder}: pooling {on or 'none'} not supported; expected one of {POOLING_MODES}"
+                    )
                 mode = on[0]
     sbert = folder / "sentence_bert_config.json"
     if sbert.exists():
@@ -100,7 +103,7 @@ class SentenceEncoder:
         # MPNet/RoBERTa declare 514 positions (offset by padding_idx + 1) but take 512 tokens.
         limit = min(int(getattr(config, "max_position_embeddings", 512)), 512)
         if self.settings.max_tokens > limit:
-            raise ValueError(
+            raise ConfigError(
                 f"max_tokens={self.settings.max_tokens} exceeds what {self.folder.name} supports ({limit})"
             )
         self._prefix, self._suffix = _special_tokens(self.tokenizer)

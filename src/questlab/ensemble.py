@@ -35,6 +35,7 @@ from scipy.stats import rankdata
 
 from questlab import __version__
 from questlab.cv import record_outputs
+from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, bootstrap_paired, mean_spearman
 from questlab.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
@@ -75,7 +76,7 @@ def load_member(store: Store, run_id: str) -> Member:
     """Load a finished, complete run (CV or ensemble) to combine."""
     record = store.get(run_id)
     if record.status != "FINISHED" or record.tags.get(TAG_COMPLETE) != "true":
-        raise ValueError(
+        raise UsageError(
             f"run {record.run_id} is {record.status.lower()} and "
             f"{'complete' if record.tags.get(TAG_COMPLETE) == 'true' else 'partial'}: "
             "only finished runs over all folds can be combined (use collect for --fold runs)"
@@ -83,7 +84,7 @@ def load_member(store: Store, run_id: str) -> Member:
     run = record.folder
     missing = [f for f in (META_FILE, FOLDS_FILE, OOF_FILE, TRUTH_FILE) if not run.has(f)]
     if missing:
-        raise ValueError(f"run {record.run_id} has no {', '.join(missing)}: it cannot be combined")
+        raise UsageError(f"run {record.run_id} has no {', '.join(missing)}: it cannot be combined")
     return Member(
         record=record,
         meta=run.read_meta(),
@@ -98,22 +99,22 @@ def load_member(store: Store, run_id: str) -> Member:
 def check_members(members: list[Member]) -> None:
     """Refuse members that were not trained on the same file with the same folds."""
     if not members:
-        raise ValueError("give at least one run")
+        raise UsageError("give at least one run")
     first = members[0]
     ids = [m.record.run_id for m in members]
     if len(set(ids)) != len(ids):
-        raise ValueError("a run is given twice")
+        raise UsageError("a run is given twice")
     for m in members[1:]:
         who = f"run {m.record.run_id} and run {first.record.run_id}"
         if m.meta.train_sha256 != first.meta.train_sha256:
-            raise ValueError(f"{who} were trained on different train files: they cannot be combined")
+            raise UsageError(f"{who} were trained on different train files: they cannot be combined")
         if not m.folds[[ID, "fold"]].equals(first.folds[[ID, "fold"]]):
-            raise ValueError(
+            raise UsageError(
                 f"{who} used different folds, so an OOF blend would mix models that saw each other's "
                 f"validation rows: re-run one with `folds: {{from_run: {first.record.run_id}}}`"
             )
         if not m.oof[ID].equals(first.oof[ID]):
-            raise ValueError(f"{who} have out-of-fold predictions for different rows")
+            raise UsageError(f"{who} have out-of-fold predictions for different rows")
 
 
 # --- the combiner ---------------------------------------------------------------------------
@@ -202,20 +203,20 @@ class EnsembleSpec:
 
     def check(self, n_members: int) -> None:
         if self.average not in AVERAGES:
-            raise ValueError(f"unknown averaging {self.average!r}; choose one of {', '.join(AVERAGES)}")
+            raise UsageError(f"unknown averaging {self.average!r}; choose one of {', '.join(AVERAGES)}")
         if self.postprocess != "none":
             check_method(self.postprocess)
         if isinstance(self.weights, str):
             if self.weights not in WEIGHT_MODES:
-                raise ValueError(
+                raise UsageError(
                     f"unknown weights {self.weights!r}; give one of {', '.join(WEIGHT_MODES)} "
                     "or numbers such as 0.7,0.3"
                 )
         else:
             if len(self.weights) != n_members:
-                raise ValueError(f"{len(self.weights)} weights given for {n_members} runs")
+                raise UsageError(f"{len(self.weights)} weights given for {n_members} runs")
             if min(self.weights) < 0 or sum(self.weights) <= 0:
-                raise ValueError("weights must be non-negative with a positive sum")
+                raise UsageError("weights must be non-negative with a positive sum")
 
 
 def fit_combiner(
@@ -432,7 +433,7 @@ def _submission(members: list[Member], combiner: Combiner) -> pd.DataFrame | Non
     if any(s is None for s in subs):
         return None
     if any(not s[ID].equals(subs[0][ID]) for s in subs[1:]):
-        raise ValueError("the members predicted different test rows: re-run them with the same --test file")
+        raise UsageError("the members predicted different test rows: re-run them with the same --test file")
     pred, _ = combiner.apply(np.stack([s[list(TARGETS)].to_numpy(dtype=np.float64) for s in subs]))
     return predictions_frame(subs[0][ID], pred)
 

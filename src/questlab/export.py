@@ -35,6 +35,7 @@ import pandas as pd
 from questlab import __version__
 from questlab.data import validate_frame
 from questlab.encoders import encoder_key, register_encoder_folder, resolve_encoder
+from questlab.errors import BundleError
 from questlab.models import get_model_class
 from questlab.predict import EnsemblePredictor, FoldAverage, Predictor, combiner_from_spec, predict_frame, sorted_oof
 from questlab.rundir import MLFLOW_MODEL_DIR, POSTPROCESS_FILE, file_sha256
@@ -62,10 +63,6 @@ PREDICT_REQUIREMENTS = [
 ]
 # Encoder files a saved model never loads (other frameworks' copies of the same weights).
 _ENCODER_SKIP = re.compile(r"(^onnx$|^openvino$|\.onnx$|\.h5$|\.msgpack$|\.ot$|^desktop\.ini$)")
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be written or used: which folder or file, and what to do."""
 
 
 # --- writing -----------------------------------------------------------------------------------

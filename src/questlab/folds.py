@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from questlab.errors import UsageError
 from questlab.schema import BODY, CATEGORY, ID, TITLE, URL
 
 FOLDS_FILE = "folds.csv"
@@ -64,9 +65,9 @@ def make_folds(frame: pd.DataFrame, n_splits: int = 5, seed: int = 42) -> pd.Dat
     groups = question_groups(frame)
     n_groups = len(np.unique(groups))
     if n_splits < 2:
-        raise ValueError(f"n_splits must be at least 2, got {n_splits}")
+        raise UsageError(f"n_splits must be at least 2, got {n_splits}")
     if n_groups < n_splits:
-        raise ValueError(f"only {n_groups} distinct questions: cannot make {n_splits} grouped folds")
+        raise UsageError(f"only {n_groups} distinct questions: cannot make {n_splits} grouped folds")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.full(len(frame), -1, dtype=np.int64)
     for k, (_, valid_idx) in enumerate(splitter.split(np.zeros(len(frame)), frame[CATEGORY], groups)):
@@ -85,11 +86,11 @@ def load_folds(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     saved = pd.read_csv(path)
     for col in (ID, "group", "fold"):
         if col not in saved.columns:
-            raise ValueError(f"{path}: not a folds file (no {col!r} column)")
+            raise UsageError(f"{path}: not a folds file (no {col!r} column)")
     aligned = frame[[ID]].merge(saved, on=ID, how="left")
     if aligned["fold"].isna().any():
         missing = aligned.loc[aligned["fold"].isna(), ID].iloc[0]
-        raise ValueError(
+        raise UsageError(
             f"{path}: these folds do not cover the data (qa_id {missing} has no fold); "
             "they were made for another train file"
         )

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
+from questlab.errors import UsageError
 from questlab.metric import spearman_per_target
 from questlab.schema import TARGETS
 
@@ -49,7 +50,7 @@ GRID_STEPS = 50  # optimised thresholds sit on the 2% quantiles of the fitting p
 def check_method(method: str) -> tuple[str, ...]:
     """The candidate methods for a user's ``--method``; a bad value lists the accepted ones."""
     if method not in CHOICES:
-        raise ValueError(f"unknown post-processing method {method!r}; choose one of {', '.join(CHOICES)}")
+        raise UsageError(f"unknown post-processing method {method!r}; choose one of {', '.join(CHOICES)}")
     return CHOICES[method]
 
 
@@ -161,7 +162,7 @@ def fit_level_map(pred: np.ndarray, truth: np.ndarray, method: str) -> LevelMap:
     if method == THRESHOLDS:
         bounds = fit.optimise(bounds)
     elif method != DISTRIBUTION:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UsageError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return fit.to_map(method, bounds)
 
 

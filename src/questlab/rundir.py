@@ -36,6 +36,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from questlab import __version__
+from questlab.errors import RunFormatError
 from questlab.folds import FOLDS_FILE
 from questlab.schema import ID, TARGETS
 
@@ -60,11 +61,6 @@ TEST_PRED_FILE = "test_pred.csv"
 FOLD_DONE_FILE = "fold.json"
 WORK_DIR = "work"
 
-__all__ = ["FOLDS_FILE"]  # re-exported: folds.py owns its own file's name, the run layout uses it
-
-
-class RunFormatError(ValueError):
-    """A run folder this questlab cannot read (missing files, an unknown or newer format)."""
 
 
 class RunMeta(BaseModel):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from questlab.errors import RunNotFoundError, StoreError, UsageError
 from questlab.rundir import MLFLOW_MODEL_DIR, RunFolder
 
 ENV_STORE = "QUESTLAB_STORE"
@@ -54,19 +55,11 @@ TAG_ERROR = "questlab.error"
 _DOWNLOAD_MARK = ".questlab-download.json"
 
 
-class RunNotFoundError(LookupError):
-    """No run matches the given id (or prefix)."""
-
-
 class RunStopped(Exception):
     """Raised inside :meth:`Store.recording` to stop a run on purpose (e.g. a pruned trial).
 
     The run is marked KILLED with the reason kept as a tag, and the exception goes on to the caller.
     """
-
-
-class StoreError(ValueError):
-    """A store that cannot be opened or used: missing, unreachable, not an MLflow database."""
 
 
 def resolve_store_uri(uri: str | Path | None = None) -> str:
@@ -439,12 +432,12 @@ class Store:
         """Record a finding about ``runs`` (full ids) as a finished run of the findings experiment."""
         text = text.strip()
         if not text:
-            raise ValueError("a finding needs some text")
+            raise UsageError("a finding needs some text")
         if len(text) > MAX_FINDING_CHARS:
-            raise ValueError(f"a finding holds at most {MAX_FINDING_CHARS} characters (got {len(text)})")
+            raise UsageError(f"a finding holds at most {MAX_FINDING_CHARS} characters (got {len(text)})")
         bad = [t for t in tags or [] if "," in t or not t.strip()]
         if bad:
-            raise ValueError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
+            raise UsageError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
         finding_id = self.create_run(
             text.splitlines()[0][:60],  # the run name the MLflow UI shows
             tags={

@@ -64,6 +64,7 @@ from pydantic import (
 
 from questlab.config import ConfigError, RunConfig, parse_config, read_yaml, resolve_config, to_overrides
 from questlab.cv import Data, Dataset, run_cv
+from questlab.errors import StudyError
 from questlab.folds import FOLDS_FILE, load_folds, make_folds, question_groups, save_folds
 from questlab.schema import CATEGORY, ID
 from questlab.store import TAG_ERROR, TAG_KIND, TAG_MODEL, RunRecord, RunStopped, Store, as_store
@@ -118,10 +119,6 @@ def _stderr(msg: str) -> None:
 
 def _quiet(msg: str) -> None:
     pass
-
-
-class StudyError(ValueError):
-    """A study that cannot be started, joined or resumed as asked (one line for the CLI)."""
 
 
 # --- the search space -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from questlab.errors import UsageError
 from questlab.metric import bootstrap_target_scores, spearman_per_target
 from questlab.schema import ID, TARGETS
 from questlab.store import RunRecord, Store
@@ -76,7 +77,7 @@ def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, 
     oof_a, oof_b = (r.folder.read_oof() for r in (a, b))
     ids_a, ids_b = set(oof_a[ID]), set(oof_b[ID])
     if ids_a != ids_b:
-        raise ValueError(
+        raise UsageError(
             f"runs {a.run_id[:8]} and {b.run_id[:8]} scored different rows ({len(ids_a - ids_b)} only in A,"
             f" {len(ids_b - ids_a)} only in B): compare needs the same out-of-fold rows"
             " (complete runs on the same train file; partial runs can be merged with `questlab collect`)"
@@ -85,7 +86,7 @@ def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, 
     truth = a.folder.read_truth(oof_a[ID])
     truth_b = b.folder.read_truth(oof_a[ID])
     if not np.allclose(truth[list(TARGETS)].to_numpy(), truth_b[list(TARGETS)].to_numpy()):
-        raise ValueError(f"runs {a.run_id[:8]} and {b.run_id[:8]} hold different ratings: other train files")
+        raise UsageError(f"runs {a.run_id[:8]} and {b.run_id[:8]} hold different ratings: other train files")
     return oof_a, oof_b, truth
 
 
@@ -106,10 +107,10 @@ def config_diff(a: RunRecord, b: RunRecord) -> list[tuple[str, Any, Any]]:
 def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed: int = 0) -> Comparison:
     """Per-target, per-fold and overall score differences of B against A, with paired intervals."""
     if n_boot < 20:
-        raise ValueError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
+        raise UsageError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
     a, b = store.get(run_a), store.get(run_b)
     if a.run_id == b.run_id:
-        raise ValueError("give two different runs")
+        raise UsageError("give two different runs")
     oof_a, oof_b, truth = paired_oof(store, a, b)
     y = truth[list(TARGETS)].to_numpy(dtype=np.float64)
     pa, pb = (o[list(TARGETS)].to_numpy(dtype=np.float64) for o in (oof_a, oof_b))

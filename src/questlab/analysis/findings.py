@@ -8,13 +8,14 @@ them in place (the run ids they cite stay, even when the run is gone).
 from __future__ import annotations
 
 from questlab.analysis.diagnose import Verdict
+from questlab.errors import UsageError
 from questlab.store import Finding, RunNotFoundError, Store
 
 
 def add_finding(store: Store, text: str, runs: list[str], tags: list[str] | None = None) -> Finding:
     """Record a finding about ``runs`` (ids or unique prefixes; at least one); returns it."""
     if not runs:
-        raise ValueError("name the run(s) the finding is about with --run RUN_ID")
+        raise UsageError("name the run(s) the finding is about with --run RUN_ID")
     run_ids = [store.resolve_id(r) for r in runs]
     finding_id = store.add_finding(text, run_ids, tags=tags or [])
     return next(f for f in store.list_findings() if f.finding_id == finding_id)

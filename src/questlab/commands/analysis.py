@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from questlab.commands.common import StoreOpt, guard, open_store
+from questlab.errors import UsageError
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
 
@@ -38,7 +39,7 @@ def diagnose(
     from questlab.analysis.findings import record_verdicts
 
     if n_boot < 20:
-        raise ValueError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
+        raise UsageError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
     st = open_store(store, create=False)
     diag = analyse(st, run_id, n_boot=n_boot)
     run_id = diag.run.record.run_id

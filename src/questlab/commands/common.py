@@ -39,26 +39,38 @@ def open_store(uri: str | None, create: bool = True):
 
 
 def guard(fn):
-    """Turn expected user errors into one line and exit code 2."""
+    """Turn a user's error (``QuestlabError``) into one line and exit code 2; a bug exits 1.
+
+    A bug keeps its traceback (on stderr) and says so, so it is never mistaken for bad input.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from questlab.config import ConfigError
-        from questlab.data import DataError
-        from questlab.encoders import EncoderNotFoundError
-        from questlab.rundir import RunFormatError
-        from questlab.store import RunNotFoundError, StoreError
+        from questlab.errors import QuestlabError
 
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError, RunNotFoundError, EncoderNotFoundError, StoreError, RunFormatError) as exc:
+        except QuestlabError as exc:
             fail(str(exc))
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.split(".")[0] in OPTIONAL_MODULES:
                 fail(f"this command needs {exc.name.split('.')[0]}: pip install 'questlab[all]'")
+            _bug()
+        except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
-        except (ValueError, FileNotFoundError, KeyError) as exc:
-            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            fail(str(msg))
+        except Exception:
+            _bug()
 
     return wrapper
+
+
+def _bug() -> None:
+    """Print the traceback of the exception being handled, say it is a bug, exit 1."""
+    import traceback
+
+    traceback.print_exc()
+    typer.echo(
+        "questlab: internal error (a bug, not your input): the traceback is above; please report it",
+        err=True,
+    )
+    raise typer.Exit(code=1)

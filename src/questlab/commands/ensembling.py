@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from questlab.commands.common import StoreOpt, fail, guard, open_store
+from questlab.errors import UsageError
 
 
 def _print_report(report: dict) -> None:
@@ -45,7 +46,7 @@ def _parse_weights(weights: str) -> str | list[float]:
     try:
         return [float(w) for w in weights.split(",")]
     except ValueError:
-        raise ValueError(f"--weights {weights!r}: give auto, equal or numbers such as 0.7,0.3") from None
+        raise UsageError(f"--weights {weights!r}: give auto, equal or numbers such as 0.7,0.3") from None
 
 
 def register(app: typer.Typer) -> None:

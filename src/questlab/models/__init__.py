@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from questlab.errors import UnknownNameError
 from questlab.models.base import FitLog, Model, ModelParams, NotFittedError
 
 # name -> "module:Class"; imported on first use.
@@ -31,7 +32,7 @@ def model_names() -> list[str]:
 def get_model_class(name: str) -> type[Model]:
     """Return the class registered under ``name``; a clear error lists the known names."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
+        raise UnknownNameError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
     module_name, class_name = _REGISTRY[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from questlab import __version__
+from questlab.errors import RunFormatError
 from questlab.schema import N_TARGETS
 
 
@@ -160,7 +161,7 @@ class Model:
         folder = Path(folder)
         meta_path = folder / "model.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"{folder}: no model.json here, so no complete saved model")
+            raise RunFormatError(f"{folder}: no model.json here, so no complete saved model")
         meta = json.loads(meta_path.read_text())
         klass = get_model_class(meta["model"]) if cls is Model else cls
         model = klass(klass.Params(**meta["params"]))

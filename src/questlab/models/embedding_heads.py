@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from questlab.embeddings import pick_threads, torch_threads
+from questlab.errors import RunFormatError
 from questlab.metric import mean_spearman
 from questlab.models.base import FitLog, ModelParams
 
@@ -215,4 +216,4 @@ def load_head(folder: Path, params: ModelParams) -> RidgeHead | MLPHead | BlendH
         return RidgeHead.load(folder)
     if kind == "mlp":
         return MLPHead.load(folder, params)
-    raise ValueError(f"{folder}/head.json: unknown head {kind!r}; known: ridge, mlp, mlp+ridge")
+    raise RunFormatError(f"{folder}/head.json: unknown head {kind!r}; known: ridge, mlp, mlp+ridge")

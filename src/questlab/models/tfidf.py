@@ -29,6 +29,7 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from questlab.errors import RunFormatError
 from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
 from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TARGETS, TITLE
 
@@ -189,7 +190,7 @@ class TfidfModel(Model):
     def _load_state(self, folder: Path) -> None:
         state = joblib.load(folder / "tfidf.joblib")
         if "columns" not in state:
-            raise ValueError(
+            raise RunFormatError(
                 f"{folder}: a TF-IDF model saved by questlab < 0.2 (vocabulary-based); "
                 "re-run its config to refit it with this version"
             )
