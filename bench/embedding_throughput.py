@@ -29,7 +29,7 @@ def _texts(path: str, n: int, part: str) -> list[str]:
 def _run(which: str, encoder: str, texts: list[str], batch: int, max_tokens: int, threads: int, queue) -> None:
     import torch
 
-    from questlab.embeddings import EncoderSettings, SentenceEncoder
+    from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder
 
     torch.set_num_threads(threads)
     if which == "questlab":
@@ -41,7 +41,7 @@ def _run(which: str, encoder: str, texts: list[str], batch: int, max_tokens: int
     else:
         from sentence_transformers import SentenceTransformer
 
-        from questlab.encoders import resolve_encoder
+        from questlab.models.pretrained import resolve_encoder
 
         st = SentenceTransformer(str(resolve_encoder(encoder)), device="cpu")
         st.max_seq_length = max_tokens
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads for both (0: from the load average)")
     args = ap.parse_args()
-    from questlab.embeddings import pick_threads
+    from questlab.models.embedding.encoder import pick_threads
 
     threads = pick_threads(args.threads)  # the same for both sides: the comparison is of the code
     texts = _texts(args.train, args.n, args.part)

@@ -2,7 +2,7 @@
 
 Naive: every batch padded to ``--max-length`` tokens, fp32, rows in random order.
 Ours: ``questlab``'s training loop (length-bucketed batches, dynamic padding, bf16 autocast,
-glibc malloc tuning: ``questlab.cpu_malloc``).
+glibc malloc tuning: ``questlab.models.transformer.cpu_malloc``).
 Both train the same network (encoder + head, fresh copy each) for one pass over the same rows
 with the same batch size and optimizer, each pass in its own fresh process. Prints sequences/s,
 the speed-up and each process's peak RSS memory.
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from questlab.data import load_train
-from questlab.encoders import resolve_encoder
 from questlab.models.base import FitLog
+from questlab.models.pretrained import resolve_encoder
 from questlab.models.transformer.data import RowDataset, collate
 from questlab.models.transformer.inputs import encode_frame
 from questlab.models.transformer.network import QuestNet, load_encoder

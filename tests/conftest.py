@@ -7,18 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-QUEST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "quest"
-
-
-def _require_quest() -> Path:
-    if not (QUEST_DIR / "train.csv").exists():
-        pytest.skip(f"QUEST data not found at {QUEST_DIR} (CI keeps it in ../shared/quest)")
-    return QUEST_DIR
+from helpers.paths import require_quest
 
 
 @pytest.fixture(scope="session")
 def quest_dir() -> Path:
-    return _require_quest()
+    return require_quest()
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.paths import REPO
 from questlab.config import ConfigError, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)

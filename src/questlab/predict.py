@@ -22,8 +22,8 @@ import pandas as pd
 
 from questlab.data import load_test
 from questlab.ensemble import Combiner
+from questlab.ensemble.postprocess import PostProcessor
 from questlab.models import Model
-from questlab.postprocess import PostProcessor
 from questlab.rundir import POSTPROCESS_FILE, RunFolder, predictions_frame
 from questlab.schema import ID, TARGETS
 from questlab.store import Store

@@ -383,7 +383,7 @@ class Store:
                 self.client.download_artifacts(run_id, entry.path, str(target.parent))
 
     def _cache_dir(self, kind: str, run_id: str) -> Path:
-        from questlab.encoders import cache_root
+        from questlab.models.pretrained import cache_root
 
         key = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
         return cache_root() / "store" / key / kind / run_id

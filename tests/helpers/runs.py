@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
+from helpers.paths import QUEST_DIR, require_quest
 from questlab.config import parse_config
 from questlab.models import register
 from questlab.store import Store
 
-DATA = Path(os.environ.get("QUEST_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "quest"))
 N_ROWS, N_FOLDS = 300, 3
 
 register("noisy_oracle", "helpers.fake_models:NoisyOracle")
 
 
 def need_data() -> None:
-    if not (DATA / "train.csv").exists():
-        pytest.skip(f"QUEST data not found at {DATA} (set QUEST_DATA)")
+    require_quest()
 
 
 @functools.cache
@@ -30,7 +27,7 @@ def train_slice() -> Path:
     """The first 300 rows of the real train.csv, written once per test session."""
     need_data()
     path = Path(tempfile.mkdtemp(prefix="questlab-slice-")) / "train.csv"
-    pd.read_csv(DATA / "train.csv").head(N_ROWS).to_csv(path, index=False)
+    pd.read_csv(QUEST_DIR / "train.csv").head(N_ROWS).to_csv(path, index=False)
     return path
 
 
@@ -38,7 +35,7 @@ def train_slice() -> Path:
 def test_slice() -> Path:
     need_data()
     path = Path(tempfile.mkdtemp(prefix="questlab-slice-")) / "test.csv"
-    pd.read_csv(DATA / "test.csv").head(50).to_csv(path, index=False)
+    pd.read_csv(QUEST_DIR / "test.csv").head(50).to_csv(path, index=False)
     return path
 
 

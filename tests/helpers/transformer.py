@@ -38,7 +38,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from questlab.encoders import resolve_encoder
+    from questlab.models.pretrained import resolve_encoder
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("all-MiniLM-L6-v2"))

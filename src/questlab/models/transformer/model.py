@@ -23,8 +23,8 @@ import torch
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 
-from questlab.encoders import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.base import FitLog, Model, ModelParams, check_predictions
+from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.transformer.data import RowDataset
 from questlab.models.transformer.inputs import encode_frame
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
@@ -63,7 +63,7 @@ class TransformerParams(ModelParams):
     progress: bool = True  # progress bars with ETA (main process only)
     cpu: bool = False  # run on CPU even when a GPU is there
     num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 leaves torch's default
-    malloc_tuning: bool = True  # CPU: glibc malloc keeps big blocks (questlab.cpu_malloc; +12% in the bench)
+    malloc_tuning: bool = True  # CPU: glibc malloc keeps big blocks (see cpu_malloc.py; +12% in the bench)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from questlab.cpu_malloc import tune_malloc
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
+from questlab.models.transformer.cpu_malloc import tune_malloc
 from questlab.models.transformer.data import RowDataset, bucket_batches, make_loader
 
 
@@ -52,7 +52,7 @@ class TrainSettings:
     select_best_epoch: bool = True
     seed: int = 42
     progress: bool = True
-    malloc_tuning: bool = True  # on CPU, see questlab.cpu_malloc
+    malloc_tuning: bool = True  # on CPU, see questlab.models.transformer.cpu_malloc
 
 
 # --- small helpers ------------------------------------------------------------------------------

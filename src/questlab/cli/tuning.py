@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.commands.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, fail, guard, open_store
 
 
 def register(app: typer.Typer) -> None:

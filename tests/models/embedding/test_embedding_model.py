@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.paths import QUEST_DIR
+from helpers.tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 from questlab.data import load_train
 from questlab.folds import make_folds
 from questlab.metric import mean_spearman
 from questlab.models import build_model
 from questlab.models.base import FitLog, Model, check_predictions
 from questlab.schema import QUESTION_TARGETS, TARGETS
-from tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 
-TRAIN_CSV = Path(__file__).resolve().parents[2] / "shared" / "quest" / "train.csv"
+TRAIN_CSV = QUEST_DIR / "train.csv"
 needs_data = pytest.mark.skipif(not TRAIN_CSV.exists(), reason=f"{TRAIN_CSV} not present")
 
 

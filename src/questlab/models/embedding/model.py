@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from questlab.embedding_cache import EmbeddingCache
-from questlab.embeddings import EncoderSettings, SentenceEncoder
-from questlab.encoders import cache_root
-from questlab.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup
 from questlab.models.base import FitLog, Model, ModelParams
+from questlab.models.embedding.cache import EmbeddingCache
+from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder
+from questlab.models.embedding.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup
+from questlab.models.pretrained import cache_root
 from questlab.schema import ANSWER, BODY, QUESTION_TARGETS, TARGETS, TITLE
 
 Part = Literal["title", "body", "answer", "title_body"]
@@ -30,7 +30,7 @@ PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")
 class EmbeddingParams(ModelParams):
     """Settings of the embedding family; one line each, unknown keys rejected."""
 
-    encoder: str = "all-MiniLM-L6-v2"  # known name or local HF folder (see questlab.encoders)
+    encoder: str = "all-MiniLM-L6-v2"  # known name or local HF folder (see questlab.models.pretrained)
     max_tokens: int = Field(256, ge=8, le=512)  # token budget per window (MiniLM was trained to 256)
     long_text: Literal["head_tail", "chunks"] = "head_tail"
     head_share: float = Field(0.5, ge=0.0, le=1.0)  # head_tail: share of the budget for the text's start
@@ -137,7 +137,7 @@ class EmbeddingModel(Model):
     # --- the contract -------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> EmbeddingModel:
         """Embed (through the cache), fit the features on train, then the head(s); see ``Params``."""
-        from questlab.models import embedding_heads as heads
+        from questlab.models.embedding import heads
 
         p = self.params
         t0 = time.perf_counter()
@@ -199,7 +199,7 @@ class EmbeddingModel(Model):
             self.ngram_.save(folder / "ngram")
 
     def _load_state(self, folder: Path) -> None:
-        from questlab.models import embedding_heads as heads
+        from questlab.models.embedding import heads
 
         state = json.loads((folder / "state.json").read_text())
         self.features_ = FeatureExtractor.from_dict(state["features"])

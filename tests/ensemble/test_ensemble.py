@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from helpers.paths import REPO
 from questlab.cli import app
 from questlab.config import parse_config
 from questlab.cv import load_scores, run_cv
@@ -130,7 +131,7 @@ def test_postprocess_on_full_tfidf_run_reports_nested_below_in_sample(store: Sto
     from questlab.config import load_config
     from questlab.ensemble import postprocess_run
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "tfidf.yaml")
+    config = load_config(REPO / "configs" / "tfidf.yaml")
     config.bootstrap = 0
     run_id = run_cv(config, quest_dir / "train.csv", store=store, say=quiet)
     for method in ("distribution", "thresholds"):

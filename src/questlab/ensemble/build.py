@@ -7,7 +7,7 @@ An ensemble is a :class:`Combiner` fitted on the members' out-of-fold prediction
    batch of thousands: ranks never come from the batch being predicted);
 2. a weighted mean per target (weights non-negative, summing to 1; one set for all targets or one
    per target; found on OOF by a grid on the simplex, or given);
-3. optionally the per-target post-processing of :mod:`questlab.postprocess`.
+3. optionally the per-target post-processing of :mod:`questlab.ensemble.postprocess`.
 
 Honesty: whatever is *fitted* (weights, post-processing) is fitted once per outer fold ``k`` on
 the other folds' OOF rows and applied to fold ``k``'s rows. The pooled result is the ensemble
@@ -35,10 +35,10 @@ from scipy.stats import rankdata
 
 from questlab import __version__
 from questlab.cv import record_outputs
+from questlab.ensemble.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, bootstrap_paired, mean_spearman
-from questlab.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
 from questlab.rundir import (
     ENSEMBLE_FILE,
     META_FILE,
@@ -197,7 +197,7 @@ class EnsembleSpec:
     weights: str | list[float] = "auto"  # "auto", "equal" or one number per member
     per_target: bool = False
     average: str = "value"
-    postprocess: str = "none"  # "none" or a questlab.postprocess method choice
+    postprocess: str = "none"  # "none" or a questlab.ensemble.postprocess method choice
     min_gain: float = MIN_GAIN  # inner-CV gain a target's map must show to be kept
     seed: int = 0
 

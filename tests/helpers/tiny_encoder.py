@@ -18,7 +18,7 @@ def build_tiny_encoder(folder: Path, pooling: str = "mean", normalize: bool = Tr
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from questlab.encoders import resolve_encoder
+    from questlab.models.pretrained import resolve_encoder
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

@@ -6,14 +6,13 @@ traceback. ``run`` prints the run id alone on the last line of stdout, so script
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from questlab.commands import analysis, ensembling, tuning
-from questlab.commands.common import StoreOpt, fail, guard, open_store
+from questlab.cli import analysis, ensembling, tuning
+from questlab.cli.common import StoreOpt, fail, guard, open_store
 from questlab.config import load_config
 
 app = typer.Typer(
@@ -252,9 +251,3 @@ ensembling.register(app)  # postprocess, ensemble
 tuning.register(app)  # tune
 
 
-def main() -> None:  # pragma: no cover - console entry
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

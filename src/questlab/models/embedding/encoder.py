@@ -27,8 +27,8 @@ from typing import Literal
 
 import numpy as np
 
-from questlab.encoders import encoder_fingerprint, resolve_encoder
 from questlab.errors import ConfigError
+from questlab.models.pretrained import encoder_fingerprint, resolve_encoder
 
 LongText = Literal["head_tail", "chunks"]
 _POOLING_KEYS = {  # sentence-transformers' 1_Pooling/config.json flags

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from questlab.features import FeatureExtractor, numeric_group, similarity_features
+from questlab.models.embedding.features import FeatureExtractor, numeric_group, similarity_features
 
 
 def row(title="How do I do it?", body="Some body.", answer="An answer.", q_user="ann", a_user="bob", cat="SCIENCE",

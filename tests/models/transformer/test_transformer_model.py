@@ -84,7 +84,7 @@ def test_params_are_typed_and_the_family_is_registered():
 
 
 def test_a_missing_encoder_is_a_clear_error(tmp_path, make_quest):
-    from questlab.encoders import EncoderNotFoundError
+    from questlab.models.pretrained import EncoderNotFoundError
 
     model = TransformerModel({"encoder": str(tmp_path / "nope"), **TINY})
     with pytest.raises(EncoderNotFoundError, match="known"):

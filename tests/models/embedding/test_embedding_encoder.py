@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from questlab.embeddings import EncoderSettings, SentenceEncoder, read_pooling
-from tiny_encoder import build_tiny_encoder, tiny_encoder  # noqa: F401  (fixtures)
+from helpers.tiny_encoder import build_tiny_encoder, tiny_encoder  # noqa: F401  (fixtures)
+from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder, read_pooling
 
 TEXTS = [
     "How do I change the core file size?",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from questlab.embedding_cache import EmbeddingCache, text_key
+from questlab.models.embedding.cache import EmbeddingCache, text_key
 
 DIM = 8
 

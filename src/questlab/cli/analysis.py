@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.commands.common import StoreOpt, guard, open_store
+from questlab.cli.common import StoreOpt, guard, open_store
 from questlab.errors import UsageError
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}

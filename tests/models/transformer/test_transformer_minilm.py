@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from helpers.paths import QUEST_DIR
 from questlab.models import FitLog
 from questlab.models.transformer import TransformerModel
 
-TRAIN = Path(__file__).resolve().parents[1] / ".." / "shared" / "quest" / "train.csv"
+TRAIN = QUEST_DIR / "train.csv"
 
 
 @pytest.mark.slow

@@ -7,8 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from questlab.ensemble import EnsembleSpec, nested_fit
-from questlab.metric import bootstrap_paired, bootstrap_scores, mean_spearman
-from questlab.postprocess import (
+from questlab.ensemble.postprocess import (
     DISTRIBUTION,
     IDENTITY,
     THRESHOLDS,
@@ -18,6 +17,7 @@ from questlab.postprocess import (
     fit_level_map,
     fit_postprocessor,
 )
+from questlab.metric import bootstrap_paired, bootstrap_scores, mean_spearman
 from questlab.schema import TARGETS
 
 

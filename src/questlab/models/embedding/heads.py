@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from questlab.embeddings import pick_threads, torch_threads
 from questlab.errors import RunFormatError
 from questlab.metric import mean_spearman
 from questlab.models.base import FitLog, ModelParams
+from questlab.models.embedding.encoder import pick_threads, torch_threads
 
 
 class RidgeHead:

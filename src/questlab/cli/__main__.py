@@ -1,0 +1,5 @@
+"""``python -m questlab.cli``: the questlab command line."""
+
+from questlab.cli import app
+
+app()
