@@ -21,7 +21,7 @@ from questlab.schema import TARGETS
 OK, CONSTANT_PREDICTION, CONSTANT_TRUTH = "ok", "constant prediction", "constant truth"
 
 
-def _is_constant(columns: np.ndarray) -> np.ndarray:
+def is_constant(columns: np.ndarray) -> np.ndarray:
     """Per column: True when every value is the same (to float noise)."""
     return np.ptp(columns, axis=0) <= 1e-12 * np.maximum(1.0, np.abs(columns).max(axis=0))
 
@@ -41,7 +41,7 @@ def spearman_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndar
     count it (``mean_spearman`` counts it as 0).
     """
     y_true, y_pred = _as_2d(y_true, y_pred)
-    const_pred, const_true = _is_constant(y_pred), _is_constant(y_true)
+    const_pred, const_true = is_constant(y_pred), is_constant(y_true)
     rho = _pearson_columns(rankdata(y_true, axis=0), rankdata(y_pred, axis=0))
     status = [
         CONSTANT_TRUTH if ct else CONSTANT_PREDICTION if cp else OK
@@ -245,7 +245,7 @@ def score_cv(
     # A column constant inside every fold only varies *between* folds (each fold model predicting
     # its own train mean, say): its pooled Spearman would rank fold offsets, not rows. It is a
     # constant prediction and counts 0.
-    const_in_every_fold = np.all([_is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
+    const_in_every_fold = np.all([is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
     for j in np.flatnonzero(const_in_every_fold):
         if status[j] == OK:
             rho[j], status[j] = np.nan, CONSTANT_PREDICTION

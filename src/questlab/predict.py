@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from questlab.data import load_test
-from questlab.ensemble import Combiner
+from questlab.ensemble.combine import Combiner
 from questlab.ensemble.postprocess import PostProcessor
 from questlab.models import Model
 from questlab.rundir import POSTPROCESS_FILE, RunFolder, predictions_frame

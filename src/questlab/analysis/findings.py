@@ -7,7 +7,7 @@ them in place (the run ids they cite stay, even when the run is gone).
 
 from __future__ import annotations
 
-from questlab.analysis.diagnose import Verdict
+from questlab.analysis.verdict import Verdict
 from questlab.errors import UsageError
 from questlab.store import Finding, RunNotFoundError, Store
 

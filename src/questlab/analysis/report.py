@@ -22,14 +22,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from questlab.analysis.checks.folds import fold_statuses
+from questlab.analysis.checks.targets import imbalance_table
 from questlab.analysis.compare import Comparison
-from questlab.analysis.diagnose import (
-    Diagnosis,
-    RunArtifacts,
-    by_severity,
-    fold_statuses,
-    imbalance_table,
-)
+from questlab.analysis.diagnose import Diagnosis, RunArtifacts
+from questlab.analysis.verdict import by_severity
 from questlab.models.base import FitLog
 from questlab.schema import QUESTION_TARGETS, TARGETS
 from questlab.store import Finding

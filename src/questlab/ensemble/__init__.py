@@ -4,19 +4,15 @@
 ``postprocess`` the per-target level maps, ``build`` the recorded runs they make.
 """
 
-from questlab.ensemble.build import (
+from questlab.ensemble.build import Member, build_ensemble, check_members, load_member, postprocess_run
+from questlab.ensemble.combine import (
     Combiner,
     EnsembleSpec,
-    Member,
     NestedResult,
-    build_ensemble,
-    check_members,
     fit_combiner,
     fit_weights,
     gain_summary,
-    load_member,
     nested_fit,
-    postprocess_run,
     simplex_grid,
     to_quantiles,
 )

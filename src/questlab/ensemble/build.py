@@ -1,19 +1,10 @@
-"""Ensembles of recorded runs (and post-processing, which is an ensemble of one), measured honestly.
+"""Ensembles and post-processed runs as recorded runs (post-processing is an ensemble of one).
 
-An ensemble is a :class:`Combiner` fitted on the members' out-of-fold predictions:
-
-1. each member's predictions, as values or (``average="rank"``) as their quantile in that
-   member's stored OOF predictions (so a batch of one row gets the same rank it would get in a
-   batch of thousands: ranks never come from the batch being predicted);
-2. a weighted mean per target (weights non-negative, summing to 1; one set for all targets or one
-   per target; found on OOF by a grid on the simplex, or given);
-3. optionally the per-target post-processing of :mod:`questlab.ensemble.postprocess`.
-
-Honesty: whatever is *fitted* (weights, post-processing) is fitted once per outer fold ``k`` on
-the other folds' OOF rows and applied to fold ``k``'s rows. The pooled result is the ensemble
-run's ``oof.csv``, so its recorded CV score, and every command that reads it, sees only
-predictions made without their own labels. The same fit on all OOF rows (what the test
-predictions use) gives the naive *in-sample* score, reported beside it and never called the gain.
+The maths is :mod:`questlab.ensemble.combine`. Honesty: the ensemble run's ``oof.csv`` holds the
+*nested* predictions (each fold combined by a combiner fitted without it), so its recorded CV
+score, and every command that reads it, sees only predictions made without their own labels.
+The same fit on all OOF rows (what the test predictions use) gives the naive *in-sample* score,
+reported beside it and never called the gain.
 
 The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) plus
 ``ensemble.json`` (members, averaging, weights, the nested and in-sample figures) and
@@ -23,22 +14,20 @@ The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) p
 
 from __future__ import annotations
 
-import itertools
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from questlab import __version__
 from questlab.cv import record_outputs
-from questlab.ensemble.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
+from questlab.ensemble.combine import Combiner, EnsembleSpec, NestedResult, gain_summary, nested_fit
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
-from questlab.metric import CVScore, bootstrap_paired, mean_spearman
+from questlab.metric import CVScore, mean_spearman
 from questlab.rundir import (
     ENSEMBLE_FILE,
     META_FILE,
@@ -51,10 +40,6 @@ from questlab.rundir import (
 )
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, RunRecord, Store
-
-AVERAGES = ("value", "rank")
-WEIGHT_MODES = ("auto", "equal")  # or an explicit list of numbers, one per member
-MAX_GRID = 1000  # simplex points tried when searching weights
 
 Say = Callable[[str], None]
 
@@ -115,181 +100,6 @@ def check_members(members: list[Member]) -> None:
             )
         if not m.oof[ID].equals(first.oof[ID]):
             raise UsageError(f"{who} have out-of-fold predictions for different rows")
-
-
-# --- the combiner ---------------------------------------------------------------------------
-def to_quantiles(pred: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Each prediction's mid-quantile among the stored reference predictions of its column.
-
-    ``reference`` is (n_ref, 30), each column sorted. Ties count half, so on the reference itself
-    this is (rank - 0.5) / n_ref.
-    """
-    out = np.empty_like(pred, dtype=np.float64)
-    for t in range(pred.shape[1]):
-        ref = reference[:, t]
-        out[:, t] = (np.searchsorted(ref, pred[:, t], "left") + np.searchsorted(ref, pred[:, t], "right")) / (
-            2.0 * len(ref)
-        )
-    return out
-
-
-def simplex_grid(n_members: int, max_points: int = MAX_GRID) -> np.ndarray:
-    """Weight vectors (non-negative, summing to 1) on the finest grid step 1/s (s <= 10) that fits."""
-    for steps in range(10, 0, -1):
-        points = [c for c in itertools.product(range(steps + 1), repeat=n_members) if sum(c) == steps]
-        if len(points) <= max_points:
-            return np.array(points, dtype=np.float64) / steps
-    return np.eye(n_members)
-
-
-def _spearman_columns(rank_true_centred: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    rp = rankdata(pred, axis=0)
-    rp -= rp.mean(axis=0)
-    denom = np.sqrt((rank_true_centred**2).sum(axis=0) * (rp**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (rank_true_centred * rp).sum(axis=0) / np.where(denom > 0, denom, 1), 0.0)
-
-
-def fit_weights(x: np.ndarray, truth: np.ndarray, per_target: bool) -> np.ndarray:
-    """Grid-search weights on these rows: (30, n_members), rows summing to 1.
-
-    ``x`` is (n_members, n_rows, 30). Global weights maximise the mean Spearman; per-target ones
-    each column's Spearman.
-    """
-    grid = simplex_grid(x.shape[0])
-    rt = rankdata(truth, axis=0)
-    rt -= rt.mean(axis=0)
-    scores = np.array([_spearman_columns(rt, np.einsum("m,mnt->nt", w, x)) for w in grid])  # (grid, 30)
-    if per_target:
-        return grid[scores.argmax(axis=0)]
-    return np.tile(grid[scores.mean(axis=1).argmax()], (x.shape[2], 1))
-
-
-@dataclass
-class Combiner:
-    """Everything needed to turn member predictions into ensemble predictions."""
-
-    weights: np.ndarray  # (30, n_members)
-    average: str = "value"
-    references: list[np.ndarray] | None = None  # per member, sorted OOF predictions (rank averaging)
-    postprocessor: PostProcessor | None = None
-
-    def blend(self, member_preds: np.ndarray) -> np.ndarray:
-        """(n_members, n, 30) member predictions -> (n, 30) weighted mean (before post-processing)."""
-        x = member_preds
-        if self.average == "rank":
-            x = np.stack([to_quantiles(p, ref) for p, ref in zip(member_preds, self.references, strict=True)])
-        return np.einsum("tm,mnt->nt", self.weights, x)
-
-    def apply(self, member_preds: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Blend, post-process (if fitted), clip to [0, 1]; also return the constant-column notes."""
-        pred = self.blend(member_preds)
-        notes: list[str] = []
-        if self.postprocessor is not None:
-            pred, notes = self.postprocessor.apply(pred)
-        return np.clip(pred, 0.0, 1.0), notes
-
-
-@dataclass
-class EnsembleSpec:
-    """What the user asked for."""
-
-    weights: str | list[float] = "auto"  # "auto", "equal" or one number per member
-    per_target: bool = False
-    average: str = "value"
-    postprocess: str = "none"  # "none" or a questlab.ensemble.postprocess method choice
-    min_gain: float = MIN_GAIN  # inner-CV gain a target's map must show to be kept
-    seed: int = 0
-
-    def check(self, n_members: int) -> None:
-        if self.average not in AVERAGES:
-            raise UsageError(f"unknown averaging {self.average!r}; choose one of {', '.join(AVERAGES)}")
-        if self.postprocess != "none":
-            check_method(self.postprocess)
-        if isinstance(self.weights, str):
-            if self.weights not in WEIGHT_MODES:
-                raise UsageError(
-                    f"unknown weights {self.weights!r}; give one of {', '.join(WEIGHT_MODES)} "
-                    "or numbers such as 0.7,0.3"
-                )
-        else:
-            if len(self.weights) != n_members:
-                raise UsageError(f"{len(self.weights)} weights given for {n_members} runs")
-            if min(self.weights) < 0 or sum(self.weights) <= 0:
-                raise UsageError("weights must be non-negative with a positive sum")
-
-
-def fit_combiner(
-    member_preds: np.ndarray,
-    truth: np.ndarray,
-    groups: np.ndarray,
-    spec: EnsembleSpec,
-    references: list[np.ndarray] | None,
-) -> Combiner:
-    """Fit weights, then post-processing on the blend, using only these rows."""
-    n_members, _, n_targets = member_preds.shape
-    combiner = Combiner(np.full((n_targets, n_members), 1.0 / n_members), spec.average, references)
-    if isinstance(spec.weights, list):
-        w = np.asarray(spec.weights, dtype=np.float64)
-        combiner.weights = np.tile(w / w.sum(), (n_targets, 1))
-    elif spec.weights == "auto" and n_members > 1:
-        x = (
-            member_preds
-            if spec.average == "value"
-            else np.stack([to_quantiles(p, r) for p, r in zip(member_preds, references, strict=True)])
-        )
-        combiner.weights = fit_weights(x, truth, spec.per_target)
-    if spec.postprocess != "none":
-        combiner.postprocessor = fit_postprocessor(
-            combiner.blend(member_preds), truth, groups, spec.postprocess, min_gain=spec.min_gain, seed=spec.seed
-        )
-    return combiner
-
-
-@dataclass
-class NestedResult:
-    """The nested (honest) and in-sample predictions of a combiner fit on OOF rows."""
-
-    nested: np.ndarray  # fold k's rows combined by a combiner fitted without fold k
-    nested_blend: np.ndarray  # the same before post-processing
-    in_sample: np.ndarray  # every row combined by the combiner fitted on all rows
-    final: Combiner  # fitted on all rows: what test predictions use
-    notes: list[str] = field(default_factory=list)
-
-
-def nested_fit(
-    member_preds: np.ndarray,
-    truth: np.ndarray,
-    folds: np.ndarray,
-    groups: np.ndarray,
-    spec: EnsembleSpec,
-    references: list[np.ndarray] | None,
-) -> NestedResult:
-    """Fit once per outer fold without that fold (nested) and once on everything (in-sample)."""
-    nested, nested_blend = np.empty_like(truth), np.empty_like(truth)
-    notes: list[str] = []
-    for k in np.unique(folds):
-        fit_rows, held = folds != k, folds == k
-        c = fit_combiner(member_preds[:, fit_rows], truth[fit_rows], groups[fit_rows], spec, references)
-        nested_blend[held] = c.blend(member_preds[:, held])
-        nested[held], fold_notes = c.apply(member_preds[:, held])
-        notes += [f"fold {k}: {n}" for n in fold_notes]
-    final = fit_combiner(member_preds, truth, groups, spec, references)
-    in_sample, final_notes = final.apply(member_preds)
-    if final.postprocessor is not None:
-        notes += final.postprocessor.notes
-    return NestedResult(nested, nested_blend, in_sample, final, notes + final_notes)
-
-
-def gain_summary(
-    truth: np.ndarray, base: np.ndarray, other: np.ndarray, groups: np.ndarray, n_boot: int, seed: int = 0
-) -> dict[str, float]:
-    """Score difference ``other - base`` with a paired question-bootstrap 95% interval."""
-    out = {"gain": mean_spearman(truth, other) - mean_spearman(truth, base)}
-    if n_boot:
-        diffs = bootstrap_paired(truth, base, other, groups, n_boot=n_boot, seed=seed)
-        out |= {"ci_low": float(np.percentile(diffs, 2.5)), "ci_high": float(np.percentile(diffs, 97.5))}
-    return out
 
 
 def _member_matrix(members: list[Member]) -> np.ndarray:
