@@ -12,10 +12,12 @@ from typer.testing import CliRunner
 
 from helpers.paths import REPO
 from questlab.cli import app
+from questlab.collect import collect_runs
 from questlab.config import parse_config
-from questlab.cv import collect_runs, load_scores, run_cv
+from questlab.cv import run_cv
 from questlab.metric import CONSTANT_PREDICTION, CONSTANT_TRUTH
 from questlab.predict import load_predictor, predict_file
+from questlab.recording import load_scores
 from questlab.schema import TARGETS
 
 SMALL_TFIDF = {

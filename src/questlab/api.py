@@ -82,7 +82,7 @@ class Run:
     @cached_property
     def scores(self) -> Any:
         """The full :class:`~questlab.metric.CVScore` (per target, per fold, interval)."""
-        from questlab.cv import load_scores
+        from questlab.recording import load_scores
 
         return load_scores(self.record.folder)
 
@@ -135,7 +135,7 @@ class Run:
 
     def predict(self, pairs: DataLike) -> pd.DataFrame:
         """Predict new pairs (a test-format DataFrame or CSV): qa_id + 30 columns, submission order."""
-        from questlab.cv import Dataset
+        from questlab.data import Dataset
         from questlab.predict import predict_frame
 
         return predict_frame(self.predictor, Dataset.read(pairs, "test").frame)

@@ -7,7 +7,6 @@ run on a remote tracking server is recorded as it goes, like a local one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,19 +23,18 @@ import pandas as pd
 
 from questlab import __version__
 from questlab.config import RunConfig, parse_config
-from questlab.data import Kind, check_pair, load, validate_frame
+from questlab.data import Data, Dataset, check_pair
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
-from questlab.metric import CVScore, score_cv
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
+from questlab.recording import finalize_run, flatten, log_model
 from questlab.rundir import (
     FOLD_DONE_FILE,
     FOLD_MODEL_DIR,
     WORK_DIR,
     RunFolder,
     RunMeta,
-    file_sha256,
     git_commit,
     predictions_frame,
 )
@@ -72,28 +70,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-Data = str | Path | pd.DataFrame  # a QUEST CSV file, or a frame with the same columns
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A validated input and its identity: the name and sha256 a run records."""
-
-    frame: pd.DataFrame
-    name: str  # the file's name, or "DataFrame"
-    sha256: str  # of the file's bytes; of a frame, of its validated CSV text
-
-    @classmethod
-    def read(cls, source: Data, kind: Kind) -> Dataset:
-        """Load and validate a file, or validate a frame exactly as a file would be."""
-        if isinstance(source, pd.DataFrame):
-            frame = validate_frame(source, kind, source=f"{'train' if kind == 'train' else 'test'} DataFrame")
-            digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-            return cls(frame, "DataFrame", digest)
-        path = Path(source)
-        return cls(load(path, kind), path.name, file_sha256(path))
 
 
 @dataclass
@@ -220,20 +196,6 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
     yield from parallel(delayed(_fit_and_record_fold)(config, data, run, k) for k in todo)
 
 
-def _check_same_data(meta: RunMeta, part: str, data: Dataset | None, run_id: str) -> None:
-    """Refuse train/test data other than what the run was made from (by sha256)."""
-    want, name = getattr(meta, f"{part}_sha256"), getattr(meta, f"{part}_file")
-    if data is None:
-        if want is not None:
-            raise UsageError(f"run {run_id} was made with {part} data {name} (sha256 {want[:12]}...): give it again")
-        return
-    if want is not None and data.sha256 != want:
-        raise UsageError(
-            f"the {part} data given ({data.name}) is not what run {run_id} was made with "
-            f"({name}, sha256 {want[:12]}...)"
-        )
-
-
 def run_cv(
     config: RunConfig | None,
     train: Data,
@@ -267,8 +229,8 @@ def run_cv(
         run_id = store.resolve_id(resume)
         run = store.folder(run_id, models=True)
         meta = run.read_meta()
-        _check_same_data(meta, "train", train_data, run_id)
-        _check_same_data(meta, "test", test_data, run_id)
+        meta.check_same_data("train", train_data)
+        meta.check_same_data("test", test_data)
         config = parse_config(meta.config, source=f"run {run_id}")
         folds = load_folds(run / FOLDS_FILE, train_df)
         only_folds = meta.folds_selected
@@ -334,7 +296,7 @@ def run_cv(
         run.update_meta(timings={"total_s": time.perf_counter() - t_start})
         store.sync(run_id, "run.json")
         if selected == all_folds and config.log_model:
-            _log_model(store, run_id, say)
+            log_model(store, run_id, say)
         say(f"CV mean Spearman {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}) over folds {selected}")
     return run_id
 
@@ -387,167 +349,7 @@ def _fit_folds_with_progress(
                 on_fold(k, score, scores)
 
 
-def _log_model(store: Store, run_id: str, say: Say) -> None:
-    """Record the finished run as an MLflow model (``runs:/RUN_ID/model``)."""
-    from questlab.export import log_run_model
-
-    t0 = time.perf_counter()
-    log_run_model(store, run_id)
-    say(f"MLflow model logged as runs:/{run_id}/model ({time.perf_counter() - t0:.1f} s)")
-
-
 def _console():  # a stderr console, so stdout carries only the run id
     from rich.console import Console
 
     return Console(stderr=True)
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    """A nested mapping as dotted keys (``model.params.alpha``): how configs become MLflow params."""
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def finalize_run(
-    store: Store,
-    run_id: str,
-    run: RunFolder,
-    train: pd.DataFrame,
-    test: pd.DataFrame | None,
-    n_boot: int,
-    selected: list[int],
-    all_folds: list[int],
-) -> CVScore:
-    """Assemble the fold outputs of a run into OOF predictions, scores and the submission."""
-    folds = load_folds(run / FOLDS_FILE, train)
-    missing = [k for k in selected if not run.fold_is_done(k)]
-    if missing:
-        raise RuntimeError(f"run {run_id}: fold(s) {missing} have no complete result")
-    valid = pd.concat([run.read_fold_predictions(k, "valid") for k in selected], ignore_index=True)
-    oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
-    truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
-    submission = None
-    preds = [run.read_fold_predictions(k, "test") for k in selected]
-    if preds and all(p is not None for p in preds):
-        mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
-        submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
-    return record_outputs(store, run_id, run, oof, truth, submission, n_boot, selected, complete=selected == all_folds)
-
-
-def record_outputs(
-    store: Store,
-    run_id: str,
-    run: RunFolder,
-    oof: pd.DataFrame,
-    truth: pd.DataFrame,
-    submission: pd.DataFrame | None,
-    n_boot: int,
-    selected: list[int],
-    complete: bool,
-) -> CVScore:
-    """Write a run's OOF, truth, scores, per-target table and submission, and log its scores and
-    completion tags: what CV runs and ensemble runs both record."""
-    from questlab.rundir import OOF_FILE, PER_TARGET_FILE, SCORES_FILE, SUBMISSION_FILE, TRUTH_FILE
-
-    cv = score_cv(
-        truth[list(TARGETS)].to_numpy(),
-        oof[list(TARGETS)].to_numpy(),
-        oof["fold"].to_numpy(),
-        oof["group"].to_numpy(),
-        n_boot=n_boot,
-    )
-    run.write_outputs(oof, truth, cv.to_dict(), cv.per_target)
-    if submission is not None:
-        run.write_submission(submission)
-    store.sync(run_id, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE)
-    store.log_metrics(
-        run_id,
-        {
-            "cv_score": cv.score,
-            "cv_ci_low": cv.ci_low,
-            "cv_ci_high": cv.ci_high,
-            **{f"spearman.{t}": v for t, v in cv.per_target["spearman"].items()},
-            "n_constant_pred": int((cv.per_target["status"] == "constant prediction").sum()),
-        },
-    )
-    store.set_tags(run_id, {TAG_COMPLETE: str(complete).lower(), "questlab.folds_done": ",".join(map(str, selected))})
-    return cv
-
-
-def collect_runs(
-    store: Store,
-    run_ids: list[str],
-    train: Data,
-    test: Data | None = None,
-    name: str | None = None,
-    say: Say = _stderr,
-) -> str:
-    """Merge single-fold runs (``run --fold k``) made with the same config and folds into one run.
-
-    ``train`` (and ``test``) must be the data the runs were made from (checked by sha256).
-    """
-    records = [store.get(r) for r in run_ids]
-    sources = [store.folder(r.run_id, models=True) for r in records]
-    metas = [f.read_meta() for f in sources]
-    base = metas[0]
-    for r, f, m in zip(records[1:], sources[1:], metas[1:], strict=True):
-        if (m.config or {}).get("model") != (base.config or {}).get("model"):
-            raise UsageError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
-        if m.train_sha256 != base.train_sha256:
-            raise UsageError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
-        if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
-            raise UsageError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
-    train_data = Dataset.read(train, "train")
-    test_data = Dataset.read(test, "test") if test is not None else None
-    _check_same_data(base, "train", train_data, records[0].run_id)
-    _check_same_data(base, "test", test_data, records[0].run_id)
-    taken: dict[int, Path] = {}
-    for r, f, m in zip(records, sources, metas, strict=True):
-        for k in m.folds_selected:
-            if k in taken:
-                raise UsageError(f"fold {k} is in more than one of the runs given")
-            if not f.fold_is_done(k):
-                raise UsageError(f"run {r.run_id}: fold {k} is not finished")
-            taken[k] = f.fold_dir(k)
-    config = parse_config(base.config)
-    run_id = store.create_run(
-        name or f"{config.name}-collected",
-        tags={**_cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
-    )
-    with store.recording(run_id):
-        run = store.writer(run_id)
-        shutil.copy(sources[0] / FOLDS_FILE, run / FOLDS_FILE)
-        run.write_config(config.to_yaml())
-        for k, src in sorted(taken.items()):
-            shutil.copytree(src, run.fold_dir(k), ignore=shutil.ignore_patterns(WORK_DIR), dirs_exist_ok=True)
-        selected = sorted(taken)
-        meta = base.model_copy(
-            update={
-                "run_id": run_id,
-                "folds_selected": selected,
-                "collected_from": [r.run_id for r in records],
-                "git_commit": git_commit(),
-                "questlab_version": __version__,
-            }
-        )
-        run.write_meta(meta)
-        store.sync(run_id, FOLDS_FILE, "config.yaml", "run.json", *(f"folds/fold_{k}" for k in selected))
-        store.log_params(run_id, flatten(config.model_dump(mode="json")))
-        test_df = test_data.frame if test_data is not None else None
-        cv = finalize_run(store, run_id, run, train_data.frame, test_df, config.bootstrap, selected, meta.folds_all)
-        if selected == meta.folds_all and config.log_model:
-            _log_model(store, run_id, say)
-        say(f"collected folds {selected} into run {run_id}: CV mean Spearman {cv.score:.4f}")
-    return run_id
-
-
-def load_scores(run: RunFolder | Path) -> CVScore:
-    """A run's recorded CVScore (from its folder)."""
-    folder = run if isinstance(run, RunFolder) else RunFolder(Path(run))
-    return CVScore.from_dict(folder.read_scores())

@@ -8,6 +8,7 @@ fix it. The CLI prints it on one line and exits with code 2; nothing downstream 
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from questlab.errors import DataError
+from questlab.rundir import file_sha256
 from questlab.schema import BODY, ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
 
 Kind = Literal["train", "test"]
@@ -289,3 +291,25 @@ def summarize(frame: pd.DataFrame, kind: Kind) -> DataSummary:
         targets=targets,
         blank_bodies=int((frame[BODY].str.strip() == "").sum()),
     )
+
+
+Data = str | Path | pd.DataFrame  # a QUEST CSV file, or a frame with the same columns
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated input and its identity: the name and sha256 a run records."""
+
+    frame: pd.DataFrame
+    name: str  # the file's name, or "DataFrame"
+    sha256: str  # of the file's bytes; of a frame, of its validated CSV text
+
+    @classmethod
+    def read(cls, source: Data, kind: Kind) -> Dataset:
+        """Load and validate a file, or validate a frame exactly as a file would be."""
+        if isinstance(source, pd.DataFrame):
+            frame = validate_frame(source, kind, source=f"{'train' if kind == 'train' else 'test'} DataFrame")
+            digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+            return cls(frame, "DataFrame", digest)
+        path = Path(source)
+        return cls(load(path, kind), path.name, file_sha256(path))

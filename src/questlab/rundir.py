@@ -36,7 +36,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from questlab import __version__
-from questlab.errors import RunFormatError
+from questlab.errors import RunFormatError, UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.schema import ID, TARGETS
 
@@ -87,6 +87,21 @@ class RunMeta(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     members: list[str] = Field(default_factory=list)  # ensembles: member run ids, in order
     collected_from: list[str] = Field(default_factory=list)  # collect: the single-fold runs
+
+    def check_same_data(self, part: Literal["train", "test"], data: Any) -> None:
+        """Refuse train/test data (a ``questlab.data.Dataset`` or None) other than the run's, by sha256."""
+        want, name = getattr(self, f"{part}_sha256"), getattr(self, f"{part}_file")
+        if data is None:
+            if want is not None:
+                raise UsageError(
+                    f"run {self.run_id} was made with {part} data {name} (sha256 {want[:12]}...): give it again"
+                )
+            return
+        if want is not None and data.sha256 != want:
+            raise UsageError(
+                f"the {part} data given ({data.name}) is not what run {self.run_id} was made with "
+                f"({name}, sha256 {want[:12]}...)"
+            )
 
 
 def _upgrade_meta(data: dict[str, Any]) -> dict[str, Any]:

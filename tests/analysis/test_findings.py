@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from helpers.runs import tiny_run
 from questlab.analysis.diagnose import Verdict
-from questlab.analysis.findings import add_finding, list_findings, record_verdicts
-from questlab.store import FINDINGS_EXPERIMENT, RunNotFoundError, Store
+from questlab.analysis.findings import FINDINGS_EXPERIMENT, add_finding, list_findings, record_verdicts
+from questlab.errors import RunNotFoundError
+from questlab.store import Store
 
 
 @pytest.fixture(scope="module")

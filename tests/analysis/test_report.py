@@ -14,6 +14,7 @@ from helpers.runs import qa_id_in_fold, tiny_run
 from questlab.analysis import report
 from questlab.analysis.compare import compare_runs
 from questlab.analysis.diagnose import analyse
+from questlab.analysis.findings import add_finding, list_findings
 from questlab.store import Store
 
 CHROMIUM = "/usr/bin/chromium"
@@ -42,9 +43,9 @@ def external_refs(text: str) -> list[str]:
 
 def test_run_report_holds_verdicts_findings_and_every_plot(store_runs):
     store, ids = store_runs
-    store.add_finding("answers are cut at 60 tokens", [ids["epochs"]], ["truncation"])
+    add_finding(store, "answers are cut at 60 tokens", [ids["epochs"]], ["truncation"])
     diag = analyse(store, ids["epochs"], n_boot=30)
-    text = report.run_report(diag, store.list_findings(ids["epochs"]))
+    text = report.run_report(diag, list_findings(store, run=ids["epochs"]))
     alts = [alt for alt, data in IMG.findall(text) if len(data) > 1000]
     assert alts == [
         "per-target scores",

@@ -13,10 +13,11 @@ from typer.testing import CliRunner
 from helpers.paths import REPO
 from questlab.cli import app
 from questlab.config import parse_config
-from questlab.cv import load_scores, run_cv
+from questlab.cv import run_cv
 from questlab.data import load_test
 from questlab.ensemble import EnsembleSpec, build_ensemble
 from questlab.predict import load_predictor
+from questlab.recording import load_scores
 from questlab.rundir import ENSEMBLE_FILE, read_predictions
 from questlab.schema import TARGETS
 from questlab.store import Store

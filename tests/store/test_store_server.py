@@ -136,7 +136,8 @@ def _bundle_predict(bundle: Path, frame) -> np.ndarray:
 
 def test_failed_resumed_killed_and_single_fold_runs_on_a_server(server, cache, monkeypatch):
     import questlab.models.tfidf as tfidf
-    from questlab.cv import collect_runs, run_cv
+    from questlab.collect import collect_runs
+    from questlab.cv import run_cv
 
     url, _ = server
     store = Store(url)

@@ -92,7 +92,7 @@ def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, 
 
 def run_config(record: RunRecord) -> dict[str, Any]:
     """A run's resolved config, flattened to dotted keys (run.json, else config.yaml, else the params)."""
-    from questlab.cv import flatten
+    from questlab.recording import flatten
 
     config = record.folder.config_dict()
     return flatten(config) if config is not None else dict(record.params)

@@ -1,15 +1,88 @@
 """The findings log: a lab notebook of what was learned, about which runs, kept in the run store.
 
-Findings are runs of their own experiment (``store.FINDINGS_EXPERIMENT``) in the same MLflow
+Findings are finished runs of their own experiment (``FINDINGS_EXPERIMENT``) in the same MLflow
 store as the CV runs, so they travel with the store, and deleting or failing a CV run leaves
-them in place (the run ids they cite stay, even when the run is gone).
+them in place (the run ids they cite stay, even when the run is gone). The text, cited runs, tags
+and source are the run's tags.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 from questlab.analysis.verdict import Verdict
-from questlab.errors import UsageError
-from questlab.store import Finding, RunNotFoundError, Store
+from questlab.errors import RunNotFoundError, UsageError
+from questlab.store import Store
+
+FINDINGS_EXPERIMENT = "questlab-findings"
+MAX_FINDING_CHARS = 5000  # MLflow tag values are capped (5000 chars in older MLflow versions)
+
+
+@dataclass
+class Finding:
+    """One entry of the findings log: what was learned, when, about which runs."""
+
+    finding_id: str
+    text: str
+    time: float
+    runs: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    source: str = "user"  # "user" or "diagnose"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.finding_id,
+            "text": self.text,
+            "time": self.time,
+            "runs": self.runs,
+            "tags": self.tags,
+            "source": self.source,
+        }
+
+
+def _record(store: Store, text: str, run_ids: list[str], tags: list[str], source: str) -> str:
+    """Write a finding about ``run_ids`` (full ids) as a finished run; return its id."""
+    text = text.strip()
+    if not text:
+        raise UsageError("a finding needs some text")
+    if len(text) > MAX_FINDING_CHARS:
+        raise UsageError(f"a finding holds at most {MAX_FINDING_CHARS} characters (got {len(text)})")
+    bad = [t for t in tags if "," in t or not t.strip()]
+    if bad:
+        raise UsageError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
+    finding_id = store.create_run(
+        text.splitlines()[0][:60],  # the run name the MLflow UI shows
+        tags={
+            "questlab.finding.text": text,
+            "questlab.finding.runs": ",".join(run_ids),
+            "questlab.finding.tags": ",".join(t.strip() for t in tags),
+            "questlab.finding.source": source,
+        },
+        experiment=FINDINGS_EXPERIMENT,
+    )
+    store.finish(finding_id)
+    return finding_id
+
+
+def _all(store: Store, run_id: str | None = None) -> list[Finding]:
+    """The whole log, newest first; with ``run_id`` (a full id) only those citing it."""
+    found = []
+    for r in store.list_runs(FINDINGS_EXPERIMENT):
+        runs = [x for x in r.tags.get("questlab.finding.runs", "").split(",") if x]
+        if run_id is not None and run_id not in runs:
+            continue
+        found.append(
+            Finding(
+                finding_id=r.run_id,
+                text=r.tags.get("questlab.finding.text", ""),
+                time=r.start_time,
+                runs=runs,
+                tags=[x for x in r.tags.get("questlab.finding.tags", "").split(",") if x],
+                source=r.tags.get("questlab.finding.source", "user"),
+            )
+        )
+    return found
 
 
 def add_finding(store: Store, text: str, runs: list[str], tags: list[str] | None = None) -> Finding:
@@ -17,13 +90,13 @@ def add_finding(store: Store, text: str, runs: list[str], tags: list[str] | None
     if not runs:
         raise UsageError("name the run(s) the finding is about with --run RUN_ID")
     run_ids = [store.resolve_id(r) for r in runs]
-    finding_id = store.add_finding(text, run_ids, tags=tags or [])
-    return next(f for f in store.list_findings() if f.finding_id == finding_id)
+    finding_id = _record(store, text, run_ids, tags or [], "user")
+    return next(f for f in _all(store) if f.finding_id == finding_id)
 
 
 def list_findings(store: Store, run: str | None = None, tag: str | None = None) -> list[Finding]:
     """The log, newest first; only those about ``run`` (id or prefix, deleted runs too) or with ``tag``."""
-    found = store.list_findings()
+    found = _all(store)
     if run is not None:
         try:
             run_id = store.resolve_id(run)
@@ -41,7 +114,7 @@ def list_findings(store: Store, run: str | None = None, tag: str | None = None) 
 def record_verdicts(store: Store, run_id: str, verdicts: list[Verdict]) -> list[str]:
     """Offer errors and warnings as findings tagged ``diagnose``; skip those already recorded verbatim."""
     run_id = store.resolve_id(run_id)
-    known = {f.text for f in store.list_findings(run_id)}
+    known = {f.text for f in _all(store, run_id)}
     added = []
     for v in verdicts:
         if v.severity not in ("error", "warning"):
@@ -49,6 +122,6 @@ def record_verdicts(store: Store, run_id: str, verdicts: list[Verdict]) -> list[
         text = f"[{v.severity}] {v.code}: {v.message}"
         if text in known:
             continue
-        added.append(store.add_finding(text, [run_id], tags=["diagnose", v.severity, v.code], source="diagnose"))
+        added.append(_record(store, text, [run_id], ["diagnose", v.severity, v.code], "diagnose"))
         known.add(text)
     return added

@@ -26,10 +26,10 @@ from questlab.analysis.checks.folds import fold_statuses
 from questlab.analysis.checks.targets import imbalance_table
 from questlab.analysis.compare import Comparison
 from questlab.analysis.diagnose import Diagnosis, RunArtifacts
+from questlab.analysis.findings import Finding
 from questlab.analysis.verdict import by_severity
 from questlab.models.base import FitLog
 from questlab.schema import QUESTION_TARGETS, TARGETS
-from questlab.store import Finding
 
 N_DISTRIBUTIONS = 4
 COLORS = {"question": "#4c72b0", "answer": "#dd8452", "bad": "#c44e52", "ok": "#55a868", "grey": "#999999"}

@@ -122,7 +122,7 @@ def collect(
     store: StoreOpt = None,
 ) -> None:
     """Merge runs made with --fold into one run (OOF, scores, submission)."""
-    from questlab.cv import collect_runs
+    from questlab.collect import collect_runs
 
     typer.echo(collect_runs(open_store(store, create=False), run_ids, train, test, name=name))
 

@@ -36,7 +36,7 @@ def diagnose(
     """Verdicts on a run (constant predictions, weak folds, fitting, imbalance, truncation, health)."""
     from questlab.analysis import report as rep
     from questlab.analysis.diagnose import analyse, by_severity
-    from questlab.analysis.findings import record_verdicts
+    from questlab.analysis.findings import list_findings, record_verdicts
 
     if n_boot < 20:
         raise UsageError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
@@ -46,7 +46,7 @@ def diagnose(
     added = record_verdicts(st, run_id, diag.verdicts) if record else []
     path = None
     if report:
-        path = st.attach(run_id, rep.run_report(diag, st.list_findings(run_id)), "report.html")
+        path = st.attach(run_id, rep.run_report(diag, list_findings(st, run=run_id)), "report.html")
     verdicts = by_severity(diag.verdicts)
     if json_:
         out = {"run_id": run_id, "verdicts": [v.to_dict() for v in verdicts], "report": str(path) if path else None}
@@ -79,10 +79,11 @@ def compare(
 
     from questlab.analysis import report as rep
     from questlab.analysis.compare import A_BETTER, B_BETTER, compare_runs
+    from questlab.analysis.findings import list_findings
 
     st = open_store(store, create=False)
     cmp = compare_runs(st, run_a, run_b, n_boot=n_boot)
-    findings = [f for f in st.list_findings() if {cmp.a.run_id, cmp.b.run_id} & set(f.runs)]
+    findings = [f for f in list_findings(st) if {cmp.a.run_id, cmp.b.run_id} & set(f.runs)]
     page = rep.compare_report(cmp, findings)
     path = rep.write(page, out) if out else st.attach(cmp.b.run_id, page, f"compare-{cmp.a.run_id[:8]}.html")
     if json_:

@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from questlab import __version__
-from questlab.cv import record_outputs
 from questlab.ensemble.combine import Combiner, EnsembleSpec, NestedResult, gain_summary, nested_fit
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, mean_spearman
+from questlab.recording import record_outputs
 from questlab.rundir import (
     ENSEMBLE_FILE,
     META_FILE,

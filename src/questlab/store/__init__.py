@@ -17,34 +17,32 @@ so ``mlflow ui`` and ``runs:/`` URIs follow). Opening a store for reading writes
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-from questlab.errors import RunNotFoundError, StoreError, UsageError
+from questlab.errors import RunNotFoundError, StoreError
 from questlab.rundir import MLFLOW_MODEL_DIR, RunFolder
+from questlab.store.backend import (
+    ENV_HTTP_RETRIES,
+    ENV_HTTP_TIMEOUT,
+    configure_http,
+    current_user,
+    first_line,
+    local_path,
+    open_sqlite,
+    resolve_store_uri,
+)
 
-ENV_STORE = "QUESTLAB_STORE"
-ENV_HTTP_RETRIES = "QUESTLAB_HTTP_RETRIES"  # retries of a failed request to a tracking server
-ENV_HTTP_TIMEOUT = "QUESTLAB_HTTP_TIMEOUT"  # seconds before one request to a tracking server fails
-DEFAULT_HTTP_RETRIES = 2
-DEFAULT_HTTP_TIMEOUT = 15
-DEFAULT_STORE_DIR = "questlab-store"
 EXPERIMENT = "questlab"
-# Findings live in their own experiment of the same store: they travel with the runs, and
-# deleting (or failing) a CV run never touches them.
-FINDINGS_EXPERIMENT = "questlab-findings"
-MAX_FINDING_CHARS = 5000  # MLflow tag values are capped (5000 chars in older MLflow versions)
 
 # Tags questlab sets on every run.
 TAG_KIND = "questlab.kind"  # "cv" (a CV run) or "ensemble"
@@ -60,46 +58,6 @@ class RunStopped(Exception):
 
     The run is marked KILLED with the reason kept as a tag, and the exception goes on to the caller.
     """
-
-
-def resolve_store_uri(uri: str | Path | None = None) -> str:
-    """``uri``, else ``$QUESTLAB_STORE``, else SQLite under ./questlab-store (absolute)."""
-    uri = str(uri) if uri else os.environ.get(ENV_STORE)
-    if uri:
-        if "://" not in uri and not uri.startswith("sqlite:"):
-            # A bare path: a SQLite file (*.db), or a folder holding (or to hold) mlflow.db.
-            path = Path(uri).expanduser().resolve()
-            return f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
-        return uri
-    return f"sqlite:///{(Path.cwd() / DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
-
-
-def _local_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    return None
-
-
-def _configure_http() -> None:
-    """Fail fast on an unreachable server: MLflow's own defaults retry for minutes.
-
-    MLflow's variables win where the user set them; questlab's set the defaults.
-    """
-    retries = os.environ.get(ENV_HTTP_RETRIES, str(DEFAULT_HTTP_RETRIES))
-    timeout = os.environ.get(ENV_HTTP_TIMEOUT, str(DEFAULT_HTTP_TIMEOUT))
-    for name, value in ((ENV_HTTP_RETRIES, retries), (ENV_HTTP_TIMEOUT, timeout)):
-        if not value.isdigit():
-            raise StoreError(f"${name}={value!r}: give a whole number")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", retries)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def as_store(store: str | Path | Store | None, create: bool = False) -> Store:
@@ -135,48 +93,6 @@ class RunRecord:
     @property
     def dir(self) -> Path:
         return self.folder.path
-@dataclass
-class Finding:
-    """One entry of the findings log: what was learned, when, about which runs."""
-
-    finding_id: str
-    text: str
-    time: float
-    runs: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    source: str = "user"  # "user" or "diagnose"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.finding_id,
-            "text": self.text,
-            "time": self.time,
-            "runs": self.runs,
-            "tags": self.tags,
-            "source": self.source,
-        }
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return str(os.getuid())
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (created) for the block."""
-    import fcntl
-
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class Store:
     """A questlab view of an MLflow tracking store.
 
@@ -196,72 +112,19 @@ class Store:
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
             self.root = db.parent
-            self.client = self._open_sqlite(MlflowClient, db, create)
+            self.client = open_sqlite(MlflowClient, self.uri, db, create)
         else:
             if urlparse(self.uri).scheme in ("http", "https"):
-                _configure_http()
+                configure_http()
             self.client = MlflowClient(tracking_uri=self.uri)
             try:
                 self.client.search_experiments(max_results=1)
             except Exception as exc:  # any failure to talk to the server: one line, not a traceback
                 raise StoreError(
-                    f"cannot reach the tracking store {self.uri} ({_first_line(exc)}); requests retried "
+                    f"cannot reach the tracking store {self.uri} ({first_line(exc)}); requests retried "
                     f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '?')} times "
                     f"(set ${ENV_HTTP_RETRIES} / ${ENV_HTTP_TIMEOUT} to wait longer)"
                 ) from None
-
-    def _open_sqlite(self, client_class: Any, db: Path, create: bool) -> Any:
-        if not db.exists():
-            if not create:
-                raise StoreError(
-                    f"no questlab store at {db.parent} (no {db.name}): nothing was recorded there; "
-                    f"check --store or ${ENV_STORE}"
-                )
-            db.parent.mkdir(parents=True, exist_ok=True)
-        elif db.is_dir():
-            raise StoreError(f"{db} is a folder, not an MLflow SQLite database")
-        else:
-            with db.open("rb") as fh:
-                head = fh.read(16)
-            if head and head != b"SQLite format 3\x00":
-                raise StoreError(f"{db} is not an SQLite database, so not an MLflow store (give another --store)")
-        writable = os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
-        try:
-            if writable:
-                # MLflow creates and migrates a new database on first use; two processes doing it at
-                # once (DDP ranks, two runs started together) collide ("duplicate column name").
-                with _exclusive(db.with_name(db.name + ".lock")):
-                    client = client_class(tracking_uri=self.uri)
-                    client.search_experiments(max_results=1)  # forces the schema into being
-                    self._relocate(db)
-            else:  # a read-only copy (e.g. a Kaggle dataset): read as it is
-                client = client_class(tracking_uri=self.uri)
-                client.search_experiments(max_results=1)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise StoreError(f"{db}: cannot be opened as an MLflow store ({_first_line(exc)})") from None
-        return client
-
-    def _relocate(self, db: Path) -> None:
-        """Point recorded artifact locations at this store's folder after it was moved or copied.
-
-        questlab never follows those paths itself (see :meth:`_artifact_path`); rewriting them
-        keeps MLflow's own readers (``mlflow ui``, ``runs:/`` model URIs) working too.
-        """
-        new_root = (db.parent / "artifacts").resolve().as_uri()
-        with sqlite3.connect(db) as con:
-            for name, location in con.execute("SELECT name, artifact_location FROM experiments").fetchall():
-                if not location or not location.startswith("file://") or not location.endswith(f"/{name}"):
-                    continue  # not laid out by questlab: leave it alone
-                old_root = location.removesuffix(f"/{name}")
-                if old_root == new_root or not old_root.endswith("/artifacts"):
-                    continue
-                for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
-                    con.execute(
-                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} LIKE ?",
-                        (new_root, len(old_root) + 1, old_root + "/%"),
-                    )
 
     @property
     def is_local(self) -> bool:
@@ -285,7 +148,7 @@ class Store:
         from questlab.rundir import git_commit
 
         commit = git_commit()
-        standard = {"mlflow.runName": name, "mlflow.user": _user(), "mlflow.source.name": "questlab"}
+        standard = {"mlflow.runName": name, "mlflow.user": current_user(), "mlflow.source.name": "questlab"}
         if commit != "unknown":
             standard["mlflow.source.git.commit"] = commit.removesuffix("+dirty")
         run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags={**standard, **tags})
@@ -293,7 +156,7 @@ class Store:
 
     def _artifact_path(self, run_id: str, artifact_uri: str) -> Path | None:
         """The run's local artifact folder, found from this store's location; None if remote."""
-        path = _local_path(artifact_uri)
+        path = local_path(artifact_uri)
         if path is None:
             return None
         parts = path.parts
@@ -426,49 +289,6 @@ class Store:
             metrics=dict(data.metrics),
             store=self,
         )
-
-    # --- findings -------------------------------------------------------------------------------
-    def add_finding(self, text: str, runs: list[str], tags: list[str] | None = None, source: str = "user") -> str:
-        """Record a finding about ``runs`` (full ids) as a finished run of the findings experiment."""
-        text = text.strip()
-        if not text:
-            raise UsageError("a finding needs some text")
-        if len(text) > MAX_FINDING_CHARS:
-            raise UsageError(f"a finding holds at most {MAX_FINDING_CHARS} characters (got {len(text)})")
-        bad = [t for t in tags or [] if "," in t or not t.strip()]
-        if bad:
-            raise UsageError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
-        finding_id = self.create_run(
-            text.splitlines()[0][:60],  # the run name the MLflow UI shows
-            tags={
-                "questlab.finding.text": text,
-                "questlab.finding.runs": ",".join(runs),
-                "questlab.finding.tags": ",".join(t.strip() for t in tags or []),
-                "questlab.finding.source": source,
-            },
-            experiment=FINDINGS_EXPERIMENT,
-        )
-        self.finish(finding_id)
-        return finding_id
-
-    def list_findings(self, run_id: str | None = None) -> list[Finding]:
-        """The findings log, newest first; with ``run_id`` (full id) only those about that run."""
-        found = []
-        for r in self.list_runs(FINDINGS_EXPERIMENT):
-            runs = [x for x in r.tags.get("questlab.finding.runs", "").split(",") if x]
-            if run_id is not None and run_id not in runs:
-                continue
-            found.append(
-                Finding(
-                    finding_id=r.run_id,
-                    text=r.tags.get("questlab.finding.text", ""),
-                    time=r.start_time,
-                    runs=runs,
-                    tags=[x for x in r.tags.get("questlab.finding.tags", "").split(",") if x],
-                    source=r.tags.get("questlab.finding.source", "user"),
-                )
-            )
-        return found
 
     # --- recording ----------------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:

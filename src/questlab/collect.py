@@ -1,0 +1,89 @@
+"""Merging single-fold runs (``questlab run --fold k`` on several machines) into one run.
+
+The runs must share the model config, the folds and the data (checked by sha256); their fold
+folders are copied into a new run, which is then scored and recorded like any CV run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from questlab import __version__
+from questlab.config import parse_config
+from questlab.cv import Say, _cv_run_tags, _stderr
+from questlab.data import Data, Dataset
+from questlab.errors import UsageError
+from questlab.folds import FOLDS_FILE
+from questlab.recording import finalize_run, flatten, log_model
+from questlab.rundir import WORK_DIR, file_sha256, git_commit
+from questlab.store import Store
+
+
+def collect_runs(
+    store: Store,
+    run_ids: list[str],
+    train: Data,
+    test: Data | None = None,
+    name: str | None = None,
+    say: Say = _stderr,
+) -> str:
+    """Merge single-fold runs (``run --fold k``) made with the same config and folds into one run.
+
+    ``train`` (and ``test``) must be the data the runs were made from (checked by sha256).
+    """
+    records = [store.get(r) for r in run_ids]
+    sources = [store.folder(r.run_id, models=True) for r in records]
+    metas = [f.read_meta() for f in sources]
+    base = metas[0]
+    for r, f, m in zip(records[1:], sources[1:], metas[1:], strict=True):
+        if (m.config or {}).get("model") != (base.config or {}).get("model"):
+            raise UsageError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
+        if m.train_sha256 != base.train_sha256:
+            raise UsageError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
+        if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
+            raise UsageError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
+    train_data = Dataset.read(train, "train")
+    test_data = Dataset.read(test, "test") if test is not None else None
+    base.check_same_data("train", train_data)
+    base.check_same_data("test", test_data)
+    taken: dict[int, Path] = {}
+    for r, f, m in zip(records, sources, metas, strict=True):
+        for k in m.folds_selected:
+            if k in taken:
+                raise UsageError(f"fold {k} is in more than one of the runs given")
+            if not f.fold_is_done(k):
+                raise UsageError(f"run {r.run_id}: fold {k} is not finished")
+            taken[k] = f.fold_dir(k)
+    config = parse_config(base.config)
+    run_id = store.create_run(
+        name or f"{config.name}-collected",
+        tags={**_cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
+    )
+    with store.recording(run_id):
+        run = store.writer(run_id)
+        shutil.copy(sources[0] / FOLDS_FILE, run / FOLDS_FILE)
+        run.write_config(config.to_yaml())
+        for k, src in sorted(taken.items()):
+            shutil.copytree(src, run.fold_dir(k), ignore=shutil.ignore_patterns(WORK_DIR), dirs_exist_ok=True)
+        selected = sorted(taken)
+        meta = base.model_copy(
+            update={
+                "run_id": run_id,
+                "folds_selected": selected,
+                "collected_from": [r.run_id for r in records],
+                "git_commit": git_commit(),
+                "questlab_version": __version__,
+            }
+        )
+        run.write_meta(meta)
+        store.sync(run_id, FOLDS_FILE, "config.yaml", "run.json", *(f"folds/fold_{k}" for k in selected))
+        store.log_params(run_id, flatten(config.model_dump(mode="json")))
+        test_df = test_data.frame if test_data is not None else None
+        cv = finalize_run(store, run_id, run, train_data.frame, test_df, config.bootstrap, selected, meta.folds_all)
+        if selected == meta.folds_all and config.log_model:
+            log_model(store, run_id, say)
+        say(f"collected folds {selected} into run {run_id}: CV mean Spearman {cv.score:.4f}")
+    return run_id
+
+

@@ -1,0 +1,139 @@
+"""Where a store lives and how it is opened: URIs, SQLite creation and relocation, HTTP settings.
+
+Part of :mod:`questlab.store` (the only code that talks to MLflow).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from questlab.errors import StoreError
+
+ENV_STORE = "QUESTLAB_STORE"
+ENV_HTTP_RETRIES = "QUESTLAB_HTTP_RETRIES"  # retries of a failed request to a tracking server
+ENV_HTTP_TIMEOUT = "QUESTLAB_HTTP_TIMEOUT"  # seconds before one request to a tracking server fails
+DEFAULT_HTTP_RETRIES = 2
+DEFAULT_HTTP_TIMEOUT = 15
+DEFAULT_STORE_DIR = "questlab-store"
+
+
+def resolve_store_uri(uri: str | Path | None = None) -> str:
+    """``uri``, else ``$QUESTLAB_STORE``, else SQLite under ./questlab-store (absolute)."""
+    uri = str(uri) if uri else os.environ.get(ENV_STORE)
+    if uri:
+        if "://" not in uri and not uri.startswith("sqlite:"):
+            # A bare path: a SQLite file (*.db), or a folder holding (or to hold) mlflow.db.
+            path = Path(uri).expanduser().resolve()
+            return f"sqlite:///{path if path.suffix == '.db' else path / 'mlflow.db'}"
+        return uri
+    return f"sqlite:///{(Path.cwd() / DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def local_path(uri: str) -> Path | None:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(unquote(parsed.path))
+    return None
+
+
+def configure_http() -> None:
+    """Fail fast on an unreachable server: MLflow's own defaults retry for minutes.
+
+    MLflow's variables win where the user set them; questlab's set the defaults.
+    """
+    retries = os.environ.get(ENV_HTTP_RETRIES, str(DEFAULT_HTTP_RETRIES))
+    timeout = os.environ.get(ENV_HTTP_TIMEOUT, str(DEFAULT_HTTP_TIMEOUT))
+    for name, value in ((ENV_HTTP_RETRIES, retries), (ENV_HTTP_TIMEOUT, timeout)):
+        if not value.isdigit():
+            raise StoreError(f"${name}={value!r}: give a whole number")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", retries)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return str(os.getuid())
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (created) for the block."""
+    import fcntl
+
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
+    if not db.exists():
+        if not create:
+            raise StoreError(
+                f"no questlab store at {db.parent} (no {db.name}): nothing was recorded there; "
+                f"check --store or ${ENV_STORE}"
+            )
+        db.parent.mkdir(parents=True, exist_ok=True)
+    elif db.is_dir():
+        raise StoreError(f"{db} is a folder, not an MLflow SQLite database")
+    else:
+        with db.open("rb") as fh:
+            head = fh.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise StoreError(f"{db} is not an SQLite database, so not an MLflow store (give another --store)")
+    writable = os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+    try:
+        if writable:
+            # MLflow creates and migrates a new database on first use; two processes doing it at
+            # once (DDP ranks, two runs started together) collide ("duplicate column name").
+            with _exclusive(db.with_name(db.name + ".lock")):
+                client = client_class(tracking_uri=uri)
+                client.search_experiments(max_results=1)  # forces the schema into being
+                relocate(db)
+        else:  # a read-only copy (e.g. a Kaggle dataset): read as it is
+            client = client_class(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+    except StoreError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"{db}: cannot be opened as an MLflow store ({first_line(exc)})") from None
+    return client
+
+def relocate(db: Path) -> None:
+    """Point recorded artifact locations at this store's folder after it was moved or copied.
+
+    questlab never follows those paths itself (see :meth:`_artifact_path`); rewriting them
+    keeps MLflow's own readers (``mlflow ui``, ``runs:/`` model URIs) working too.
+    """
+    new_root = (db.parent / "artifacts").resolve().as_uri()
+    with sqlite3.connect(db) as con:
+        for name, location in con.execute("SELECT name, artifact_location FROM experiments").fetchall():
+            if not location or not location.startswith("file://") or not location.endswith(f"/{name}"):
+                continue  # not laid out by questlab: leave it alone
+            old_root = location.removesuffix(f"/{name}")
+            if old_root == new_root or not old_root.endswith("/artifacts"):
+                continue
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                con.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} LIKE ?",
+                    (new_root, len(old_root) + 1, old_root + "/%"),
+                )
+
