@@ -35,6 +35,8 @@ from questlab.tuning import (
     split_holdout,
     tune,
 )
+from questlab.tuning import storage as tune_storage
+from questlab.tuning import study as tune_study
 
 SMALL_TFIDF = {
     "name": "tfidf-small",
@@ -222,7 +224,7 @@ def test_a_worker_with_other_data_or_store_is_refused(
     elsewhere = Store(tmp_path / "other-store")
     with pytest.raises(StudyError, match="is not in store"):
         join_study("data", train_slice(), store=elsewhere, storage=tune_mod.default_storage(store), say=quiet)
-    monkeypatch.setattr(tune_mod, "JOIN_WAIT_S", 0)
+    monkeypatch.setattr(tune_study, "JOIN_WAIT_S", 0)  # read by join_study, in its module
     with pytest.raises(StudyError, match="no study 'nope'"):
         join_study("nope", train_slice(), store=store, say=quiet)
 
@@ -247,7 +249,7 @@ def test_trials_of_a_dead_process_are_failed_and_replaced(
 ) -> None:
     space = {"params": {"model.params.noise": {"float": [0.05, 0.5]}}}
     args = {"store": store, "best_config_path": tmp_path / "b.yaml", "say": quiet, "study_name": "stale"}
-    monkeypatch.setattr(tune_mod, "GRACE_PERIOD_S", 1)
+    monkeypatch.setattr(tune_storage, "GRACE_PERIOD_S", 1)  # read by open_storage, in its module
     first = tune(ORACLE, space, train_slice(), trials=2, **args)
     # a process that started a trial, sent one heartbeat and was killed (SIGKILL: no FAIL recorded)
     storage = tune_mod.open_storage(tune_mod.default_storage(store))
@@ -265,7 +267,7 @@ def test_two_worker_processes_share_one_study_and_stop_at_exactly_n(store: Store
     args = {"store": store, "best_config_path": tmp_path / "b.yaml", "say": quiet, "study_name": "shared"}
     tune(SMALL_TFIDF, TFIDF_SPACE, train_slice(), trials=1, **args)
     total = 8
-    src = str(Path(tune_mod.__file__).resolve().parents[1])
+    src = str(Path(tune_mod.__file__).resolve().parents[2])  # src/questlab/tuning/__init__.py
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
     spec = {
         "study": "shared",

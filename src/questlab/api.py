@@ -16,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import html
-import sys
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from questlab import console
 from questlab.config import RunConfig, resolve_config
 from questlab.errors import UsageError
 from questlab.schema import ID, TARGETS
@@ -190,7 +190,7 @@ def run(
 
     cfg = resolve_config(config, set)
     st = as_store(store, create=True)
-    say = (lambda _msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = console.quiet if quiet else console.stderr
     run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say)
     return Run(st.get(run_id), st)
 

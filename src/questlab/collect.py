@@ -11,7 +11,8 @@ from pathlib import Path
 
 from questlab import __version__
 from questlab.config import parse_config
-from questlab.cv import Say, _cv_run_tags, _stderr
+from questlab.console import Say, stderr
+from questlab.cv import cv_run_tags
 from questlab.data import Data, Dataset
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
@@ -26,7 +27,7 @@ def collect_runs(
     train: Data,
     test: Data | None = None,
     name: str | None = None,
-    say: Say = _stderr,
+    say: Say = stderr,
 ) -> str:
     """Merge single-fold runs (``run --fold k``) made with the same config and folds into one run.
 
@@ -58,7 +59,7 @@ def collect_runs(
     config = parse_config(base.config)
     run_id = store.create_run(
         name or f"{config.name}-collected",
-        tags={**_cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
+        tags={**cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
     )
     with store.recording(run_id):
         run = store.writer(run_id)

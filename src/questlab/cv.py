@@ -23,6 +23,7 @@ import pandas as pd
 
 from questlab import __version__
 from questlab.config import RunConfig, parse_config
+from questlab.console import Say, stderr, stderr_console
 from questlab.data import Data, Dataset, check_pair
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
@@ -41,12 +42,7 @@ from questlab.rundir import (
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
 
-Say = Callable[[str], None]
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def is_main_process() -> bool:
@@ -97,7 +93,7 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
     return folds
 
 
-def _cv_run_tags(config: RunConfig) -> dict[str, str]:
+def cv_run_tags(config: RunConfig) -> dict[str, str]:
     """The tags every new CV run starts with (complete flips to "true" when all folds are in)."""
     return {
         TAG_KIND: "cv",
@@ -175,7 +171,7 @@ def _record_fold(
 def _fit_and_record_fold(config: RunConfig, data: RunData, run: RunFolder, k: int) -> tuple[int, float, dict]:
     run.fold_dir(k).mkdir(parents=True, exist_ok=True)
     model = build_model(config.model.name, config.model.params)
-    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed, _stderr)
+    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed, stderr)
     score = _record_fold(run, k, model, data, valid_pred, test_pred, log, timings)
     return k, score, timings
 
@@ -203,7 +199,7 @@ def run_cv(
     store: Store | None = None,
     only_folds: list[int] | None = None,
     resume: str | None = None,
-    say: Say = _stderr,
+    say: Say = stderr,
     on_fold: OnFold | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
@@ -220,25 +216,16 @@ def run_cv(
     store = store or Store()
     train_data = Dataset.read(train, "train")
     test_data = Dataset.read(test, "test") if test is not None else None
-    train_df = train_data.frame
-    test_df = test_data.frame if test_data is not None else None
-    if test_df is not None:
-        check_pair(train_df, test_df, test if not isinstance(test, pd.DataFrame) else "test DataFrame")
-
-    if resume:
-        run_id = store.resolve_id(resume)
-        run = store.folder(run_id, models=True)
-        meta = run.read_meta()
-        meta.check_same_data("train", train_data)
-        meta.check_same_data("test", test_data)
-        config = parse_config(meta.config, source=f"run {run_id}")
-        folds = load_folds(run / FOLDS_FILE, train_df)
-        only_folds = meta.folds_selected
+    if test_data is not None:
+        check_pair(train_data.frame, test_data.frame, test if not isinstance(test, pd.DataFrame) else "test DataFrame")
+    plan = _resume_plan(store, resume, train_data, test_data) if resume else None
+    if plan is not None:
+        config, folds, only_folds = plan.config, plan.folds, plan.folds_selected
+    elif config is None:
+        raise UsageError("give a config (or resume an earlier run)")
     else:
-        if config is None:
-            raise UsageError("give a config (or resume an earlier run)")
-        folds = resolve_folds(config, train_df, store)
-    data = RunData(train=train_df, test=test_df, folds=folds)
+        folds = resolve_folds(config, train_data.frame, store)
+    data = RunData(train=train_data.frame, test=test_data.frame if test_data else None, folds=folds)
     all_folds = sorted(int(k) for k in folds["fold"].unique())
     selected = sorted(only_folds) if only_folds is not None else all_folds
     unknown = [k for k in selected if k not in all_folds]
@@ -246,50 +233,21 @@ def run_cv(
         raise UsageError(f"no fold {unknown[0]}: the folds are {all_folds}")
 
     if not is_main_process():
-        # A DDP worker: train alongside rank 0 (collectives need every rank) but record nothing.
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            for k in selected:
-                # On --resume, skip exactly the folds rank 0 skips, or the processes fall out of step.
-                if resume and run.fold_is_done(k):
-                    continue
-                model = build_model(config.model.name, config.model.params)
-                _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed, say)
+        _train_as_ddp_worker(config, data, selected, plan.run if plan else None, say)
         return ""
-
-    if resume:
+    if plan is not None:
+        run_id = plan.run.run_id
         store.reopen(run_id)
-        run = _resume_writer(store, run_id, run)
         say(f"resuming run {run_id}")
     else:
-        run_id = store.create_run(config.name, tags={**_cv_run_tags(config), **(tags or {})})
+        run_id = store.create_run(config.name, tags={**cv_run_tags(config), **(tags or {})})
 
     t_start = time.perf_counter()
     with store.recording(run_id), _sigterm_as_interrupt():
-        if not resume:
-            run = store.writer(run_id)
-            run.write_config(config.to_yaml())
-            save_folds(folds, run.path)
-            run.write_meta(
-                RunMeta(
-                    run_id=run_id,
-                    kind="cv",
-                    name=config.name,
-                    model=config.model.name,
-                    config=config.model_dump(mode="json"),
-                    seed=config.seed,
-                    train_file=train_data.name,
-                    train_sha256=train_data.sha256,
-                    test_file=test_data.name if test_data else None,
-                    test_sha256=test_data.sha256 if test_data else None,
-                    git_commit=git_commit(),
-                    folds_all=all_folds,
-                    folds_selected=selected,
-                )
-            )
-            store.sync(run_id, "config.yaml", FOLDS_FILE, "run.json")
-            store.log_params(run_id, flatten(config.model_dump(mode="json")))
+        if plan is not None:
+            run = _resume_writer(store, run_id, plan.run)
+        else:
+            run = _start_run(store, run_id, config, data, train_data, test_data, all_folds, selected)
             say(f"run {run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
         _fit_folds_with_progress(store, run_id, config, data, run, selected, say, on_fold)
         cv = finalize_run(store, run_id, run, data.train, data.test, config.bootstrap, selected, all_folds)
@@ -299,6 +257,77 @@ def run_cv(
             log_model(store, run_id, say)
         say(f"CV mean Spearman {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}) over folds {selected}")
     return run_id
+
+
+@dataclass
+class _ResumePlan:
+    """What an earlier run fixes when it is resumed: its folder, config, folds and fold selection."""
+
+    run: RunFolder
+    config: RunConfig
+    folds: pd.DataFrame
+    folds_selected: list[int]
+
+
+def _resume_plan(store: Store, resume: str, train: Dataset, test: Dataset | None) -> _ResumePlan:
+    run_id = store.resolve_id(resume)
+    run = store.folder(run_id, models=True)
+    meta = run.read_meta()
+    meta.check_same_data("train", train)
+    meta.check_same_data("test", test)
+    config = parse_config(meta.config, source=f"run {run_id}")
+    return _ResumePlan(run, config, load_folds(run / FOLDS_FILE, train.frame), meta.folds_selected)
+
+
+def _train_as_ddp_worker(
+    config: RunConfig, data: RunData, selected: list[int], resumed: RunFolder | None, say: Say
+) -> None:
+    """A DDP worker (rank > 0): train alongside rank 0, since collectives need every rank; record nothing."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in selected:
+            # On --resume, skip exactly the folds rank 0 skips, or the processes fall out of step.
+            if resumed is not None and resumed.fold_is_done(k):
+                continue
+            model = build_model(config.model.name, config.model.params)
+            _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed, say)
+
+
+def _start_run(
+    store: Store,
+    run_id: str,
+    config: RunConfig,
+    data: RunData,
+    train: Dataset,
+    test: Dataset | None,
+    all_folds: list[int],
+    selected: list[int],
+) -> RunFolder:
+    """Write a new run's config, folds and run.json, log its params; return its folder."""
+    run = store.writer(run_id)
+    run.write_config(config.to_yaml())
+    save_folds(data.folds, run.path)
+    run.write_meta(
+        RunMeta(
+            run_id=run_id,
+            kind="cv",
+            name=config.name,
+            model=config.model.name,
+            config=config.model_dump(mode="json"),
+            seed=config.seed,
+            train_file=train.name,
+            train_sha256=train.sha256,
+            test_file=test.name if test else None,
+            test_sha256=test.sha256 if test else None,
+            git_commit=git_commit(),
+            folds_all=all_folds,
+            folds_selected=selected,
+        )
+    )
+    store.sync(run_id, "config.yaml", FOLDS_FILE, "run.json")
+    store.log_params(run_id, flatten(config.model_dump(mode="json")))
+    return run
 
 
 def _resume_writer(store: Store, run_id: str, downloaded: RunFolder) -> RunFolder:
@@ -329,7 +358,7 @@ def _fit_folds_with_progress(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=True,
-        console=_console(),
+        console=stderr_console(),
     )
     todo = []
     for k in selected:
@@ -349,7 +378,3 @@ def _fit_folds_with_progress(
                 on_fold(k, score, scores)
 
 
-def _console():  # a stderr console, so stdout carries only the run id
-    from rich.console import Console
-
-    return Console(stderr=True)

@@ -8,19 +8,17 @@ and a complete run is logged as an MLflow model.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from questlab.console import Say
 from questlab.folds import FOLDS_FILE, load_folds
 from questlab.metric import CVScore, score_cv
 from questlab.rundir import RunFolder, predictions_frame
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, Store
-
-Say = Callable[[str], None]
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:

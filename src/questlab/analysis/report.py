@@ -171,22 +171,22 @@ def plot_deltas(frame: pd.DataFrame, title: str, horizontal: bool) -> plt.Figure
 
 
 # --- HTML -------------------------------------------------------------------------------------
-def _e(x: object) -> str:
+def escape(x: object) -> str:
     return html.escape(str(x))
 
 
-def _table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def html_table(header: list[str], rows: list[list[object]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def verdicts_html(verdicts: list) -> str:
     rows = [
-        [f'<span class="sev {v.severity}">{v.severity}</span>', f"<code>{_e(v.code)}</code>", _e(v.message)]
+        [f'<span class="sev {v.severity}">{v.severity}</span>', f"<code>{escape(v.code)}</code>", escape(v.message)]
         for v in by_severity(verdicts)
     ]
-    return _table(["severity", "code", "verdict"], rows)
+    return html_table(["severity", "code", "verdict"], rows)
 
 
 def findings_html(findings: list[Finding]) -> str:
@@ -195,20 +195,20 @@ def findings_html(findings: list[Finding]) -> str:
     rows = [
         [
             dt.datetime.fromtimestamp(f.time).strftime("%Y-%m-%d %H:%M"),
-            _e(", ".join(r[:8] for r in f.runs)),
-            _e(", ".join(f.tags)),
-            _e(f.text),  # last: the only column that wraps
+            escape(", ".join(r[:8] for r in f.runs)),
+            escape(", ".join(f.tags)),
+            escape(f.text),  # last: the only column that wraps
         ]
         for f in findings
     ]
-    return _table(["when", "runs", "tags", "finding"], rows)
+    return html_table(["when", "runs", "tags", "finding"], rows)
 
 
-def _page(title: str, sections: list[tuple[str, str]]) -> str:
-    body = "".join(f"<h2>{_e(h)}</h2>\n{content}\n" for h, content in sections)
+def html_page(title: str, sections: list[tuple[str, str]]) -> str:
+    body = "".join(f"<h2>{escape(h)}</h2>\n{content}\n" for h, content in sections)
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{CSS}</style></head><body>\n<h1>{_e(title)}</h1>\n"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n<h1>{escape(title)}</h1>\n"
         f'<p class="muted">written by questlab {dt.datetime.now():%Y-%m-%d %H:%M}</p>\n{body}</body></html>\n'
     )
 
@@ -218,14 +218,14 @@ def _header(run: RunArtifacts) -> str:
     cv = r.metrics.get("cv_score")
     ci = f" (95% CI {r.metrics['cv_ci_low']:.4f}..{r.metrics['cv_ci_high']:.4f})" if "cv_ci_low" in r.metrics else ""
     rows = [
-        ["run", f"<code>{_e(r.run_id)}</code>"],
-        ["model", _e(r.tags.get("questlab.model", "?")) + f" ({_e(r.kind)})"],
-        ["status", _e(r.status) + (" (partial)" if r.tags.get("questlab.complete") == "false" else "")],
-        ["CV mean Spearman", (f"{cv:.4f}" if cv is not None else "none recorded") + _e(ci)],
-        ["folds", _e(run.meta.get("folds_selected", "?"))],
+        ["run", f"<code>{escape(r.run_id)}</code>"],
+        ["model", escape(r.tags.get("questlab.model", "?")) + f" ({escape(r.kind)})"],
+        ["status", escape(r.status) + (" (partial)" if r.tags.get("questlab.complete") == "false" else "")],
+        ["CV mean Spearman", (f"{cv:.4f}" if cv is not None else "none recorded") + escape(ci)],
+        ["folds", escape(run.meta.get("folds_selected", "?"))],
         ["started", dt.datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M")],
     ]
-    return _table(["", ""], rows)
+    return html_table(["", ""], rows)
 
 
 NO_EPOCHS = "The model recorded no epochs (one fit per fold)."
@@ -233,7 +233,7 @@ NO_BUDGET = "No token budget recorded: nothing was truncated."
 
 
 def _figure_or(fig: plt.Figure | None, alt: str, otherwise: str) -> str:
-    return figure_tag(fig, alt) if fig is not None else f'<p class="muted">{_e(otherwise)}</p>'
+    return figure_tag(fig, alt) if fig is not None else f'<p class="muted">{escape(otherwise)}</p>'
 
 
 def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
@@ -254,20 +254,20 @@ def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
         table = imbalance_table(y_true, y_pred).join(diag.intervals).sort_values("majority_share", ascending=False)
         rows = [
             [
-                _e(t),
+                escape(t),
                 f"{r['majority_share']:.1%}",
                 r["distinct"],
                 "n/a" if np.isnan(r["spearman"]) else f"{r['spearman']:.3f}",
                 f"[{r['low']:.3f}, {r['high']:.3f}]",
                 "n/a" if np.isnan(r["auc_rare_vs_common"]) else f"{r['auc_rare_vs_common']:.3f}",
-                _e(r["status"]),
+                escape(r["status"]),
             ]
             for t, r in table.iterrows()
         ]
         sections.append(
             (
                 "Imbalance next to score",
-                _table(
+                html_table(
                     ["target", "most common rating", "distinct", "Spearman", "95% CI", "AUC rare vs common", "status"],
                     rows,
                 ),
@@ -284,14 +284,14 @@ def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
     sections.append(("Learning curves", _figure_or(plot_learning_curves(run.fit_logs), "learning curves", NO_EPOCHS)))
     sections.append(("Truncation", _figure_or(plot_truncation(run.fit_logs), "truncation histograms", NO_BUDGET)))
     if (run.dir / "config.yaml").exists():
-        sections.append(("Config", f"<pre>{_e((run.dir / 'config.yaml').read_text())}</pre>"))
-    return _page(f"questlab run {run.record.name} ({run.record.run_id[:8]})", sections)
+        sections.append(("Config", f"<pre>{escape((run.dir / 'config.yaml').read_text())}</pre>"))
+    return html_page(f"questlab run {run.record.name} ({run.record.run_id[:8]})", sections)
 
 
 def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
     """The HTML of a comparison: overall delta, per-target and per-fold deltas, config diff."""
     o = cmp.overall
-    summary = _table(
+    summary = html_table(
         ["", "A", "B", "B - A", "95% CI (paired)", "verdict"],
         [
             [
@@ -300,14 +300,14 @@ def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
                 f"{o['b']:.4f}",
                 f"{o['delta']:+.4f}",
                 f"[{o['low']:+.4f}, {o['high']:+.4f}]",
-                _e(o["verdict"]),
+                escape(o["verdict"]),
             ]
         ],
     )
-    runs = _table(
+    runs = html_table(
         ["", "run", "name", "model"],
         [
-            [k, f"<code>{_e(r.run_id)}</code>", _e(r.name), _e(r.tags.get("questlab.model", "?"))]
+            [k, f"<code>{escape(r.run_id)}</code>", escape(r.name), escape(r.tags.get("questlab.model", "?"))]
             for k, r in (("A", cmp.a), ("B", cmp.b))
         ],
     )
@@ -317,15 +317,19 @@ def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
             runs
             + f'<p class="muted">{cmp.n_rows} shared out-of-fold rows, {cmp.n_boot} paired resamples of questions</p>',
         ),
-        ("Overall", summary + "".join(f"<p>{_e(n)}</p>" for n in cmp.notes)),
+        ("Overall", summary + "".join(f"<p>{escape(n)}</p>" for n in cmp.notes)),
         ("Per target", figure_tag(plot_deltas(cmp.per_target, "per-target delta", True), "per-target deltas")),
     ]
     if cmp.per_fold is not None:
         sections.append(("Per fold", figure_tag(plot_deltas(cmp.per_fold, "per-fold delta", False), "per-fold deltas")))
-    diff_rows = [[f"<code>{_e(k)}</code>", _e(a), _e(b)] for k, a, b in cmp.config_diff]
-    sections.append(("Config differences", _table(["key", "A", "B"], diff_rows) if diff_rows else "<p>identical</p>"))
+    diff_rows = [[f"<code>{escape(k)}</code>", escape(a), escape(b)] for k, a, b in cmp.config_diff]
+    sections.append(
+        ("Config differences", html_table(["key", "A", "B"], diff_rows) if diff_rows else "<p>identical</p>")
+    )
     sections.append(("Findings about these runs", findings_html(findings)))
-    return _page(f"questlab compare {cmp.a.name} ({cmp.a.run_id[:8]}) vs {cmp.b.name} ({cmp.b.run_id[:8]})", sections)
+    return html_page(
+        f"questlab compare {cmp.a.name} ({cmp.a.run_id[:8]}) vs {cmp.b.name} ({cmp.b.run_id[:8]})", sections
+    )
 
 
 def write(html_text: str, path: Path) -> Path:

@@ -18,7 +18,7 @@ from questlab.errors import UsageError
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
 
 
-def _console():
+def _stdout_console():
     from rich.console import Console
 
     return Console(width=160, soft_wrap=True)
@@ -54,7 +54,7 @@ def diagnose(
     else:
         from rich.markup import escape
 
-        console = _console()
+        console = _stdout_console()
         console.print(f"[bold]run {run_id}[/bold] ({diag.run.record.name}, {diag.run.record.status})")
         for v in verdicts:
             style = SEVERITY_STYLE[v.severity]
@@ -102,7 +102,7 @@ def compare(
             f"[{s}]{r['verdict']}[/{s}]",
         ]
 
-    console = _console()
+    console = _stdout_console()
     console.print(f"A = {cmp.a.run_id} ({cmp.a.name}), B = {cmp.b.run_id} ({cmp.b.name}); {cmp.n_rows} shared rows")
     head = ("", "A", "B", "B - A", "95% CI (paired)", "verdict")
     overall = Table(*head, title="overall")
@@ -168,7 +168,7 @@ def findings(
             ", ".join(f.tags),
             f.finding_id[:8],
         )
-    _console().print(table)
+    _stdout_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

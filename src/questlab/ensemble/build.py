@@ -15,7 +15,6 @@ The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) p
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from questlab import __version__
+from questlab.console import Say, quiet
 from questlab.ensemble.combine import Combiner, EnsembleSpec, NestedResult, gain_summary, nested_fit
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
@@ -40,8 +40,6 @@ from questlab.rundir import (
 )
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, RunRecord, Store
-
-Say = Callable[[str], None]
 
 
 @dataclass
@@ -118,7 +116,7 @@ def build_ensemble(
     spec: EnsembleSpec,
     name: str | None = None,
     n_boot: int = 200,
-    say: Say = lambda _msg: None,
+    say: Say = quiet,
 ) -> tuple[str, dict]:
     """Combine finished runs into a new recorded run (kind "ensemble"); return its id and report.
 
@@ -254,7 +252,7 @@ def postprocess_run(
     method: str = "distribution",
     name: str | None = None,
     n_boot: int = 200,
-    say: Say = lambda _msg: None,
+    say: Say = quiet,
 ) -> tuple[str, dict]:
     """Post-process one run: a new ensemble run with that run as its only member (weight 1).
 

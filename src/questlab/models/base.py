@@ -156,7 +156,7 @@ class Model:
     @classmethod
     def load(cls, folder: Path) -> Model:
         """Load a model saved by ``save``; the registry picks the class from model.json."""
-        from questlab.models import get_model_class
+        from questlab.models.registry import get_model_class
 
         folder = Path(folder)
         meta_path = folder / "model.json"

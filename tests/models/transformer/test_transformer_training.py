@@ -11,7 +11,7 @@ from questlab.models.transformer import TransformerModel, training
 from questlab.models.transformer.data import RowDataset
 from questlab.models.transformer.inputs import encode_frame
 from questlab.models.transformer.network import QuestNet, load_encoder
-from questlab.models.transformer.training import TrainSettings, mean_spearman
+from questlab.models.transformer.training import TrainSettings, score_with_undefined
 from questlab.schema import TARGETS
 
 pytest_plugins = ["helpers.transformer"]  # the tiny_encoder and make_quest fixtures
@@ -102,7 +102,7 @@ def test_an_incomplete_checkpoint_is_ignored(tmp_path):
 
 def test_valid_score_is_the_competition_metric_and_counts_undefined_columns():
     truth = np.array([[0.1, 0.5], [0.2, 0.5], [0.3, 0.5]])
-    score, undefined = mean_spearman(truth, np.array([[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]]))
+    score, undefined = score_with_undefined(truth, np.array([[0.1, 0.3], [0.2, 0.2], [0.3, 0.1]]))
     assert score == pytest.approx(0.5) and undefined == 1  # the constant-truth column scores 0, and is counted
-    score, undefined = mean_spearman(truth, np.array([[0.1, 0.3], [0.2, 0.3], [0.3, 0.3]]))
+    score, undefined = score_with_undefined(truth, np.array([[0.1, 0.3], [0.2, 0.3], [0.3, 0.3]]))
     assert score == pytest.approx(0.5) and undefined == 1  # a constant prediction too

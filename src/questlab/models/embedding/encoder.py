@@ -54,7 +54,7 @@ class EncoderSettings:
 
 
 @dataclass(frozen=True)
-class Encoded:
+class EncodedTexts:
     """Vectors plus, per text, its token count and how many tokens the windows kept."""
 
     vectors: np.ndarray  # (n, dim) float32
@@ -151,11 +151,11 @@ class SentenceEncoder:
         tail = budget - head
         return [ids[:head] + (ids[-tail:] if tail else [])]
 
-    def encode(self, texts: list[str], progress: bool = True, desc: str = "embedding") -> Encoded:
+    def encode(self, texts: list[str], progress: bool = True, desc: str = "embedding") -> EncodedTexts:
         """Embed ``texts``; returns float32 vectors in input order plus token statistics."""
         torch = self._torch
         if not texts:
-            return Encoded(np.zeros((0, self.dim), np.float32), np.zeros(0, int), np.zeros(0, int))
+            return EncodedTexts(np.zeros((0, self.dim), np.float32), np.zeros(0, int), np.zeros(0, int))
         all_ids = self.tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
         windows: list[list[int]] = []
         owner: list[int] = []
@@ -199,7 +199,7 @@ class SentenceEncoder:
             vectors /= np.maximum(np.bincount(owner, weights, minlength=len(texts)), 1)[:, None].astype(np.float32)
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return Encoded(vectors.astype(np.float32), n_tokens, kept)
+        return EncodedTexts(vectors.astype(np.float32), n_tokens, kept)
 
     def _pool(self, hidden, mask):  # (b, t, d) float32, (b, t) -> (b, d)
         m = mask.unsqueeze(-1).to(hidden.dtype)

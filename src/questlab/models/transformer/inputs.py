@@ -53,7 +53,7 @@ def head_tail(ids: list[int], keep: int, head_share: float = 0.5) -> list[int]:
 
 
 @dataclass
-class Encoded:
+class EncodedPairs:
     """Token ids and token types per row, plus per-part token counts before and after the cut."""
 
     input_ids: list[list[int]]
@@ -88,7 +88,7 @@ def build_input(
 
 def encode_frame(
     tokenizer, frame: pd.DataFrame, max_length: int, with_answer: bool, head_share: float = 0.5
-) -> Encoded:
+) -> EncodedPairs:
     """Tokenise each row's title, body (and answer) once, then cut them to the shared budget."""
     columns = [TITLE, BODY, ANSWER] if with_answer else [TITLE, BODY]
     names = ["title", "body", "answer"][: len(columns)]
@@ -97,7 +97,7 @@ def encode_frame(
         for name, col in zip(names, columns, strict=True)
     }
     zeros = {n: np.zeros(len(frame), np.int64) for n in names}
-    out = Encoded([], [], {n: z.copy() for n, z in zeros.items()}, zeros)
+    out = EncodedPairs([], [], {n: z.copy() for n, z in zeros.items()}, zeros)
     for row in range(len(frame)):
         parts = [tokens[n][row] for n in names]
         ids, types, kept = build_input(parts, max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, head_share)

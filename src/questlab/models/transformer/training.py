@@ -56,7 +56,7 @@ class TrainSettings:
 
 
 # --- small helpers ------------------------------------------------------------------------------
-def mean_spearman(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, int]:
+def score_with_undefined(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, int]:
     """The competition score (``questlab.metric``) and how many columns were undefined in it.
 
     A column whose truth or prediction is constant has no Spearman; the metric counts it as 0,
@@ -277,7 +277,7 @@ def train_network(
         row["lr"] = max(scheduler.get_last_lr())  # highest LR in use at the epoch's end
         if valid is not None:
             pred, row["valid_loss"] = infer(net, valid, s.eval_batch_size, accelerator, s.bf16, shard=True)
-            row["valid_score"], row["valid_undefined_targets"] = mean_spearman(valid.targets, pred)
+            row["valid_score"], row["valid_undefined_targets"] = score_with_undefined(valid.targets, pred)
         row["seconds"] = time.perf_counter() - started
         log.log_epoch(**row)
         progress.history.append(log.epochs[-1])

@@ -1,0 +1,55 @@
+"""What every part of a study shares: the names of its records (tags, files, Optuna study attrs),
+the trial states it counts, and small helpers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from questlab.store import Store
+
+StoreLike = str | Path | Store | None
+
+
+KIND_STUDY = "study"
+TAG_STUDY = "questlab.study"  # on the parent, every trial and the holdout run: the study name
+TAG_TRIAL = "questlab.trial"  # a trial run's Optuna trial number
+TAG_HOLDOUT = "questlab.holdout"  # "true" on the run scored on the held-out questions
+TAG_PARENT = "mlflow.parentRunId"  # MLflow nests child runs under their parent with this tag
+
+HOLDOUT_FILE = "holdout.csv"  # qa_id, group, fold: 0 = held-out question, 1 = tuning row
+SPACE_FILE = "space.yaml"
+CONFIG_FILE = "config.yaml"
+STUDY_FILE = "study.json"
+BEST_CONFIG_FILE = "best_config.yaml"
+REPORT_FILE = "report.html"
+
+# Optuna study user attrs: how every worker (and a resumed session) finds the study's state.
+ATTR_PARENT = "questlab.parent_run_id"
+ATTR_STORE = "questlab.store"
+ATTR_TRAIN_SHA = "questlab.train_sha256"
+ATTR_CONFIG_SHA = "questlab.config_sha256"
+ATTR_SPACE_SHA = "questlab.space_sha256"
+ATTR_HOLDOUT = "questlab.holdout"
+ATTR_SEED = "questlab.seed"
+ATTR_TRIALS = "questlab.trials"
+ATTR_PRUNE = "questlab.prune"
+ATTR_HOLDOUT_RUN = "questlab.holdout_run_id"
+ATTR_HOLDOUT_TRIAL = "questlab.holdout_trial"
+ATTR_HOLDOUT_LOOKS = "questlab.holdout_looks"
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "trials" counts
+LIVE = (*COUNTED, TrialState.RUNNING, TrialState.WAITING)  # counted, or on their way to it
+
+
+def sha_of(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fmt_value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,95 @@
+"""One process's view of a study (what its trials need) and what a study reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from questlab.config import RunConfig
+from questlab.console import Say
+from questlab.store import Store
+from questlab.tuning.space import SearchSpace
+
+
+@dataclass
+class TuneResult:
+    """What a finished study reports; ``study`` is the Optuna study itself."""
+
+    study_name: str
+    study: optuna.Study
+    parent_run_id: str
+    best_trial: int
+    best_run_id: str
+    best_cv: float  # the best trial's CV (pooled OOF mean Spearman): optimistic, it was chosen
+    best_cv_ci: tuple[float, float]
+    best_config: RunConfig
+    best_config_path: Path
+    holdout_score: float | None  # the chosen config on the untouched questions (None: holdout 0)
+    holdout_ci: tuple[float, float] | None
+    holdout_run_id: str | None
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    report_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for a terminal."""
+        lo, hi = self.best_cv_ci
+        lines = [
+            f"study {self.study_name}: {self.n_complete} complete, {self.n_pruned} pruned"
+            + (f", {self.n_failed} failed" if self.n_failed else ""),
+            f"best trial {self.best_trial}: CV {self.best_cv:.4f} (95% CI {lo:.4f}..{hi:.4f}), run {self.best_run_id}",
+        ]
+        if self.holdout_score is not None and self.holdout_ci is not None:
+            hlo, hhi = self.holdout_ci
+            lines.append(
+                f"untouched questions: {self.holdout_score:.4f} (95% CI {hlo:.4f}..{hhi:.4f}), "
+                f"run {self.holdout_run_id}; CV minus it {self.best_cv - self.holdout_score:+.4f}"
+            )
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"best config: {self.best_config_path}; parent run {self.parent_run_id}")
+        return "\n".join(lines)
+
+
+@dataclass
+class JoinResult:
+    """What a joining worker did."""
+
+    study_name: str
+    parent_run_id: str
+    trials_run: int  # counted trials (complete + pruned) this process ran
+
+
+@dataclass
+class StudyContext:
+    """One process's view of a study: what its trials need."""
+
+    study: optuna.Study
+    name: str
+    storage_url: str
+    store: Store
+    parent_id: str
+    base: RunConfig
+    space: SearchSpace
+    train: pd.DataFrame  # the full train frame
+    tuning: pd.DataFrame  # the rows trials see
+    split: pd.DataFrame | None  # holdout.csv aligned to ``train`` (None: no holdout)
+    trials: int
+    seed: int
+    holdout: float
+    prune: bool
+    say: Say
+    worker: str
+
+    @property
+    def trial_base(self) -> dict[str, Any]:
+        """The base config every trial starts from: the study's folds, no MLflow model."""
+        data = self.base.model_dump(mode="json")
+        data["folds"] = {"n_splits": self.base.folds.n_splits, "seed": self.base.folds.seed, "from_run": self.parent_id}
+        data["log_model"] = False
+        return data

@@ -1,0 +1,229 @@
+"""A study's parent run: the held-out questions, the folds and the records it holds; set up by the
+first process, checked when a study resumes, read by joining workers; marked when a study ends badly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from questlab.config import RunConfig
+from questlab.console import Say
+from questlab.data import Dataset
+from questlab.errors import StudyError
+from questlab.folds import FOLDS_FILE, load_folds, make_folds, question_groups, save_folds
+from questlab.schema import CATEGORY, ID
+from questlab.store import TAG_ERROR, TAG_KIND, TAG_MODEL, RunRecord, Store
+from questlab.tuning.common import (
+    ATTR_CONFIG_SHA,
+    ATTR_HOLDOUT,
+    ATTR_PARENT,
+    ATTR_PRUNE,
+    ATTR_SEED,
+    ATTR_SPACE_SHA,
+    ATTR_STORE,
+    ATTR_TRAIN_SHA,
+    ATTR_TRIALS,
+    CONFIG_FILE,
+    COUNTED,
+    HOLDOUT_FILE,
+    KIND_STUDY,
+    SPACE_FILE,
+    STUDY_FILE,
+    TAG_STUDY,
+    sha_of,
+)
+from questlab.tuning.context import StudyContext
+from questlab.tuning.space import SearchSpace
+from questlab.tuning.storage import count_trials, redact
+
+
+def split_holdout(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
+    """Hold out ``share`` of the questions (whole groups, stratified by category), seeded.
+
+    Returns ``qa_id, group, fold`` in the frame's row order: fold 0 = held out, 1 = tuning.
+    It is a folds file, so the final run scores it with ``folds.from_file`` and ``--fold 0``.
+    """
+    groups = question_groups(frame)
+    first = pd.DataFrame({"group": groups, "category": frame[CATEGORY].to_numpy()}).drop_duplicates("group")
+    first = first.sort_values("group", kind="stable").reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    # Within each category a random order, spread over [0, 1): taking the lowest ranks overall
+    # keeps every category's share close to ``share`` and the total exact.
+    position = np.empty(len(first))
+    for _, idx in first.groupby("category", sort=True).indices.items():
+        position[idx] = (rng.permutation(len(idx)) + rng.random(len(idx))) / len(idx)
+    n_held = round(share * len(first))
+    held = first["group"].to_numpy()[np.argsort(position, kind="stable")[:n_held]]
+    fold = np.where(np.isin(groups, held), 0, 1)
+    return pd.DataFrame({ID: frame[ID].to_numpy(), "group": groups, "fold": fold})
+
+
+def parent_record(store: Store, parent_id: str, attrs: Mapping[str, Any], name: str) -> RunRecord:
+    try:
+        return store.get(parent_id)
+    except LookupError:
+        raise StudyError(
+            f"study {name}'s parent run {parent_id} is not in store {store.uri} (it was started with "
+            f"store {attrs.get(ATTR_STORE)}): give that store"
+        ) from None
+
+
+def check_train(attrs: Mapping[str, Any], data: Dataset, name: str) -> None:
+    want = attrs.get(ATTR_TRAIN_SHA)
+    if want and want != data.sha256:
+        raise StudyError(
+            f"the train data given ({data.name}, sha256 {data.sha256[:12]}...) is not what study {name} "
+            f"was started with (sha256 {want[:12]}...)"
+        )
+
+
+def load_split(store: Store, parent_id: str, frame: pd.DataFrame) -> pd.DataFrame:
+    folder = store.folder(parent_id)
+    if not folder.has(HOLDOUT_FILE):
+        raise StudyError(f"parent run {parent_id} holds no {HOLDOUT_FILE}: the study's split is lost")
+    return load_folds(folder / HOLDOUT_FILE, frame)
+
+
+def tuning_rows(frame: pd.DataFrame, split: pd.DataFrame | None) -> pd.DataFrame:
+    if split is None:
+        return frame
+    return frame[split["fold"].to_numpy() == 1].reset_index(drop=True)
+
+
+def prepare_study(
+    study: optuna.Study,
+    name: str,
+    url: str,
+    store: Store,
+    base: RunConfig,
+    space: SearchSpace,
+    data: Dataset,
+    trials: int,
+    seed: int,
+    holdout: float,
+    prune: bool,
+    say: Say,
+) -> StudyContext:
+    """Set up a new study's parent run, split and folds; or check a resumed one is the same."""
+    attrs = study.user_attrs
+    parent_id = attrs.get(ATTR_PARENT)
+    wanted = {
+        ATTR_CONFIG_SHA: (
+            sha_of(base.model_dump(mode="json")),
+            f"another config (see {CONFIG_FILE} of the parent run)",
+        ),
+        ATTR_SPACE_SHA: (space.digest(), f"another search space (see {SPACE_FILE} of the parent run)"),
+        ATTR_HOLDOUT: (holdout, f"holdout {attrs.get(ATTR_HOLDOUT)}"),
+        ATTR_SEED: (seed, f"seed {attrs.get(ATTR_SEED)}"),
+        ATTR_PRUNE: (prune, "pruning " + ("on" if attrs.get(ATTR_PRUNE) else "off")),
+    }
+    if parent_id:
+        check_train(attrs, data, name)
+        for key, (value, what) in wanted.items():
+            if attrs.get(key) != value:
+                raise StudyError(
+                    f"study {name} (parent run {parent_id}) was started with {what}: resume it as it was "
+                    "started, or give a new --study name"
+                )
+        record = parent_record(store, parent_id, attrs, name)
+        if record.status != "RUNNING":
+            store.reopen(parent_id)
+        study.set_user_attr(ATTR_TRIALS, trials)
+        split = load_split(store, parent_id, data.frame) if holdout > 0 else None
+        done = count_trials(study, COUNTED)
+        say(f"resuming study {name} (parent run {parent_id}): {done} of {trials} trials done")
+    else:
+        split = split_holdout(data.frame, holdout, seed) if holdout > 0 else None
+        tuning = tuning_rows(data.frame, split)
+        if split is not None:
+            n_held = int(split.loc[split["fold"] == 0, "group"].nunique())
+            if n_held < 2:
+                raise StudyError(f"holdout {holdout} keeps {n_held} question(s) out: too few to score; give more")
+        folds = make_folds(tuning, n_splits=base.folds.n_splits, seed=base.folds.seed)
+        parent_id = store.create_run(
+            name,
+            tags={
+                TAG_KIND: KIND_STUDY,
+                TAG_MODEL: base.model.name,
+                TAG_STUDY: name,
+                "questlab.optuna_storage": redact(url),
+            },
+        )
+        folder = store.writer(parent_id)
+        (folder / CONFIG_FILE).write_text(base.to_yaml())
+        (folder / SPACE_FILE).write_text(space.to_yaml())
+        save_folds(folds, folder.path)
+        parts = [CONFIG_FILE, SPACE_FILE, FOLDS_FILE, STUDY_FILE]
+        if split is not None:
+            split.to_csv(folder / HOLDOUT_FILE, index=False)
+            parts.append(HOLDOUT_FILE)
+        info = {
+            "study": name,
+            "storage": redact(url),
+            "train_file": data.name,
+            "train_sha256": data.sha256,
+            "holdout": holdout,
+            "seed": seed,
+            "rows": len(data.frame),
+            "tuning_rows": len(tuning),
+            "holdout_rows": 0 if split is None else int((split["fold"] == 0).sum()),
+            "holdout_questions": 0 if split is None else int(split.loc[split["fold"] == 0, "group"].nunique()),
+        }
+        (folder / STUDY_FILE).write_text(json.dumps(info, indent=1))
+        store.sync(parent_id, *parts)
+        store.log_params(
+            parent_id,
+            {
+                "holdout": holdout,
+                "seed": seed,
+                "prune": prune,
+                "folds.n_splits": base.folds.n_splits,
+                "folds.seed": base.folds.seed,
+                **{f"space.{k}": s.describe() for k, s in space.params.items()},
+            },
+        )
+        for key, (value, _) in wanted.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr(ATTR_TRAIN_SHA, data.sha256)
+        study.set_user_attr(ATTR_STORE, store.uri)
+        study.set_user_attr(ATTR_TRIALS, trials)
+        study.set_user_attr(ATTR_PARENT, parent_id)  # last: a joining worker takes its presence as "ready"
+        held = (
+            "no held-out questions"
+            if split is None
+            else f"{info['holdout_questions']} questions ({info['holdout_rows']} rows) held out"
+        )
+        say(f"study {name}: parent run {parent_id}; {len(tuning)} tuning rows, {held}")
+    return StudyContext(
+        study=study,
+        name=name,
+        storage_url=url,
+        store=store,
+        parent_id=parent_id,
+        base=base,
+        space=space,
+        train=data.frame,
+        tuning=tuning_rows(data.frame, split),
+        split=split,
+        trials=trials,
+        seed=seed,
+        holdout=holdout,
+        prune=prune,
+        say=say,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+    )
+
+
+def mark_parent(store: Store, parent_id: str, status: str, message: str) -> None:
+    with contextlib.suppress(Exception):  # the original error matters more than this record
+        store.set_tags(parent_id, {TAG_ERROR: message[:5000]})
+        store.finish(parent_id, status)

@@ -1,0 +1,60 @@
+"""The Optuna storage a study lives in: its URL, opening it with heartbeats, stale trials, counting."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from questlab.errors import StudyError
+from questlab.store import Store
+
+HEARTBEAT_S = 15  # a running trial's process writes a heartbeat this often
+GRACE_PERIOD_S = 90  # a RUNNING trial with no heartbeat for this long is marked FAIL (its process died)
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password (it goes into tags, reports and messages)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def default_storage(store: Store) -> str:
+    """SQLite beside a local store (``<store>/optuna.db``), else ``./questlab-optuna.db``."""
+    folder = store.root if store.is_local else Path.cwd()
+    name = "optuna.db" if store.is_local else "questlab-optuna.db"
+    return f"sqlite:///{(Path(folder) / name).resolve()}"
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open an Optuna RDB storage with heartbeats (so trials of a dead process are failed)."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}  # several processes write: wait for the lock
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_PERIOD_S
+            )
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise StudyError(f"storage {redact(url)}: Optuna cannot open it ({type(exc).__name__}: {first})") from None
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
+    return len(study.get_trials(deepcopy=False, states=tuple(states)))

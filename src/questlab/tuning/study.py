@@ -1,0 +1,274 @@
+"""A study: :func:`tune` starts or resumes it and finishes it; :func:`join_study` adds a worker to it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import yaml
+
+from questlab.config import ConfigError, RunConfig, parse_config, resolve_config
+from questlab.console import Say, stderr
+from questlab.data import Data, Dataset
+from questlab.errors import StudyError
+from questlab.store import as_store
+from questlab.tuning.common import (
+    ATTR_HOLDOUT,
+    ATTR_PARENT,
+    ATTR_PRUNE,
+    ATTR_SEED,
+    ATTR_TRIALS,
+    CONFIG_FILE,
+    COUNTED,
+    SPACE_FILE,
+    StoreLike,
+    sha_of,
+)
+from questlab.tuning.context import JoinResult, StudyContext, TuneResult
+from questlab.tuning.finish import finalize_study
+from questlab.tuning.parent import check_train, load_split, mark_parent, parent_record, prepare_study, tuning_rows
+from questlab.tuning.space import SearchSpace, check_space, load_space
+from questlab.tuning.storage import count_trials, default_storage, open_storage, redact
+from questlab.tuning.trials import optimize, run_until_done
+from questlab.tuning.workers import spawn_workers, thread_limit, wait_for_workers, write_frame
+
+JOIN_WAIT_S = 120  # how long a joining worker waits for the first process to set the study up
+PRUNE_STARTUP_TRIALS = 5  # the median pruner compares only once this many trials have finished
+TPE_STARTUP_TRIALS = 10  # random trials before TPE models the space
+MAX_HOLDOUT = 0.9
+
+
+def _check_base(config: RunConfig) -> None:
+    if config.folds.from_run or config.folds.from_file:
+        raise ConfigError(
+            f"config {config.name!r}: the study makes its own folds on the tuning rows from folds.n_splits and "
+            "folds.seed; remove folds.from_run / folds.from_file"
+        )
+
+
+def _sampler(seed: int, worker: int, n_existing: int) -> optuna.samplers.BaseSampler:
+    # A different stream per worker and per session: a resumed study must not replay the random
+    # start-up trials it already ran.
+    return optuna.samplers.TPESampler(
+        seed=(seed * 1_000_003 + worker * 7919 + n_existing) % 2**32, n_startup_trials=TPE_STARTUP_TRIALS
+    )
+
+
+def _pruner(prune: bool) -> optuna.pruners.BasePruner:
+    if not prune:
+        return optuna.pruners.NopPruner()
+    # Step = folds done; pruning may start after the first fold (n_warmup_steps=0).
+    return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=0)
+
+
+@contextlib.contextmanager
+def _optuna_quiet() -> Iterator[None]:
+    """Optuna logs every trial at INFO; questlab prints its own one line per trial."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def tune(
+    config: RunConfig | Mapping[str, Any] | str | Path,
+    space: SearchSpace | Mapping[str, Any] | str | Path,
+    train: Data,
+    *,
+    trials: int = 40,
+    set: Mapping[str, Any] | Sequence[str] | None = None,  # as in questlab.run
+    store: StoreLike = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    holdout: float = 0.2,
+    seed: int | None = None,
+    workers: int = 1,
+    prune: bool = True,
+    best_config_path: str | Path | None = None,
+    say: Say | None = None,
+) -> TuneResult:
+    """Run (or resume) a study of ``trials`` trials in total, then score the best config on the
+    held-out questions, write it to ``best_config_path`` and attach the report to the parent run.
+
+    ``config``: a YAML path, a mapping or a RunConfig (``set`` overrides keys first); ``space``: a
+    search space file, mapping or :class:`SearchSpace`; ``train``: the labelled CSV or DataFrame.
+    ``storage``: an Optuna storage URL (default: :func:`default_storage`); ``study_name``: default
+    the config's name; the same name resumes. ``holdout``: share of questions kept out of every
+    trial (0 disables it: the best CV is then all there is, and it is optimistic). ``seed``
+    (default the config's) seeds the split and the sampler. ``workers``: processes on this
+    machine (this one included). ``prune``: median pruning after each fold.
+    """
+    say = say or stderr
+    if trials < 1:
+        raise StudyError(f"trials {trials}: give at least 1")
+    if not 0 <= holdout < MAX_HOLDOUT:
+        raise StudyError(f"holdout {holdout}: give a share of questions in [0, {MAX_HOLDOUT})")
+    if workers < 1:
+        raise StudyError(f"workers {workers}: give at least 1")
+    base = resolve_config(config, set)
+    _check_base(base)
+    space_source = str(space) if isinstance(space, str | Path) else "search space"
+    space = load_space(space)
+    check_space(space, base, space_source)
+    data = Dataset.read(train, "train")
+    st = as_store(store, create=True)
+    url = storage or default_storage(st)
+    name = study_name or base.name
+    seed = base.seed if seed is None else seed
+    t_start = time.perf_counter()
+
+    with _optuna_quiet():
+        optuna_storage = open_storage(url)
+        study = optuna.create_study(
+            storage=optuna_storage,
+            study_name=name,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=_sampler(seed, 0, 0),
+            pruner=_pruner(prune),
+        )
+        ctx = prepare_study(study, name, url, st, base, space, data, trials, seed, holdout, prune, say)
+        study.sampler = _sampler(seed, 0, len(study.trials))
+        if holdout == 0:
+            say("warning: holdout 0: no questions are kept out, so the best CV (chosen among trials) is optimistic")
+        todo = trials - count_trials(study, COUNTED)
+        procs: list[subprocess.Popen] = []
+        tmp = tempfile.TemporaryDirectory(prefix="questlab-tune-")
+        try:
+            n_children = min(workers, max(todo, 0)) - 1
+            threads = max(1, (os.cpu_count() or 1) // max(1, n_children + 1))
+            if n_children > 0:
+                train_path = train if not isinstance(train, pd.DataFrame) else write_frame(data, Path(tmp.name))
+                procs = spawn_workers(ctx, n_children, Path(train_path), threads)
+                say(f"study {name}: {todo} trial(s) to run in {n_children + 1} processes")
+            elif todo > 0:
+                say(f"study {name}: {todo} trial(s) to run")
+            limit = thread_limit(threads) if procs else contextlib.nullcontext()
+            with limit:
+                run_until_done(ctx)
+            wait_for_workers(procs, say)
+            procs = []
+            result = finalize_study(ctx, best_config_path)
+        except BaseException as exc:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                mark_parent(st, ctx.parent_id, "KILLED", "interrupted: re-run the same command to resume the study")
+            else:
+                mark_parent(st, ctx.parent_id, "FAILED", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            tmp.cleanup()
+    say(result.summary())
+    say(f"done in {time.perf_counter() - t_start:.0f} s")
+    return result
+
+
+def join_study(
+    study_name: str,
+    train: Data,
+    *,
+    store: StoreLike = None,
+    storage: str | None = None,
+    config: RunConfig | Mapping[str, Any] | str | Path | None = None,
+    space: SearchSpace | Mapping[str, Any] | str | Path | None = None,
+    set: Mapping[str, Any] | Sequence[str] | None = None,  # as in questlab.run
+    trials: int | None = None,
+    worker: int | None = None,
+    say: Say | None = None,
+) -> JoinResult:
+    """Run trials of a study another process started (another machine: same ``storage`` and
+    ``store``) until it has its trials.
+
+    The base config, the space, the split and the folds come from the study's parent run;
+    ``config``/``space`` (if given) must be those, and ``train`` the file it was started with.
+    Nothing is finalised here: the process that started the study does that.
+    """
+    say = say or stderr
+    st = as_store(store, create=True)
+    url = storage or default_storage(st)
+    with _optuna_quiet():
+        optuna_storage = open_storage(url)
+        study, parent_id = _wait_for_study(optuna_storage, study_name, url)
+        attrs = study.user_attrs
+        parent_record(st, parent_id, attrs, study_name)
+        parent = st.folder(parent_id)
+        if not parent.has(CONFIG_FILE, SPACE_FILE):
+            raise StudyError(f"study {study_name}: parent run {parent_id} holds no {CONFIG_FILE}/{SPACE_FILE}")
+        base = parse_config(yaml.safe_load((parent / CONFIG_FILE).read_text()), source=f"run {parent_id}")
+        recorded_space = load_space(yaml.safe_load((parent / SPACE_FILE).read_text()))
+        if config is not None:
+            given = resolve_config(config, set)
+            if sha_of(given.model_dump(mode="json")) != sha_of(base.model_dump(mode="json")):
+                raise StudyError(
+                    f"study {study_name} was started with another config (see {CONFIG_FILE} of run {parent_id})"
+                )
+        if space is not None and load_space(space).digest() != recorded_space.digest():
+            raise StudyError(
+                f"study {study_name} was started with another search space (see {SPACE_FILE} of run {parent_id})"
+            )
+        data = Dataset.read(train, "train")
+        check_train(attrs, data, study_name)
+        n = trials if trials is not None else int(attrs.get(ATTR_TRIALS, 0))
+        if n < 1:
+            raise StudyError(f"trials {n}: give at least 1")
+        seed, prune = int(attrs[ATTR_SEED]), bool(attrs.get(ATTR_PRUNE, True))
+        index = worker if worker is not None else os.getpid() % 1000 + 1000
+        study = optuna.load_study(
+            study_name=study_name,
+            storage=optuna_storage,
+            sampler=_sampler(seed, index, len(study.trials)),
+            pruner=_pruner(prune),
+        )
+        split = load_split(st, parent_id, data.frame) if float(attrs[ATTR_HOLDOUT]) > 0 else None
+        ctx = StudyContext(
+            study=study,
+            name=study_name,
+            storage_url=url,
+            store=st,
+            parent_id=parent_id,
+            base=base,
+            space=recorded_space,
+            train=data.frame,
+            tuning=tuning_rows(data.frame, split),
+            split=split,
+            trials=n,
+            seed=seed,
+            holdout=float(attrs[ATTR_HOLDOUT]),
+            prune=prune,
+            say=say,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        return JoinResult(study_name, parent_id, optimize(ctx))
+
+
+def _wait_for_study(storage: optuna.storages.BaseStorage, name: str, url: str) -> tuple[optuna.Study, str]:
+    """The study and its parent run id, waiting a little for a first process still setting it up."""
+    deadline = time.monotonic() + JOIN_WAIT_S
+    while True:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            parent = study.user_attrs.get(ATTR_PARENT)
+            if parent:
+                return study, parent
+        except KeyError:
+            pass
+        if time.monotonic() > deadline:
+            raise StudyError(
+                f"no study {name!r} set up in storage {redact(url)} after {JOIN_WAIT_S} s: "
+                "start it first (the same command without --join)"
+            )
+        time.sleep(1.0)

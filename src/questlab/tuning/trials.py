@@ -1,0 +1,142 @@
+"""Trials: the objective (one recorded CV run, pruned by fold) and the loop that runs them until the
+study has its ``trials``, across workers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from questlab.config import parse_config
+from questlab.console import quiet
+from questlab.cv import run_cv
+from questlab.store import RunStopped
+from questlab.tuning.common import COUNTED, LIVE, TAG_PARENT, TAG_STUDY, TAG_TRIAL, fmt_value
+from questlab.tuning.context import StudyContext
+from questlab.tuning.space import overrides_for
+from questlab.tuning.storage import count_trials, fail_stale_trials
+
+
+class _SurplusTrial(Exception):
+    """Raised when another worker already took the last trial slot (the trial is marked FAIL)."""
+
+
+def run_until_done(ctx: StudyContext) -> None:
+    """Optimise until the study counts ``trials`` COMPLETE + PRUNED trials (waiting for other
+    workers' running trials, and replacing any that failed)."""
+    while True:
+        optimize(ctx)
+        _wait_for_running(ctx)
+        if count_trials(ctx.study, COUNTED) >= ctx.trials:
+            return
+
+
+def optimize(ctx: StudyContext) -> int:
+    """Run trials in this process until the study's counted + running trials reach ``trials``."""
+    ran = 0
+    study = ctx.study
+
+    def count_ran(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal ran
+        ran += trial.state in COUNTED
+
+    while True:
+        fail_stale_trials(study)
+        if count_trials(study, LIVE) >= ctx.trials:
+            return ran
+        study.optimize(
+            lambda trial: _objective(ctx, trial),
+            callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=LIVE), count_ran],
+            catch=(_SurplusTrial,),
+            gc_after_trial=False,
+        )
+
+
+def _wait_for_running(ctx: StudyContext, poll_s: float = 2.0) -> None:
+    """Wait until no trial of the study is running (other workers), failing stale ones."""
+    told = False
+    while True:
+        fail_stale_trials(ctx.study)
+        running = count_trials(ctx.study, (TrialState.RUNNING,))
+        if not running:
+            return
+        if not told:
+            ctx.say(f"waiting for {running} trial(s) still running in other workers")
+            told = True
+        time.sleep(poll_s)
+
+
+def _params_text(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k.rsplit('.', 1)[-1]}={fmt_value(v)}" for k, v in values.items())
+
+
+def _objective(ctx: StudyContext, trial: optuna.Trial) -> float:
+    """One trial: a recorded CV run of the base config with the sampled values, pruned by fold."""
+    study, n = ctx.study, trial.number
+    # Exactly ``trials`` in total across workers: of concurrent trials, the lowest numbers win.
+    live_before = [t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number <= n]
+    if len(live_before) > ctx.trials:
+        trial.set_user_attr("surplus", True)
+        study.stop()
+        raise _SurplusTrial("another worker took the last trial of the study")
+    values = ctx.space.suggest(trial)
+    trial.set_user_attr("worker", ctx.worker)
+    config = parse_config(
+        {**ctx.trial_base, "name": f"{ctx.name}-t{n}"},
+        source=f"study {ctx.name} trial {n}",
+        overrides=overrides_for(values),
+    )
+    steps: list[float] = []
+
+    def on_fold(k: int, score: float, scores: list[float]) -> None:
+        mean = float(np.mean(scores))
+        steps.append(mean)
+        trial.report(mean, step=len(scores))
+        if trial.should_prune():
+            raise RunStopped(f"pruned by the median rule after {len(scores)} fold(s) (mean {mean:.4f})")
+
+    tags = {TAG_PARENT: ctx.parent_id, TAG_STUDY: ctx.name, TAG_TRIAL: str(n)}
+    t0 = time.perf_counter()
+    try:
+        run_id = run_cv(config, ctx.tuning, store=ctx.store, say=quiet, on_fold=on_fold, tags=tags)
+    except RunStopped:
+        run_id = _find_trial_run(ctx, n)
+        if run_id:
+            trial.set_user_attr("run_id", run_id)
+        ctx.say(
+            f"trial {n}: pruned after {len(steps)} fold(s) at {steps[-1]:.4f} [{_params_text(values)}] "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
+        raise optuna.TrialPruned() from None
+    metrics = ctx.store.get(run_id).metrics
+    value = float(metrics["cv_score"])
+    trial.set_user_attr("run_id", run_id)
+    trial.set_user_attr("ci", [metrics.get("cv_ci_low", math.nan), metrics.get("cv_ci_high", math.nan)])
+    ctx.store.log_metrics(ctx.parent_id, {"trial_cv": value}, step=n)
+    best = _best_value(study)
+    mark = " (best so far)" if best is None or value > best else ""
+    ctx.say(
+        f"trial {n}: CV {value:.4f}{mark} [{_params_text(values)}] {time.perf_counter() - t0:.1f} s, run {run_id[:8]}"
+    )
+    return value
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    return max(done) if done else None
+
+
+def _find_trial_run(ctx: StudyContext, number: int) -> str | None:
+    """The run of a trial stopped inside run_cv (which returns no id when it raises)."""
+    found = ctx.store.client.search_runs(
+        [ctx.store.experiment_id()],
+        filter_string=f"tags.`{TAG_PARENT}` = '{ctx.parent_id}' and tags.`{TAG_TRIAL}` = '{number}'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
