@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from questlab.data import load_train
 from questlab.models.base import FitLog
 from questlab.models.pretrained import resolve_encoder
-from questlab.models.transformer.data import RowDataset, collate
+from questlab.models.transformer.batches import RowDataset, collate
 from questlab.models.transformer.inputs import encode_frame
 from questlab.models.transformer.network import QuestNet, load_encoder
 from questlab.models.transformer.training import TrainSettings, bce, forward, param_groups, train_network

@@ -86,5 +86,3 @@ def collect_runs(
             log_model(store, run_id, say)
         say(f"collected folds {selected} into run {run_id}: CV mean Spearman {cv.score:.4f}")
     return run_id
-
-

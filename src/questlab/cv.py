@@ -376,5 +376,3 @@ def _fit_folds_with_progress(
             if on_fold is not None:
                 scores = [json.loads((run.fold_dir(j) / FOLD_DONE_FILE).read_text())["score"] for j in run.done_folds()]
                 on_fold(k, score, scores)
-
-

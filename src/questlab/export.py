@@ -121,9 +121,7 @@ def write_bundle(store: Store, run_id: str, folder: Path, link: bool = False) ->
         "train_file": meta.train_file,
         "train_sha256": meta.train_sha256,
         "encoders": encoder_dirs,
-        "files": {
-            p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()
-        },
+        "files": {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -108,7 +108,6 @@ def log_model(store: Store, run_id: str, say: Say) -> None:
     say(f"MLflow model logged as runs:/{run_id}/model ({time.perf_counter() - t0:.1f} s)")
 
 
-
 def load_scores(run: RunFolder | Path) -> CVScore:
     """A run's recorded CVScore (from its folder)."""
     folder = run if isinstance(run, RunFolder) else RunFolder(Path(run))

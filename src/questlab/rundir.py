@@ -62,7 +62,6 @@ FOLD_DONE_FILE = "fold.json"
 WORK_DIR = "work"
 
 
-
 class RunMeta(BaseModel):
     """``run.json``: what a run is and what it was made from."""
 

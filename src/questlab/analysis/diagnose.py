@@ -98,8 +98,6 @@ def load_run(store: Store, run_id: str) -> RunArtifacts:
     return RunArtifacts(record, meta, oof, truth, fit_logs, test_preds)
 
 
-
-
 # --- the whole diagnosis ----------------------------------------------------------------------
 
 
@@ -151,8 +149,6 @@ def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diag
 def diagnose_run(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> list[Verdict]:
     """Every verdict on a run, in check order (health first)."""
     return analyse(store, run_id, n_boot=n_boot, seed=seed).verdicts
-
-
 
 
 __all__ = [

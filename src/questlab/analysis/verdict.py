@@ -34,8 +34,6 @@ class Verdict:
         return asdict(self)
 
 
-
-
 def rounded(x: float | None, nd: int = 4) -> float | None:
     """A JSON-friendly number: rounded, NaN as None (never 0: a missing score is not a zero)."""
     if x is None or (isinstance(x, float | np.floating) and math.isnan(x)):
@@ -49,7 +47,6 @@ def fmt(x: float | None) -> str:
 
 def folds_text(folds: list[int]) -> str:
     return ", ".join(str(k) for k in folds)
-
 
 
 def by_severity(verdicts: list[Verdict]) -> list[Verdict]:

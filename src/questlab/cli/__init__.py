@@ -249,5 +249,3 @@ def export(
 analysis.register(app)  # diagnose, compare, finding add, findings
 ensembling.register(app)  # postprocess, ensemble
 tuning.register(app)  # tune
-
-

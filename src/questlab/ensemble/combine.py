@@ -202,5 +202,3 @@ def gain_summary(
         diffs = bootstrap_paired(truth, base, other, groups, n_boot=n_boot, seed=seed)
         out |= {"ci_low": float(np.percentile(diffs, 2.5)), "ci_high": float(np.percentile(diffs, 97.5))}
     return out
-
-

@@ -93,6 +93,8 @@ class RunRecord:
     @property
     def dir(self) -> Path:
         return self.folder.path
+
+
 class Store:
     """A questlab view of an MLflow tracking store.
 

@@ -117,6 +117,7 @@ def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
         raise StoreError(f"{db}: cannot be opened as an MLflow store ({first_line(exc)})") from None
     return client
 
+
 def relocate(db: Path) -> None:
     """Point recorded artifact locations at this store's folder after it was moved or copied.
 
@@ -136,4 +137,3 @@ def relocate(db: Path) -> None:
                     f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE {column} LIKE ?",
                     (new_root, len(old_root) + 1, old_root + "/%"),
                 )
-

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from questlab.models.transformer.data import bucket_batches, collate
+from questlab.models.transformer.batches import bucket_batches, collate
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
 from questlab.models.transformer.training import TrainSettings, layer_depth, param_groups
 

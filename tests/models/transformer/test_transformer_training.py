@@ -8,7 +8,7 @@ import torch
 
 from questlab.models import FitLog
 from questlab.models.transformer import TransformerModel, training
-from questlab.models.transformer.data import RowDataset
+from questlab.models.transformer.batches import RowDataset
 from questlab.models.transformer.inputs import encode_frame
 from questlab.models.transformer.network import QuestNet, load_encoder
 from questlab.models.transformer.training import TrainSettings, score_with_undefined

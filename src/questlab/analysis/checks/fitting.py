@@ -13,6 +13,7 @@ TRUNCATION_SHARE = 0.2
 TRUNCATION_LOST = 0.1
 EPOCH_TOL = 1e-3  # a change in valid score (or relative change in loss) smaller than this is noise
 
+
 # --- learning curves --------------------------------------------------------------------------
 def _curve(epochs: list[dict[str, float]], score_key: str, loss_key: str) -> tuple[str, np.ndarray] | None:
     """The named series (score preferred: it is what we optimise), or None when not recorded every epoch."""
@@ -110,7 +111,6 @@ def check_fitting(fit_logs: dict[int, FitLog]) -> list[Verdict]:
     return out
 
 
-
 # --- truncation -------------------------------------------------------------------------------
 def check_truncation(fit_logs: dict[int, FitLog]) -> list[Verdict]:
     """Share of each text part cut by the model's token budget, and how much a cut text lost."""
@@ -151,5 +151,3 @@ def check_truncation(fit_logs: dict[int, FitLog]) -> list[Verdict]:
             )
         )
     return out
-
-

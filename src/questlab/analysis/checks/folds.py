@@ -16,6 +16,7 @@ FAILED_FOLD_RATIO = 0.5
 WEAK_FOLD_SES = 3.0
 WEAK_FOLD_MIN_GAP = 0.02
 
+
 # --- constant predictions ---------------------------------------------------------------------
 def fold_statuses(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per fold and target: Spearman (NaN where undefined) and status, recomputed from the OOF rows."""
@@ -151,9 +152,7 @@ def check_weak_folds(
 
     fold_list = [int(k) for k in np.unique(folds)]
     if len(fold_list) < 2:
-        return [
-            Verdict("info", "fold.single", f"only fold {folds_text(fold_list)} was scored: nothing to compare", {})
-        ]
+        return [Verdict("info", "fold.single", f"only fold {folds_text(fold_list)} was scored: nothing to compare", {})]
     scores, ses = {}, {}
     for k in fold_list:
         sel = folds == k
@@ -204,5 +203,3 @@ def check_weak_folds(
             )
         )
     return out
-
-

@@ -57,9 +57,7 @@ def check_status(record: RunRecord, meta: dict[str, Any], done_folds: list[int])
                 "warning",
                 "run.partial",
                 f"partial run: folds {folds_text(selected)} of {len(all_folds)} were run"
-                + (
-                    f" (not run: {folds_text(not_run)}); merge partial runs with `questlab collect`" if not_run else ""
-                ),
+                + (f" (not run: {folds_text(not_run)}); merge partial runs with `questlab collect`" if not_run else ""),
                 {"folds_selected": selected, "folds_all": all_folds},
             )
         )
@@ -107,5 +105,3 @@ def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.D
             )
         )
     return out
-
-

@@ -14,6 +14,7 @@ IMBALANCED_SHARE = 0.9
 SQUASHED_RATIO = 0.1
 N_WORST = 5
 
+
 # --- targets ----------------------------------------------------------------------------------
 def target_intervals(
     y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_boot: int = 200, seed: int = 0
@@ -178,5 +179,3 @@ def check_worst_targets(intervals: pd.DataFrame, n: int = N_WORST) -> list[Verdi
             },
         )
     ]
-
-

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from questlab.models.base import FitLog, Model, ModelParams, check_predictions
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
-from questlab.models.transformer.data import RowDataset
+from questlab.models.transformer.batches import RowDataset
 from questlab.models.transformer.inputs import encode_frame
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
 from questlab.models.transformer.training import TrainSettings, infer, state_dict_cpu, train_network

@@ -29,8 +29,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
+from questlab.models.transformer.batches import RowDataset, bucket_batches, make_loader
 from questlab.models.transformer.cpu_malloc import tune_malloc
-from questlab.models.transformer.data import RowDataset, bucket_batches, make_loader
 
 
 @dataclass
