@@ -29,6 +29,7 @@ from questlab.config import RunConfig, resolve_config
 from questlab.errors import UsageError
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_MODEL, RunRecord, Store, as_store
+from questlab.store.liveness import is_dead
 
 StoreLike = str | Path | Store | None
 DataLike = str | Path | pd.DataFrame
@@ -236,7 +237,7 @@ def runs(
                 "name": r.name,
                 "model": r.tags.get(TAG_MODEL, ""),
                 "kind": r.kind,
-                "status": r.status,
+                "status": "DEAD" if is_dead(r.status, r.tags) else r.status,  # RUNNING, but its process is gone
                 "cv": r.metrics.get("cv_score", np.nan),
                 "ci_low": r.metrics.get("cv_ci_low", np.nan),
                 "ci_high": r.metrics.get("cv_ci_high", np.nan),

@@ -88,14 +88,36 @@ class RunConfig(_Strict):
 
 
 def read_yaml(path: str | Path, what: str = "config") -> Any:
-    """Parse a YAML file; a missing file or bad YAML is a ``ConfigError`` naming the file."""
+    """Parse a YAML file; a problem with it is a one-line ``ConfigError`` naming the file.
+
+    Missing, a folder, unreadable, not UTF-8 (a UTF-8 byte-order mark is allowed) or not valid
+    YAML (with the line and column of the error).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a {what} file (give the YAML file itself)")
     if not path.is_file():
         raise ConfigError(f"{path}: no such {what} file")
     try:
-        return yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: the {what} file cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # not the locale's encoding: reads the same everywhere
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at line {line}, byte offset {exc.start}); "
+            "re-save it as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        # PyYAML's own message spans several lines (it quotes the source): keep where, and what
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {what}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:

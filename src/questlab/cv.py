@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +39,7 @@ from questlab.rundir import (
 )
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
+from questlab.store.liveness import die_with_parent, sigterm_as_interrupt
 
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
 
@@ -48,24 +47,6 @@ OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every rec
 def is_main_process() -> bool:
     """Under ``accelerate launch`` / torchrun only rank 0 records; the others just train."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (a job scheduler stopping us) into KeyboardInterrupt so the run is marked KILLED."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread (e.g. inside a server): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -168,7 +149,11 @@ def _record_fold(
     return score
 
 
-def _fit_and_record_fold(config: RunConfig, data: RunData, run: RunFolder, k: int) -> tuple[int, float, dict]:
+def _fit_and_record_fold(
+    config: RunConfig, data: RunData, run: RunFolder, k: int, in_worker: bool = False
+) -> tuple[int, float, dict]:
+    if in_worker:
+        die_with_parent()  # a killed run must not leave its fold workers holding memory
     run.fold_dir(k).mkdir(parents=True, exist_ok=True)
     model = build_model(config.model.name, config.model.params)
     valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed, stderr)
@@ -189,7 +174,7 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=min(config.parallel_folds, len(todo)), return_as="generator_unordered")
-    yield from parallel(delayed(_fit_and_record_fold)(config, data, run, k) for k in todo)
+    yield from parallel(delayed(_fit_and_record_fold)(config, data, run, k, True) for k in todo)
 
 
 def run_cv(
@@ -242,8 +227,30 @@ def run_cv(
     else:
         run_id = store.create_run(config.name, tags={**cv_run_tags(config), **(tags or {})})
 
+    try:
+        _record_run(store, run_id, plan, config, data, train_data, test_data, all_folds, selected, say, on_fold)
+    except KeyboardInterrupt as exc:
+        exc.questlab_run_id = run_id  # type: ignore[attr-defined]  # the CLI names it in "--resume RUN_ID"
+        raise
+    return run_id
+
+
+def _record_run(
+    store: Store,
+    run_id: str,
+    plan: _ResumePlan | None,
+    config: RunConfig,
+    data: RunData,
+    train_data: Dataset,
+    test_data: Dataset | None,
+    all_folds: list[int],
+    selected: list[int],
+    say: Say,
+    on_fold: OnFold | None,
+) -> None:
+    """Fit, score and record the run under its lock and heartbeat; marks how it ended."""
     t_start = time.perf_counter()
-    with store.recording(run_id), _sigterm_as_interrupt():
+    with store.recording(run_id), sigterm_as_interrupt():
         if plan is not None:
             run = _resume_writer(store, run_id, plan.run)
         else:
@@ -256,7 +263,6 @@ def run_cv(
         if selected == all_folds and config.log_model:
             log_model(store, run_id, say)
         say(f"CV mean Spearman {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}) over folds {selected}")
-    return run_id
 
 
 @dataclass
@@ -362,10 +368,13 @@ def _fit_folds_with_progress(
     )
     todo = []
     for k in selected:
-        if run.fold_is_done(k):
+        problems = run.fold_problems(k)
+        if not problems:
             say(f"fold {k}: already done, kept")
-        else:
-            todo.append(k)
+            continue
+        if (run.fold_dir(k) / FOLD_DONE_FILE).exists():
+            say(f"fold {k}: refitted ({problems[0]})")
+        todo.append(k)
     with progress:
         task = progress.add_task("folds", total=len(todo))
         for k, score, timings in _run_folds(config, data, run, todo):

@@ -7,8 +7,8 @@ fix it. The CLI prints it on one line and exits with code 2; nothing downstream 
 
 from __future__ import annotations
 
-import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,40 +16,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from questlab.csvfile import read_csv
 from questlab.errors import DataError
 from questlab.rundir import file_sha256
 from questlab.schema import BODY, ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
 
 Kind = Literal["train", "test"]
-
-
-def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a CSV as strings, turning I/O and parse failures into DataErrors."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file")
-    if path.is_dir():
-        raise DataError(path, "is a folder, not a CSV file")
-    if path.stat().st_size == 0:
-        raise DataError(path, "the file is empty", hint="expected a header line with qa_id and the input columns")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(4096)
-        if b"\x00" in head:
-            raise DataError(path, "not a CSV file (binary content)")
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[], encoding="utf-8")
-    except DataError:
-        raise
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not a UTF-8 CSV file ({exc.reason} at byte {exc.start})") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(
-            path, "the file is empty", hint="expected a header line with qa_id and the input columns"
-        ) from None
-    except (pd.errors.ParserError, csv.Error) as exc:
-        raise DataError(path, f"not a valid CSV file ({str(exc).strip()})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
 
 
 @dataclass(frozen=True)
@@ -143,10 +115,7 @@ def detect_kind(path: str | Path) -> Kind:
 
 
 def _check_columns(path: Path, frame: pd.DataFrame, kind: Kind) -> None:
-    cols = list(frame.columns)
-    dupes = sorted({c for c in cols if cols.count(c) > 1})
-    if dupes:
-        raise DataError(path, "the header repeats a column", column=dupes[0])
+    cols = list(frame.columns)  # never repeated: read_csv and validate_frame refuse that
     present_targets = [t for t in TARGETS if t in cols]
     if kind == "train" and not present_targets:
         raise DataError(
@@ -166,11 +135,8 @@ def _check_columns(path: Path, frame: pd.DataFrame, kind: Kind) -> None:
     missing = [c for c in expected if c not in cols]
     if missing:
         what = "target" if missing[0] in TARGETS else "input"
-        more = (
-            f" (and {len(missing) - 1} more: {', '.join(missing[1:4])}{'...' if len(missing) > 4 else ''})"
-            if len(missing) > 1
-            else ""
-        )
+        more = f" (and {len(missing) - 1} more: {', '.join(missing[1:4])}{'...' if len(missing) > 4 else ''})"
+        more = more if len(missing) > 1 else ""
         raise DataError(
             path,
             f"missing {what} column{more}",
@@ -188,14 +154,22 @@ def _check_columns(path: Path, frame: pd.DataFrame, kind: Kind) -> None:
         )
 
 
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.0*)?")
+_INT64 = np.iinfo(np.int64)
+
+
 def _check_ids(path: Path, frame: pd.DataFrame) -> None:
-    raw = frame[ID].str.strip()
-    ids = pd.to_numeric(raw, errors="coerce")
-    bad = ids.isna() | (ids != ids.round())
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(path, f"qa_id {raw.iloc[i]!r} is not an integer", column=ID, row=i + 1)
-    frame[ID] = ids.astype(np.int64)
+    """qa_ids to int64, exactly: digits, ``12.0`` read as 12 as always; ``1e30``/``1.2E+11`` lose digits: refused."""
+    ids = []
+    for i, text in enumerate(frame[ID].astype(str).str.strip()):
+        if not _WHOLE_NUMBER.fullmatch(text):
+            hint = "write each qa_id as a whole number in digits, e.g. 1234"
+            raise DataError(path, f"qa_id {text!r} is not an integer", column=ID, row=i + 1, hint=hint)
+        value = int(text.partition(".")[0])  # exact: never through a float
+        if not _INT64.min <= value <= _INT64.max:
+            raise DataError(path, f"qa_id {text!r} is outside the 64-bit integer range", column=ID, row=i + 1)
+        ids.append(value)
+    frame[ID] = np.array(ids, dtype=np.int64)
     dup = frame[ID].duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])

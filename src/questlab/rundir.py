@@ -230,9 +230,34 @@ class RunFolder:
     def fold_dir(self, k: int) -> Path:
         return self.path / FOLDS_DIR / f"fold_{k}"
 
-    def fold_is_done(self, k: int) -> bool:
+    def fold_problems(self, k: int, verify: bool = True) -> list[str]:
+        """Why fold ``k`` does not count as done: missing marker, missing or changed files.
+
+        ``fold.json`` records the sha256 of every file the fold wrote; a fold whose files are
+        gone or changed is not done (``--resume`` refits it, predict refuses it). Folds recorded
+        before checksums existed need fold.json and a saved model.
+        """
         d = self.fold_dir(k)
-        return (d / FOLD_DONE_FILE).exists() and (d / FOLD_MODEL_DIR / "model.json").exists()
+        if not (d / FOLD_DONE_FILE).exists():
+            return [f"fold_{k} is not finished (no {FOLD_DONE_FILE})"]
+        try:
+            files = json.loads((d / FOLD_DONE_FILE).read_text()).get("files")
+        except json.JSONDecodeError:
+            return [f"fold_{k}/{FOLD_DONE_FILE} is not valid JSON"]
+        if files is None:
+            ok = (d / FOLD_MODEL_DIR / "model.json").exists()
+            return [] if ok else [f"fold_{k}/{FOLD_MODEL_DIR}/model.json is missing"]
+        problems = []
+        for rel, digest in files.items():
+            path = d / rel
+            if not path.is_file():
+                problems.append(f"fold_{k}/{rel} is missing")
+            elif verify and file_sha256(path) != digest:
+                problems.append(f"fold_{k}/{rel} changed since the fold was recorded (sha256 differs)")
+        return problems
+
+    def fold_is_done(self, k: int, verify: bool = True) -> bool:
+        return not self.fold_problems(k, verify)
 
     def done_folds(self) -> list[int]:
         return sorted(
@@ -240,11 +265,13 @@ class RunFolder:
         )
 
     def fold_model_dirs(self, folds: list[int]) -> list[Path]:
-        """The fitted models of ``folds``; a fold without one is a RunFormatError."""
-        missing = [f"fold_{k}" for k in folds if not self.fold_is_done(k)]
-        if missing:
+        """The fitted models of ``folds``, checked against their recorded sha256; else a RunFormatError."""
+        problems = [p for k in folds for p in self.fold_problems(k)]
+        if problems:
             raise RunFormatError(
-                f"run {self.run_id} lacks finished fold models ({', '.join(missing)}): it cannot predict"
+                f"run {self.run_id} cannot predict: {'; '.join(problems[:3])}"
+                f"{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}; "
+                f"resume it to refit those folds (questlab run --resume {self.run_id} --train ...)"
             )
         return [self.fold_dir(k) / FOLD_MODEL_DIR for k in folds]
 
@@ -256,13 +283,19 @@ class RunFolder:
         fit_log: dict[str, Any],
         summary: dict[str, Any],
     ) -> None:
-        """Write a fold's predictions and log, then ``fold.json`` last (it marks the fold done)."""
+        """Write a fold's predictions and log, then ``fold.json`` last: it marks the fold done and
+        records the sha256 of every file the fold wrote (its model included; checkpoints aside)."""
         d = self.fold_dir(k)
         valid.to_csv(d / VALID_PRED_FILE, index=False)
         if test is not None:
             test.to_csv(d / TEST_PRED_FILE, index=False)
         _write_text(d / FIT_LOG_FILE, json.dumps(fit_log, indent=1))
-        _write_text(d / FOLD_DONE_FILE, json.dumps(summary, indent=1))
+        files = {
+            p.relative_to(d).as_posix(): file_sha256(p)
+            for p in sorted(d.rglob("*"))
+            if p.is_file() and p.relative_to(d).parts[0] not in (WORK_DIR, FOLD_DONE_FILE)
+        }
+        _write_text(d / FOLD_DONE_FILE, json.dumps({**summary, "files": files}, indent=1))
 
     def read_fold_predictions(self, k: int, which: Literal["valid", "test"]) -> pd.DataFrame | None:
         path = self.fold_dir(k) / (VALID_PRED_FILE if which == "valid" else TEST_PRED_FILE)

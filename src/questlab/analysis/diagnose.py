@@ -105,9 +105,23 @@ def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diag
     """Load a run and run every check; the interval table is kept for the report."""
     run = load_run(store, run_id)
     done = run.record.folder.done_folds()
+    broken = {k: run.record.folder.fold_problems(k) for k in done}
+    broken = {k: p for k, p in broken.items() if p}
+    done = [k for k in done if k not in broken]
     if not done and run.record.kind == "ensemble":
         done = [int(k) for k in run.meta.get("folds_selected", run.meta.get("folds_all", []))]
     verdicts = check_status(run.record, run.meta, done)
+    if broken:
+        problems = [p for ps in broken.values() for p in ps]
+        verdicts.append(
+            Verdict(
+                "error",
+                "run.files",
+                f"{len(problems)} recorded file(s) missing or changed: {'; '.join(problems[:3])}"
+                f"{' ...' if len(problems) > 3 else ''}; resume the run to refit fold(s) {folds_text(sorted(broken))}",
+                {"problems": problems},
+            )
+        )
     verdicts += check_prediction_values(run.oof, run.test_preds)
     intervals = None
     scored = run.scored()

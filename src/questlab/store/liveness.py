@@ -1,0 +1,133 @@
+"""Who is running a run: host, pid and a heartbeat, so a hard-killed run shows as dead.
+
+A process killed with SIGKILL (or a lost machine) never marks its run: MLflow keeps it RUNNING.
+While a run is recorded, its tags say which host and pid run it and a background thread renews
+``questlab.heartbeat`` every ``HEARTBEAT_S`` seconds. A RUNNING run is *dead* when its process is
+gone (same host) or its heartbeat is older than ``STALE_S`` (any host); only a dead run may be
+resumed. On the machine that runs it, an exclusive lock on a file in its folder stops a second
+process from working on the same run even before the first heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from questlab.errors import UsageError
+
+TAG_HOST = "questlab.host"
+TAG_PID = "questlab.pid"
+TAG_HEARTBEAT = "questlab.heartbeat"  # unix time of the last sign of life
+HEARTBEAT_S = 30.0
+STALE_S = 4 * HEARTBEAT_S
+LOCK_FILE = ".questlab-run.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def is_dead(status: str, tags: dict[str, str], now: float | None = None) -> bool:
+    """A RUNNING run whose process is gone, or whose heartbeat stopped (runs from before heartbeats: never)."""
+    if status != "RUNNING" or TAG_HEARTBEAT not in tags:
+        return False
+    now = time.time() if now is None else now
+    same_host = tags.get(TAG_HOST) == socket.gethostname() and tags.get(TAG_PID, "").isdigit()
+    if same_host and not _pid_alive(int(tags[TAG_PID])):
+        return True
+    return now - float(tags[TAG_HEARTBEAT]) > STALE_S
+
+
+def describe(tags: dict[str, str]) -> str:
+    """``pid 123 on host-a, heartbeat 12 s ago`` (what a refusal says)."""
+    beat = tags.get(TAG_HEARTBEAT)
+    ago = f", heartbeat {time.time() - float(beat):.0f} s ago" if beat else ""
+    return f"pid {tags.get(TAG_PID, '?')} on {tags.get(TAG_HOST, '?')}{ago}"
+
+
+@contextmanager
+def run_lock(folder: Path, run_id: str, tags: dict[str, str]) -> Iterator[None]:
+    """Hold the run's lock file for the block; another holder on this machine is a UsageError."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"run {run_id} is being run by another process ({describe(tags)}): wait for it, or stop it first"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def heartbeat(client_factory: Any, run_id: str) -> Iterator[None]:
+    """Tag the run with this host and pid, and renew its heartbeat from a daemon thread."""
+    client = client_factory()
+    client.set_tag(run_id, TAG_HOST, socket.gethostname())
+    client.set_tag(run_id, TAG_PID, str(os.getpid()))
+    client.set_tag(run_id, TAG_HEARTBEAT, f"{time.time():.0f}")
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            # a missed beat is not worth failing the run; staleness shows it
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, TAG_HEARTBEAT, f"{time.time():.0f}")
+
+    thread = threading.Thread(target=beat, name=f"questlab-heartbeat-{run_id[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def die_with_parent() -> None:
+    """In a worker process: be killed when the process that started it dies (Linux), so a killed
+    run leaves no orphaned fold workers holding memory."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to do
+        pass
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (a job scheduler stopping us) into KeyboardInterrupt so the run is marked KILLED."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (e.g. inside a server): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
