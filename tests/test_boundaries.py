@@ -214,6 +214,8 @@ CASES = {
     "--submission is a folder": (submission_into("a_folder"), ["--submission", "a_folder", "is a folder"]),
     "--fold out of range": (run_with(CONFIG, "--fold", "7"), ["--fold 7", "0..1"]),
 }
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """Every path under ``folder`` with a digest of its bytes (folders as "dir")."""
     return {

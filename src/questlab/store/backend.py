@@ -93,9 +93,7 @@ def _check_mlflow_tables(db: Path) -> None:
     except sqlite3.Error as exc:
         raise StoreError(f"{db}: cannot be read as an SQLite database ({exc})") from None
     if tables and "experiments" not in tables:
-        raise StoreError(
-            f"{db} is an SQLite database of something else (no MLflow tables): give the store's mlflow.db"
-        )
+        raise StoreError(f"{db} is an SQLite database of something else (no MLflow tables): give the store's mlflow.db")
 
 
 def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
