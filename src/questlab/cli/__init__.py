@@ -249,6 +249,13 @@ def serve(
     model: Annotated[Path | None, typer.Option("--model", help="an exported bundle folder instead of a run")] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8000,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="refuse request bodies over this many bytes (413)", min=1)
+    ] = 10_000_000,
+    batch_window_ms: Annotated[
+        float, typer.Option(help="ms concurrent requests may wait to share a model pass", min=0)
+    ] = 5.0,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="predict each request on its own")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Serve a run's (or a bundle's) predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
@@ -258,7 +265,9 @@ def serve(
 
     predictor = _load_predictor(run_id, model, store)
     typer.echo(f"serving run {predictor.run_id} on http://{host}:{port} (POST /predict)", err=True)
-    uvicorn.run(create_app(predictor), host=host, port=port, log_level="warning")
+    window = None if no_batching else batch_window_ms
+    server_app = create_app(predictor, max_body_bytes=max_body_bytes, batch_window_ms=window)
+    uvicorn.run(server_app, host=host, port=port, log_level="warning")
 
 
 @app.command()

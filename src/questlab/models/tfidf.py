@@ -110,7 +110,11 @@ def text_statistics(frame: pd.DataFrame) -> np.ndarray:
         + [np.log1p(frame[c].str.count("\n")) for c in (BODY, ANSWER)]
         + [
             frame[BODY].str.count(r"\?").clip(0, 10),
-            (frame["question_user_name"] == frame["answer_user_name"]).astype(float),
+            # the asker answered: both names given and equal (two empty names are two unknowns)
+            (
+                (frame["question_user_name"] == frame["answer_user_name"])
+                & (frame["question_user_name"].str.strip() != "")
+            ).astype(float),
         ]
     ).astype(np.float64)
 

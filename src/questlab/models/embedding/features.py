@@ -90,7 +90,8 @@ def numeric_group(frame: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
         out["title_question_marks"] = frame[TITLE].str.count(r"\?").to_numpy(float)
         return out
     if group == "asker":
-        same = frame["question_user_name"].str.strip() == frame["answer_user_name"].str.strip()
+        asker = frame["question_user_name"].str.strip()
+        same = (asker == frame["answer_user_name"].str.strip()) & (asker != "")  # two empty names: two unknowns
         return {"asker_answered": same.to_numpy(float)}
     if group == "question_words":
         title = frame[TITLE].str.lower()

@@ -1,0 +1,192 @@
+"""Limits, shapes and the request body cap of the HTTP service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from questlab.schema import INPUT_COLUMNS, TARGETS
+
+DEFAULT_MAX_BODY_BYTES = 10_000_000  # ~4,000 typical pairs; a 10,000-pair request of short texts fits
+DEFAULT_BATCH_WINDOW_MS = 5.0
+DEFAULT_MAX_BATCH_PAIRS = 256
+MAX_PAIRS = 10_000
+MAX_ERRORS = 20  # errors listed in a 422 (the total is given too)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Responses above this many pairs are rendered in a worker thread so that one big request does
+# not stall the event loop for everyone else.
+INLINE_PAIRS = 64
+# What an unknown user name becomes: distinct per column, and impossible to send (NUL is refused
+# in user names), so an unknown name never equals any other name.
+UNKNOWN_USER = {
+    "question_user_name": "\x00unknown-question-user",
+    "answer_user_name": "\x00unknown-answer-user",
+}
+# Model families whose predictions for a row do not depend on the other rows of the batch, to the
+# bit (sparse row products, element-wise maps). Others (neural encoders pad to the longest text of
+# a batch) are still served through the batcher, but each request is predicted on its own.
+ROW_EXACT_MODELS = frozenset({"tfidf", "mean"})
+
+
+def _text(description: str) -> Any:
+    return Field(description=description)
+
+
+def _optional(description: str) -> Any:
+    return Field(None, description=description)
+
+
+class Pair(BaseModel):
+    """One question–answer pair; only title, body, answer, category and host are required."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    qa_id: int | None = Field(
+        None,
+        ge=INT64_MIN,
+        le=INT64_MAX,
+        description="your id (int64) for the pair, echoed back; give it for every pair or none (then 0, 1, ...)",
+    )
+    question_title: str = _text("must hold visible text")
+    question_body: str = _text("must not be empty (whitespace only is accepted, as in train.csv)")
+    answer: str = _text("must hold visible text")
+    category: str = _text("must hold visible text, e.g. TECHNOLOGY")
+    host: str = _text("must hold visible text, e.g. superuser.com")
+    question_user_name: str | None = _optional("omitted, null or blank: unknown (matches no other name)")
+    question_user_page: str | None = _optional("may be omitted")
+    answer_user_name: str | None = _optional("omitted, null or blank: unknown (matches no other name)")
+    answer_user_page: str | None = _optional("may be omitted")
+    url: str | None = _optional("may be omitted")
+
+    @field_validator(*INPUT_COLUMNS)
+    @classmethod
+    def _valid_unicode(cls, value: str | None) -> str | None:
+        # JSON can spell a lone surrogate ("\ud800"); it is no text and cannot be encoded later on.
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"not valid Unicode text: a lone surrogate at character {exc.start}") from None
+        return value
+
+    @field_validator(*UNKNOWN_USER)
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+        return value
+
+
+class PredictRequest(BaseModel):
+    """The pairs to rate (1 to 10,000 per request; the body size limit may allow fewer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    pairs: list[Pair] = Field(min_length=1, max_length=MAX_PAIRS)
+
+
+Prediction = create_model(
+    "Prediction",
+    __doc__="The 30 predicted ratings of one pair, in [0, 1], in submission order.",
+    qa_id=(int, ...),
+    **{t: (float, ...) for t in TARGETS},
+)
+
+
+class PredictResponse(BaseModel):
+    """The run that answered and one prediction per pair, in request order."""
+
+    run_id: str
+    predictions: list[Prediction]  # type: ignore[valid-type]
+
+
+class Health(BaseModel):
+    """The server is up: which run answers, which questlab, which targets."""
+
+    status: str
+    run_id: str
+    version: str
+    targets: list[str]
+
+
+class ErrorItem(BaseModel):
+    """One problem: where (field and 0-based pair index, when they apply) and what; never the input."""
+
+    loc: list[str | int]
+    field: str | None
+    pair: int | None
+    msg: str
+    type: str
+
+
+class TooLarge(BaseModel):
+    """A body over the size limit, refused before it was read in full."""
+
+    detail: str
+
+
+class ErrorResponse(BaseModel):
+    """A refused request: the first few problems and how many there are in all."""
+
+    detail: list[ErrorItem]
+    errors: int
+
+
+# --- validation: one set of rules for HTTP and CSV ----------------------------------------------
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over ``max_bytes`` with a 413, before it is parsed.
+
+    The declared Content-Length is checked first; the body is then read here, counting the bytes
+    actually received (a chunked upload declares no length), and handed on only when complete and
+    within the limit. So at most ``max_bytes`` of a body is ever held.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: disconnect notices
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        reason = f"request body over the limit of {self.max_bytes} bytes: send fewer pairs per request"
+        body = json.dumps({"detail": reason}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        # The unread rest of the body makes the connection unusable: say it will be closed.
+        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+# --- prediction: several requests in one pass, each getting its own exact numbers ---------------
