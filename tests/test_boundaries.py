@@ -284,3 +284,22 @@ def test_run_creates_the_submission_folder_up_front(slice60: pd.DataFrame, tmp_p
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(submission)) == 5
+
+
+def test_version_and_predictions_on_stdout(tmp_path: Path) -> None:
+    from io import StringIO
+
+    from helpers.runs import test_slice, tiny_run
+    from questlab import __version__
+    from questlab.store import Store
+
+    assert CliRunner().invoke(app, ["--version"]).output.strip() == f"questlab {__version__}"
+    store = Store(tmp_path / "store")
+    run_id = tiny_run(store, "tfidf", {"max_features": 2000})
+    res = CliRunner().invoke(
+        app, ["predict", run_id, "--input", str(test_slice()), "--output", "-", "--store", str(store.root)]
+    )
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(StringIO(res.stdout))
+    assert len(out) == len(pd.read_csv(test_slice())) and out.shape[1] == 31
+    assert not (tmp_path / "-").exists()

@@ -102,10 +102,12 @@ def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     return predictions_frame(frame[ID], predictor.predict(frame))
 
 
-def predict_file(predictor: Predictor, input_path: Path, output_path: Path) -> pd.DataFrame:
-    """Validate ``input_path`` (a test-format CSV), predict, write qa_id + 30 targets to ``output_path``."""
+def predict_file(predictor: Predictor, input_path: Path, output_path: Path | None) -> pd.DataFrame:
+    """Validate ``input_path`` (a test-format CSV), predict; write qa_id + 30 targets to ``output_path``
+    (when given) and return them."""
     frame = load_test(input_path)
     out = predict_frame(predictor, frame)
-    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(output_path, index=False)
+    if output_path is not None:
+        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+        out.to_csv(output_path, index=False)
     return out

@@ -7,6 +7,7 @@ traceback. ``run`` prints the run id alone on the last line of stdout, so script
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="questlab: QUEST Q&A rating workbench.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from questlab import __version__
+
+        typer.echo(f"questlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """questlab: QUEST Q&A rating workbench."""
 
 
 @app.command()
@@ -236,10 +254,15 @@ def predict(
 
     if input is None or output is None:
         fail("give --input (a test-format CSV) and --output (where predictions go)")
-    _check_output_file("--output", output)
+    to_stdout = str(output) == "-"  # `--output -`: the CSV on stdout, for pipes
+    if not to_stdout:
+        _check_output_file("--output", output)
     predictor = _load_predictor(run_id, model, store)
-    out = predict_file(predictor, input, output)
-    typer.echo(f"wrote {len(out)} rows to {output}", err=True)
+    out = predict_file(predictor, input, None if to_stdout else output)
+    if to_stdout:
+        sys.stdout.write(out.to_csv(index=False))
+    else:
+        typer.echo(f"wrote {len(out)} rows to {output}", err=True)
 
 
 @app.command()

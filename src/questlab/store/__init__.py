@@ -103,7 +103,12 @@ class Store:
     """
 
     def __init__(self, uri: str | Path | None = None, *, create: bool = True) -> None:
+        import logging
+
         import mlflow  # slow import (~2 s): only when a store is actually used
+
+        # MLflow logs "Creating initial MLflow database tables..." on every new store: noise on stderr
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
         self._mlflow = mlflow
