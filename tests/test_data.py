@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from questlab.cli import app
-from questlab.data import DataError, check_pair, load_test, load_train, summarize
+from questlab.data import DataError, check_pair, load_test, load_train, summarize, validate_frame
 from questlab.schema import TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
 
 
@@ -142,3 +142,18 @@ def test_cli_check_prints_summary(quest_dir: Path) -> None:
     result = CliRunner().invoke(app, ["check", str(quest_dir / "train.csv")])
     assert result.exit_code == 0, result.output
     assert "unique questions 2856" in result.output and "question_type_spelling" in result.output
+
+
+def test_pairs_to_predict_may_leave_out_the_optional_inputs(tmp_path: Path, raw_test: pd.DataFrame) -> None:
+    from questlab.schema import OPTIONAL_INPUTS
+
+    slim = raw_test.head(20).drop(columns=list(OPTIONAL_INPUTS))
+    path = tmp_path / "slim.csv"
+    slim.to_csv(path, index=False)
+    frame = load_test(path)
+    assert list(frame.columns) == list(TEST_COLUMNS)
+    assert (frame[list(OPTIONAL_INPUTS)] == "").all().all()
+    assert frame["question_title"].tolist() == raw_test.head(20)["question_title"].tolist()
+    # a train file still needs every input column
+    with pytest.raises(DataError, match="missing input column"):
+        validate_frame(pd.read_csv(path).assign(**{t: 0.5 for t in TARGETS}), "train")

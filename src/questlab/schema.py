@@ -26,6 +26,8 @@ INPUT_COLUMNS: tuple[str, ...] = (
 
 # Columns that must hold non-empty text in every row: a model cannot rate a pair without them.
 REQUIRED_TEXT: tuple[str, ...] = (TITLE, BODY, ANSWER, CATEGORY, HOST)
+# Inputs a file of pairs to predict may leave out (read as empty cells): the models need the five above.
+OPTIONAL_INPUTS: tuple[str, ...] = tuple(c for c in INPUT_COLUMNS if c not in REQUIRED_TEXT)
 
 QUESTION_TARGETS: tuple[str, ...] = (
     "question_asker_intent_understanding",
