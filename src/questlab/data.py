@@ -280,9 +280,6 @@ def summarize(frame: pd.DataFrame, kind: Kind) -> DataSummary:
     )
 
 
-Data = str | Path | pd.DataFrame  # a QUEST CSV file, or a frame with the same columns
-
-
 @dataclass(frozen=True)
 class Dataset:
     """A validated input and its identity: the name and sha256 a run records."""
@@ -293,10 +290,15 @@ class Dataset:
 
     @classmethod
     def read(cls, source: Data, kind: Kind) -> Dataset:
-        """Load and validate a file, or validate a frame exactly as a file would be."""
+        """Load and validate a file, or validate a frame exactly as a file would be (a Dataset: as is)."""
+        if isinstance(source, Dataset):
+            return source
         if isinstance(source, pd.DataFrame):
             frame = validate_frame(source, kind, source=f"{'train' if kind == 'train' else 'test'} DataFrame")
             digest = hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
             return cls(frame, "DataFrame", digest)
         path = Path(source)
         return cls(load(path, kind), path.name, file_sha256(path))
+
+
+Data = str | Path | pd.DataFrame | Dataset  # a QUEST CSV file, a frame with its columns, or one already read

@@ -120,7 +120,7 @@ def run(
     import shutil
 
     from questlab.cv import run_cv
-    from questlab.data import check_pair, load
+    from questlab.data import Dataset, check_pair
     from questlab.rundir import SUBMISSION_FILE
 
     if train is None or (resume is None and config is None):
@@ -137,10 +137,11 @@ def run(
         if unknown:
             fail(f"--fold {unknown[0]}: the folds are 0..{cfg.folds.n_splits - 1} (folds.n_splits)")
     # Every input mistake before anything is written: opening the store creates it, and the
-    # submission's folder is made now, not after the whole CV. run_cv reads the files again (~0.3 s).
-    train_frame = load(train, "train")
-    if test is not None:
-        check_pair(train_frame, load(test, "test"), test)
+    # submission's folder is made now, not after the whole CV. run_cv takes the files as read here.
+    train_data = Dataset.read(train, "train")
+    test_data = Dataset.read(test, "test") if test is not None else None
+    if test_data is not None:
+        check_pair(train_data.frame, test_data.frame, test)
     if submission is not None:
         try:
             submission.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def run(
             fail(f"--submission {submission}: cannot create its folder ({exc.strerror or exc})")
     st = open_store(store, create=resume is None)
     try:
-        run_id = run_cv(cfg, train, test, store=st, only_folds=fold, resume=resume)
+        run_id = run_cv(cfg, train_data, test_data, store=st, only_folds=fold, resume=resume)
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "questlab_run_id", "RUN_ID")
         typer.echo(

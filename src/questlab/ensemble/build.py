@@ -27,7 +27,7 @@ from questlab.ensemble.combine import Combiner, EnsembleSpec, NestedResult, gain
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, mean_spearman
-from questlab.recording import record_outputs
+from questlab.recording import log_model, record_outputs
 from questlab.rundir import (
     ENSEMBLE_FILE,
     META_FILE,
@@ -229,9 +229,7 @@ def _record(
                 "in_sample_gain": report["in_sample_gain"]["gain"],
             },
         )
-        from questlab.export import log_run_model
-
-        log_run_model(store, run_id)
+        log_model(store, run_id, quiet)
     return run_id, cv
 
 

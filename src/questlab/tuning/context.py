@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +86,7 @@ class StudyContext:
     holdout: float
     prune: bool
     say: Say
-    worker: str
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # who runs the trials
 
     @property
     def trial_base(self) -> dict[str, Any]:

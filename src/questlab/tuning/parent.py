@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -219,7 +217,6 @@ def prepare_study(
         holdout=holdout,
         prune=prune,
         say=say,
-        worker=f"{socket.gethostname()}:{os.getpid()}",
     )
 
 

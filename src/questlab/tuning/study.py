@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -250,7 +249,6 @@ def join_study(
             holdout=float(attrs[ATTR_HOLDOUT]),
             prune=prune,
             say=say,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
         )
         return JoinResult(study_name, parent_id, optimize(ctx))
 
