@@ -8,31 +8,32 @@ artifact folder, so ``mlflow ui`` lists it with the run.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: render to memory only
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from questlab.analysis.checks.folds import fold_statuses
 from questlab.analysis.checks.targets import imbalance_table
 from questlab.analysis.compare import Comparison
 from questlab.analysis.diagnose import Diagnosis, RunArtifacts
+from questlab.analysis.figures import (
+    COLORS,
+    figure_tag,
+    plot_distributions,
+    plot_fold_scores,
+    plot_learning_curves,
+    plot_target_scores,
+    plot_truncation,
+    plt,
+)
 from questlab.analysis.findings import Finding
+from questlab.analysis.groups import MIN_ROWS, N_WEAKEST, group_scores, n_small_groups, timings_table
 from questlab.analysis.verdict import by_severity
-from questlab.models.base import FitLog
-from questlab.schema import QUESTION_TARGETS, TARGETS
+from questlab.schema import CATEGORY, HOST
 
 N_DISTRIBUTIONS = 4
-COLORS = {"question": "#4c72b0", "answer": "#dd8452", "bad": "#c44e52", "ok": "#55a868", "grey": "#999999"}
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;
 color:#222;line-height:1.4}
@@ -44,111 +45,7 @@ th{background:#f4f4f4}td:not(:last-child){white-space:nowrap}.sev{font-weight:bo
 """
 
 
-def figure_tag(fig: plt.Figure, alt: str) -> str:
-    """Render a figure to an inline base64 PNG ``<img>`` and close it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _color(target: str) -> str:
-    return COLORS["question"] if target in QUESTION_TARGETS else COLORS["answer"]
-
-
-# --- figures ----------------------------------------------------------------------------------
-def plot_target_scores(intervals: pd.DataFrame) -> plt.Figure:
-    """Per-target Spearman with 95% bootstrap intervals, worst at the bottom; undefined ones marked."""
-    t = intervals.assign(plot=intervals["spearman"].fillna(0.0)).sort_values("plot")
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(t) + 1))
-    y = np.arange(len(t))
-    err = np.vstack([(t["plot"] - t["low"]).clip(lower=0), (t["high"] - t["plot"]).clip(lower=0)])
-    colors = [_color(x) if s == "ok" else COLORS["bad"] for x, s in zip(t.index, t["status"], strict=True)]
-    ax.barh(y, t["plot"], xerr=err, color=colors, ecolor="#333", capsize=2)
-    ax.set_yticks(y, [f"{x} ({s})" if s != "ok" else x for x, s in zip(t.index, t["status"], strict=True)])
-    ax.axvline(0, color="#333", lw=0.8)
-    ax.set_xlabel("Spearman (95% bootstrap interval over questions); red: undefined, counts 0")
-    ax.set_title("score per target (blue: question targets, orange: answer targets)")
-    return fig
-
-
-def plot_fold_scores(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> plt.Figure:
-    """Mean Spearman per fold, annotated with the number of constant prediction columns."""
-    rho, status = fold_statuses(y_true, y_pred, folds)
-    scores = rho.fillna(0.0).mean(axis=1)
-    n_undefined = (status != "ok").sum(axis=1)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    bars = ax.bar([str(k) for k in scores.index], scores, color=COLORS["question"])
-    for bar, k in zip(bars, scores.index, strict=True):
-        label = f"{scores[k]:.3f}" + (f"\n{n_undefined[k]} undefined" if n_undefined[k] else "")
-        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
-    ax.axhline(float(np.median(scores)), color="#333", ls="--", lw=0.8, label="median")
-    ax.set_xlabel("fold")
-    ax.set_ylabel("mean Spearman")
-    ax.set_ylim(min(0.0, float(scores.min())) - 0.02, float(scores.max()) * 1.25 + 0.02)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("score per fold")
-    return fig
-
-
-def plot_distributions(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str]) -> plt.Figure:
-    """Histograms of predictions and truth for a few targets: squashed or constant predictions show."""
-    fig, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets), 2.8), squeeze=False)
-    for ax, t in zip(axes[0], targets, strict=True):
-        j = TARGETS.index(t)
-        bins = np.linspace(0, 1, 21)
-        ax.hist(y_true[:, j], bins=bins, alpha=0.6, color=COLORS["grey"], label="truth")
-        ax.hist(y_pred[:, j], bins=bins, alpha=0.6, color=COLORS["question"], label="prediction")
-        ax.set_yscale("log")  # imbalanced targets pile most rows in one bin; log keeps the rest visible
-        ax.set_title(t, fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    axes[0][0].set_ylabel("rows (log)")
-    fig.suptitle("prediction vs truth, worst targets", fontsize=10, y=1.04)
-    return fig
-
-
-def plot_learning_curves(fit_logs: dict[int, FitLog]) -> plt.Figure | None:
-    """Train and valid loss and score per epoch, one line per fold; None without epochs."""
-    curves = {k: log.epochs for k, log in fit_logs.items() if len(log.epochs) >= 2}
-    if not curves:
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for ax, kind in zip(axes, ("loss", "score"), strict=True):
-        for k, epochs in curves.items():
-            x = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
-            for split, style in (("train", "--"), ("valid", "-")):
-                y = [e.get(f"{split}_{kind}", np.nan) for e in epochs]
-                if not np.all(np.isnan(y)):
-                    ax.plot(x, y, style, marker="o", ms=3, label=f"fold {k} {split}")
-        ax.set_xlabel("epoch")
-        ax.set_title(kind)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle("learning curves (dashed: train, solid: valid)", fontsize=10)
-    return fig
-
-
-def plot_truncation(fit_logs: dict[int, FitLog]) -> plt.Figure | None:
-    """Token-count histograms per text part (first fold that recorded them), with the share cut."""
-    log = next((log for log in fit_logs.values() if log.truncation), None)
-    if log is None:
-        return None
-    parts = {p: s for p, s in log.truncation.items() if s.get("tokens_hist")}
-    if not parts:
-        return None
-    fig, axes = plt.subplots(1, len(parts), figsize=(3.4 * len(parts), 2.8), squeeze=False)
-    for ax, (part, s) in zip(axes[0], parts.items(), strict=True):
-        edges = np.asarray(s["tokens_hist_edges"])
-        ax.bar(edges[:-1], s["tokens_hist"], width=np.diff(edges), align="edge", color=COLORS["question"])
-        if s.get("share_cut", 0) > 0:
-            ax.axvline(s["mean_kept"], color=COLORS["bad"], ls="--", lw=1, label="mean kept")
-            ax.legend(fontsize=7)
-        ax.set_title(f"{part}: {s['share_cut']:.0%} cut, -{s['mean_lost_share_when_cut']:.0%} each", fontsize=8)
-        ax.set_xlabel("tokens")
-    fig.suptitle("text length vs token budget", fontsize=10)
-    return fig
-
-
+# --- figures of a comparison -----------------------------------------------------------------
 def plot_deltas(frame: pd.DataFrame, title: str, horizontal: bool) -> plt.Figure:
     """B minus A with paired 95% intervals; green where B is better, red where A is."""
     f = frame.sort_values("delta") if horizontal else frame
@@ -175,10 +72,11 @@ def escape(x: object) -> str:
     return html.escape(str(x))
 
 
-def html_table(header: list[str], rows: list[list[object]]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+def html_table(header: list[str] | None, rows: list[list[object]]) -> str:
+    """A table of already-escaped cells; ``header`` None for a key/value table without a header row."""
+    head = "<tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def verdicts_html(verdicts: list) -> str:
@@ -225,7 +123,7 @@ def _header(run: RunArtifacts) -> str:
         ["folds", escape(run.meta.get("folds_selected", "?"))],
         ["started", dt.datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M")],
     ]
-    return html_table(["", ""], rows)
+    return html_table(None, [[f"<b>{k}</b>", v] for k, v in rows])
 
 
 NO_EPOCHS = "The model recorded no epochs (one fit per fold)."
@@ -236,8 +134,109 @@ def _figure_or(fig: plt.Figure | None, alt: str, otherwise: str) -> str:
     return figure_tag(fig, alt) if fig is not None else f'<p class="muted">{escape(otherwise)}</p>'
 
 
-def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
-    """The HTML of a run's report: summary, verdicts, findings, then the plots."""
+AUC_NOTE = (
+    "AUC rare vs common: for each target, the rows whose rating is not the most common one are the"
+    " rare rows; the AUC is the chance that a random rare row is predicted further from the common"
+    " rating (in the rare rows' direction) than a random common row: 0.5 is chance, 1.0 means every"
+    " rare row is ranked apart. It shows whether an imbalanced target is ranked at all."
+)
+
+
+def _imbalance_section(diag: Diagnosis, y_true: np.ndarray, y_pred: np.ndarray) -> str:
+    table = imbalance_table(y_true, y_pred).join(diag.intervals).sort_values("majority_share", ascending=False)
+    rows = [
+        [
+            escape(t),
+            f"{r['majority_share']:.1%}",
+            r["distinct"],
+            "n/a" if np.isnan(r["spearman"]) else f"{r['spearman']:.3f}",
+            "n/a" if np.isnan(r["low"]) else f"[{r['low']:.3f}, {r['high']:.3f}]",
+            "n/a" if np.isnan(r["auc_rare_vs_common"]) else f"{r['auc_rare_vs_common']:.3f}",
+            escape(r["status"]),
+        ]
+        for t, r in table.iterrows()
+    ]
+    header = ["target", "most common rating", "distinct", "Spearman", "95% CI", "AUC rare vs common", "status"]
+    return f"<p>{escape(AUC_NOTE)}</p>" + html_table(header, rows)
+
+
+def _seconds(x: float) -> str:
+    return "" if pd.isna(x) else f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def timings_html(run: RunArtifacts) -> str:
+    """Per-fold seconds of each recorded step, their sum, and the run's total wall time."""
+    frame, total = timings_table(run)
+    total_line = (
+        f"<p>Run total (wall clock, from start to the last file written): {total:.1f} s.</p>"
+        if total is not None
+        else '<p class="muted">No total time recorded (the run did not finish).</p>'
+    )
+    if frame.empty:
+        return total_line + '<p class="muted">No per-fold timings recorded.</p>'
+    cols = list(frame.columns)
+    rows = [[str(k), *(_seconds(r[c]) for c in cols)] for k, r in frame.iterrows()]
+    rows.append(["<b>sum</b>", *(f"<b>{frame[c].sum():.1f}</b>" for c in cols)])
+    parallel = (run.meta.get("config") or {}).get("parallel_folds", 1) > 1
+    note = "Folds fitted in parallel overlap, so their sum can exceed the total." if parallel and len(frame) > 1 else ""
+    return (
+        total_line
+        + html_table(["fold", *(c.removesuffix("_s") + " (s)" for c in cols)], rows)
+        + (f'<p class="muted">{escape(note)}</p>' if note else "")
+    )
+
+
+def weakest_groups_html(run: RunArtifacts, inputs: pd.DataFrame | None) -> str:
+    """Mean out-of-fold Spearman per category and the weakest hosts, groups of >= MIN_ROWS rows only."""
+    if inputs is None:
+        return (
+            '<p class="muted">The run folder keeps no host or category: give the run\'s train file'
+            " (<code>questlab diagnose RUN --train train.csv</code>) to see them.</p>"
+        )
+    if run.scored() is None:
+        return '<p class="muted">No usable out-of-fold predictions.</p>'
+    out = [
+        f"<p>Mean Spearman over the targets defined inside each group (a target constant inside a group"
+        f" has no Spearman there and is left out, not counted 0), on the out-of-fold rows. Only groups"
+        f" with at least {MIN_ROWS} rows are shown: smaller ones swing by &plusmn;0.1 or more from noise alone.</p>"
+    ]
+    for column, title, n in ((CATEGORY, "categories", None), (HOST, "weakest hosts", N_WEAKEST)):
+        table = group_scores(run, inputs, column)
+        small = n_small_groups(run, inputs, column)
+        shown = table if n is None else table.head(n)
+        rows = [
+            [
+                escape(v),
+                int(r["rows"]),
+                int(r["questions"]),
+                f"{int(r['targets_defined'])}/30",
+                _spearman(r["spearman"]),
+            ]
+            for v, r in shown.iterrows()
+        ]
+        left = f" ({small} with fewer than {MIN_ROWS} rows left out)" if small else ""
+        out.append(f"<h3>{escape(title)}{escape(left)}</h3>")
+        out.append(html_table([column, "rows", "questions", "targets defined", "mean Spearman"], rows))
+    return "".join(out)
+
+
+def _spearman(x: float) -> str:
+    return "n/a" if pd.isna(x) else f"{x:.3f}"
+
+
+def _cv(run: RunArtifacts) -> tuple[float, float, float] | None:
+    m = run.record.metrics
+    if all(k in m for k in ("cv_score", "cv_ci_low", "cv_ci_high")):
+        return m["cv_score"], m["cv_ci_low"], m["cv_ci_high"]
+    return None
+
+
+def run_report(diag: Diagnosis, findings: list[Finding], inputs: pd.DataFrame | None = None) -> str:
+    """The HTML of a run's report: summary, verdicts, findings, then the plots and tables.
+
+    ``inputs`` (qa_id, host, category of the run's train rows; ``groups.read_inputs``) adds the
+    per-category and weakest-host scores.
+    """
     run = diag.run
     sections = [("Summary", _header(run)), ("Verdicts", verdicts_html(diag.verdicts))]
     sections.append(("Findings about this run", findings_html(findings)))
@@ -246,33 +245,13 @@ def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
         y_true, y_pred = scored
         folds = run.oof["fold"].to_numpy()
         sections.append(("Score per target", figure_tag(plot_target_scores(diag.intervals), "per-target scores")))
-        sections.append(("Score per fold", figure_tag(plot_fold_scores(y_true, y_pred, folds), "per-fold scores")))
+        fold_fig = plot_fold_scores(y_true, y_pred, folds, _cv(run))
+        sections.append(("Score per fold", figure_tag(fold_fig, "per-fold scores")))
         worst = list(diag.intervals["spearman"].fillna(-np.inf).sort_values().index[:N_DISTRIBUTIONS])
         sections.append(
             ("Predictions vs truth", figure_tag(plot_distributions(y_true, y_pred, worst), "prediction distributions"))
         )
-        table = imbalance_table(y_true, y_pred).join(diag.intervals).sort_values("majority_share", ascending=False)
-        rows = [
-            [
-                escape(t),
-                f"{r['majority_share']:.1%}",
-                r["distinct"],
-                "n/a" if np.isnan(r["spearman"]) else f"{r['spearman']:.3f}",
-                f"[{r['low']:.3f}, {r['high']:.3f}]",
-                "n/a" if np.isnan(r["auc_rare_vs_common"]) else f"{r['auc_rare_vs_common']:.3f}",
-                escape(r["status"]),
-            ]
-            for t, r in table.iterrows()
-        ]
-        sections.append(
-            (
-                "Imbalance next to score",
-                html_table(
-                    ["target", "most common rating", "distinct", "Spearman", "95% CI", "AUC rare vs common", "status"],
-                    rows,
-                ),
-            )
-        )
+        sections.append(("Imbalance next to score", _imbalance_section(diag, y_true, y_pred)))
     else:
         sections.append(
             (
@@ -281,8 +260,10 @@ def run_report(diag: Diagnosis, findings: list[Finding]) -> str:
                 " nothing to plot.</p>",
             )
         )
+    sections.append(("Weakest categories and hosts", weakest_groups_html(run, inputs)))
     sections.append(("Learning curves", _figure_or(plot_learning_curves(run.fit_logs), "learning curves", NO_EPOCHS)))
     sections.append(("Truncation", _figure_or(plot_truncation(run.fit_logs), "truncation histograms", NO_BUDGET)))
+    sections.append(("Timings", timings_html(run)))
     if (run.dir / "config.yaml").exists():
         sections.append(("Config", f"<pre>{escape((run.dir / 'config.yaml').read_text())}</pre>"))
     return html_page(f"questlab run {run.record.name} ({run.record.run_id[:8]})", sections)

@@ -31,12 +31,16 @@ def diagnose(
     record: Annotated[bool, typer.Option("--record", help="add errors and warnings to the findings log")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="write report.html into the run")] = True,
     n_boot: Annotated[int, typer.Option("--n-boot", help="question resamples for the per-target intervals")] = 200,
+    train: Annotated[
+        Path | None, typer.Option("--train", help="the run's train CSV: adds per-category and per-host scores")
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Verdicts on a run (constant predictions, weak folds, fitting, imbalance, truncation, health)."""
     from questlab.analysis import report as rep
     from questlab.analysis.diagnose import analyse, by_severity
     from questlab.analysis.findings import list_findings, record_verdicts
+    from questlab.analysis.groups import read_inputs
 
     if n_boot < 20:
         raise UsageError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
@@ -46,7 +50,8 @@ def diagnose(
     added = record_verdicts(st, run_id, diag.verdicts) if record else []
     path = None
     if report:
-        path = st.attach(run_id, rep.run_report(diag, list_findings(st, run=run_id)), "report.html")
+        inputs = read_inputs(diag.run, train) if train is not None else None
+        path = st.attach(run_id, rep.run_report(diag, list_findings(st, run=run_id), inputs), "report.html")
     verdicts = by_severity(diag.verdicts)
     if json_:
         out = {"run_id": run_id, "verdicts": [v.to_dict() for v in verdicts], "report": str(path) if path else None}

@@ -67,9 +67,14 @@ class FitLog:
             "mean_kept": float(kept.mean()) if len(kept) else 0.0,
             "p50_tokens": float(np.percentile(n_tokens, 50)) if len(n_tokens) else 0.0,
             "p90_tokens": float(np.percentile(n_tokens, 90)) if len(n_tokens) else 0.0,
-            "tokens_hist": np.histogram(n_tokens, bins=20)[0].tolist() if len(n_tokens) else [],
-            "tokens_hist_edges": np.histogram(n_tokens, bins=20)[1].tolist() if len(n_tokens) else [],
         }
+        if len(n_tokens):  # 20 bins up to 4 budgets (kept.max()); past that, one bin holds every longer text
+            budget, longest = float(kept.max()), float(n_tokens.max())
+            over = 4 * budget if 0 < 4 * budget < longest else None
+            edges = [*np.linspace(0, over, 20), over * 20 / 19] if over else np.linspace(0, max(longest, 1), 21)
+            hist = np.histogram(np.minimum(n_tokens, over or longest), bins=edges)[0].tolist()
+            self.truncation[part] |= {"budget": budget, "overflow_from": over, "tokens_hist": hist}
+            self.truncation[part]["tokens_hist_edges"] = np.asarray(edges, dtype=float).tolist()
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -16,10 +16,10 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from questlab.errors import UsageError
 
@@ -29,6 +29,7 @@ TAG_HEARTBEAT = "questlab.heartbeat"  # unix time of the last sign of life
 HEARTBEAT_S = 30.0
 STALE_S = 4 * HEARTBEAT_S
 LOCK_FILE = ".questlab-run.lock"
+T = TypeVar("T")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -131,3 +132,44 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT for the block, so processes started in it inherit SIG_IGN across exec: Python
+    then installs no KeyboardInterrupt handler in them and Ctrl-C reaches only this process. Meant
+    for a few milliseconds of starting workers; outside the main thread it does nothing."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not in the main thread: signals cannot be changed here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def in_workers(fn: Callable[..., T], calls: list[tuple], n_jobs: int) -> Iterator[T]:
+    """``fn(*args)`` for each of ``calls`` in ``n_jobs`` worker processes; results as they finish.
+
+    Ctrl-C reaches a terminal's whole process group. The workers are started ignoring SIGINT, so
+    only this process raises KeyboardInterrupt (no worker traceback); it then kills them, as it
+    does when a call fails or the caller stops iterating: no worker outlives the iteration.
+    """
+    from concurrent.futures import as_completed
+
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    threads = str(max(1, (os.cpu_count() or 1) // n_jobs))  # as joblib does: no BLAS oversubscription
+    env = {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with sigint_ignored():  # loky starts every worker inside the first submit: they inherit SIG_IGN
+        executor = ProcessPoolExecutor(max_workers=n_jobs, env=env)
+        futures = [executor.submit(fn, *args) for args in calls]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:  # Ctrl-C, a failed call, or the caller stopped early
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+    executor.shutdown(wait=True)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from questlab.analysis.curves import Curve, kept_epoch, split_curves
 from questlab.analysis.verdict import Verdict, fmt, folds_text, rounded
 from questlab.models.base import FitLog
 
@@ -31,68 +32,128 @@ def _improvement(key: str, before: float, after: float) -> float:
     return (before - after) / max(abs(before), 1e-12)
 
 
+def _judge(curve: Curve, curves: list[Curve], info: dict) -> tuple[str, dict] | None:
+    """One curve's verdict kind (under / over / kept / fine) and evidence; None without a valid series."""
+    valid = _curve(curve.epochs, "valid_score", "valid_loss")
+    if valid is None or len(valid[1]) < 2:
+        return None
+    vkey, v = valid
+    train = _curve(curve.epochs, "train_score", "train_loss")
+    best = int(np.argmax([_improvement(vkey, v[0], x) for x in v]))
+    epoch_no = curve.epoch_numbers()
+    ev = {
+        "curve": curve.label,
+        "metric": vkey,
+        "values": [rounded(x) for x in v],
+        "best_epoch": epoch_no[best],
+        "epochs": epoch_no,
+    }
+    if best == len(v) - 1 and _improvement(vkey, v[-2], v[-1]) > EPOCH_TOL:
+        return "under", ev
+    if (
+        best < len(v) - 1
+        and _improvement(vkey, v[-1], v[best]) > EPOCH_TOL
+        and (train is not None and _improvement(train[0], train[1][best], train[1][-1]) > EPOCH_TOL)
+    ):
+        ev.update(train_metric=train[0], train_values=[rounded(x) for x in train[1]])
+        kept = kept_epoch(info, curve, curves)
+        if kept is not None and kept in epoch_no:
+            ev["kept_epoch"] = kept
+            # The model went back to (or stopped at) its best epoch: the later epochs are not in it.
+            if _improvement(vkey, v[epoch_no.index(kept)], v[best]) <= EPOCH_TOL:
+                return "kept", ev
+        return "over", ev
+    return "fine", ev
+
+
+def _where(k: int, ev: dict) -> str:
+    return f"fold {k}" + (f" {ev['curve']}" if ev["curve"] else "")
+
+
+def _scope(found: list[tuple[int, dict]], n_curves: int) -> str:
+    """ "fold(s) 0, 2", plus how many of the curves when folds hold several."""
+    folds = sorted({k for k, _ in found})
+    many = n_curves > len({k for k, _ in found}) or any(ev["curve"] for _, ev in found)
+    return f"fold(s) {folds_text(folds)}" + (f" ({len(found)} of {n_curves} curves)" if many else "")
+
+
+def _evidence(found: list[tuple[int, dict]]) -> dict:
+    first: dict[int, dict] = {}
+    for k, ev in found:
+        first.setdefault(k, ev)
+    return {"folds": first, "curves": [{"fold": k, **ev} for k, ev in found]}
+
+
 def check_fitting(fit_logs: dict[int, FitLog]) -> list[Verdict]:
-    """Under-training (valid still improving at the last epoch) and over-fitting (valid worse, train better)."""
+    """Per learning curve (a fold may hold several: seeds, stages): under-training (valid still
+    improving at the last epoch), over-fitting (valid worse, train better), or a fall after the
+    epoch the model kept (early stopping: said as info, the kept model is not over-fit)."""
     if not fit_logs:
         return [Verdict("info", "fit.no_log", "no fit logs recorded (no folds folder): fitting cannot be judged", {})]
-    under, over, fine, flat = {}, {}, {}, {}
+    found: dict[str, list[tuple[int, dict]]] = {"under": [], "over": [], "kept": [], "fine": []}
+    flat: dict[int, FitLog] = {}
+    n_curves = 0
     for k, log in fit_logs.items():
-        valid = _curve(log.epochs, "valid_score", "valid_loss")
-        if valid is None or len(valid[1]) < 2:
+        curves = split_curves(log.epochs)
+        judged = [(c, _judge(c, curves, log.info)) for c in curves]
+        judged = [(c, j) for c, j in judged if j is not None]
+        if not judged:
             flat[k] = log
             continue
-        vkey, v = valid
-        train = _curve(log.epochs, "train_score", "train_loss")
-        best = int(np.argmax([_improvement(vkey, v[0], x) for x in v]))
-        epoch_no = [int(e.get("epoch", i + 1)) for i, e in enumerate(log.epochs)]
-        values = [rounded(x) for x in v]
-        ev = {"fold": k, "metric": vkey, "values": values, "best_epoch": epoch_no[best], "epochs": epoch_no}
-        if best == len(v) - 1 and _improvement(vkey, v[-2], v[-1]) > EPOCH_TOL:
-            under[k] = ev
-        elif (
-            best < len(v) - 1
-            and _improvement(vkey, v[-1], v[best]) > EPOCH_TOL
-            and (train is not None and _improvement(train[0], train[1][best], train[1][-1]) > EPOCH_TOL)
-        ):
-            ev.update(train_metric=train[0], train_values=[rounded(x) for x in train[1]])
-            over[k] = ev
-        else:
-            fine[k] = ev
+        n_curves += len(judged)
+        for _, (kind, ev) in judged:
+            found[kind].append((k, ev))
     out = []
-    if under:
-        k, ev = next(iter(under.items()))
+    if found["under"]:
+        k, ev = found["under"][0]
         out.append(
             Verdict(
                 "warning",
                 "fit.under",
-                f"under-trained in fold(s) {folds_text(list(under))}: {ev['metric']} still improved at the last epoch"
-                f" (fold {k}: {fmt(ev['values'][-2])} -> {fmt(ev['values'][-1])} at epoch {ev['epochs'][-1]});"
-                " train longer",
-                {"folds": under},
+                f"under-trained in {_scope(found['under'], n_curves)}: {ev['metric']} still improved at the last"
+                f" epoch ({_where(k, ev)}: {fmt(ev['values'][-2])} -> {fmt(ev['values'][-1])} at epoch"
+                f" {ev['epochs'][-1]}); train longer",
+                _evidence(found["under"]),
             )
         )
-    if over:
-        k, ev = next(iter(over.items()))
+    if found["over"]:
+        k, ev = found["over"][0]
         b = ev["epochs"].index(ev["best_epoch"])
+        kept = f"; the model kept epoch {ev['kept_epoch']}" if "kept_epoch" in ev else ""
         out.append(
             Verdict(
                 "warning",
                 "fit.over",
-                f"over-fit in fold(s) {folds_text(list(over))}: {ev['metric']} fell after epoch {ev['best_epoch']}"
-                f" while {ev['train_metric']} kept improving (fold {k}: valid {fmt(ev['values'][b])}"
+                f"over-fit in {_scope(found['over'], n_curves)}: {ev['metric']} fell after epoch {ev['best_epoch']}"
+                f" while {ev['train_metric']} kept improving ({_where(k, ev)}: valid {fmt(ev['values'][b])}"
                 f" -> {fmt(ev['values'][-1])}, train {fmt(ev['train_values'][b])}"
-                f" -> {fmt(ev['train_values'][-1])})",
-                {"folds": over},
+                f" -> {fmt(ev['train_values'][-1])}{kept})",
+                _evidence(found["over"]),
             )
         )
-    if fine and not under and not over:
+    if found["kept"]:
+        k, ev = found["kept"][0]
+        b = ev["epochs"].index(ev["best_epoch"])
+        out.append(
+            Verdict(
+                "info",
+                "fit.early_stopped",
+                f"{ev['metric']} fell after the best epoch in {_scope(found['kept'], n_curves)}, but the model"
+                f" kept epoch {ev['kept_epoch']} (early stopping), so the kept weights are not over-fit"
+                f" ({_where(k, ev)}: valid {fmt(ev['values'][b])} at epoch {ev['best_epoch']},"
+                f" {fmt(ev['values'][-1])} at epoch {ev['epochs'][-1]})",
+                _evidence(found["kept"]),
+            )
+        )
+    if found["fine"] and not found["under"] and not found["over"]:
+        shown = [f"{_where(k, ev)}: {ev['best_epoch']}/{ev['epochs'][-1]}" for k, ev in found["fine"]]
+        more = f" (+{len(shown) - 6} more curves)" if len(shown) > 6 else ""
         out.append(
             Verdict(
                 "ok",
                 "fit.ok",
-                "learning curves flatten out: best epochs "
-                + ", ".join(f"fold {k}: {ev['best_epoch']}/{ev['epochs'][-1]}" for k, ev in fine.items()),
-                {"folds": fine},
+                "learning curves flatten out: best epochs " + ", ".join(shown[:6]) + more,
+                _evidence(found["fine"]),
             )
         )
     if flat:
