@@ -79,7 +79,7 @@ def test_params_are_typed_and_the_family_is_registered():
     assert isinstance(build_model("transformer", {"epochs": 2}), TransformerModel)
     with pytest.raises(pydantic.ValidationError, match="extra"):
         TransformerModel.Params(epoch=2)  # a typo'd key
-    with pytest.raises(pydantic.ValidationError, match="'cls', 'mean' or 'layers'"):
+    with pytest.raises(pydantic.ValidationError, match="'cls', 'mean', 'layers' or 'attention'"):
         TransformerModel.Params(pooling="max")
 
 

@@ -19,7 +19,7 @@ def test_vocab_comes_from_train_values_and_maps_unseen_values_to_zero():
     assert lookup(vocab, ["a", "never-seen", "b"]) == [1, 0, 2]
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean", "layers"])
+@pytest.mark.parametrize("pooling", ["cls", "mean", "layers", "attention"])
 def test_every_pooling_gives_one_output_row_per_input_and_trains_its_weights(tiny_encoder, pooling):
     torch.manual_seed(0)
     net = QuestNet(load_encoder(tiny_encoder), n_out=3, pooling=pooling, n_categories=2, n_hosts=2)
@@ -32,10 +32,13 @@ def test_every_pooling_gives_one_output_row_per_input_and_trains_its_weights(tin
     assert net.head.weight.grad is not None and net.category_emb.weight.grad.abs().sum() > 0
     if pooling == "layers":
         assert net.layer_weights.grad.abs().sum() > 0
+    if pooling == "attention":
+        assert net.token_score.weight.grad.abs().sum() > 0
 
 
-def test_mean_pooling_ignores_padding(tiny_encoder):
-    net = QuestNet(load_encoder(tiny_encoder), n_out=2, pooling="mean").eval()
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_pooling_ignores_padding(tiny_encoder, pooling):
+    net = QuestNet(load_encoder(tiny_encoder), n_out=2, pooling=pooling).eval()
     ids = torch.randint(1000, 2000, (1, 6))
     padded = torch.cat([ids, torch.zeros((1, 4), dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones_like(ids), torch.zeros((1, 4), dtype=torch.long)], dim=1)

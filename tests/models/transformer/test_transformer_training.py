@@ -63,28 +63,35 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # defaults: checkpoints written in a thread, widths rounded to 8
+        {"pad_to_multiple": 32, "compile": False, "background_checkpoints": False},  # few shapes, synchronous
+    ],
+)
 def test_resume_after_a_kill_gives_the_same_result_as_an_uninterrupted_run(
-    tiny_encoder, tmp_path, monkeypatch, make_quest
+    tiny_encoder, tmp_path, monkeypatch, make_quest, options
 ):
     frame = make_quest(24)
     train, valid = frame[:16], frame[16:]
     straight_log = FitLog(workdir=tmp_path / "straight")
-    straight = tiny_model(tiny_encoder, epochs=2).fit(train, valid, straight_log).predict(valid)
+    straight = tiny_model(tiny_encoder, epochs=2, **options).fit(train, valid, straight_log).predict(valid)
 
     real_save = training.save_checkpoint
 
-    def save_then_die(folder, net, best, optimizer, scheduler, progress):
-        path = real_save(folder, net, best, optimizer, scheduler, progress)
-        if progress.epoch == 1:
-            raise Killed  # the process dies right after epoch 1's checkpoint
+    def save_then_die(folder, snap):
+        path = real_save(folder, snap)
+        if snap.progress.epoch == 1:
+            raise Killed  # the process dies once epoch 1's checkpoint is on disk
         return path
 
     monkeypatch.setattr(training, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
-        tiny_model(tiny_encoder, epochs=2).fit(train, valid, FitLog(workdir=tmp_path / "killed"))
+        tiny_model(tiny_encoder, epochs=2, **options).fit(train, valid, FitLog(workdir=tmp_path / "killed"))
     monkeypatch.setattr(training, "save_checkpoint", real_save)
     resumed_log = FitLog(workdir=tmp_path / "killed")
-    resumed = tiny_model(tiny_encoder, epochs=2).fit(train, valid, resumed_log).predict(valid)
+    resumed = tiny_model(tiny_encoder, epochs=2, **options).fit(train, valid, resumed_log).predict(valid)
 
     assert resumed_log.info["resumed_from"][0].endswith("epoch-1")
     np.testing.assert_array_equal(resumed, straight)

@@ -4,10 +4,18 @@ One token budget (``max_length``) is shared by the parts: each part gets an equa
 what a short part leaves unused flows to the longer ones (water-filling). A part longer than
 its share keeps its head and its tail: the end of a post (the actual question, the summary of
 an answer) matters as much as its beginning. Token type 0 marks the question, 1 the answer.
+
+Tokenising is done once per distinct text per tokenizer and process (``tokenize_texts``): the
+folds of a run and the stages of a dual model see the same titles, bodies and answers again
+(each row is a train row in four folds and a valid row in one), and the cut to a budget is
+cheap list work done per call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,20 +94,66 @@ def build_input(
     return ids, types, kept
 
 
+# fingerprint of a tokenizer -> {text: its token ids (no special tokens)}; the two last used kept.
+_TOKEN_CACHE: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+_CACHED_TOKENIZERS = 2
+CACHE_STATS = {"hits": 0, "misses": 0}  # texts served from / added to the cache, this process
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of everything that decides a tokenizer's output (its full serialised form)."""
+    found = getattr(tokenizer, "_questlab_fingerprint", None)
+    if found is not None:
+        return found
+    h = hashlib.sha256(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # fast tokenizers: vocab, normaliser, rules
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+        h.update(repr(sorted((k, str(v)) for k, v in tokenizer.init_kwargs.items())).encode())
+    found = h.hexdigest()[:16]
+    with contextlib.suppress(AttributeError):  # hashing a 700 kB vocabulary once, not per call
+        tokenizer._questlab_fingerprint = found
+    return found
+
+
+def clear_token_cache() -> None:
+    """Forget every cached tokenisation (tests; or to free memory between runs)."""
+    _TOKEN_CACHE.clear()
+    CACHE_STATS.update(hits=0, misses=0)
+
+
+def tokenize_texts(tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Token ids (no special tokens) of each text, tokenising only texts not seen before."""
+    key = tokenizer_fingerprint(tokenizer)
+    store = _TOKEN_CACHE.setdefault(key, {})
+    _TOKEN_CACHE.move_to_end(key)
+    while len(_TOKEN_CACHE) > _CACHED_TOKENIZERS:
+        _TOKEN_CACHE.popitem(last=False)
+    missing = list(dict.fromkeys(t for t in texts if t not in store))
+    if missing:
+        ids = tokenizer(missing, add_special_tokens=False, verbose=False)["input_ids"]
+        store.update((t, np.asarray(i, dtype=np.int32)) for t, i in zip(missing, ids, strict=True))
+    CACHE_STATS["misses"] += len(missing)
+    CACHE_STATS["hits"] += len(texts) - len(missing)
+    return [store[t] for t in texts]
+
+
 def encode_frame(
     tokenizer, frame: pd.DataFrame, max_length: int, with_answer: bool, head_share: float = 0.5
 ) -> EncodedPairs:
-    """Tokenise each row's title, body (and answer) once, then cut them to the shared budget."""
+    """Tokenise each row's title, body (and answer) (cached: ``tokenize_texts``), then cut them to the budget."""
     columns = [TITLE, BODY, ANSWER] if with_answer else [TITLE, BODY]
     names = ["title", "body", "answer"][: len(columns)]
     tokens = {
-        name: tokenizer(frame[col].astype(str).tolist(), add_special_tokens=False, verbose=False)["input_ids"]
+        name: tokenize_texts(tokenizer, frame[col].astype(str).tolist())
         for name, col in zip(names, columns, strict=True)
     }
     zeros = {n: np.zeros(len(frame), np.int64) for n in names}
     out = EncodedPairs([], [], {n: z.copy() for n, z in zeros.items()}, zeros)
     for row in range(len(frame)):
-        parts = [tokens[n][row] for n in names]
+        parts = [tokens[n][row].tolist() for n in names]
         ids, types, kept = build_input(parts, max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, head_share)
         out.input_ids.append(ids)
         out.token_type_ids.append(types)

@@ -20,13 +20,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
 from questlab.models.base import FitLog, Model, ModelParams, check_predictions
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.transformer.batches import RowDataset
-from questlab.models.transformer.inputs import encode_frame
+from questlab.models.transformer.inputs import CACHE_STATS, encode_frame
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
 from questlab.models.transformer.training import TrainSettings, infer, state_dict_cpu, train_network
 from questlab.schema import ANSWER_TARGETS, CATEGORY, HOST, QUESTION_TARGETS, TARGETS
@@ -40,15 +40,19 @@ class TransformerParams(ModelParams):
     dual_answer_targets: Literal["answer", "all"] = "answer"  # dual: the answer model's targets
     max_length: int = Field(512, ge=8, le=4096)  # total token budget, special tokens included
     head_share: float = Field(0.5, ge=0.0, le=1.0)  # of a cut part, the share kept from its start
-    pooling: Literal["cls", "mean", "layers"] = "mean"  # layers: learned weights over every layer's CLS
+    pooling: Literal["cls", "mean", "layers", "attention"] = "mean"  # layers: learned weights over every
+    # layer's CLS; attention: learned per-token weights (softmax over the unmasked tokens)
     use_category: bool = True  # learn a category embedding (index 0 = unseen at predict time)
     use_host: bool = True  # learn a host embedding (index 0 = unseen)
     meta_dim: int = Field(16, ge=1)  # size of each category/host embedding
     dropout: float = Field(0.2, ge=0.0, lt=1.0)  # head dropout
     n_dropout_samples: int = Field(5, ge=1)  # multi-sample dropout: masks averaged while training
     epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)  # per process, per micro-batch
+    batch_size: int = Field(16, ge=1)  # per process, per micro-batch (CUDA + auto_micro_batch: see there)
     accumulation: int = Field(1, ge=1)  # micro-batches per optimizer step
+    auto_micro_batch: bool = True  # CUDA: the largest micro-batch dividing batch_size * accumulation that fits
+    freeze_encoder_epochs: int = Field(0, ge=0)  # the first N epochs train the head only (encoder frozen)
+    rank_loss_weight: float = Field(0.0, ge=0)  # + this x pairwise ranking loss per column (0 = BCE only)
     lr: float = Field(5e-5, gt=0)  # encoder LR (top layer)
     head_lr: float = Field(1e-3, gt=0)  # head, pooling weights, embeddings
     layer_decay: float = Field(1.0, gt=0, le=1.0)  # layer-wise LR decay down the encoder (1 = off)
@@ -58,12 +62,25 @@ class TransformerParams(ModelParams):
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CPU and on bf16-capable GPUs
     eval_batch_size: int = Field(64, ge=1)
     bucket_factor: int = Field(50, ge=1)  # batches per length-sorted bucket (randomness vs padding)
+    pad_to_multiple: int = Field(8, ge=1)  # batch widths rounded up to a multiple (64: 8 shapes up to 512)
+    compile: bool = False  # torch.compile the network (pair it with pad_to_multiple: 64)
     select_best_epoch: bool = True  # keep the epoch with the best valid Spearman (else the last)
     seed: int = 42
     progress: bool = True  # progress bars with ETA (main process only)
     cpu: bool = False  # run on CPU even when a GPU is there
     num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 leaves torch's default
     malloc_tuning: bool = True  # CPU: glibc malloc keeps big blocks (see cpu_malloc.py; +12% in the bench)
+    log_every: int = Field(50, ge=1)  # micro-batches between progress-bar loss reads (each read syncs a GPU)
+    background_checkpoints: bool = True  # epoch checkpoints written by a thread while training goes on
+
+    @model_validator(mode="after")
+    def _encoder_trains(self) -> TransformerParams:
+        if self.freeze_encoder_epochs >= self.epochs:
+            raise ValueError(
+                f"freeze_encoder_epochs ({self.freeze_encoder_epochs}) must be below epochs ({self.epochs}): "
+                "the encoder would never be fine-tuned"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -112,7 +129,11 @@ class TransformerModel(Model):
         if p.num_threads:
             torch.set_num_threads(p.num_threads)
         started = time.perf_counter()
-        accelerator = Accelerator(cpu=p.cpu)
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # A frozen encoder gets no gradients in the head-only epochs: DDP must be told to expect that.
+        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if p.freeze_encoder_epochs else []
+        accelerator = Accelerator(cpu=p.cpu, kwargs_handlers=handlers)
         self.device_ = accelerator.device
         folder = resolve_encoder(p.encoder)
         self.encoder_folder_ = folder
@@ -124,6 +145,7 @@ class TransformerModel(Model):
         log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
         log.info["stages"] = [s.name for s in stages_for(p)]
         checkpoints = self._checkpoint_root(log, accelerator)
+        tokenised = dict(CACHE_STATS)
         for k, stage in enumerate(stages_for(p)):
             train_data = self._dataset(train, stage, log if stage.with_answer else None)
             valid_data = self._dataset(valid, stage, None) if valid is not None else None
@@ -134,6 +156,8 @@ class TransformerModel(Model):
             net = train_network(net, train_data, valid_data, self._settings(), log, accelerator, workdir, stage=k)
             log.timings[f"train_{stage.name}_s"] = time.perf_counter() - stage_started
             self.networks_[stage.name] = net
+        # Texts tokenised afresh vs found in the process's cache (earlier folds, the other stage).
+        log.info["token_cache"] = {k: CACHE_STATS[k] - tokenised[k] for k in CACHE_STATS}
         log.timings["fit_s"] = time.perf_counter() - started
         self.fitted_ = True
         return self
@@ -148,7 +172,14 @@ class TransformerModel(Model):
             net = self.networks_[stage.name].to(accelerator.device)
             data = self._dataset(frame, stage, None)
             preds[stage], _ = infer(
-                net, data, self.params.eval_batch_size, accelerator, self._bf16(accelerator.device), shard=False
+                net,
+                data,
+                self.params.eval_batch_size,
+                accelerator,
+                self._bf16(accelerator.device),
+                shard=False,
+                multiple=self.params.pad_to_multiple,
+                cap=self.params.max_length,
             )
         return check_predictions(combine(preds, len(frame)), len(frame), "TransformerModel")
 

@@ -7,16 +7,22 @@ training, which steadies the gradient of a small head on a small data set.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 import torch
+import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-Pooling = Literal["cls", "mean", "layers"]
-POOLINGS: tuple[str, ...] = ("cls", "mean", "layers")
+Pooling = Literal["cls", "mean", "layers", "attention"]
+POOLINGS: tuple[str, ...] = ("cls", "mean", "layers", "attention")
+logger = logging.getLogger(__name__)
+# transformers 5 names the load dtype ``dtype``; 4.x ``torch_dtype``.
+_DTYPE_KW = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
 
 
 def build_vocab(values: list[str], min_count: int = 1) -> dict[str, int]:
@@ -34,18 +40,32 @@ def lookup(vocab: dict[str, int], values: list[str]) -> list[int]:
 
 
 def load_encoder(folder: Path | str, pretrained: bool = True) -> nn.Module:
-    """The encoder without its pooler (unused here, and unused weights break DDP).
+    """The encoder without its pooler (unused here, and unused weights break DDP), in fp32.
 
-    ``pretrained=False`` builds the architecture from ``config.json`` only: ``load`` then fills
-    in the fine-tuned weights.
+    Weights load as float32 whatever dtype the folder stores (transformers 5 keeps the stored
+    one: an fp16 folder would otherwise give fp16 weights that AdamW updates in half precision;
+    bf16 autocast does the fast part). PyTorch's SDPA attention where the architecture has it
+    (BERT does, MPNet does not: it falls back to the default). ``pretrained=False`` builds the
+    architecture from ``config.json`` only: ``load`` then fills in the fine-tuned weights.
     """
     config = AutoConfig.from_pretrained(folder)
-    try:
-        if pretrained:
-            return AutoModel.from_pretrained(folder, add_pooling_layer=False)
-        return AutoModel.from_config(config, add_pooling_layer=False)
-    except TypeError:  # architectures without a pooler take no such argument
-        return AutoModel.from_pretrained(folder) if pretrained else AutoModel.from_config(config)
+    for attention in ("sdpa", None):
+        kwargs: dict = {_DTYPE_KW: torch.float32, **({"attn_implementation": attention} if attention else {})}
+        for pooler in ({"add_pooling_layer": False}, {}):  # architectures without a pooler refuse the flag
+            try:
+                if pretrained:
+                    model = AutoModel.from_pretrained(folder, **pooler, **kwargs)
+                else:
+                    model = AutoModel.from_config(config, **pooler, **kwargs)
+                return model.float()  # modules a folder leaves out still follow the default dtype
+            except TypeError:
+                continue
+            except ValueError as exc:  # this architecture has no SDPA: default attention
+                if attention is None:
+                    raise
+                logger.info("%s: no SDPA attention (%s); using the default", folder, str(exc).splitlines()[0])
+                break
+    raise TypeError(f"cannot build an encoder from {folder}")
 
 
 class QuestNet(nn.Module):
@@ -71,6 +91,9 @@ class QuestNet(nn.Module):
         self.uses_token_types = getattr(encoder.config, "type_vocab_size", 1) >= 2
         if pooling == "layers":  # one learned weight per hidden state (embeddings + each layer)
             self.layer_weights = nn.Parameter(torch.zeros(encoder.config.num_hidden_layers + 1))
+        if pooling == "attention":  # one learned score per token, softmax over the unmasked ones
+            self.token_score = nn.Linear(hidden, 1)
+        self.freeze_encoder = False  # set by the loop: encoder forward without gradients (head warm-up)
         # +1: index 0 is "unknown"; a zero count disables the embedding.
         self.category_emb = nn.Embedding(n_categories + 1, meta_dim) if n_categories else None
         self.host_emb = nn.Embedding(n_hosts + 1, meta_dim) if n_hosts else None
@@ -84,6 +107,12 @@ class QuestNet(nn.Module):
         if self.pooling == "mean":
             mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
             return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.pooling == "attention":
+            hidden = out.last_hidden_state
+            scores = self.token_score(hidden).squeeze(-1).float()
+            scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
+            weights = torch.softmax(scores, dim=1).to(hidden.dtype)
+            return (weights.unsqueeze(-1) * hidden).sum(1)
         weights = torch.softmax(self.layer_weights, dim=0)
         stacked = torch.stack([h[:, 0] for h in out.hidden_states], dim=0)  # (layers, batch, hidden)
         return (weights[:, None, None] * stacked).sum(0)
@@ -97,12 +126,13 @@ class QuestNet(nn.Module):
         host: torch.Tensor | None = None,
     ) -> torch.Tensor:
         kwargs = {"token_type_ids": token_type_ids} if self.uses_token_types and token_type_ids is not None else {}
-        out = self.encoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            output_hidden_states=self.pooling == "layers",
-            **kwargs,
-        )
+        with torch.no_grad() if self.freeze_encoder else contextlib.nullcontext():
+            out = self.encoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                output_hidden_states=self.pooling == "layers",
+                **kwargs,
+            )
         features = [self.pool(out, attention_mask)]
         if self.category_emb is not None:
             features.append(self.category_emb(category))

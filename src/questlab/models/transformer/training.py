@@ -5,24 +5,26 @@ the encoder), one linear warm-up/decay schedule created once for the whole run, 
 accumulation and clipping, bf16 autocast, a valid evaluation per epoch, best-epoch selection
 and a checkpoint per epoch that a killed run resumes from. ``accelerate`` places the model and
 shards batches, so the same loop runs on CPU, one GPU, or several under ``accelerate launch``.
+
+Throughput (the same code on CPU and GPU): the loss is summed on the device and read once per
+``log_every`` micro-batches and per epoch, never per step (a read waits for the GPU to finish);
+predictions stay on the device until an epoch's rows are all done (one transfer); checkpoints
+are copied to the CPU and written by a background thread; on CUDA the optimizer is fused and
+the micro-batch is the largest that fits, at the configured effective batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
-import re
-import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -30,7 +32,31 @@ from transformers import get_linear_schedule_with_warmup
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
 from questlab.models.transformer.batches import RowDataset, bucket_batches, make_loader
+from questlab.models.transformer.checkpoints import (
+    CheckpointWriter,
+    Progress,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    state_dict_cpu,
+    take_snapshot,
+)
 from questlab.models.transformer.cpu_malloc import tune_malloc
+from questlab.models.transformer.optim import (
+    bce,
+    cuda_fits,
+    largest_fitting_micro_batch,
+    layer_depth,
+    make_optimizer,
+    param_groups,
+    training_loss,
+)
+
+__all__ = [  # the names tests, the bench and model.py take from here
+    "Progress", "TrainSettings", "bce", "forward", "infer", "latest_checkpoint", "layer_depth",
+    "load_checkpoint", "param_groups", "place_rows", "save_checkpoint", "score_with_undefined",
+    "state_dict_cpu", "train_network",
+]  # fmt: skip
 
 
 @dataclass
@@ -38,7 +64,7 @@ class TrainSettings:
     """The optimisation knobs ``train_network`` needs (a subset of the model's params)."""
 
     epochs: int = 3
-    batch_size: int = 16
+    batch_size: int = 16  # rows per micro-batch (on CUDA with auto_micro_batch: see there)
     accumulation: int = 1  # micro-batches per optimizer step
     lr: float = 5e-5  # top encoder layer
     head_lr: float = 1e-3  # head, pooling weights, category/host embeddings
@@ -53,6 +79,14 @@ class TrainSettings:
     seed: int = 42
     progress: bool = True
     malloc_tuning: bool = True  # on CPU, see questlab.models.transformer.cpu_malloc
+    pad_to_multiple: int = 8  # batch widths rounded up to a multiple of this (few shapes)
+    max_length: int | None = None  # widths never rounded beyond it
+    compile: bool = False  # torch.compile the network (training and valid forward passes)
+    auto_micro_batch: bool = True  # CUDA: largest micro-batch dividing batch_size * accumulation that fits
+    freeze_encoder_epochs: int = 0  # the first N epochs train the head only (encoder frozen)
+    rank_loss_weight: float = 0.0  # weight of the pairwise ranking term added to BCE (0 = off)
+    log_every: int = 50  # micro-batches between loss reads for the progress bar (each read syncs)
+    background_checkpoints: bool = True  # write checkpoints in a thread while training goes on
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -64,30 +98,6 @@ def score_with_undefined(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float,
     """
     rho, status = spearman_per_target(y_true, y_pred)
     return float(np.nan_to_num(rho, nan=0.0).mean()), sum(st != OK for st in status)
-
-
-def layer_depth(name: str, n_layers: int) -> int:
-    """Depth of an encoder parameter: 0 for embeddings, i+1 for layer i, n_layers for the rest."""
-    if ".embeddings." in f".{name}":
-        return 0
-    found = re.search(r"\.layer\.(\d+)\.", name)
-    return int(found.group(1)) + 1 if found else n_layers
-
-
-def param_groups(net: nn.Module, s: TrainSettings) -> list[dict]:
-    """AdamW groups: encoder LR decayed layer by layer, the head at ``head_lr``, no decay on 1-D weights."""
-    n_layers = net.encoder.config.num_hidden_layers
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, p in net.named_parameters():
-        if not p.requires_grad:
-            continue
-        if name.startswith("encoder."):
-            lr = s.lr * s.layer_decay ** (n_layers - layer_depth(name[len("encoder.") :], n_layers))
-        else:
-            lr = s.head_lr
-        wd = 0.0 if p.ndim < 2 else s.weight_decay  # biases and norms: no weight decay
-        groups.setdefault((lr, wd), []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -105,99 +115,74 @@ def forward(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE on soft targets, in fp32 whatever the autocast dtype."""
-    return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float())
+def place_rows(index: torch.Tensor, logits: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """Logits in row order, from the rows' ``index``; every row must come exactly once.
+
+    A row no process predicted would otherwise stay 0 (a sigmoid of 0.5) unnoticed, and one
+    predicted twice means the shards overlapped: both are bugs, and raise.
+    """
+    counts = torch.bincount(index, minlength=n_rows)
+    if len(counts) > n_rows or bool((counts != 1).any()):
+        bad = int(torch.nonzero(counts[:n_rows] != 1)[0]) if bool((counts[:n_rows] != 1).any()) else n_rows
+        times = int(counts[bad]) if bad < len(counts) else 0
+        raise RuntimeError(f"prediction: row {bad} of {n_rows} predicted {times} times (each must be exactly once)")
+    out = torch.empty((n_rows, logits.shape[1]), dtype=logits.dtype, device=logits.device)
+    out[index] = logits
+    return out
 
 
-def state_dict_cpu(net: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
+def _gather_rows(accelerator: Accelerator, index: torch.Tensor, logits: torch.Tensor):
+    """Every process's (index, logits), concatenated; shards of unequal size padded, then dropped."""
+    size = torch.tensor([len(index)], device=index.device)
+    most = int(accelerator.gather(size).max())
+    pad = most - len(index)
+    index = torch.cat([index, index.new_full((pad,), -1)])
+    logits = torch.cat([logits, logits.new_zeros((pad, logits.shape[1]))])
+    index, logits = accelerator.gather(index), accelerator.gather(logits)
+    keep = index >= 0
+    return index[keep], logits[keep]
 
 
 @torch.inference_mode()
 def infer(
-    net: nn.Module, data: RowDataset, batch_size: int, accelerator: Accelerator, bf16: bool, shard: bool
+    net: nn.Module,
+    data: RowDataset,
+    batch_size: int,
+    accelerator: Accelerator,
+    bf16: bool,
+    shard: bool,
+    multiple: int = 8,
+    cap: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Sigmoid predictions for every row of ``data`` in row order, and the mean BCE if it has targets.
 
-    ``shard``: split the batches over processes and gather (under DDP); otherwise this process
-    predicts everything itself. Rows are placed by their index, so the padding rows DDP adds to
-    even out the shards only overwrite a row with the same values.
+    ``shard``: process k of P predicts batches k, k+P, ... and all rows are gathered (under DDP);
+    otherwise this process predicts everything itself. Logits stay on the device until all
+    rows are in (one copy to the host), and ``place_rows`` checks every row came exactly once.
+    The forward passes bypass a DDP wrapper: its forward synchronises buffers across processes,
+    which would deadlock when the shards hold different numbers of batches.
     """
+    if isinstance(net, nn.parallel.DistributedDataParallel):
+        net = net.module
     net.eval()
-    loader = make_loader(data, bucket_batches(data.lengths(), batch_size, shuffle=False), pad_id=data.pad_id)
-    if shard:
-        loader = accelerator.prepare_data_loader(loader, device_placement=True)
-    logits_all: torch.Tensor | None = None
+    batches = bucket_batches(data.lengths(), batch_size, shuffle=False)
+    world = accelerator.num_processes if shard else 1
+    mine = batches[accelerator.process_index :: world] if world > 1 else batches
+    device = accelerator.device
+    loader = make_loader(data, mine, data.pad_id, multiple, cap, pin_memory=device.type == "cuda")
+    n_out = net.head.out_features  # a compiled module passes attribute reads to the original
+    indices, outputs = [torch.zeros(0, dtype=torch.long, device=device)], [torch.zeros((0, n_out), device=device)]
     for batch in loader:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        with autocast(accelerator.device, bf16):
-            logits = forward(net, batch).float()
-        index = batch["index"]
-        if shard:
-            index, logits = accelerator.gather_for_metrics((index, logits))
-        if logits_all is None:
-            logits_all = torch.zeros((len(data), logits.shape[1]))
-        logits_all[index.cpu()] = logits.cpu()
-    assert logits_all is not None, "no rows to predict"
-    loss = float("nan") if data.targets is None else float(bce(logits_all, torch.tensor(data.targets)))
-    return torch.sigmoid(logits_all).double().numpy(), loss
-
-
-# --- checkpoints: one folder per epoch, complete once its marker exists --------------------------
-@dataclass
-class Progress:
-    """What a checkpoint carries besides weights: where the run stands and what it has seen."""
-
-    epoch: int = 0  # epochs finished
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_score: float = -math.inf
-    best_epoch: int = -1
-
-
-def latest_checkpoint(folder: Path | None) -> Path | None:
-    """The newest complete ``epoch-K`` checkpoint in ``folder``, or None."""
-    if folder is None or not folder.exists():
-        return None
-    done = [p for p in folder.glob("epoch-*") if (p / "complete").exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def save_checkpoint(
-    folder: Path, net: nn.Module, best: dict[str, torch.Tensor], optimizer, scheduler, progress: Progress
-) -> Path:
-    """Write ``epoch-K`` (weights, best weights, optimizer, schedule, RNG, progress), then drop older ones."""
-    path = folder / f"epoch-{progress.epoch}"
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    save_file(state_dict_cpu(net), str(path / "weights.safetensors"))
-    save_file(best, str(path / "best.safetensors"))
-    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}
-    torch.save(state, path / "state.pt")
-    (path / "progress.json").write_text(json.dumps(progress.__dict__, indent=1))
-    (path / "complete").touch()  # last: a kill before this line leaves an incomplete, ignored folder
-    for old in folder.glob("epoch-*"):
-        if old != path:
-            shutil.rmtree(old, ignore_errors=True)
-    return path
-
-
-def load_checkpoint(path: Path, net: nn.Module, optimizer, scheduler) -> tuple[Progress, dict[str, torch.Tensor]]:
-    """Restore what ``save_checkpoint`` wrote; returns the progress and the best weights so far."""
-    net.load_state_dict(load_file(str(path / "weights.safetensors")))
-    state = torch.load(path / "state.pt", weights_only=False)  # our own file: optimizer + RNG states
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return Progress(**json.loads((path / "progress.json").read_text())), load_file(str(path / "best.safetensors"))
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, bf16):
+            outputs.append(forward(net, batch).float())
+        indices.append(batch["index"])
+    index, logits = torch.cat(indices), torch.cat(outputs)
+    if world > 1:
+        index, logits = _gather_rows(accelerator, index, logits)
+    logits = place_rows(index, logits, len(data))
+    loss = float("nan") if data.targets is None else float(bce(logits, torch.tensor(data.targets, device=device)))
+    return torch.sigmoid(logits).double().cpu().numpy(), loss
 
 
 # --- the loop -----------------------------------------------------------------------------------
@@ -217,19 +202,30 @@ def train_network(
     checkpoint continues after it (same weights, optimizer, schedule and RNG: the same result as
     a run never interrupted). Each epoch is recorded in ``log`` (tagged with ``stage``).
     """
-    if s.malloc_tuning and accelerator.device.type == "cpu":
+    device = accelerator.device
+    if s.malloc_tuning and device.type == "cpu":
         tune_malloc()
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
     random.seed(s.seed)
-    optimizer = torch.optim.AdamW(param_groups(net, s))
+    net = net.to(device)
+    micro, accumulation = s.batch_size, s.accumulation
+    if s.auto_micro_batch and device.type == "cuda" and s.max_length:
+        micro = largest_fitting_micro_batch(micro * accumulation, cuda_fits(net, forward, s.max_length, device, s.bf16))
+        micro, accumulation = micro, (s.batch_size * s.accumulation) // micro
+        log.info[f"stage{stage}_micro_batch"] = [micro, accumulation]
+    optimizer = make_optimizer(net, s, device)
     # Batches per process per epoch (DDP shards batches); the schedule counts optimizer steps.
-    n_batches = math.ceil(math.ceil(len(train) / s.batch_size) / accelerator.num_processes)
-    steps_per_epoch = math.ceil(n_batches / s.accumulation)
+    n_batches = math.ceil(math.ceil(len(train) / micro) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(n_batches / accumulation)
     total_steps = steps_per_epoch * s.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
     net, optimizer = accelerator.prepare(net, optimizer)
     raw = accelerator.unwrap_model(net)
+    # Compiled or not, the same parameters: the state dicts below come from ``raw``. The valid
+    # pass runs ``raw`` (compiled separately), never the DDP wrapper (see ``infer``).
+    model = torch.compile(net) if s.compile else net
+    eval_model = torch.compile(raw) if s.compile else raw
 
     progress, best = Progress(), state_dict_cpu(raw)
     found = latest_checkpoint(checkpoint_dir)
@@ -246,37 +242,43 @@ def train_network(
         disable=not (s.progress and accelerator.is_main_process),
         dynamic_ncols=True,
     )
-    device = accelerator.device
+    writer = CheckpointWriter(background=s.background_checkpoints)
+    pin, cap = device.type == "cuda", s.max_length
     for epoch in range(progress.epoch, s.epochs):
         started = time.perf_counter()
         net.train()
-        batches = bucket_batches(train.lengths(), s.batch_size, True, s.seed + epoch, s.bucket_factor)
-        loader = accelerator.prepare_data_loader(make_loader(train, batches, train.pad_id), device_placement=True)
-        loss_sum, n_micro = 0.0, 0
+        raw.freeze_encoder = epoch < s.freeze_encoder_epochs
+        batches = bucket_batches(train.lengths(), micro, True, s.seed + epoch, s.bucket_factor)
+        loader = make_loader(train, batches, train.pad_id, s.pad_to_multiple, cap, pin_memory=pin)
+        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         for k, batch in enumerate(loader):
-            step_now = (k + 1) % s.accumulation == 0 or k + 1 == len(loader)
+            step_now = (k + 1) % accumulation == 0 or k + 1 == len(loader)
             # Under DDP, skip the gradient all-reduce on micro-batches that do not step.
             sync = contextlib.nullcontext() if step_now else accelerator.no_sync(net)
             with sync:
                 with autocast(device, s.bf16):
-                    loss = bce(forward(net, batch), batch["targets"])
-                accelerator.backward(loss / s.accumulation)
+                    loss = training_loss(forward(model, batch), batch["targets"], s.rank_loss_weight)
+                accelerator.backward(loss / accumulation)
             if step_now:
                 if s.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(net.parameters(), s.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            loss_sum, n_micro = loss_sum + float(loss.detach()), n_micro + 1
+            loss_sum += loss.detach()
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / n_micro:.4f}")
+            if (k + 1) % s.log_every == 0:  # one host read per log interval
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_sum) / (k + 1):.4f}")
 
         # Each process saw its own shard: report the mean over processes.
-        train_loss = accelerator.reduce(torch.tensor(loss_sum / max(n_micro, 1), device=device), "mean")
+        train_loss = accelerator.reduce(loss_sum / max(len(loader), 1), "mean")
         row = {"stage": stage, "epoch": epoch + 1, "train_loss": float(train_loss)}
         row["lr"] = max(scheduler.get_last_lr())  # highest LR in use at the epoch's end
         if valid is not None:
-            pred, row["valid_loss"] = infer(net, valid, s.eval_batch_size, accelerator, s.bf16, shard=True)
+            pred, row["valid_loss"] = infer(
+                eval_model, valid, s.eval_batch_size, accelerator, s.bf16, True, s.pad_to_multiple, cap
+            )
             row["valid_score"], row["valid_undefined_targets"] = score_with_undefined(valid.targets, pred)
         row["seconds"] = time.perf_counter() - started
         log.log_epoch(**row)
@@ -287,10 +289,13 @@ def train_network(
             progress.best_epoch, best = epoch + 1, state_dict_cpu(raw)
         progress.epoch = epoch + 1
         if checkpoint_dir is not None and accelerator.is_main_process:
-            save_checkpoint(checkpoint_dir, raw, best, optimizer, scheduler, progress)
+            snap = take_snapshot(raw, best, optimizer, scheduler, progress, finished=epoch + 1 == s.epochs)
+            writer.write(save_checkpoint, checkpoint_dir, snap)
         accelerator.wait_for_everyone()
+    writer.wait()
     bar.close()
 
+    raw.freeze_encoder = False
     raw.load_state_dict(best)
     log.info[f"stage{stage}_best_epoch"] = progress.best_epoch
     log.info[f"stage{stage}_best_valid_score"] = progress.best_score
