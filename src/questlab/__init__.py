@@ -14,7 +14,7 @@ from typing import Any
 
 __version__ = "0.3.0"
 
-_API = ("Run", "Verdicts", "compare", "load_bundle", "load_run", "run", "runs", "tune")
+_API = ("Run", "Verdicts", "compare", "load_bundle", "load_run", "recipe", "run", "runs", "tune")
 
 
 def __getattr__(name: str) -> Any:

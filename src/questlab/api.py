@@ -181,19 +181,48 @@ def run(
     store: StoreLike = None,
     folds: list[int] | None = None,
     quiet: bool = False,
+    pseudo: str | Path | Any | None = None,
 ) -> Run:
     """Run grouped CV for a config (a YAML path, a dict or a RunConfig) and record it.
 
     ``train``/``test`` are QUEST CSV paths or DataFrames; ``set`` overrides config keys
     (``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]``); ``folds`` runs only those.
+    ``pseudo``: a file from ``questlab pseudo-label`` (or a ``questlab.pseudo.PseudoLabels``):
+    fold k also trains on its pseudo rows labelled by teacher fold k (the teacher's folds required).
     """
     from questlab.cv import run_cv
+    from questlab.pseudo import PseudoLabels
 
     cfg = resolve_config(config, set)
+    labels = pseudo if pseudo is None or isinstance(pseudo, PseudoLabels) else PseudoLabels.read(pseudo)
     st = as_store(store, create=True)
     say = console.quiet if quiet else console.stderr
-    run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say)
+    tags = labels.tags() if labels is not None else None
+    run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say, pseudo=labels, tags=tags)
     return Run(st.get(run_id), st)
+
+
+def recipe(
+    recipe: str | Path,
+    train: DataLike,
+    test: DataLike | None = None,
+    *,
+    submission: str | Path | None = None,
+    store: StoreLike = None,
+    quiet: bool = False,
+) -> Run:
+    """Run a recipe (a built-in name such as ``"fast"``, or a recipe YAML path); return its ensemble run.
+
+    Members already recorded with the same config, data and folds are reused, killed ones resumed;
+    ``submission`` also writes the ensemble's test predictions there.
+    """
+    from questlab.recipes import run_recipe
+
+    st = as_store(store, create=True)
+    outcome = run_recipe(
+        recipe, train, test, store=st, submission=submission, say=console.quiet if quiet else console.stderr
+    )
+    return Run(st.get(outcome.ensemble_id), st)
 
 
 def load_run(run_id: str, store: StoreLike = None) -> Run:
@@ -273,4 +302,4 @@ def load_bundle(path: str | Path) -> Any:
     return BundleModel(Path(path))
 
 
-__all__ = ["Run", "Verdicts", "compare", "load_bundle", "load_run", "run", "runs"]
+__all__ = ["Run", "Verdicts", "compare", "load_bundle", "load_run", "recipe", "run", "runs"]

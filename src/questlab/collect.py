@@ -40,10 +40,19 @@ def collect_runs(
     for r, f, m in zip(records[1:], sources[1:], metas[1:], strict=True):
         if (m.config or {}).get("model") != (base.config or {}).get("model"):
             raise UsageError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
+        if m.seed != base.seed:  # each fold is seeded from it: the merged run's recorded seed must be true
+            raise UsageError(
+                f"run {r.run_id} was made with seed {m.seed}, run {records[0].run_id} with seed {base.seed}"
+            )
         if m.train_sha256 != base.train_sha256:
             raise UsageError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
         if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
             raise UsageError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
+        if m.test_sha256 != base.test_sha256:  # else the submission averages other pairs row by row
+            raise UsageError(
+                f"run {r.run_id} predicted another test file than {records[0].run_id} "
+                f"({m.test_file or 'no --test'} vs {base.test_file or 'no --test'}): re-run it with the same --test"
+            )
     train_data = Dataset.read(train, "train")
     test_data = Dataset.read(test, "test") if test is not None else None
     base.check_same_data("train", train_data)

@@ -1,7 +1,8 @@
 """Reading a QUEST CSV file as text, safely: encodings, gzip, delimiters, ragged rows.
 
 Every problem is a ``DataError`` naming the file, the line and what to do; ``questlab.data``
-validates the columns and values of what this returns.
+validates the columns and values of what this returns. ``read_csv`` reads a whole file;
+``iter_csv`` reads it in pieces of a bounded number of rows (any size of file, flat memory).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import csv
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,8 @@ from questlab.errors import DataError
 from questlab.schema import ID, TRAIN_COLUMNS
 
 Kind = Literal["train", "test"]
+CHUNK_ROWS = 5_000  # rows per piece of iter_csv: ~10 MB of QUEST text
+_HEAD_BYTES = 1 << 16  # what iter_csv looks at before streaming (the same checks as _read_text)
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -32,12 +35,95 @@ def read_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     text = _read_text(path)
     _check_layout(path, text)
+    return _parse(path, text)
+
+
+def _parse(path: Path, text: str) -> pd.DataFrame:
+    """Checked CSV text (a header and records) to a frame of strings, header names stripped."""
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
         raise DataError(path, f"not a valid CSV file ({str(exc).strip()})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def iter_csv(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``read_csv`` in pieces: frames of at most ``chunk_rows`` rows (strings), each with the 1-based
+    number of its first data row, so that memory holds one piece at a time.
+
+    The same checks and the same errors (file, line, row) as ``read_csv``, raised when the reading
+    reaches them: a problem in a later piece comes after the earlier pieces were yielded, so in a
+    file with several problems the first one in reading order is named. Each piece is parsed by
+    pandas from the exact text of its records, so the values equal ``read_csv``'s.
+    """
+    path = Path(path)
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    try:
+        head = _head(path)
+        encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
+        if not head.strip() or (encoding == "utf-8" and b"\x00" in head[:4096]):
+            # empty, binary or UTF-16 without a mark: the whole-file reader names it
+            frame = read_csv(path)
+            for start in range(0, max(len(frame), 1), chunk_rows):
+                yield start + 1, frame.iloc[start : start + chunk_rows].reset_index(drop=True)
+            return
+        first_line = _first_line(head.decode(encoding, errors="replace"))
+        with _unpacked(path) as raw, io.TextIOWrapper(raw, encoding=_CODEC.get(encoding, encoding), newline="") as fh:
+            lines = _LineTee(fh)
+            records = _checked_records(path, _records_of(lines), first_line)
+            next(records)  # the header (checked)
+            header_text, n_rows, start = lines.take(), 0, 1
+            for _ in records:
+                n_rows += 1
+                if n_rows - start + 1 == chunk_rows:
+                    yield start, _parse(path, header_text + lines.take())
+                    start = n_rows + 1
+            if n_rows >= start or n_rows == 0:  # the rest; a header alone is one empty piece
+                yield start, _parse(path, header_text + lines.take())
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error):
+        _read_text(path)  # reads the whole file again to name the exact place (line, byte offset)
+        raise DataError(path, "cannot be read") from None
+
+
+_CODEC = {"utf-8": "utf-8-sig"}  # a UTF-8 byte-order mark is dropped, as _read_text drops it
+
+
+def _head(path: Path) -> bytes:
+    """The first bytes of the (unpacked) file; a missing file or a folder is named as _read_text names it."""
+    if not path.is_file():
+        _read_text(path)
+    with _unpacked(path) as raw:
+        return raw.read(_HEAD_BYTES)
+
+
+def _unpacked(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, gunzipped when the content is gzip (by content, not by name)."""
+    with path.open("rb") as fh:
+        packed = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if packed else path.open("rb")
+
+
+class _LineTee:
+    """The lines of a text stream, kept until taken: the exact text of the records read so far."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self._taken: list[str] = []
+
+    def __iter__(self) -> _LineTee:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def take(self) -> str:
+        text = "".join(self._taken)
+        self._taken.clear()
+        return text
 
 
 # UTF-16/32 byte-order marks, UTF-32 first (its LE mark starts with UTF-16's). A UTF-8 one is dropped after decoding.
@@ -92,8 +178,12 @@ def _decode_error(path: Path, data: bytes, exc: UnicodeDecodeError, encoding: st
 
 def _records(text: str) -> Iterator[tuple[int, list[str]]]:
     """Each CSV record with the file line it starts on; blank lines skipped, as pandas skips them."""
+    return _records_of(io.StringIO(text, newline=""))
+
+
+def _records_of(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # pandas reads long texts: so must we
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(lines)
     line = 1
     for fields in reader:
         if fields and not (len(fields) == 1 and not fields[0].strip()):
@@ -103,10 +193,18 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
 
 def _check_layout(path: Path, text: str) -> None:
     """Separator, repeated header names, row widths: pandas would mangle a name (``x.1``), pad a short row."""
-    records = _records(text)
+    for _ in _checked_records(path, _records(text), _first_line(text)):
+        pass
+
+
+def _first_line(text: str) -> str:
+    return text.lstrip("\ufeff\r\n \t").partition("\n")[0]
+
+
+def _checked_records(path: Path, records: Iterator[tuple[int, list[str]]], first_line: str) -> Iterator[list[str]]:
+    """The header, then each data record, each checked as it is reached (``_check_layout``'s rules)."""
     try:
         header = [c.strip() for c in next(records, (1, []))[1]]
-        first_line = text.lstrip("\ufeff\r\n \t").partition("\n")[0]
         for sep, name in ((";", "';'"), ("\t", "tabs")):
             if ID not in header and len({c.strip(' "') for c in first_line.split(sep)} & set(TRAIN_COLUMNS)) > 1:
                 raise DataError(
@@ -116,6 +214,7 @@ def _check_layout(path: Path, text: str) -> None:
             if name in header[:i]:
                 where = f"columns {header.index(name) + 1} and {i + 1}"
                 raise DataError(path, f"the header names it twice ({where})", column=name, hint="delete or rename one")
+        yield header
         key = header.index(ID) if ID in header else len(header)
         for row, (line, fields) in enumerate(records, start=1):
             if len(fields) != len(header):
@@ -125,5 +224,6 @@ def _check_layout(path: Path, text: str) -> None:
                     hint="a field is missing or the line was cut short" if len(fields) < len(header)
                     else "a text holding a comma must be quoted (check the quotes on that line)",
                 )  # fmt: skip
+            yield fields
     except csv.Error as exc:
         raise DataError(path, f"not a valid CSV file ({exc})") from None

@@ -27,6 +27,7 @@ from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
+from questlab.pseudo import PseudoLabels, attach_pseudo
 from questlab.recording import finalize_run, flatten, log_model
 from questlab.rundir import (
     FOLD_DONE_FILE,
@@ -39,7 +40,7 @@ from questlab.rundir import (
 )
 from questlab.schema import ID, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
-from questlab.store.liveness import die_with_parent, sigterm_as_interrupt
+from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
 
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
 
@@ -56,6 +57,7 @@ class RunData:
     train: pd.DataFrame
     test: pd.DataFrame | None
     folds: pd.DataFrame  # qa_id, group, fold aligned to train rows
+    pseudo: PseudoLabels | None = None  # extra train rows: fold k gets teacher fold k's labels only
 
 
 def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.DataFrame:
@@ -101,6 +103,8 @@ def _fit_fold(
     """Fit one fold's model; return valid and test predictions, the fit log and timings."""
     in_valid = data.folds["fold"].to_numpy() == k
     train_rows, valid_rows = data.train[~in_valid], data.train[in_valid]
+    if data.pseudo is not None:  # never scored: valid rows and OOF come from data.train alone
+        train_rows = pd.concat([train_rows, data.pseudo.for_fold(k)], ignore_index=True)
     log = FitLog(workdir=fold_dir / WORK_DIR)
     log.workdir.mkdir(parents=True, exist_ok=True)
     log.info["seed"] = seed
@@ -166,15 +170,14 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
 
     Workers write their fold folders themselves; only this process talks to the store. Parallel
     folds suit single-threaded models (TF-IDF, ridge heads); torch models use the cores already.
+    On Ctrl-C only this process raises (one message from the CLI); the workers are killed.
     """
     if config.parallel_folds <= 1 or len(todo) <= 1:
         for k in todo:
             yield _fit_and_record_fold(config, data, run, k)
         return
-    from joblib import Parallel, delayed
-
-    parallel = Parallel(n_jobs=min(config.parallel_folds, len(todo)), return_as="generator_unordered")
-    yield from parallel(delayed(_fit_and_record_fold)(config, data, run, k, True) for k in todo)
+    calls = [(config, data, run, k, True) for k in todo]
+    yield from in_workers(_fit_and_record_fold, calls, min(config.parallel_folds, len(todo)))
 
 
 def run_cv(
@@ -187,6 +190,7 @@ def run_cv(
     say: Say = stderr,
     on_fold: OnFold | None = None,
     tags: dict[str, str] | None = None,
+    pseudo: PseudoLabels | None = None,
 ) -> str:
     """Run (or resume) grouped CV for ``config`` and record it; returns the run id.
 
@@ -196,7 +200,7 @@ def run_cv(
     are kept, an unfinished fold restarts from the checkpoints its model left in ``work/``; the
     data must be what the run was made from. ``on_fold(k, score, scores_so_far)`` is called as
     each fold is recorded; raising :class:`~questlab.store.RunStopped` there stops the run
-    (marked KILLED). ``tags`` are added to a new run's tags.
+    (marked KILLED). ``tags`` are added to a new run's tags. ``pseudo``: see :mod:`questlab.pseudo`.
     """
     store = store or Store()
     train_data = Dataset.read(train, "train")
@@ -210,7 +214,9 @@ def run_cv(
         raise UsageError("give a config (or resume an earlier run)")
     else:
         folds = resolve_folds(config, train_data.frame, store)
-    data = RunData(train=train_data.frame, test=test_data.frame if test_data else None, folds=folds)
+    resumed = plan.run.read_meta() if plan else None
+    pseudo = attach_pseudo(pseudo, train_data.frame, folds, resumed, say)
+    data = RunData(train=train_data.frame, test=test_data.frame if test_data else None, folds=folds, pseudo=pseudo)
     all_folds = sorted(int(k) for k in folds["fold"].unique())
     selected = sorted(only_folds) if only_folds is not None else all_folds
     unknown = [k for k in selected if k not in all_folds]
@@ -329,6 +335,7 @@ def _start_run(
             git_commit=git_commit(),
             folds_all=all_folds,
             folds_selected=selected,
+            pseudo=data.pseudo.provenance() if data.pseudo else None,
         )
     )
     store.sync(run_id, "config.yaml", FOLDS_FILE, "run.json")

@@ -137,7 +137,8 @@ def _write_tree(store: Store, run_id: str, folder: Path, encoders: set[str], lin
         names = [f"member_{i}" for i in range(len(spec["members"]))]
         for name, member in zip(names, spec["members"], strict=True):
             _write_tree(store, member, folder / "members" / name, encoders, link)
-        kept = {k: spec[k] for k in ("members", "average", "weights", "postprocess") if k in spec}
+        stored = ("members", "average", "weights", "postprocess", "stack", "question_share")
+        kept = {k: spec[k] for k in stored if k in spec}
         (folder / "ensemble.json").write_text(json.dumps(kept, indent=1))
         if spec["average"] == "rank":
             np.savez(folder / "references.npz", *[sorted_oof(store.folder(m)) for m in spec["members"]])

@@ -10,19 +10,31 @@ the last call). Two kinds exist:
 They are loaded from a store (:func:`load_predictor`) or from an exported bundle
 (:func:`questlab.export.load_bundle`); ``questlab predict``, ``questlab serve`` and the MLflow
 pyfunc model all use the same classes.
+
+Files are read in pieces (:func:`read_test_chunks`, ``CHUNK_ROWS`` rows at a time) and their
+predictions written piece by piece (:func:`stream_predictions`), so any size of file predicts in
+flat memory. Each piece is validated with the rules of a whole file, row numbers counting from the
+top of the file, and a ``qa_id`` repeated across pieces is refused like one repeated inside one.
 """
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 import numpy as np
 import pandas as pd
 
-from questlab.data import load_test
-from questlab.ensemble.combine import Combiner
+from questlab.csvfile import CHUNK_ROWS, iter_csv
+from questlab.data import validate_frame
+from questlab.ensemble.combine import Combiner, restore_combiner
 from questlab.ensemble.postprocess import PostProcessor
+from questlab.errors import DataError
+from questlab.folds import question_groups
 from questlab.models import Model
 from questlab.rundir import POSTPROCESS_FILE, RunFolder, predictions_frame
 from questlab.schema import ID, TARGETS
@@ -65,18 +77,15 @@ class EnsemblePredictor:
         one exception that is a property of the batch: a column the maps would make constant over
         a batch whose raw blend varies is left unmapped for that batch (see ``self.notes``).
         """
-        pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]))
+        groups = question_groups(frame) if self.combiner.question_share is not None else None  # shared questions
+        pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]), groups)
         return pred
 
 
 def combiner_from_spec(spec: dict, references: list[np.ndarray] | None, postprocess: Path | None) -> Combiner:
     """The Combiner an ``ensemble.json`` describes (weights per target, averaging, maps)."""
-    return Combiner(
-        weights=np.array([spec["weights"][t] for t in TARGETS], dtype=np.float64),
-        average=spec["average"],
-        references=references,
-        postprocessor=PostProcessor.load(postprocess) if postprocess is not None and postprocess.exists() else None,
-    )
+    postprocessor = PostProcessor.load(postprocess) if postprocess is not None and postprocess.exists() else None
+    return restore_combiner(spec, references, postprocessor)
 
 
 def sorted_oof(run: RunFolder) -> np.ndarray:
@@ -102,12 +111,97 @@ def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     return predictions_frame(frame[ID], predictor.predict(frame))
 
 
-def predict_file(predictor: Predictor, input_path: Path, output_path: Path | None) -> pd.DataFrame:
+def read_test_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """A test-format CSV as validated pieces of at most ``chunk_rows`` rows (``load_test``'s rules).
+
+    Errors name the row in the whole file; a ``qa_id`` seen in an earlier piece is a duplicate
+    (the ids seen are kept as one sorted int64 array: 8 bytes a row).
+    """
+    seen = np.empty(0, dtype=np.int64)
+    id_chunks: list[np.ndarray] = []
+    for first_row, text in iter_csv(path, chunk_rows):
+        try:
+            frame = validate_frame(text, "test", source=str(path))
+        except DataError as exc:
+            raise _shifted(exc, first_row - 1) from None
+        ids = frame[ID].to_numpy()
+        again = np.isin(ids, seen)
+        if again.any():
+            i = int(np.flatnonzero(again)[0])
+            first = int(np.flatnonzero(np.concatenate(id_chunks) == ids[i])[0])
+            raise DataError(
+                path,
+                f"duplicate qa_id (first seen at row {first + 1})",
+                column=ID,
+                row=first_row + i,
+                qa_id=int(ids[i]),
+                hint="each row must have its own qa_id",
+            )
+        id_chunks.append(ids)
+        seen = np.union1d(seen, ids)
+        yield frame
+
+
+def _shifted(exc: DataError, offset: int) -> DataError:
+    """A piece's error with its rows counted from the top of the file."""
+    if not offset or exc.row is None:
+        return exc
+    message = re.sub(r"first seen at row (\d+)", lambda m: f"first seen at row {int(m[1]) + offset}", exc.message)
+    return DataError(exc.file, message, exc.column, exc.row + offset, exc.qa_id, exc.hint)
+
+
+def iter_predictions(
+    predictor: Predictor, input_path: str | Path, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[pd.DataFrame]:
+    """qa_id + 30 predictions for each piece of a test-format CSV, in file order.
+
+    Rows are predicted independently by every model questlab has; the one exception is an
+    ensemble's constant-column fallback (see ``EnsemblePredictor.predict``), decided per piece.
+    """
+    for frame in read_test_chunks(input_path, chunk_rows):
+        yield predict_frame(predictor, frame)
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[TextIO]:
+    """A text file written through a temporary file beside it, renamed into place only when the
+    block finishes: an error (bad row in a later piece, Ctrl-C) leaves no half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            yield fh
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def stream_predictions(
+    predictor: Predictor, input_path: str | Path, output: str | Path | TextIO, chunk_rows: int = CHUNK_ROWS
+) -> int:
+    """Predict a test-format CSV piece by piece into ``output`` (a path, written atomically, or an
+    open text stream such as stdout); return the number of rows. Memory holds one piece."""
+    if isinstance(output, (str, Path)):
+        with writing(Path(output)) as fh:
+            return stream_predictions(predictor, input_path, fh, chunk_rows)
+    rows = 0
+    for out in iter_predictions(predictor, input_path, chunk_rows):
+        out.to_csv(output, header=rows == 0, index=False)
+        rows += len(out)
+    if output is sys.stdout:
+        output.flush()
+    return rows
+
+
+def predict_file(
+    predictor: Predictor, input_path: Path, output_path: Path | None, chunk_rows: int = CHUNK_ROWS
+) -> pd.DataFrame:
     """Validate ``input_path`` (a test-format CSV), predict; write qa_id + 30 targets to ``output_path``
-    (when given) and return them."""
-    frame = load_test(input_path)
-    out = predict_frame(predictor, frame)
+    (when given) and return them. The input is read in pieces; the predictions are held in
+    memory to be returned (``stream_predictions`` holds none)."""
+    out = pd.concat(list(iter_predictions(predictor, input_path, chunk_rows)), ignore_index=True)
     if output_path is not None:
-        Path(output_path).parent.mkdir(parents=True, exist_ok=True)
-        out.to_csv(output_path, index=False)
+        with writing(Path(output_path)) as fh:
+            out.to_csv(fh, index=False)
     return out

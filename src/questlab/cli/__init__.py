@@ -13,7 +13,9 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli import analysis, ensembling, tuning
+from questlab.cli import analysis, ensembling, pretrain, tuning
+from questlab.cli import pseudo as pseudo_commands
+from questlab.cli import recipes as recipe_cli
 from questlab.cli.common import OneLineErrors, StoreOpt, fail, guard, open_store
 from questlab.config import load_config
 
@@ -114,6 +116,10 @@ def run(
         list[str] | None,
         typer.Option("--set", help="override a config key, e.g. --set model.params.alpha=3 (repeatable)"),
     ] = None,
+    pseudo: Annotated[
+        Path | None,
+        typer.Option(help="pseudo-labels from `questlab pseudo-label` (the teacher's folds are required)"),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Run grouped CV for a config, record it, and print the run id on the last line."""
@@ -121,6 +127,7 @@ def run(
 
     from questlab.cv import run_cv
     from questlab.data import Dataset, check_pair
+    from questlab.pseudo import PseudoLabels
     from questlab.rundir import SUBMISSION_FILE
 
     if train is None or (resume is None and config is None):
@@ -142,6 +149,7 @@ def run(
     test_data = Dataset.read(test, "test") if test is not None else None
     if test_data is not None:
         check_pair(train_data.frame, test_data.frame, test)
+    pseudo_labels = PseudoLabels.read(pseudo) if pseudo is not None else None
     if submission is not None:
         try:
             submission.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +157,10 @@ def run(
             fail(f"--submission {submission}: cannot create its folder ({exc.strerror or exc})")
     st = open_store(store, create=resume is None)
     try:
-        run_id = run_cv(cfg, train_data, test_data, store=st, only_folds=fold, resume=resume)
+        run_id = run_cv(
+            cfg, train_data, test_data, store=st, only_folds=fold, resume=resume, pseudo=pseudo_labels,
+            tags=pseudo_labels.tags() if pseudo_labels else None,
+        )  # fmt: skip
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "questlab_run_id", "RUN_ID")
         typer.echo(
@@ -251,7 +262,7 @@ def predict(
     store: StoreOpt = None,
 ) -> None:
     """Predict new pairs with a run's fold models, or an exported bundle's (nothing is refitted)."""
-    from questlab.predict import predict_file
+    from questlab.predict import stream_predictions
 
     if input is None or output is None:
         fail("give --input (a test-format CSV) and --output (where predictions go)")
@@ -259,11 +270,10 @@ def predict(
     if not to_stdout:
         _check_output_file("--output", output)
     predictor = _load_predictor(run_id, model, store)
-    out = predict_file(predictor, input, None if to_stdout else output)
-    if to_stdout:
-        sys.stdout.write(out.to_csv(index=False))
-    else:
-        typer.echo(f"wrote {len(out)} rows to {output}", err=True)
+    # Read, predicted and written piece by piece: flat memory for any size of file.
+    rows = stream_predictions(predictor, input, sys.stdout if to_stdout else output)
+    if not to_stdout:
+        typer.echo(f"wrote {rows} rows to {output}", err=True)
 
 
 @app.command()
@@ -318,3 +328,6 @@ def export(
 analysis.register(app)  # diagnose, compare, finding add, findings
 ensembling.register(app)  # postprocess, ensemble
 tuning.register(app)  # tune
+pretrain.register(app)  # pretrain
+pseudo_commands.register(app)  # pseudo-label
+recipe_cli.register(app)  # recipe

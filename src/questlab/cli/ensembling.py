@@ -7,6 +7,7 @@ Both make a new run (kind "ensemble") and print its id on the last line of stdou
 (nested gain first, in-sample beside it) goes to stderr.
 """
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,6 +27,9 @@ def _print_report(report: dict) -> None:
 
     for run_id, score in report["members"].items():
         console.print(f"member {run_id}: CV {score:.4f}")
+    if "question_share_nested_gain" in report:
+        shared = ", ".join(f"{t} {s:g}" for t, s in report["question_share_chosen"].items()) or "none"
+        console.print(f"question share gain (nested): {gain(report['question_share_nested_gain'])}; shared: {shared}")
     if "postprocess_nested_gain" in report:
         console.print(f"nested score before post-processing: {report['nested_score_before_postprocess']:.4f}")
         console.print(f"post-processing gain (nested): {gain(report['postprocess_nested_gain'])}")
@@ -38,6 +42,18 @@ def _print_report(report: dict) -> None:
     )
     for note in report["notes"]:
         console.print(f"note: {note}")
+
+
+QuestionShareOpt = Annotated[
+    bool,
+    typer.Option(
+        "--question-share",
+        help="pull question_* predictions towards their mean over a question's answers, per target where it helps",
+    ),
+]
+TestOpt = Annotated[
+    Path | None, typer.Option(help="the test file the runs predicted (--question-share groups its rows)")
+]
 
 
 def _parse_weights(weights: str) -> str | list[float]:
@@ -64,12 +80,17 @@ def register(app: typer.Typer) -> None:
         ] = "distribution",
         name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
         bootstrap: Annotated[int, typer.Option(help="question resamples for the gain intervals")] = 200,
+        question_share: QuestionShareOpt = False,
+        test: TestOpt = None,
         store: StoreOpt = None,
     ) -> None:
         """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
         from questlab.ensemble import postprocess_run
 
-        new_id, report = postprocess_run(open_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say)
+        new_id, report = postprocess_run(
+            open_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say, question_share=question_share,
+            test=test,
+        )  # fmt: skip
         _print_report(report)
         typer.echo(new_id)
 
@@ -80,6 +101,11 @@ def register(app: typer.Typer) -> None:
         weights: Annotated[str, typer.Option(help="auto (found on OOF, nested) | equal | e.g. 0.7,0.3")] = "auto",
         per_target: Annotated[bool, typer.Option("--per-target", help="one set of weights per target")] = False,
         average: Annotated[str, typer.Option(help="value | rank (quantile in each member's OOF)")] = "value",
+        method: Annotated[
+            str, typer.Option(help="weights (a weighted mean) | stack | stack+related (a ridge per target)")
+        ] = "weights",
+        question_share: QuestionShareOpt = False,
+        test: TestOpt = None,
         postprocess: Annotated[
             str, typer.Option(help="none | auto | distribution | thresholds, applied to the blend")
         ] = "none",
@@ -92,8 +118,12 @@ def register(app: typer.Typer) -> None:
 
         if len(run_ids) < 2:
             fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")
-        spec = EnsembleSpec(_parse_weights(weights), per_target, average, postprocess)
-        new_id, report = build_ensemble(open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=_say)
+        spec = EnsembleSpec(
+            _parse_weights(weights), per_target, average, postprocess, method=method, question_share=question_share
+        )
+        new_id, report = build_ensemble(
+            open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=_say, test=test
+        )
         _print_report(report)
         typer.echo(new_id)
 

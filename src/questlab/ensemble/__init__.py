@@ -1,7 +1,8 @@
 """Runs of runs: ensembles and post-processing, fitted on out-of-fold predictions and measured nested.
 
-``combine`` holds the maths (weights on the simplex, rank averaging, the nested fit),
-``postprocess`` the per-target level maps, ``build`` the recorded runs they make.
+``combine`` holds the maths (weights on the simplex, rank averaging, the nested fit), ``stack``
+the per-target ridge meta-model, ``question_share`` the sharing of question predictions over a
+question's answers, ``postprocess`` the per-target level maps, ``build`` the recorded runs they make.
 """
 
 from questlab.ensemble.build import Member, build_ensemble, check_members, load_member, postprocess_run
@@ -16,15 +17,21 @@ from questlab.ensemble.combine import (
     simplex_grid,
     to_quantiles,
 )
+from questlab.ensemble.question_share import QuestionShare, fit_question_share
+from questlab.ensemble.stack import Stacker, fit_stacker
 
 __all__ = [
     "Combiner",
     "EnsembleSpec",
     "Member",
     "NestedResult",
+    "QuestionShare",
+    "Stacker",
     "build_ensemble",
     "check_members",
     "fit_combiner",
+    "fit_question_share",
+    "fit_stacker",
     "fit_weights",
     "gain_summary",
     "load_member",

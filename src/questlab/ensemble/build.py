@@ -23,9 +23,17 @@ import pandas as pd
 
 from questlab import __version__
 from questlab.console import Say, quiet
-from questlab.ensemble.combine import Combiner, EnsembleSpec, NestedResult, gain_summary, nested_fit
+from questlab.data import Data, Dataset
+from questlab.ensemble.combine import (
+    Combiner,
+    EnsembleSpec,
+    NestedResult,
+    combiner_state,
+    gain_summary,
+    nested_fit,
+)
 from questlab.errors import UsageError
-from questlab.folds import FOLDS_FILE
+from questlab.folds import FOLDS_FILE, question_groups
 from questlab.metric import CVScore, mean_spearman
 from questlab.recording import log_model, record_outputs
 from questlab.rundir import (
@@ -117,8 +125,13 @@ def build_ensemble(
     name: str | None = None,
     n_boot: int = 200,
     say: Say = quiet,
+    test: Data | None = None,
+    tags: dict[str, str] | None = None,
 ) -> tuple[str, dict]:
     """Combine finished runs into a new recorded run (kind "ensemble"); return its id and report.
+
+    ``test`` (the file the members predicted) is needed only with the question share, to group the
+    submission's rows by question. ``tags`` are added to the new run's.
 
     The report holds the members' scores, the nested score with and without post-processing,
     the in-sample score, and gains over the best member (nested and in-sample, with paired
@@ -148,11 +161,16 @@ def build_ensemble(
         "in_sample_gain": gain_summary(truth, base, res.in_sample, groups, n_boot, spec.seed),
         "notes": res.notes,
     }
+    if spec.question_share:
+        shared = gain_summary(truth, res.nested_unshared, res.nested_blend, groups, n_boot)
+        report["question_share_nested_gain"] = shared
+        report["question_share_chosen"] = res.final.question_share.chosen()
     if spec.postprocess != "none":
         report["postprocess_nested_gain"] = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot)
         report["postprocess_chosen"] = res.final.postprocessor.chosen()
-    submission = _submission(members, res.final)  # before the run exists: a refusal leaves no run
-    run_id, cv = _record(store, members, spec, res, report, submission, name, n_boot)
+    # before the run exists: a refusal leaves no run
+    submission = _submission(members, res.final, _test_groups(members, test) if spec.question_share else None)
+    run_id, cv = _record(store, members, spec, res, report, submission, name, n_boot, tags)
     say(f"ensemble run {run_id}: nested CV {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f})")
     return run_id, report
 
@@ -166,6 +184,7 @@ def _record(
     submission: pd.DataFrame | None,
     name: str | None,
     n_boot: int,
+    tags: dict[str, str] | None = None,
 ) -> tuple[str, CVScore]:
     """Create the ensemble run and write its folder like a CV run's, plus ensemble/postprocess JSON."""
     first = members[0]
@@ -180,6 +199,7 @@ def _record(
             "questlab.members": ",".join(m.record.run_id for m in members),
             "questlab.git_commit": git_commit(),
             "questlab.version": __version__,
+            **(tags or {}),
         },
     )
     with store.recording(run_id):
@@ -193,6 +213,7 @@ def _record(
             "weights": {t: w.tolist() for t, w in zip(TARGETS, res.final.weights, strict=True)},
             "postprocess": spec.postprocess,
             "seed": spec.seed,
+            **combiner_state(res.final),
             "report": report,
         }
         run.write_ensemble(spec_d)
@@ -216,7 +237,9 @@ def _record(
             )
         )
         store.sync(run_id, FOLDS_FILE, ENSEMBLE_FILE, POSTPROCESS_FILE, META_FILE)
-        store.log_params(run_id, {k: v for k, v in spec_d.items() if k not in ("weights", "report")})
+        store.log_params(
+            run_id, {k: v for k, v in spec_d.items() if k not in ("weights", "report", "stack", "question_share")}
+        )
         oof = predictions_frame(first.oof[ID], res.nested)
         oof.insert(1, "group", groups)
         oof.insert(2, "fold", folds)
@@ -233,14 +256,29 @@ def _record(
     return run_id, cv
 
 
-def _submission(members: list[Member], combiner: Combiner) -> pd.DataFrame | None:
+def _test_groups(members: list[Member], test: Data | None) -> pd.Series | None:
+    """Question groups of the members' test rows (qa_id -> group), from the test file they predicted."""
+    first = members[0]
+    if first.submission is None:
+        return None
+    if test is None:
+        raise UsageError(
+            "the question share groups the test rows by question: give the test file the runs predicted (--test)"
+        )
+    data = Dataset.read(test, "test")
+    first.meta.check_same_data("test", data)
+    return pd.Series(question_groups(data.frame), index=data.frame[ID].to_numpy())
+
+
+def _submission(members: list[Member], combiner: Combiner, test_groups: pd.Series | None) -> pd.DataFrame | None:
     """Test predictions from the members' own test predictions (mean of their fold models)."""
     subs = [m.submission for m in members]
     if any(s is None for s in subs):
         return None
     if any(not s[ID].equals(subs[0][ID]) for s in subs[1:]):
         raise UsageError("the members predicted different test rows: re-run them with the same --test file")
-    pred, _ = combiner.apply(np.stack([s[list(TARGETS)].to_numpy(dtype=np.float64) for s in subs]))
+    groups = test_groups.loc[subs[0][ID]].to_numpy() if test_groups is not None else None
+    pred, _ = combiner.apply(np.stack([s[list(TARGETS)].to_numpy(dtype=np.float64) for s in subs]), groups)
     return predictions_frame(subs[0][ID], pred)
 
 
@@ -251,6 +289,8 @@ def postprocess_run(
     name: str | None = None,
     n_boot: int = 200,
     say: Say = quiet,
+    question_share: bool = False,
+    test: Data | None = None,
 ) -> tuple[str, dict]:
     """Post-process one run: a new ensemble run with that run as its only member (weight 1).
 
@@ -258,6 +298,6 @@ def postprocess_run(
     ``predict``, ``diagnose`` and ``compare`` work on the post-processed version unchanged, and
     its oof.csv holds the nested (honest) mapped predictions.
     """
-    spec = EnsembleSpec(weights="equal", postprocess=method)
-    name = name or f"{store.get(run_id).name}+pp-{method}"
-    return build_ensemble(store, [run_id], spec, name=name, n_boot=n_boot, say=say)
+    spec = EnsembleSpec(weights="equal", postprocess=method, question_share=question_share)
+    name = name or f"{store.get(run_id).name}+pp-{method}{'+share' if question_share else ''}"
+    return build_ensemble(store, [run_id], spec, name=name, n_boot=n_boot, say=say, test=test)

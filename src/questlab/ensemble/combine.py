@@ -7,7 +7,10 @@ An ensemble is a :class:`Combiner` fitted on the members' out-of-fold prediction
    batch of thousands: ranks never come from the batch being predicted);
 2. a weighted mean per target (weights non-negative, summing to 1; one set for all targets or one
    per target; found on OOF by a grid on the simplex, or given);
-3. optionally the per-target post-processing of :mod:`questlab.ensemble.postprocess`.
+   or (``method="stack"``) a per-target ridge meta-model over them (:mod:`questlab.ensemble.stack`);
+3. optionally the question share (:mod:`questlab.ensemble.question_share`): ``question_*``
+   predictions pulled towards their mean over the question's answers in the batch;
+4. optionally the per-target post-processing of :mod:`questlab.ensemble.postprocess`.
 
 Whatever is fitted is fitted once per outer fold on the other folds' rows (:func:`nested_fit`),
 so the pooled result never saw its own labels. Nothing here reads or writes runs.
@@ -22,11 +25,15 @@ import numpy as np
 from scipy.stats import rankdata
 
 from questlab.ensemble.postprocess import MIN_GAIN, PostProcessor, check_method, fit_postprocessor
+from questlab.ensemble.question_share import QuestionShare, fit_question_share
+from questlab.ensemble.stack import STACK_METHODS, Stacker, fit_stacker
 from questlab.errors import UsageError
 from questlab.metric import bootstrap_paired, mean_spearman
+from questlab.schema import TARGETS
 
 AVERAGES = ("value", "rank")
 WEIGHT_MODES = ("auto", "equal")  # or an explicit list of numbers, one per member
+METHODS = ("weights", *STACK_METHODS)  # how member predictions become one: a weighted mean, or a stack
 MAX_GRID = 1000  # simplex points tried when searching weights
 
 
@@ -85,17 +92,29 @@ class Combiner:
     average: str = "value"
     references: list[np.ndarray] | None = None  # per member, sorted OOF predictions (rank averaging)
     postprocessor: PostProcessor | None = None
+    stacker: Stacker | None = None  # when set, replaces the weighted mean
+    question_share: QuestionShare | None = None
 
     def blend(self, member_preds: np.ndarray) -> np.ndarray:
-        """(n_members, n, 30) member predictions -> (n, 30) weighted mean (before post-processing)."""
+        """(n_members, n, 30) member predictions -> (n, 30) weighted mean or stack (before sharing)."""
         x = member_preds
         if self.average == "rank":
             x = np.stack([to_quantiles(p, ref) for p, ref in zip(member_preds, self.references, strict=True)])
+        if self.stacker is not None:
+            return self.stacker.predict(x)
         return np.einsum("tm,mnt->nt", self.weights, x)
 
-    def apply(self, member_preds: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Blend, post-process (if fitted), clip to [0, 1]; also return the constant-column notes."""
+    def combine(self, member_preds: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+        """Blend, then share question predictions over each question's rows (``groups``), if fitted."""
         pred = self.blend(member_preds)
+        if self.question_share is not None:
+            pred = self.question_share.apply(pred, groups)
+        return pred
+
+    def apply(self, member_preds: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
+        """Blend, share (given the rows' question ``groups``), post-process, clip to [0, 1]; also
+        return the constant-column notes."""
+        pred = self.combine(member_preds, groups)
         notes: list[str] = []
         if self.postprocessor is not None:
             pred, notes = self.postprocessor.apply(pred)
@@ -112,8 +131,14 @@ class EnsembleSpec:
     postprocess: str = "none"  # "none" or a questlab.ensemble.postprocess method choice
     min_gain: float = MIN_GAIN  # inner-CV gain a target's map must show to be kept
     seed: int = 0
+    method: str = "weights"  # one of METHODS
+    question_share: bool = False  # try sharing question predictions over a question's answers
 
     def check(self, n_members: int) -> None:
+        if self.method not in METHODS:
+            raise UsageError(f"unknown ensembling method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method != "weights" and self.weights != "auto":
+            raise UsageError(f"weights {self.weights!r} apply to method 'weights'; the {self.method} fits its own")
         if self.average not in AVERAGES:
             raise UsageError(f"unknown averaging {self.average!r}; choose one of {', '.join(AVERAGES)}")
         if self.postprocess != "none":
@@ -141,21 +166,50 @@ def fit_combiner(
     """Fit weights, then post-processing on the blend, using only these rows."""
     n_members, _, n_targets = member_preds.shape
     combiner = Combiner(np.full((n_targets, n_members), 1.0 / n_members), spec.average, references)
-    if isinstance(spec.weights, list):
+    if spec.method in STACK_METHODS:
+        combiner.stacker = fit_stacker(_inputs(member_preds, spec, references), truth, spec.method == "stack+related")
+    elif isinstance(spec.weights, list):
         w = np.asarray(spec.weights, dtype=np.float64)
         combiner.weights = np.tile(w / w.sum(), (n_targets, 1))
     elif spec.weights == "auto" and n_members > 1:
-        x = (
-            member_preds
-            if spec.average == "value"
-            else np.stack([to_quantiles(p, r) for p, r in zip(member_preds, references, strict=True)])
-        )
-        combiner.weights = fit_weights(x, truth, spec.per_target)
+        combiner.weights = fit_weights(_inputs(member_preds, spec, references), truth, spec.per_target)
+    if spec.question_share:
+        combiner.question_share = fit_question_share(combiner.blend(member_preds), truth, groups)
     if spec.postprocess != "none":
         combiner.postprocessor = fit_postprocessor(
-            combiner.blend(member_preds), truth, groups, spec.postprocess, min_gain=spec.min_gain, seed=spec.seed
-        )
+            combiner.combine(member_preds, groups), truth, groups, spec.postprocess, min_gain=spec.min_gain,
+            seed=spec.seed,
+        )  # fmt: skip
     return combiner
+
+
+def _inputs(member_preds: np.ndarray, spec: EnsembleSpec, references: list[np.ndarray] | None) -> np.ndarray:
+    """The member predictions weights or stacks are fitted on: values, or quantiles in the references."""
+    if spec.average == "value":
+        return member_preds
+    return np.stack([to_quantiles(p, r) for p, r in zip(member_preds, references, strict=True)])
+
+
+def combiner_state(combiner: Combiner) -> dict:
+    """What ``ensemble.json`` records of a combiner beyond weights and averaging (stack, question share)."""
+    return {
+        "method": "weights" if combiner.stacker is None else ("stack+related" if combiner.stacker.related else "stack"),
+        "stack": combiner.stacker.to_dict() if combiner.stacker is not None else None,
+        "question_share": combiner.question_share.to_dict() if combiner.question_share is not None else None,
+    }
+
+
+def restore_combiner(spec: dict, references: list[np.ndarray] | None, postprocessor: PostProcessor | None) -> Combiner:
+    """The Combiner an ``ensemble.json`` (or a bundle's copy of it) describes."""
+    stack, share = spec.get("stack"), spec.get("question_share")
+    return Combiner(
+        weights=np.array([spec["weights"][t] for t in TARGETS], dtype=np.float64),
+        average=spec["average"],
+        references=references,
+        postprocessor=postprocessor,
+        stacker=Stacker.from_dict(stack) if stack else None,
+        question_share=QuestionShare.from_dict(share) if share else None,
+    )
 
 
 @dataclass
@@ -163,10 +217,11 @@ class NestedResult:
     """The nested (honest) and in-sample predictions of a combiner fit on OOF rows."""
 
     nested: np.ndarray  # fold k's rows combined by a combiner fitted without fold k
-    nested_blend: np.ndarray  # the same before post-processing
+    nested_blend: np.ndarray  # the same before post-processing (question share included)
     in_sample: np.ndarray  # every row combined by the combiner fitted on all rows
     final: Combiner  # fitted on all rows: what test predictions use
     notes: list[str] = field(default_factory=list)
+    nested_unshared: np.ndarray | None = None  # the nested blend before the question share
 
 
 def nested_fit(
@@ -178,19 +233,22 @@ def nested_fit(
     references: list[np.ndarray] | None,
 ) -> NestedResult:
     """Fit once per outer fold without that fold (nested) and once on everything (in-sample)."""
-    nested, nested_blend = np.empty_like(truth), np.empty_like(truth)
+    nested, nested_blend, unshared = np.empty_like(truth), np.empty_like(truth), np.empty_like(truth)
     notes: list[str] = []
     for k in np.unique(folds):
         fit_rows, held = folds != k, folds == k
         c = fit_combiner(member_preds[:, fit_rows], truth[fit_rows], groups[fit_rows], spec, references)
-        nested_blend[held] = c.blend(member_preds[:, held])
-        nested[held], fold_notes = c.apply(member_preds[:, held])
+        unshared[held] = c.blend(member_preds[:, held])
+        nested_blend[held] = c.combine(member_preds[:, held], groups[held])
+        nested[held], fold_notes = c.apply(member_preds[:, held], groups[held])
         notes += [f"fold {k}: {n}" for n in fold_notes]
     final = fit_combiner(member_preds, truth, groups, spec, references)
-    in_sample, final_notes = final.apply(member_preds)
+    in_sample, final_notes = final.apply(member_preds, groups)
     if final.postprocessor is not None:
         notes += final.postprocessor.notes
-    return NestedResult(nested, nested_blend, in_sample, final, notes + final_notes)
+    if final.stacker is not None:
+        notes += final.stacker.notes
+    return NestedResult(nested, nested_blend, in_sample, final, notes + final_notes, unshared)
 
 
 def gain_summary(

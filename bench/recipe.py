@@ -1,0 +1,103 @@
+"""Run a recipe end to end (members, ensemble, submission) into a throwaway store, or compare ensembling steps.
+
+Usage:
+  python bench/recipe.py [--recipe fast] [--train ../shared/quest/train.csv] [--test ../shared/quest/test.csv]
+      time per member and in total, the nested CV with its interval, and each step's nested gain
+  python bench/recipe.py --compare RUN_A RUN_B ... --store STORE
+      on finished runs made on the same folds: nested CV of rank-weight averaging, stacking and
+      stacking with related targets, each with and without the question share, before and after
+      distribution matching; gains with paired 95% question-bootstrap intervals
+
+Target (issue 15): `fast` at nested CV >= 0.39 in under 15 minutes on 2 cores. The embedding
+member's vectors are cached under $QUESTLAB_CACHE: say whether the cache was warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _gain(d: dict) -> str:
+    return f"{d['gain']:+.4f} ({d['ci_low']:+.4f}..{d['ci_high']:+.4f})"
+
+
+def run(args: argparse.Namespace) -> None:
+    from questlab.recipes import run_recipe
+    from questlab.store import Store
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(str(Path(tmp) / "store"))
+        start = time.perf_counter()
+        out = run_recipe(args.recipe, args.train, args.test, store=store, submission=Path(tmp) / "sub.csv",
+                         say=lambda m: print(m, file=sys.stderr, flush=True))  # fmt: skip
+        total = time.perf_counter() - start
+        ens = store.get(out.ensemble_id).metrics
+        r = out.report
+        print(f"recipe {args.recipe}: total {total:.0f} s (members {out.seconds['members']:.0f} s, "
+              f"ensemble {out.seconds['ensemble']:.0f} s)")  # fmt: skip
+        for m in out.members:
+            print(f"  member {m.name}: {m.action} in {m.seconds:.0f} s, CV {m.cv:.4f} ({m.ci[0]:.4f}..{m.ci[1]:.4f})")
+        print(f"nested CV {r['nested_score']:.4f} ({ens['cv_ci_low']:.4f}..{ens['cv_ci_high']:.4f}); "
+              f"in-sample {r['in_sample_score']:.4f} (not a gain)")  # fmt: skip
+        print(f"  ensemble over the best member: {_gain(r['nested_gain'])}")
+        if "question_share_nested_gain" in r:
+            print(f"  question share: {_gain(r['question_share_nested_gain'])} on {len(r['question_share_chosen'])} "
+                  "targets")  # fmt: skip
+        if "postprocess_nested_gain" in r:
+            print(f"  post-processing: {_gain(r['postprocess_nested_gain'])}")
+
+
+def compare(args: argparse.Namespace) -> None:
+    from questlab.ensemble.build import _member_matrix, _references, check_members, load_member
+    from questlab.ensemble.combine import EnsembleSpec, gain_summary, nested_fit
+    from questlab.metric import mean_spearman
+    from questlab.schema import TARGETS
+    from questlab.store import Store
+
+    store = Store(args.store, create=False)
+    members = [load_member(store, r) for r in args.compare]
+    check_members(members)
+    truth = members[0].truth[list(TARGETS)].to_numpy(dtype=np.float64)
+    folds, groups = members[0].oof["fold"].to_numpy(), members[0].oof["group"].to_numpy()
+    x, refs = _member_matrix(members), _references(members, "rank")
+    for m, xi in zip(members, x, strict=True):
+        print(f"member {m.record.run_id[:8]} ({m.record.name}): CV {mean_spearman(truth, xi):.4f}")
+    base = base_pp = None
+    for method in ("weights", "stack", "stack+related"):
+        for share in (False, True):
+            spec = EnsembleSpec(per_target=True, average="rank", method=method, question_share=share,
+                                postprocess="distribution")  # fmt: skip
+            t0 = time.perf_counter()
+            res = nested_fit(x, truth, folds, groups, spec, refs)
+            if base is None:  # rank-weight average, no share: the reference, before and after post-processing
+                base, base_pp = res.nested_blend, res.nested
+            line = f"{method:14s} share={share!s:5s}: nested {mean_spearman(truth, res.nested_blend):.4f} before pp"
+            line += f", {mean_spearman(truth, res.nested):.4f} after pp"
+            line += f"; vs rank weights before pp {_gain(gain_summary(truth, base, res.nested_blend, groups, 200))}"
+            line += f", after pp {_gain(gain_summary(truth, base_pp, res.nested, groups, 200))}"
+            if share:
+                line += f"; share gain {_gain(gain_summary(truth, res.nested_unshared, res.nested_blend, groups, 200))}"
+            print(f"{line} [{time.perf_counter() - t0:.0f} s]", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--train", default=str(ROOT.parent / "shared" / "quest" / "train.csv"))
+    parser.add_argument("--test", default=str(ROOT.parent / "shared" / "quest" / "test.csv"))
+    parser.add_argument("--compare", nargs="+", metavar="RUN", help="finished runs on the same folds")
+    parser.add_argument("--store", help="the store of the --compare runs")
+    args = parser.parse_args()
+    compare(args) if args.compare else run(args)
+
+
+if __name__ == "__main__":
+    main()

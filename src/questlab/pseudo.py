@@ -1,0 +1,291 @@
+"""Leak-free pseudo-labels: a teacher run's soft labels for unlabelled pairs, used fold by fold.
+
+``questlab pseudo-label TEACHER --unlabelled test.csv -o pseudo.csv`` writes, for every pair of a
+QUEST test-format file, the teacher's prediction from **each** fold model. A student run
+(``questlab run CONFIG --train train.csv --pseudo pseudo.csv``) on the teacher's folds adds to
+fold k's train rows the pseudo rows labelled by the teacher's fold-k model only: that model never
+saw fold k's valid rows, so no label of a valid row can reach the student through the teacher.
+Pseudo rows are never scored and never in ``oof.csv``.
+
+The file (format 1), one row per pair::
+
+    qa_id, the 10 input columns          the pair, as validated (missing optional inputs empty)
+    <target> x 30                        the mean of the fold models' predictions (= questlab predict)
+    fold_K.<target> x 30 per fold K      teacher fold K's prediction: what student fold K trains on
+
+and beside it ``pseudo.csv.json`` (:class:`PseudoMeta`): the teacher run, its folds' sha256, the
+unlabelled file's name and sha256, and the sha256 of the CSV itself (a changed file is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from questlab import __version__
+from questlab.console import Say, stderr
+from questlab.csvfile import CHUNK_ROWS, read_csv
+from questlab.data import validate_frame
+from questlab.errors import DataError, UsageError
+from questlab.folds import question_groups
+from questlab.models import Model
+from questlab.models.base import check_predictions
+from questlab.predict import read_test_chunks, writing
+from questlab.rundir import RunMeta, file_sha256
+from questlab.schema import ID, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
+from questlab.store import Store
+
+FORMAT_VERSION = 1
+SIDECAR_SUFFIX = ".json"  # pseudo.csv -> pseudo.csv.json
+
+
+def fold_column(k: int, target: str) -> str:
+    """The column of teacher fold ``k``'s prediction of ``target``."""
+    return f"fold_{k}.{target}"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def folds_sha256(folds: pd.DataFrame) -> str:
+    """sha256 of the qa_id -> fold assignment (sorted by qa_id): equal iff the same rows sit in the same folds."""
+    table = folds[[ID, "fold"]].astype(np.int64).sort_values(ID, kind="stable")
+    return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+
+
+class PseudoMeta(BaseModel):
+    """``pseudo.csv.json``: where the pseudo-labels come from."""
+
+    format_version: int = FORMAT_VERSION
+    teacher_run: str
+    teacher_name: str = ""
+    teacher_model: str = ""
+    teacher_cv: float | None = None
+    teacher_train_file: str | None = None
+    teacher_train_sha256: str | None = None
+    folds: list[int]  # the teacher's folds: one label column block per fold
+    folds_sha256: str  # of the teacher's qa_id -> fold assignment (folds_sha256)
+    unlabelled_file: str
+    unlabelled_sha256: str
+    rows: int
+    csv_sha256: str  # of pseudo.csv itself
+    questlab_version: str = __version__
+    created_at: str = ""
+
+
+# --- making pseudo-labels ------------------------------------------------------------------------
+def pseudo_label(
+    store: Store,
+    teacher: str,
+    unlabelled: str | Path,
+    output: str | Path,
+    chunk_rows: int = CHUNK_ROWS,
+    say: Say = stderr,
+) -> PseudoMeta:
+    """Label every pair of ``unlabelled`` with each fold model of the CV run ``teacher``; write
+    ``output`` (and its ``.json`` sidecar); return the sidecar's content.
+
+    The input is read and written piece by piece (flat memory); the output appears only when
+    complete. The teacher must be a finished CV run with all its folds: its fold-k model is the
+    one that never saw fold k.
+    """
+    record = store.get(teacher)
+    run = store.folder(record.run_id, models=True)
+    meta = run.read_meta()
+    if meta.kind != "cv":
+        raise UsageError(
+            f"run {record.run_id} is an {meta.kind} run: a teacher must be a CV run, whose fold-k model "
+            "never saw fold k (give one of its members, or any CV run)"
+        )
+    if sorted(meta.folds_selected) != sorted(meta.folds_all) or not meta.folds_all:
+        raise UsageError(
+            f"run {record.run_id} fitted folds {meta.folds_selected} of {meta.folds_all}: a teacher needs "
+            f"every fold (collect its single-fold runs, or resume it)"
+        )
+    folds = sorted(meta.folds_selected)
+    models: list[Model] = [Model.load(d) for d in run.fold_model_dirs(folds)]
+    output = Path(output)
+    say(f"pseudo-labelling {Path(unlabelled).name} with the {len(folds)} fold models of run {record.run_id}")
+    rows, digest = 0, hashlib.sha256()
+    with writing(output) as fh:
+        for chunk in read_test_chunks(unlabelled, chunk_rows):
+            per_fold = [check_predictions(m.predict(chunk), len(chunk), m.name) for m in models]  # as in CV
+            out = chunk.reset_index(drop=True).copy()
+            labels = {t: v for t, v in zip(TARGETS, np.clip(np.mean(per_fold, axis=0), 0.0, 1.0).T, strict=True)}
+            for k, pred in zip(folds, per_fold, strict=True):
+                labels |= {fold_column(k, t): v for t, v in zip(TARGETS, pred.T, strict=True)}
+            text = pd.concat([out, pd.DataFrame(labels)], axis=1).to_csv(header=rows == 0, index=False)
+            fh.write(text)
+            digest.update(text.encode())
+            rows += len(chunk)
+    pmeta = PseudoMeta(
+        teacher_run=record.run_id,
+        teacher_name=meta.name,
+        teacher_model=meta.model,
+        teacher_cv=record.metrics.get("cv_score"),
+        teacher_train_file=meta.train_file,
+        teacher_train_sha256=meta.train_sha256,
+        folds=folds,
+        folds_sha256=folds_sha256(run.read_folds()),
+        unlabelled_file=Path(unlabelled).name,
+        unlabelled_sha256=file_sha256(Path(unlabelled)),
+        rows=rows,
+        csv_sha256=digest.hexdigest(),
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    sidecar_path(output).write_text(pmeta.model_dump_json(indent=1))
+    say(f"wrote {rows} rows to {output} (mean + {len(folds)} per-fold label sets) and {sidecar_path(output).name}")
+    return pmeta
+
+
+# --- using them ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PseudoLabels:
+    """A pseudo-label file, read and checked: the pairs, each teacher fold's labels, the provenance."""
+
+    frame: pd.DataFrame  # qa_id + the 10 input columns
+    labels: dict[int, np.ndarray]  # teacher fold -> (n, 30) labels, rows aligned to ``frame``
+    meta: PseudoMeta
+    name: str  # the file's name
+    sha256: str  # the file's sha256
+    dropped: int = 0  # rows dropped because their question is in the train data
+
+    @classmethod
+    def read(cls, path: str | Path) -> PseudoLabels:
+        """Read ``pseudo.csv`` and its sidecar; anything missing, changed or out of range is a DataError."""
+        path = Path(path)
+        side = sidecar_path(path)
+        if not path.is_file():
+            raise DataError(path, "no such pseudo-label file", hint="make one with questlab pseudo-label")
+        if not side.is_file():
+            raise DataError(
+                path, f"no {side.name} beside it: not a questlab pseudo-label file",
+                hint="make one with questlab pseudo-label TEACHER_RUN --unlabelled FILE -o pseudo.csv",
+            )  # fmt: skip
+        try:
+            meta = PseudoMeta.model_validate_json(side.read_text())
+        except ValidationError as exc:
+            raise DataError(
+                side, f"not a pseudo-label description ({exc.errors(include_url=False)[0]['msg']})"
+            ) from None
+        if meta.format_version > FORMAT_VERSION:
+            raise DataError(side, f"pseudo-label format {meta.format_version} is newer than this questlab's")
+        sha = file_sha256(path)
+        if sha != meta.csv_sha256:
+            raise DataError(
+                path, f"changed since questlab pseudo-label wrote it (sha256 differs from {side.name})",
+                hint="make it again with questlab pseudo-label",
+            )  # fmt: skip
+        raw = read_csv(path)
+        wanted = [fold_column(k, t) for k in meta.folds for t in TARGETS]
+        missing = [c for c in (*TEST_COLUMNS, *TARGETS, *wanted) if c not in raw.columns]
+        if missing:
+            raise DataError(path, "missing column", column=missing[0], hint="make the file with questlab pseudo-label")
+        frame = validate_frame(raw[list(TEST_COLUMNS)], "test", source=str(path))
+        labels = {k: _labels(path, raw, [fold_column(k, t) for t in TARGETS], frame) for k in meta.folds}
+        return cls(frame, labels, meta, path.name, sha)
+
+    def for_fold(self, k: int) -> pd.DataFrame:
+        """The pseudo rows as train rows labelled by teacher fold ``k`` (the only labels student fold k may see)."""
+        out = self.frame.copy()
+        out[list(TARGETS)] = self.labels[k]
+        return out[list(TRAIN_COLUMNS)]
+
+    def provenance(self) -> dict[str, Any]:
+        """What a student run records (run.json ``pseudo``)."""
+        return {
+            "file": self.name,
+            "sha256": self.sha256,
+            "teacher_run": self.meta.teacher_run,
+            "teacher_name": self.meta.teacher_name,
+            "teacher_model": self.meta.teacher_model,
+            "folds_sha256": self.meta.folds_sha256,
+            "unlabelled_file": self.meta.unlabelled_file,
+            "unlabelled_sha256": self.meta.unlabelled_sha256,
+            "rows_used": len(self.frame),
+            "rows_dropped": self.dropped,
+        }
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags of a student run."""
+        return {"questlab.pseudo_file": self.name, "questlab.pseudo_sha256": self.sha256,
+                "questlab.pseudo_teacher": self.meta.teacher_run}  # fmt: skip
+
+
+def _labels(path: Path, raw: pd.DataFrame, columns: list[str], frame: pd.DataFrame) -> np.ndarray:
+    """The label columns as floats in [0, 1]; a bad cell names its column and row."""
+    out = np.empty((len(raw), len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        values = pd.to_numeric(raw[col].str.strip(), errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = f"label {raw[col].iloc[i]!r} is not a number in [0, 1]"
+            raise DataError(path, what, column=col, row=i + 1, qa_id=int(frame[ID].iloc[i]))
+        out[:, j] = values
+    return out
+
+
+def attach_pseudo(
+    pseudo: PseudoLabels | None,
+    train: pd.DataFrame,
+    folds: pd.DataFrame,
+    resumed: RunMeta | None = None,
+    say: Say = stderr,
+) -> PseudoLabels | None:
+    """Check pseudo-labels against a student run and keep the rows it may train on.
+
+    Refused: folds other than the teacher's (fold k's labels must come from a model that never
+    saw fold k); a resumed run given other pseudo-labels than it started with (or none). Dropped,
+    and said: pseudo rows whose question is also in ``train`` (a question must not sit on both
+    sides of a fold, even with predicted labels).
+    """
+    recorded = (resumed.model_extra or {}).get("pseudo") if resumed is not None else None
+    if resumed is not None and (recorded or {}).get("sha256") != (pseudo.sha256 if pseudo else None):
+        want = f"--pseudo {recorded['file']} (sha256 {recorded['sha256'][:12]}...)" if recorded else "no --pseudo"
+        raise UsageError(f"run {resumed.run_id} was started with {want}: resume it with the same")
+    if pseudo is None:
+        return None
+    mine = folds_sha256(folds)
+    if mine != pseudo.meta.folds_sha256:
+        teacher = pseudo.meta.teacher_run
+        raise UsageError(
+            f"the pseudo-labels in {pseudo.name} come from run {teacher}, whose folds (sha256 "
+            f"{pseudo.meta.folds_sha256[:12]}...) are not this run's ({mine[:12]}...): student fold k may "
+            f"train only on teacher fold k's labels; use the teacher's folds: --set folds.from_run={teacher} "
+            f"(folds: {{from_run: {teacher}}} in the config) with the teacher's train file"
+        )
+    cols = list(TEST_COLUMNS)
+    groups = question_groups(pd.concat([train[cols], pseudo.frame[cols]], ignore_index=True))
+    in_train = np.isin(groups[len(train) :], groups[: len(train)])
+    keep = ~in_train
+    collide = np.isin(pseudo.frame[ID].to_numpy(), train[ID].to_numpy()) & keep
+    if collide.any():
+        qa_id = int(pseudo.frame[ID].to_numpy()[collide][0])
+        what, hint = f"{int(collide.sum())} qa_id(s) also appear in the train file", "use pairs the train data lacks"
+        raise DataError(pseudo.name, what, column=ID, qa_id=qa_id, hint=hint)
+    if not keep.any():
+        raise UsageError(f"every pseudo row of {pseudo.name} asks a question the train data holds: none left to use")
+    kept = replace(
+        pseudo,
+        frame=pseudo.frame[keep].reset_index(drop=True),
+        labels={k: v[keep] for k, v in pseudo.labels.items()},
+        dropped=int(in_train.sum()),
+    )
+    say(
+        f"pseudo-labels: {len(kept.frame)} rows of {pseudo.name} (teacher run {pseudo.meta.teacher_run[:8]}, "
+        f"{len(pseudo.meta.folds)} folds); {kept.dropped} dropped: their question is also in the train data"
+    )
+    return kept
+
+
+__all__ = ["PseudoLabels", "PseudoMeta", "attach_pseudo", "folds_sha256", "pseudo_label"]

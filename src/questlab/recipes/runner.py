@@ -1,0 +1,197 @@
+"""Run a recipe: each member a recorded run (reused, resumed or fitted), then the ensemble run.
+
+A member is found again by its key, a tag on its run: the sha256 of its resolved config (the
+parts that change what is fitted), of the train and test data, and of its folds (the fold of
+every row: the first member's folds, which every member uses). A rerun of the same
+recipe on the same data therefore refits nothing: a finished member is reused, a killed, failed
+or dead one is resumed (its finished folds kept), and only a changed member is fitted anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from questlab.config import RunConfig
+from questlab.console import Say, stderr
+from questlab.cv import resolve_folds, run_cv
+from questlab.data import Data, Dataset, check_pair
+from questlab.ensemble.build import build_ensemble
+from questlab.ensemble.combine import EnsembleSpec
+from questlab.errors import UsageError
+from questlab.folds import question_groups
+from questlab.recipes.spec import RecipeSpec, load_recipe
+from questlab.schema import ID
+from questlab.store import TAG_COMPLETE, RunRecord, Store
+from questlab.store.liveness import describe, is_dead
+
+TAG_MEMBER_KEY = "questlab.recipe_member_key"
+TAG_RECIPE = "questlab.recipe"
+# Config keys that do not change what a member fits or records as its score.
+_NOT_IN_KEY = ("name", "description", "parallel_folds", "log_model", "overrides", "folds")
+
+
+@dataclass
+class MemberOutcome:
+    """What happened to one member in this call."""
+
+    name: str
+    run_id: str
+    action: str  # reused | resumed | fitted
+    cv: float
+    ci: tuple[float, float]
+    seconds: float
+    key: str
+
+
+@dataclass
+class RecipeOutcome:
+    """A finished recipe: its members, the ensemble run and its report, the timings."""
+
+    recipe: str
+    members: list[MemberOutcome]
+    ensemble_id: str
+    report: dict
+    submission: Path | None
+    seconds: dict[str, float] = field(default_factory=dict)  # members, ensemble, total
+
+
+def member_key(config: RunConfig, folds_key: str, train_sha: str, test_sha: str | None) -> str:
+    """The sha256 that identifies a member's run: what is fitted, on which data and folds."""
+    fitted = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
+    blob = json.dumps({"config": fitted, "folds": folds_key, "train": train_sha, "test": test_sha}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _find(store: Store, key: str) -> tuple[str, RunRecord | None]:
+    """("reuse" | "resume" | "fit", the run) for the newest run recorded under ``key``."""
+    runs = [r for r in store.list_runs() if r.tags.get(TAG_MEMBER_KEY) == key]  # newest first
+    for r in runs:
+        if r.status == "FINISHED" and r.tags.get(TAG_COMPLETE) == "true":
+            return "reuse", r
+    for r in runs:
+        if r.status == "RUNNING" and not is_dead(r.status, r.tags):
+            raise UsageError(f"member run {r.run_id} is being fitted now ({describe(r.tags)}): wait for it, or stop it")
+        if r.status in ("FAILED", "KILLED") or is_dead(r.status, r.tags):
+            return "resume", r
+    return "fit", None
+
+
+def _check_output(path: Path) -> None:
+    """Refuse, before any work, a submission path that cannot be a file."""
+    if path.is_dir():
+        raise UsageError(f"--submission {path} is a folder: give a file name such as {path / 'submission.csv'}")
+    ancestor = next(p for p in path.absolute().parents if p.exists())
+    if not ancestor.is_dir():
+        raise UsageError(f"--submission {path}: {ancestor} is a file, not a folder")
+
+
+def run_recipe(
+    recipe: RecipeSpec | str | Path,
+    train: Data,
+    test: Data | None = None,
+    store: Store | None = None,
+    submission: Path | None = None,
+    say: Say = stderr,
+    cuda: bool | None = None,
+) -> RecipeOutcome:
+    """Run a recipe end to end; return what each member did and the ensemble run.
+
+    ``recipe`` is a :class:`RecipeSpec`, a built-in name or a YAML path; ``cuda`` None detects the
+    device for members marked ``device: cuda|cpu``.
+    """
+    t0 = time.perf_counter()
+    spec = recipe if isinstance(recipe, RecipeSpec) else load_recipe(recipe)
+    configs = spec.member_configs(cuda)  # every config checked before any work
+    if submission is not None:
+        if test is None:
+            raise UsageError("--submission needs --test: the test pairs to predict")
+        _check_output(Path(submission))
+    store = store or Store()
+    train_data = Dataset.read(train, "train")
+    test_data = Dataset.read(test, "test") if test is not None else None
+    if test_data is not None:
+        check_pair(train_data.frame, test_data.frame, test_data.name)
+    say(f"recipe {spec.name}: {len(configs)} member(s) on shared folds, then {spec.ensemble.method}")
+    outcomes: list[MemberOutcome] = []
+    # Every member runs on the first member's folds: the key names their content, not how they were made.
+    folds = resolve_folds(configs[0], train_data.frame, store)
+    folds_key = hashlib.sha256(folds[[ID, "fold"]].to_csv(index=False).encode()).hexdigest()
+    for i, config in enumerate(configs):
+        if i > 0:
+            config = config.model_copy(update={"folds": config.folds.model_copy(
+                update={"from_run": outcomes[0].run_id, "from_file": None})})  # fmt: skip
+        key = member_key(config, folds_key, train_data.sha256, test_data.sha256 if test_data else None)
+        outcomes.append(_member(store, config, key, spec.name, train_data, test_data, f"{i + 1}/{len(configs)}", say))
+    t_members = time.perf_counter()
+    ens = EnsembleSpec(
+        weights=spec.ensemble.weights, per_target=spec.ensemble.per_target, average=spec.ensemble.average,
+        postprocess=spec.postprocess, method=spec.ensemble.method,
+        question_share=spec.question_share and _share_reaches(test_data, say),
+    )  # fmt: skip
+    ensemble_id, report = build_ensemble(
+        store, [o.run_id for o in outcomes], ens, name=f"recipe-{spec.name}", n_boot=spec.bootstrap, say=say,
+        test=test_data, tags={TAG_RECIPE: spec.name},
+    )  # fmt: skip
+    if submission is not None:
+        frame = store.folder(ensemble_id).read_submission()
+        if frame is None:
+            raise UsageError("no submission to write: give --test")
+        Path(submission).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(submission, index=False)
+    t_end = time.perf_counter()
+    seconds = {"members": t_members - t0, "ensemble": t_end - t_members, "total": t_end - t0}
+    return RecipeOutcome(spec.name, outcomes, ensemble_id, report, submission, seconds)
+
+
+def _share_reaches(test: Dataset | None, say: Say) -> bool:
+    """Whether the question share can change the submission: some test question has several answers.
+
+    Where none has (QUEST's test.csv: 476 rows, 476 questions), sharing would raise the nested CV
+    (train questions do have several answers) without touching the submission: it is left out.
+    """
+    if test is None or len(np.unique(question_groups(test.frame))) < len(test.frame):
+        return True
+    say(f"question share left out: no question in {test.name} has several answers, so it could not change the "
+        "submission and its CV gain would not carry over")  # fmt: skip
+    return False
+
+
+def _member(
+    store: Store,
+    config: RunConfig,
+    key: str,
+    recipe: str,
+    train: Dataset,
+    test: Dataset | None,
+    label: str,
+    say: Say,
+) -> MemberOutcome:
+    """Reuse, resume or fit one member; return what was done."""
+    t0 = time.perf_counter()
+    action, record = _find(store, key)
+    prefix = f"member {label} {config.name}"
+    inner = lambda msg: say(f"  [{config.name}] {msg}")  # noqa: E731
+    if action == "reuse":
+        run_id = record.run_id
+        say(f"{prefix}: reusing run {run_id[:8]} (same config, data and folds)")
+    elif action == "resume":
+        say(f"{prefix}: resuming {record.status.lower()} run {record.run_id[:8]}")
+        run_id = run_cv(None, train, test, store=store, resume=record.run_id, say=inner)
+        action = "resumed"
+    else:
+        say(f"{prefix}: fitting")
+        run_id = run_cv(config, train, test, store=store, say=inner, tags={TAG_MEMBER_KEY: key, TAG_RECIPE: recipe})
+        action = "fitted"
+    action = "reused" if action == "reuse" else action
+    metrics = store.get(run_id).metrics
+    cv, ci = metrics.get("cv_score", float("nan")), (metrics.get("cv_ci_low", float("nan")),
+                                                     metrics.get("cv_ci_high", float("nan")))  # fmt: skip
+    seconds = time.perf_counter() - t0
+    say(f"{prefix}: {action} run {run_id[:8]}, CV {cv:.4f} ({ci[0]:.4f}..{ci[1]:.4f}), {seconds:.0f} s")
+    return MemberOutcome(config.name, run_id, action, cv, ci, seconds, key)
