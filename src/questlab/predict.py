@@ -150,14 +150,27 @@ def _shifted(exc: DataError, offset: int) -> DataError:
     return DataError(exc.file, message, exc.column, exc.row + offset, exc.qa_id, exc.hint)
 
 
+def needs_whole_file(predictor: Predictor) -> bool:
+    """Whether a predictor's output for a row depends on other rows of the same question (an
+    ensemble, or one of its members, with a question share)."""
+    combiner = getattr(predictor, "combiner", None)
+    if combiner is not None and combiner.question_share is not None:
+        return True
+    return any(needs_whole_file(m) for m in getattr(predictor, "members", []))
+
+
 def iter_predictions(
     predictor: Predictor, input_path: str | Path, chunk_rows: int = CHUNK_ROWS
 ) -> Iterator[pd.DataFrame]:
     """qa_id + 30 predictions for each piece of a test-format CSV, in file order.
 
-    Rows are predicted independently by every model questlab has; the one exception is an
-    ensemble's constant-column fallback (see ``EnsemblePredictor.predict``), decided per piece.
+    Rows are predicted independently by every model questlab has, with two exceptions. An
+    ensemble's constant-column fallback (see ``EnsemblePredictor.predict``) is decided per piece.
+    An ensemble with a question share averages over a question's answers wherever they are in the
+    file, so such a predictor reads the file as one piece (memory then grows with the file).
     """
+    if needs_whole_file(predictor):
+        chunk_rows = sys.maxsize
     for frame in read_test_chunks(input_path, chunk_rows):
         yield predict_frame(predictor, frame)
 

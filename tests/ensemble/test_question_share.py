@@ -17,7 +17,7 @@ from questlab.ensemble.question_share import QuestionShare, fit_question_share, 
 from questlab.errors import UsageError
 from questlab.folds import question_groups
 from questlab.metric import mean_spearman
-from questlab.predict import load_predictor
+from questlab.predict import load_predictor, stream_predictions
 from questlab.rundir import read_predictions
 from questlab.schema import ANSWER_TARGETS, QUESTION_TARGETS, TARGETS, TEST_COLUMNS
 from questlab.store import Store
@@ -109,3 +109,7 @@ def test_shared_runs_predict_like_their_submission(store: Store, several_answers
     assert set(shares) == set(TARGETS) and all(shares[t] == 0 for t in ANSWER_TARGETS)
     assert any(v > 0 for v in shares.values())  # the submission is really shared, and predict agrees
     assert report["question_share_chosen"]
+    # a question's answers lie 30 rows apart: streaming in 7-row pieces must still share over both
+    out = several_answers.with_name("streamed.csv")
+    stream_predictions(load_predictor(store, ens), several_answers, out, chunk_rows=7)
+    np.testing.assert_allclose(read_predictions(out)[list(TARGETS)].to_numpy(), submission, atol=1e-12)
