@@ -1,13 +1,29 @@
-"""Shared fixtures: the real QUEST data beside the checkout, small slices of it, a throwaway store."""
+"""Shared fixtures: the real QUEST data beside the checkout, small slices of it, a throwaway store.
+
+Every test runs with ``$QUESTLAB_CACHE`` in a session temp folder (never ~/.cache/questlab: a warm
+user cache would let a test pass without running the encoder), and the helpers' slices are written
+under pytest's temp root too.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers.paths import require_quest
+from helpers.paths import require_quest, use_scratch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A session temp cache as $QUESTLAB_CACHE (a test wanting its own sets it again) and the slices' folder."""
+    cache = tmp_path_factory.mktemp("questlab-cache")
+    use_scratch(tmp_path_factory.mktemp("slices"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUESTLAB_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="session")

@@ -5,21 +5,33 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers.paths import REPO
 from questlab.config import ConfigError, load_config, parse_config
+from questlab.models import get_model_class
 
 ROOT = REPO
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path: Path) -> None:
+    """Each shipped config resolves to exactly its YAML's values over the family's defaults."""
+    raw = yaml.safe_load(path.read_text())
     config = load_config(path)
-    assert config.model.params is not None
+    assert config.name == raw["name"] and config.model.name == raw["model"]["name"]
+    defaults = get_model_class(raw["model"]["name"]).Params().model_dump(mode="json")
+    assert config.model.params == {**defaults, **(raw["model"].get("params") or {})}
+    for key, value in (raw.get("folds") or {}).items():
+        assert getattr(config.folds, key) == value, key
+    for key in ("seed", "bootstrap", "parallel_folds"):
+        if key in raw:
+            assert getattr(config, key) == raw[key], key
 
 
 def test_defaults_are_resolved() -> None:
     config = parse_config({"name": "t", "model": {"name": "tfidf"}})
+    assert config.model.params == get_model_class("tfidf").Params().model_dump(mode="json")
     assert config.model.params["alpha"] > 0 and config.folds.n_splits == 5
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from helpers.paths import require_chromium
 from helpers.runs import qa_id_in_fold, tiny_run
 from questlab.analysis import report
 from questlab.analysis.compare import compare_runs
@@ -17,7 +17,6 @@ from questlab.analysis.diagnose import analyse
 from questlab.analysis.findings import add_finding, list_findings
 from questlab.store import Store
 
-CHROMIUM = "/usr/bin/chromium"
 IMG = re.compile(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
@@ -28,7 +27,7 @@ def store_runs(tmp_path_factory) -> tuple[Store, dict[str, str]]:
         "mean": tiny_run(store, "mean"),
         "epochs": tiny_run(store, "noisy_oracle", {"epochs": 3, "token_budget": 60}),
     }
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="out of memory \\(simulated\\)"):
         tiny_run(store, "noisy_oracle", {"fail_if_valid_has": qa_id_in_fold(0)})
     ids["failed"] = store.list_runs()[0].run_id
     return store, ids
@@ -81,8 +80,13 @@ def test_compare_report(store_runs):
     assert external_refs(text) == []
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
-def test_report_renders_in_headless_chromium(store_runs, tmp_path):
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Module-scoped, and first in the test's arguments, so a missing chromium fails before any run is built."""
+    return require_chromium()
+
+
+def test_report_renders_in_headless_chromium(chromium, store_runs, tmp_path):
     from questlab.cli import app
 
     store, ids = store_runs
@@ -111,7 +115,7 @@ def test_report_renders_in_headless_chromium(store_runs, tmp_path):
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     dom = subprocess.run(
-        [CHROMIUM, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
+        [chromium, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120
     ).stdout
     found = re.search(r'data-imgs="([^"]*)"', dom)
     assert found, "the page did not finish loading in chromium"
@@ -119,7 +123,7 @@ def test_report_renders_in_headless_chromium(store_runs, tmp_path):
     assert len(states) == 5 and all(s.startswith("true:") and int(s.split(":")[1]) > 100 for s in states), states
     shot = tmp_path / "report.png"
     subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()],
+        [chromium, *flags, f"--screenshot={shot}", "--window-size=1200,3000", page.as_uri()],
         capture_output=True,
         timeout=120,
     )

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import functools
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from helpers.paths import QUEST_DIR, require_quest
+from helpers.paths import QUEST_DIR, require_quest, scratch
 from questlab.config import parse_config
 from questlab.models import register
 from questlab.store import Store
@@ -26,15 +25,16 @@ def need_data() -> None:
 def train_slice() -> Path:
     """The first 300 rows of the real train.csv, written once per test session."""
     need_data()
-    path = Path(tempfile.mkdtemp(prefix="questlab-slice-")) / "train.csv"
+    path = scratch() / "train_slice.csv"
     pd.read_csv(QUEST_DIR / "train.csv").head(N_ROWS).to_csv(path, index=False)
     return path
 
 
 @functools.cache
 def test_slice() -> Path:
+    """The first 50 rows of the real test.csv, written once per test session."""
     need_data()
-    path = Path(tempfile.mkdtemp(prefix="questlab-slice-")) / "test.csv"
+    path = scratch() / "test_slice.csv"
     pd.read_csv(QUEST_DIR / "test.csv").head(50).to_csv(path, index=False)
     return path
 

@@ -17,7 +17,7 @@ from questlab.models.base import FitLog, Model, check_predictions
 from questlab.schema import QUESTION_TARGETS, TARGETS
 
 TRAIN_CSV = QUEST_DIR / "train.csv"
-needs_data = pytest.mark.skipif(not TRAIN_CSV.exists(), reason=f"{TRAIN_CSV} not present")
+needs_data = pytest.mark.usefixtures("quest_dir")  # fails without the data (skips only where allowed)
 
 
 @pytest.fixture(scope="module")
@@ -120,4 +120,6 @@ def test_real_minilm_cv_on_a_slice(tmp_path, monkeypatch):
         oof[va.index] = check_predictions(model.predict(va), len(va), "embedding")
     score = mean_spearman(frame[list(TARGETS)].to_numpy(), oof)
     # 240 rows is far too few for the full model; a random predictor scores about 0 +- 0.03.
-    assert score > 0.12
+    # Measured 0.2215 (folds 0.240, 0.212, 0.258), the same in two runs with empty caches; the
+    # floor leaves room only for thread-count float noise in the head's training.
+    assert score > 0.20
