@@ -99,6 +99,18 @@ def test_resume_after_a_kill_gives_the_same_result_as_an_uninterrupted_run(
     assert [{k: v for k, v in e.items() if k != "seconds"} for e in resumed_log.epochs] == strip
 
 
+def test_checkpoints_of_another_fit_are_not_resumed(tiny_encoder, tmp_path, make_quest):
+    """A workdir reused with other params (here: pooling) starts afresh, as a fresh workdir does."""
+    frame = make_quest(24)
+    train, valid = frame[:16], frame[16:]
+    tiny_model(tiny_encoder, epochs=1, pooling="mean").fit(train, valid, FitLog(workdir=tmp_path / "reused"))
+    fresh = tiny_model(tiny_encoder, epochs=1, pooling="cls").fit(train, valid, FitLog(workdir=tmp_path / "fresh"))
+    log = FitLog(workdir=tmp_path / "reused")
+    reused = tiny_model(tiny_encoder, epochs=1, pooling="cls").fit(train, valid, log)
+    np.testing.assert_array_equal(reused.predict(valid), fresh.predict(valid))
+    assert log.info.get("stale_checkpoints_removed") is True and "resumed_from" not in log.info
+
+
 def test_an_incomplete_checkpoint_is_ignored(tmp_path):
     (tmp_path / "epoch-3").mkdir()  # killed while writing: no "complete" marker
     (tmp_path / "epoch-2").mkdir()

@@ -11,7 +11,9 @@ indices), and per stage ``<stage>/network.json`` + ``<stage>/model.safetensors``
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from questlab.models.transformer.batches import RowDataset
 from questlab.models.transformer.inputs import CACHE_STATS, encode_frame
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
 from questlab.models.transformer.training import TrainSettings, infer, state_dict_cpu, train_network
-from questlab.schema import ANSWER_TARGETS, CATEGORY, HOST, QUESTION_TARGETS, TARGETS
+from questlab.schema import ANSWER_TARGETS, CATEGORY, HOST, ID, QUESTION_TARGETS, TARGETS
 
 
 class TransformerParams(ModelParams):
@@ -145,6 +147,8 @@ class TransformerModel(Model):
         log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
         log.info["stages"] = [s.name for s in stages_for(p)]
         checkpoints = self._checkpoint_root(log, accelerator)
+        if checkpoints is not None:
+            self._claim_checkpoints(checkpoints, train, log, accelerator)
         tokenised = dict(CACHE_STATS)
         for k, stage in enumerate(stages_for(p)):
             train_data = self._dataset(train, stage, log if stage.with_answer else None)
@@ -204,6 +208,26 @@ class TransformerModel(Model):
 
             root = broadcast_object_list([root], from_process=0)[0]
         return root
+
+    def _claim_checkpoints(self, root: Path, train: pd.DataFrame, log: FitLog, accelerator) -> None:
+        """Resume only from checkpoints of this very fit: same params, same train rows.
+
+        ``root/fit.json`` holds the fit's fingerprint. Checkpoints left by a fit with other params
+        or rows (a reused workdir) cannot be resumed: they are removed, and the fit starts afresh.
+        """
+        fingerprint = hashlib.sha256(
+            json.dumps(self.params.model_dump(mode="json"), sort_keys=True).encode()
+            + pd.util.hash_pandas_object(train[ID], index=False).to_numpy().tobytes()
+        ).hexdigest()
+        marker = root / "fit.json"
+        if accelerator.is_main_process:
+            found = json.loads(marker.read_text())["fingerprint"] if marker.exists() else None
+            if root.exists() and found != fingerprint:
+                shutil.rmtree(root)
+                log.info["stale_checkpoints_removed"] = True
+            root.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"fingerprint": fingerprint}))
+        accelerator.wait_for_everyone()
 
     def _network(self, encoder: torch.nn.Module, n_out: int) -> QuestNet:
         p = self.params
