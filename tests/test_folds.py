@@ -72,3 +72,82 @@ def test_leaky_folds_are_caught() -> None:
     assert np.array_equal(
         question_groups(pd.DataFrame({"question_title": ["a"], "question_body": ["b"], "url": [""]})), [0]
     )
+
+
+def _questions(n: int, urls: bool = True, categories: tuple[str, ...] = ("A", "B")) -> pd.DataFrame:
+    """``n`` distinct questions, one answer each (synthetic: no data needed)."""
+    return pd.DataFrame(
+        {
+            "qa_id": np.arange(100, 100 + n),
+            "question_title": [f"title {i}" for i in range(n)],
+            "question_body": [f"body {i}" for i in range(n)],
+            "url": [f"https://site/q/{i}" if urls else "" for i in range(n)],
+            "category": [categories[i % len(categories)] for i in range(n)],
+        }
+    )
+
+
+def test_questions_without_a_url_are_not_joined_by_their_empty_url() -> None:
+    groups = question_groups(_questions(4, urls=False))
+    assert len(set(groups)) == 4
+    assert groups.dtype == np.int64
+
+
+def test_group_ids_do_not_depend_on_row_order() -> None:
+    frame = _questions(12)
+    frame.loc[5, ["question_title", "question_body"]] = frame.loc[2, ["question_title", "question_body"]].to_numpy()
+    by_id = dict(zip(frame["qa_id"], question_groups(frame), strict=True))
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    assert dict(zip(shuffled["qa_id"], question_groups(shuffled), strict=True)) == by_id
+    assert by_id[102] == by_id[105] and len(set(by_id.values())) == 11
+
+
+@pytest.mark.parametrize("n_splits", [2, 3, 7])
+def test_make_folds_gives_n_splits_folds_even_with_exactly_that_many_questions(n_splits: int) -> None:
+    # one category: sklearn's stratifier refuses a category with fewer questions than folds
+    folds = make_folds(_questions(n_splits, categories=("A",)), n_splits=n_splits, seed=0)
+    assert sorted(folds["fold"]) == list(range(n_splits))  # every question its own fold
+    bigger = make_folds(_questions(10 * n_splits), n_splits=n_splits, seed=0)
+    assert set(bigger["fold"]) == set(range(n_splits)) and bigger["fold"].dtype == np.int64
+    assert list(bigger.columns) == ["qa_id", "group", "fold"]
+    assert (bigger["qa_id"] == _questions(10 * n_splits)["qa_id"]).all()  # input row order
+
+
+def test_make_folds_defaults_to_five_folds() -> None:
+    assert set(make_folds(_questions(20))["fold"]) == set(range(5))
+
+
+def test_make_folds_refuses_fewer_than_two_folds_or_too_few_questions() -> None:
+    with pytest.raises(ValueError, match=r"^n_splits must be at least 2, got 1$"):
+        make_folds(_questions(10), n_splits=1)
+    with pytest.raises(ValueError, match=r"^only 2 distinct questions: cannot make 3 grouped folds$"):
+        make_folds(_questions(2), n_splits=3)
+
+
+def test_saved_folds_are_three_columns_and_load_back_as_integers(tmp_path: Path) -> None:
+    frame = _questions(9)
+    folds = make_folds(frame, n_splits=3, seed=0)
+    path = save_folds(folds, tmp_path)
+    assert path == tmp_path / "folds.csv"
+    assert path.read_text().splitlines()[0] == "qa_id,group,fold"
+    loaded = load_folds(path, frame)
+    assert list(loaded.columns) == ["qa_id", "group", "fold"]
+    assert loaded["fold"].dtype == np.int64 and loaded["group"].dtype == np.int64
+    pd.testing.assert_frame_equal(loaded, folds)
+
+
+def test_load_folds_names_what_is_wrong(tmp_path: Path) -> None:
+    frame = _questions(9)
+    save_folds(make_folds(frame, n_splits=3, seed=0).iloc[:-2], tmp_path)  # the last two rows lost
+    with pytest.raises(ValueError, match=r"qa_id 107 has no fold\); they were made for another train file$"):
+        load_folds(tmp_path / "folds.csv", frame)
+    (tmp_path / "bad.csv").write_text("qa_id,group\n1,0\n")
+    with pytest.raises(ValueError, match=r"bad.csv: not a folds file \(no 'fold' column\)$"):
+        load_folds(tmp_path / "bad.csv", frame)
+
+
+def test_check_grouped_names_the_leaking_group() -> None:
+    folds = pd.DataFrame({"qa_id": [1, 2, 3, 4], "group": [0, 1, 1, 2], "fold": [0, 0, 1, 1]})
+    with pytest.raises(ValueError, match=r"^question group 1 spans several folds: the folds leak$"):
+        check_grouped(folds)
+    check_grouped(folds.assign(fold=[0, 1, 1, 0]))  # grouped: no error

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
@@ -86,3 +87,154 @@ def test_score_cv_per_fold_and_interval() -> None:
     assert list(cv.per_fold.index) == [0, 1, 2, 3]
     again = type(cv).from_dict(cv.to_dict())
     assert again.score == cv.score and again.per_fold_status.loc[3].iloc[5] == CONSTANT_PREDICTION
+
+
+def test_is_constant_tolerance_is_relative_to_the_column_scale() -> None:
+    from questlab.metric import is_constant
+
+    near = np.array([[0.5, 1e6, 0.5], [0.5 + 1.5e-12, 1e6 + 1e-7, 0.5 + 1e-9]])
+    # col 0: 1.5e-12 apart at scale 1 (tolerance 1e-12): varies; col 1: 1e-7 apart at scale 1e6
+    # (tolerance 1e-6): constant; col 2 is judged on its own scale, not the 1e6 of column 1
+    assert is_constant(near).tolist() == [False, True, False]
+    assert is_constant(np.array([[0.3], [0.3]])).tolist() == [True]
+
+
+def test_a_nearly_constant_prediction_is_reported_not_ranked() -> None:
+    y = np.array([[0.0], [0.5], [1.0]])
+    p = np.array([[0.2], [0.2 + 1e-15], [0.2 + 2e-15]])  # float noise on a constant: ranks would say 1.0
+    rho, status = spearman_per_target(y, p)
+    assert status == [CONSTANT_PREDICTION] and np.isnan(rho[0])
+    assert mean_spearman(y, p) == 0.0
+
+
+def test_one_dimensional_input_and_two_rows_are_scored() -> None:
+    assert mean_spearman(np.array([0.0, 0.5, 1.0]), np.array([0.3, 0.1, 0.9])) == pytest.approx(0.5)
+    assert mean_spearman(np.array([[0, 1], [1, 0]]), np.array([[1, 2], [2, 1]])) == pytest.approx(1.0)  # ints too
+
+
+def test_bad_shapes_and_too_few_rows_are_named() -> None:
+    with pytest.raises(ValueError, match=r"^y_true has shape \(3, 2\) but y_pred has shape \(3, 1\)$"):
+        mean_spearman(np.zeros((3, 2)), np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"^need at least 2 rows to compute a Spearman correlation$"):
+        mean_spearman(np.zeros((1, 2)), np.zeros((1, 2)))
+    with pytest.raises(
+        ValueError, match=r"^predictions contain NaN or infinity: fix the model, a score would hide it$"
+    ):
+        mean_spearman(np.zeros((3, 1)), np.array([[0.1], [np.inf], [0.2]]))
+
+
+@pytest.mark.parametrize("n_rows", [2, 3, 5])
+def test_bootstrap_matches_explicit_resampling_on_tiny_data(n_rows: int) -> None:
+    """Few rows: many resamples are constant (count 0) and the rank variances are below 1."""
+    rng = np.random.default_rng(n_rows)
+    y = rng.random((n_rows, 3))
+    p = np.column_stack([rng.random(n_rows), y[:, 1], np.full(n_rows, 0.4)])  # noise, perfect, constant
+    groups = np.arange(n_rows)
+    fast = bootstrap_scores(y, p, groups, n_boot=30, seed=4)
+    rng2 = np.random.default_rng(4)
+    for b in range(30):
+        counts = np.bincount(rng2.integers(0, n_rows, n_rows), minlength=n_rows)
+        idx = np.repeat(np.arange(n_rows), counts)
+        want = mean_spearman(y[idx], p[idx]) if len(idx) > 1 else 0.0
+        assert fast[b] == pytest.approx(want)
+
+
+def test_bootstrap_defaults_and_paired_differences() -> None:
+    from questlab.metric import bootstrap_paired, bootstrap_target_scores
+
+    rng = np.random.default_rng(5)
+    y = rng.random((60, 4))
+    a, b = y + rng.normal(0, 0.6, y.shape), y + rng.normal(0, 0.3, y.shape)
+    groups = np.arange(60) // 3
+    default = bootstrap_scores(y, a, groups)
+    assert default.shape == (1000,)
+    np.testing.assert_array_equal(default, bootstrap_scores(y, a, groups, n_boot=1000, seed=0))
+    paired = bootstrap_paired(y, a, b, groups, n_boot=50, seed=2)
+    want = bootstrap_scores(y, b, groups, n_boot=50, seed=2) - bootstrap_scores(y, a, groups, n_boot=50, seed=2)
+    np.testing.assert_allclose(paired, want)
+    assert (paired > 0).mean() > 0.9  # b is the better prediction on nearly every resample
+    assert bootstrap_paired(y, a, b, groups).shape == (1000,)
+    per_target = bootstrap_target_scores(y, [a, b], groups, n_boot=7, seed=1)
+    assert [t.shape for t in per_target] == [(7, 4), (7, 4)]
+    np.testing.assert_array_equal(
+        bootstrap_target_scores(y, [a], groups)[0], bootstrap_target_scores(y, [a], groups, 1000, 0)[0]
+    )
+
+
+def test_score_cv_round_trips_through_json() -> None:
+    import json
+
+    rng = np.random.default_rng(3)
+    y = rng.random((90, 30))
+    p = y + rng.normal(0, 0.5, y.shape)
+    folds = np.repeat(np.arange(3), 30)
+    p[:, 7] = 0.25  # constant everywhere: NaN per fold, a note
+    cv = score_cv(y, p, folds, groups=np.arange(90), n_boot=25)
+    again = type(cv).from_dict(json.loads(json.dumps(cv.to_dict())))  # what scores.json holds
+    assert (again.score, again.ci_low, again.ci_high, again.n_boot) == (cv.score, cv.ci_low, cv.ci_high, 25)
+    assert again.notes == cv.notes == ["1 target(s) have constant predictions and count 0 in the mean"]
+    pd.testing.assert_frame_equal(again.per_target, cv.per_target)
+    pd.testing.assert_frame_equal(again.per_fold, cv.per_fold)
+    pd.testing.assert_frame_equal(again.per_fold_target, cv.per_fold_target)
+    pd.testing.assert_frame_equal(again.per_fold_status, cv.per_fold_status)
+    assert again.per_fold_target.index.name == "fold" and again.per_fold_status.index.name == "fold"
+    assert again.per_fold_target.iloc[:, 7].isna().all() and again.per_fold_target.iloc[:, 0].notna().all()
+    old = cv.to_dict()
+    del old["n_boot"], old["notes"]  # a scores.json written before these keys existed
+    assert type(cv).from_dict(old).n_boot == 0 and type(cv).from_dict(old).notes == []
+
+
+def test_a_column_constant_inside_each_fold_is_a_constant_prediction() -> None:
+    """Fold models predicting their own train means: pooled, the column varies only between folds."""
+    rng = np.random.default_rng(6)
+    y = rng.random((60, 3))
+    folds = np.repeat(np.arange(3), 20)
+    p = y + rng.normal(0, 0.3, y.shape)
+    p[:, 1] = np.repeat([0.2, 0.5, 0.4], 20)  # constant in each fold, not overall
+    y[:, 1] += 0.3 * (folds == 1)  # the truth ranks the fold offsets: a pooled rank would score
+    cv = score_cv(y, p, folds, groups=np.arange(60), n_boot=10, targets=("a", "b", "c"))
+    assert cv.per_target["status"].tolist() == [OK, CONSTANT_PREDICTION, OK]
+    assert np.isnan(cv.per_target.loc["b", "spearman"])
+    assert cv.score == pytest.approx(np.nansum(cv.per_target["spearman"]) / 3)
+    assert cv.per_fold["n_constant_pred"].tolist() == [1, 1, 1]
+    assert cv.per_fold["n_rows"].tolist() == [20, 20, 20]
+
+
+def test_score_cv_interval_counts_undefined_columns_as_zero_and_defaults() -> None:
+    rng = np.random.default_rng(7)
+    y = rng.random((80, 30))
+    p = y + rng.normal(0, 0.5, y.shape)
+    p[:, 3] = 0.5
+    folds, groups = np.repeat(np.arange(4), 20), np.arange(80) // 2
+    cv = score_cv(y, p, folds, groups, n_boot=40, seed=2)
+    counted = [j for j in range(30) if j != 3]
+    boots = bootstrap_scores(y[:, counted], p[:, counted], groups, n_boot=40, seed=2) * 29 / 30
+    assert cv.ci_low == pytest.approx(np.percentile(boots, 2.5))
+    assert cv.ci_high == pytest.approx(np.percentile(boots, 97.5))
+    default = score_cv(y, p, folds, groups)
+    assert default.n_boot == 1000
+    assert default.ci_low == score_cv(y, p, folds, groups, n_boot=1000, seed=0).ci_low
+    no_boot = score_cv(y, p, folds, groups, n_boot=0)
+    assert np.isnan(no_boot.ci_low) and np.isnan(no_boot.ci_high) and no_boot.score == cv.score
+    flat = score_cv(y, np.full_like(y, 0.5), folds, groups, n_boot=10)
+    assert flat.score == 0.0 and flat.ci_low == flat.ci_high == 0.0
+
+
+def test_per_fold_rows_count_undefined_columns_as_zero_and_name_their_columns() -> None:
+    import json
+
+    rng = np.random.default_rng(8)
+    y = rng.random((40, 3))
+    p = y + rng.normal(0, 0.2, y.shape)
+    folds = np.repeat([0, 1], 20)
+    p[folds == 0, 1] = 0.3  # constant prediction in fold 0
+    y[folds == 1, 2] = 0.5  # constant truth in fold 1
+    cv = score_cv(y, p, folds, groups=np.arange(40), n_boot=0, targets=("a", "b", "c"))
+    assert list(cv.per_fold.columns) == ["score", "n_rows", "n_constant_pred", "n_constant_truth"]
+    for k, undefined in ((0, "b"), (1, "c")):
+        row = cv.per_fold_target.loc[k]
+        assert np.isnan(row[undefined])
+        assert cv.per_fold.loc[k, "score"] == pytest.approx(row.fillna(0.0).sum() / 3)
+    assert cv.per_fold["n_constant_pred"].tolist() == [1, 0] and cv.per_fold["n_constant_truth"].tolist() == [0, 1]
+    strict = json.dumps(cv.to_dict()["per_fold_target"], allow_nan=False)  # NaN is written as null
+    assert json.loads(strict)["0"]["b"] is None

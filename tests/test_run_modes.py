@@ -1,0 +1,101 @@
+"""How a run is run changes nothing it records: parallel folds equal serial ones; SIGTERM marks KILLED.
+
+Also what predicting from a run that is not whole does: a killed run (folds unfinished) is refused
+with the command that finishes it; a partial run made with ``--fold`` predicts with its own folds.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.paths import QUEST_DIR, REPO, require_quest
+from helpers.runs import N_FOLDS
+from helpers.runs import test_slice as slice_of_test
+from helpers.runs import train_slice as slice_of_train
+from questlab.config import parse_config
+from questlab.cv import run_cv
+from questlab.data import load_test
+from questlab.errors import RunFormatError
+from questlab.predict import load_predictor
+from questlab.recording import load_scores
+from questlab.rundir import read_predictions
+from questlab.schema import TARGETS
+from questlab.store import Store
+
+
+def _tfidf(parallel_folds: int) -> object:
+    return parse_config(
+        {
+            "name": f"tfidf-p{parallel_folds}",
+            "parallel_folds": parallel_folds,
+            "folds": {"n_splits": N_FOLDS, "seed": 1},
+            "model": {"name": "tfidf", "params": {"max_features": 2000}},
+            "bootstrap": 20,
+        }
+    )
+
+
+def test_parallel_folds_record_exactly_what_serial_folds_record(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    serial = store.folder(run_cv(_tfidf(1), slice_of_train(), slice_of_test(), store=store, say=str))
+    parallel = store.folder(run_cv(_tfidf(2), slice_of_train(), slice_of_test(), store=store, say=str))
+    for name in ("oof.csv", "submission.csv", "per_target.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(parallel / name), pd.read_csv(serial / name), obj=name)
+    pd.testing.assert_frame_equal(load_scores(parallel).per_fold, load_scores(serial).per_fold)
+    for k in range(N_FOLDS):  # each fold's own files too, whichever process wrote them
+        for part in ("valid_pred.csv", "test_pred.csv"):
+            assert (parallel.fold_dir(k) / part).read_bytes() == (serial.fold_dir(k) / part).read_bytes()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")
+def test_sigterm_marks_the_run_killed_exits_130_and_its_model_refuses_to_predict(tmp_path: Path) -> None:
+    require_quest()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: term\nbootstrap: 0\nfolds: {n_splits: 5}\nmodel: {name: tfidf}\n")
+    store_dir = tmp_path / "store"
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "questlab.cli", "run", str(cfg), "--train", str(QUEST_DIR / "train.csv"),
+             "--store", str(store_dir)],
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list(store_dir.glob("artifacts/*/*/artifacts/folds/fold_0")):  # fold 0 is being fitted
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before a fold started"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    store = Store(store_dir)
+    (record,) = store.list_runs()
+    message = err.read_text()
+    assert rc == 130, message
+    assert record.status == "KILLED" and "interrupted" in record.tags["questlab.error"]
+    assert f"questlab run --resume {record.run_id} --train" in message and "Traceback" not in message
+    done = store.folder(record.run_id).done_folds()
+    assert len(done) < 5 and record.tags["questlab.complete"] == "false"
+    first_missing = min(set(range(5)) - set(done))
+    with pytest.raises(RunFormatError, match=rf"cannot predict: fold_{first_missing} is not finished.*--resume"):
+        load_predictor(store, record.run_id)
+
+
+def test_a_partial_run_predicts_with_the_folds_it_has(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    run_id = run_cv(_tfidf(1), slice_of_train(), slice_of_test(), store=store, only_folds=[1], say=str)
+    predictor = load_predictor(store, run_id)
+    assert len(predictor.models) == 1
+    run = store.folder(run_id)
+    own = read_predictions(run.fold_dir(1) / "test_pred.csv")[list(TARGETS)].to_numpy()
+    got = predictor.predict(load_test(slice_of_test()))
+    np.testing.assert_allclose(got, np.clip(own, 0, 1), atol=1e-12)
+    assert store.get(run_id).tags["questlab.complete"] == "false"
