@@ -350,3 +350,34 @@ def test_docs_are_served_without_a_cdn(client: TestClient) -> None:
     assert spec["info"]["version"] == __version__
     assert "PredictResponse" in spec["components"]["schemas"]
     assert client.get("/redoc").status_code == 404
+
+
+def test_openapi_states_the_visible_text_rule_the_server_enforces() -> None:
+    """The schema's pattern for required texts is the validator's rule (``str.strip()`` leaves text)."""
+    import re
+
+    from questlab.serve.limits import Pair
+
+    props = Pair.model_json_schema()["properties"]
+    for field in ("question_title", "answer", "category", "host"):
+        pattern = re.compile(props[field]["pattern"])
+        for code in range(0x3100):  # every whitespace character Python knows lies below U+3100
+            assert (pattern.search(chr(code)) is not None) == bool(chr(code).strip()), (field, hex(code))
+    assert props["question_body"]["minLength"] == 1 and "pattern" not in props["question_body"]
+
+
+@pytest.mark.parametrize(
+    ("qa_id", "accepted"), [(5.0, True), (-6770.0, True), (3.5, False), (False, False), ("5", False), (1e30, False)]
+)
+def test_qa_id_as_json_schema_integer(qa_id: object, accepted: bool) -> None:
+    """5.0 is a JSON Schema integer and a CSV reads it as 5; a fraction, a bool or a string is refused."""
+    from pydantic import ValidationError
+
+    from questlab.serve.limits import Pair
+
+    pair = {"qa_id": qa_id, "question_title": "t", "question_body": "b", "answer": "a", "category": "C", "host": "h"}
+    if accepted:
+        assert Pair.model_validate(pair).qa_id == int(qa_id) and type(Pair.model_validate(pair).qa_id) is int
+    else:
+        with pytest.raises(ValidationError, match="qa_id"):
+            Pair.model_validate(pair)

@@ -31,8 +31,14 @@ UNKNOWN_USER = {
 ROW_EXACT_MODELS = frozenset({"tfidf", "mean"})
 
 
+# "Visible text", as the validator checks it (``str.strip()`` leaves something), spelt as a JSON
+# Schema pattern: one character outside Python's whitespace set. Clients and fuzzers reading
+# /openapi.json then know the rule the server enforces (checked by data.validate_frame).
+VISIBLE_TEXT = "[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 def _text(description: str) -> Any:
-    return Field(description=description)
+    return Field(description=description, json_schema_extra={"pattern": VISIBLE_TEXT})
 
 
 def _optional(description: str) -> Any:
@@ -51,7 +57,10 @@ class Pair(BaseModel):
         description="your id (int64) for the pair, echoed back; give it for every pair or none (then 0, 1, ...)",
     )
     question_title: str = _text("must hold visible text")
-    question_body: str = _text("must not be empty (whitespace only is accepted, as in train.csv)")
+    question_body: str = Field(
+        description="must not be empty (whitespace only is accepted, as in train.csv)",
+        json_schema_extra={"minLength": 1},
+    )
     answer: str = _text("must hold visible text")
     category: str = _text("must hold visible text, e.g. TECHNOLOGY")
     host: str = _text("must hold visible text, e.g. superuser.com")
@@ -60,6 +69,15 @@ class Pair(BaseModel):
     answer_user_name: str | None = _optional("omitted, null or blank: unknown (matches no other name)")
     answer_user_page: str | None = _optional("may be omitted")
     url: str | None = _optional("may be omitted")
+
+    @field_validator("qa_id", mode="before")
+    @classmethod
+    def _whole_float_id(cls, value: Any) -> Any:
+        # JSON Schema's "integer" admits 5.0, and a CSV's qa_id 5.0 is read as 5: the same here.
+        # Anything else (true, 3.5, "5") stays for the strict int check to refuse.
+        if type(value) is float and value.is_integer():
+            return int(value)
+        return value
 
     @field_validator(*INPUT_COLUMNS)
     @classmethod
