@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+from _server import free_port, wait_until_healthy  # bench/_server.py: run as python bench/X.py
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEST = ROOT.parent / "shared" / "quest"
@@ -51,29 +51,13 @@ def tiny_run(store: str, work: Path) -> str:
     return run_cv(parse_config(cfg), train, store=Store(store), say=lambda _: None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(store: str, run_id: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [str(BIN / "questlab"), "serve", run_id, "--store", store, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not answer /health within 120 s")
+    wait_until_healthy(proc, url)
+    return proc, url
 
 
 # The rule the server enforces (data.validate_frame) and its schema states only in prose: these

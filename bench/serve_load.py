@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from _server import free_port, wait_until_healthy  # bench/_server.py: run as python bench/X.py
 
 ROOT = Path(__file__).resolve().parents[1]
 QUEST = ROOT.parent / "shared" / "quest"
@@ -43,30 +43,14 @@ def serve(store: str, run_id: str, port: int, window_ms: float | None) -> None:
     uvicorn.run(create_app(predictor, batch_window_ms=window_ms), host="127.0.0.1", port=port, log_level="warning")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(store: str, run_id: str, window_ms: float | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [sys.executable, __file__, "--serve", "--store", store, "--run", run_id, "--port", str(port)]
     cmd += ["--window-ms", "none" if window_ms is None else str(window_ms)]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not answer /health within 120 s")
+    wait_until_healthy(proc, url)
+    return proc, url
 
 
 async def drive(url: str, payloads: list[dict], clients: int, seconds: float) -> dict:

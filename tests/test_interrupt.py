@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers.paths import QUEST_DIR, REPO, require_quest
+from helpers.paths import require_quest
+from helpers.processes import start_tfidf_run, wait_for_folds
 
 
 def _ignores_sigint(pid: int) -> bool:
@@ -26,24 +25,12 @@ def test_ctrl_c_with_parallel_folds_prints_one_message_and_leaves_no_worker(tmp_
     import psutil
 
     require_quest()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: ctrlc\nparallel_folds: 2\nbootstrap: 0\nfolds: {n_splits: 5}\nmodel: {name: tfidf}\n")
-    store = tmp_path / "store"
     err = tmp_path / "stderr.txt"
     with open(err, "w") as stderr:
         # Its own session, like a shell job: Ctrl-C reaches the whole process group, workers included.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "questlab.cli", "run", str(cfg), "--train", str(QUEST_DIR / "train.csv"),
-             "--store", str(store)],
-            stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO, start_new_session=True,
-        )  # fmt: skip
+        proc, store = start_tfidf_run(tmp_path, "ctrlc", parallel_folds=2, stderr=stderr, start_new_session=True)
         parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 120
-        started: list[Path] = []
-        while time.monotonic() < deadline and len(started) < 2 and proc.poll() is None:
-            started = list(store.glob("artifacts/*/*/artifacts/folds/fold_*"))  # made by a worker, fitting
-            time.sleep(0.1)
-        assert len(started) >= 2 and proc.poll() is None, "the fold workers never started fitting"
+        wait_for_folds(proc, store, 2)
         workers = parent.children(recursive=True)
         assert workers
         # The mechanism: a worker ignores SIGINT (bit 2 of SigIgn), so Ctrl-C cannot raise in it.

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 import questlab as ql
-from helpers.paths import QUEST_DIR, REPO, require_quest
+from helpers.paths import require_quest
+from helpers.processes import start_tfidf_run, wait_for_folds
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import tiny_run
 from helpers.runs import train_slice as slice_of_train
@@ -67,21 +68,9 @@ def test_a_hard_killed_run_is_dead_and_leaves_no_fold_workers(tmp_path: Path) ->
     import psutil
 
     require_quest()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: slow\nparallel_folds: 2\nbootstrap: 0\nfolds: {n_splits: 5}\nmodel: {name: tfidf}\n")
-    store = tmp_path / "store"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "questlab.cli", "run", str(cfg), "--train", str(QUEST_DIR / "train.csv"),
-         "--store", str(store)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-    )  # fmt: skip
+    proc, store = start_tfidf_run(tmp_path, "slow", parallel_folds=2)
     parent = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 120
-    started: list[Path] = []
-    while time.monotonic() < deadline and len(started) < 2 and proc.poll() is None:
-        started = list(store.glob("artifacts/*/*/artifacts/folds/fold_*"))  # made by a worker, fitting
-        time.sleep(0.2)
-    assert len(started) >= 2 and proc.poll() is None, "the fold workers never started fitting"
+    wait_for_folds(proc, store, 2)
     workers = parent.children(recursive=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -7,16 +7,15 @@ with the command that finishes it; a partial run made with ``--fold`` predicts w
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.paths import QUEST_DIR, REPO, require_quest
+from helpers.paths import require_quest
+from helpers.processes import start_tfidf_run, wait_for_folds
 from helpers.runs import N_FOLDS
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import train_slice as slice_of_train
@@ -58,22 +57,10 @@ def test_parallel_folds_record_exactly_what_serial_folds_record(tmp_path: Path) 
 @pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")
 def test_sigterm_marks_the_run_killed_exits_130_and_its_model_refuses_to_predict(tmp_path: Path) -> None:
     require_quest()
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("name: term\nbootstrap: 0\nfolds: {n_splits: 5}\nmodel: {name: tfidf}\n")
-    store_dir = tmp_path / "store"
     err = tmp_path / "stderr.txt"
     with open(err, "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "questlab.cli", "run", str(cfg), "--train", str(QUEST_DIR / "train.csv"),
-             "--store", str(store_dir)],
-            stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO,
-        )  # fmt: skip
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if list(store_dir.glob("artifacts/*/*/artifacts/folds/fold_0")):  # fold 0 is being fitted
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before a fold started"
+        proc, store_dir = start_tfidf_run(tmp_path, "term", stderr=stderr)
+        wait_for_folds(proc, store_dir, 1)  # fold 0 is being fitted
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
     store = Store(store_dir)
