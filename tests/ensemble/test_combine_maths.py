@@ -206,3 +206,14 @@ def test_a_combiner_restored_from_its_record_combines_the_same(spec: EnsembleSpe
     np.testing.assert_allclose(restored.weights, fitted.weights)
     np.testing.assert_allclose(restored.combine(x, groups), fitted.combine(x, groups), atol=1e-12)
     np.testing.assert_allclose(restored.apply(x, groups)[0], fitted.apply(x, groups)[0], atol=1e-12)
+
+
+def test_fit_weights_ranks_the_truth_down_each_column() -> None:
+    """Targets on different scales (one always above the other in every row): ranking the truth
+    across a row instead of down a column would make every column's ranks constant, and the
+    weights arbitrary. Down the column, the member that is the truth wins every target."""
+    rng = np.random.default_rng(0)
+    truth = rng.random((60, 2)) + np.array([10.0, 0.0])
+    x = np.stack([truth, rng.random((60, 2))])  # member 0: the truth itself; member 1: noise
+    np.testing.assert_allclose(fit_weights(x, truth, per_target=True), [[1.0, 0.0], [1.0, 0.0]])
+    np.testing.assert_allclose(fit_weights(x, truth, per_target=False), [[1.0, 0.0], [1.0, 0.0]])
