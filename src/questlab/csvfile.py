@@ -11,6 +11,7 @@ import codecs
 import csv
 import gzip
 import io
+import os
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Literal
 
 import pandas as pd
 
-from questlab.errors import DataError
+from questlab.errors import DataError, UsageError
 from questlab.schema import ID, TRAIN_COLUMNS
 
 Kind = Literal["train", "test"]
@@ -227,3 +228,16 @@ def _checked_records(path: Path, records: Iterator[tuple[int, list[str]]], first
             yield fields
     except csv.Error as exc:
         raise DataError(path, f"not a valid CSV file ({exc})") from None
+
+
+def check_output_file(option: str, path: Path, example: str = "submission.csv") -> None:
+    """Refuse, before any work, an output that cannot be written as a file (a folder, or under a
+    file, or where nothing may be created). Missing parent folders are fine: writers create them."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder: give a file name such as {path / example}")
+    ancestor = next(p for p in path.absolute().parents if p.exists())  # "/" always exists
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot create files in {ancestor} (permission denied)")

@@ -6,7 +6,6 @@ traceback. ``run`` prints the run id alone on the last line of stdout, so script
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +17,7 @@ from questlab.cli import pseudo as pseudo_commands
 from questlab.cli import recipes as recipe_cli
 from questlab.cli.common import OneLineErrors, StoreOpt, fail, guard, open_store
 from questlab.config import load_config
+from questlab.csvfile import check_output_file
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -87,20 +87,6 @@ def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUES
         console.print(table)
 
 
-def _check_output_file(option: str, path: Path) -> None:
-    """Refuse, before any work, an output that cannot be written as a file (a folder, or under a file).
-
-    Missing parent folders are fine: the writer creates them (``predict_file``; ``run`` up front).
-    """
-    if path.is_dir():
-        fail(f"{option} {path} is a folder: give a file name such as {path / 'submission.csv'}")
-    ancestor = next(p for p in path.absolute().parents if p.exists())  # "/" always exists
-    if not ancestor.is_dir():
-        fail(f"{option} {path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK):
-        fail(f"{option} {path}: cannot create files in {ancestor} (permission denied)")
-
-
 @app.command()
 @guard
 def run(
@@ -137,7 +123,7 @@ def run(
     if resume is not None and set_:
         fail("--set changes a config; a resumed run keeps the one it was started with")
     if submission is not None:
-        _check_output_file("--submission", submission)
+        check_output_file("--submission", submission)
     cfg = load_config(config, overrides=set_) if resume is None else None
     if cfg is not None and not (cfg.folds.from_run or cfg.folds.from_file):
         unknown = [k for k in fold or [] if not 0 <= k < cfg.folds.n_splits]
@@ -268,7 +254,7 @@ def predict(
         fail("give --input (a test-format CSV) and --output (where predictions go)")
     to_stdout = str(output) == "-"  # `--output -`: the CSV on stdout, for pipes
     if not to_stdout:
-        _check_output_file("--output", output)
+        check_output_file("--output", output)
     predictor = _load_predictor(run_id, model, store)
     # Read, predicted and written piece by piece: flat memory for any size of file.
     rows = stream_predictions(predictor, input, sys.stdout if to_stdout else output)

@@ -33,15 +33,13 @@ def register(app: typer.Typer) -> None:
         Writes the mean label and each teacher fold's label per pair; a student run given
         `--pseudo FILE` on the teacher's folds trains fold k on teacher fold k's labels only.
         """
+        from questlab.csvfile import check_output_file
         from questlab.pseudo import pseudo_label as make
         from questlab.pseudo import sidecar_path
 
         if unlabelled is None or output is None:
             fail("give --unlabelled (a test-format CSV) and -o/--output (the pseudo-label CSV to write)")
-        ancestor = next(p for p in output.absolute().parents if p.exists())
-        if output.is_dir() or not ancestor.is_dir():  # checked before any work, as predict --output is
-            why = "is a folder" if output.is_dir() else f"{ancestor} is a file, not a folder"
-            fail(f"--output {output}: {why}; give a file path such as pseudo.csv")
+        check_output_file("--output", output, "pseudo.csv")  # before any work, as predict --output is
         meta = make(open_store(store, create=False), teacher, unlabelled, output, chunk_rows=chunk_rows, say=_say)
         typer.echo(f"teacher {meta.teacher_run}, folds {meta.folds}, {meta.rows} rows -> {output}", err=True)
         typer.echo(str(sidecar_path(output)))

@@ -19,6 +19,7 @@ import numpy as np
 
 from questlab.config import RunConfig
 from questlab.console import Say, stderr
+from questlab.csvfile import check_output_file
 from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
 from questlab.ensemble.build import build_ensemble
@@ -82,15 +83,6 @@ def _find(store: Store, key: str) -> tuple[str, RunRecord | None]:
     return "fit", None
 
 
-def _check_output(path: Path) -> None:
-    """Refuse, before any work, a submission path that cannot be a file."""
-    if path.is_dir():
-        raise UsageError(f"--submission {path} is a folder: give a file name such as {path / 'submission.csv'}")
-    ancestor = next(p for p in path.absolute().parents if p.exists())
-    if not ancestor.is_dir():
-        raise UsageError(f"--submission {path}: {ancestor} is a file, not a folder")
-
-
 def run_recipe(
     recipe: RecipeSpec | str | Path,
     train: Data,
@@ -111,7 +103,7 @@ def run_recipe(
     if submission is not None:
         if test is None:
             raise UsageError("--submission needs --test: the test pairs to predict")
-        _check_output(Path(submission))
+        check_output_file("--submission", Path(submission))
     store = store or Store()
     train_data = Dataset.read(train, "train")
     test_data = Dataset.read(test, "test") if test is not None else None
