@@ -79,7 +79,7 @@ class EmbeddingCache:
             conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
                 conn.execute("PRAGMA page_size=8192")  # before the first table; 5 vector rows per page, not 2
-                conn.execute("PRAGMA journal_mode=WAL")
+                self._wal(conn)
                 conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash loses the last batch, never the file
                 conn.executescript(SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO namespaces (name) VALUES (?)", [self.namespace])
@@ -91,6 +91,22 @@ class EmbeddingCache:
                     raise
                 self._move_aside(exc)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _wal(conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent: once per file). The switch needs the file to itself
+        and SQLite does not wait on the busy timeout for it, so while another process holds the
+        file (creating it, writing a batch) it is retried here, up to the same timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
         """The file is not a readable database: keep it for inspection, start an empty one."""
