@@ -12,6 +12,8 @@ utilisation (sampled with pynvml where installed; n/a on CPU) and each process's
     PYTHONPATH=src python bench/transformer_throughput.py --train ../shared/quest/train.csv --rows 64
     PYTHONPATH=src python bench/transformer_throughput.py --device cuda --encoder all-mpnet-base-v2 \
         --rows 1024 --batch-size 16 --max-length 512 --pad-to-multiple 64
+    # the same architecture without carrying its weights (a folder with config.json + tokenizer):
+    PYTHONPATH=src python bench/transformer_throughput.py --device cuda --encoder .gpu/mpnet-arch --random-init ...
 """
 
 from __future__ import annotations
@@ -71,15 +73,20 @@ class GpuSampler:
 class HFBaseline(torch.nn.Module):
     """What a plain Hugging Face fine-tuning script builds: encoder, mean pooling, a linear head."""
 
-    def __init__(self, folder, n_out: int) -> None:
+    def __init__(self, folder, n_out: int, pretrained: bool = True) -> None:
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
 
-        self.encoder = AutoModel.from_pretrained(folder).float()
+        if pretrained:
+            self.encoder = AutoModel.from_pretrained(folder).float()
+        else:
+            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder)).float()
+        self.uses_token_types = getattr(self.encoder.config, "type_vocab_size", 0) > 1  # MPNet has none
         self.head = torch.nn.Linear(self.encoder.config.hidden_size, n_out)
 
     def forward(self, input_ids, attention_mask, token_type_ids):
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        types = {"token_type_ids": token_type_ids} if self.uses_token_types else {}
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **types)
         mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
         return self.head((out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0))
 
@@ -141,10 +148,11 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
             max_length=args.max_length, pad_to_multiple=args.pad_to_multiple, compile=args.compile,
         )  # fmt: skip
         accelerator = Accelerator(cpu=device.type == "cpu")
-        nets = [QuestNet(load_encoder(folder), n_out=len(TARGETS)) for _ in range(2)]  # warm-up, timed
+        pretrained = not args.random_init
+        nets = [QuestNet(load_encoder(folder, pretrained), n_out=len(TARGETS)) for _ in range(2)]  # warm-up, timed
         run = lambda rows: train_network(nets.pop(0), rows, None, settings, FitLog(), accelerator)  # noqa: E731
     else:
-        net = HFBaseline(folder, len(TARGETS)).to(device)
+        net = HFBaseline(folder, len(TARGETS), pretrained=not args.random_init).to(device)
         run = lambda rows: baseline_epoch(net, rows, args, device)  # noqa: E731
     run(warm)
     if device.type == "cuda":
@@ -177,6 +185,11 @@ def main() -> None:
     parser.add_argument("--baseline-bf16", action="store_true", help="the baseline under bf16 autocast too")
     parser.add_argument("--no-malloc-tuning", action="store_true", help="ablation: questlab's loop without it")
     parser.add_argument("--only", choices=["questlab", "baseline"], help="measure one loop only")
+    parser.add_argument(
+        "--random-init", action="store_true",
+        help="build the encoder from the folder's config.json, without its weights (a folder of config + "
+        "tokenizer only; speed does not depend on the weights' values)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is visible to torch")
@@ -193,7 +206,8 @@ def main() -> None:
                 rounds[kind].append(pool.submit(measure, kind, args).result())
     first = rounds[kinds[0]][0]
     print(
-        f"{args.device}, {args.encoder}, {args.rows} rows, mean {first['tokens']:.0f} tokens "
+        f"{args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'}), {args.encoder}"
+        f"{' (random init)' if args.random_init else ''}, {args.rows} rows, mean {first['tokens']:.0f} tokens "
         f"(max {args.max_length}), batch {args.batch_size}"
     )
     n, best = args.rows, {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from questlab.models import FitLog
@@ -28,7 +29,7 @@ def test_an_fp16_folder_loads_as_fp32(tiny_encoder, tmp_path):
 
     folder = _half_folder(tiny_encoder, tmp_path)
     with safe_open(str(folder / "model.safetensors"), "pt") as f:  # the folder really holds fp16
-        assert {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 (safe_open is no dict) == {torch.float16}
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}  # noqa: SIM118 (safe_open is no dict)
     dtypes = {p.dtype for p in load_encoder(folder).parameters()}
     assert dtypes == {torch.float32}
 
@@ -41,3 +42,39 @@ def test_a_training_step_from_an_fp16_folder_runs_in_fp32(tiny_encoder, tmp_path
     assert {p.dtype for p in net.parameters()} == {torch.float32}
     pred = model.predict(make_quest(8, seed=1))
     assert pred.shape == (8, 30) and torch.isfinite(torch.from_numpy(pred)).all()
+
+
+def _tiny_mpnet(tiny_encoder: Path, tmp_path: Path) -> Path:
+    """A tiny random MPNet (no SDPA attention, no token types) with the tiny encoder's tokenizer."""
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    config = MPNetConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=514,
+    )  # fmt: skip
+    folder = tmp_path / "tiny-mpnet"
+    torch.manual_seed(0)
+    MPNetModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_an_architecture_without_sdpa_builds_from_its_config_alone(tiny_encoder, tmp_path):
+    # The path a saved fine-tuned model is loaded through (its weights come after): a refused
+    # SDPA attempt used to leave "sdpa" in the config it retried with, so MPNet never loaded.
+    folder = _tiny_mpnet(tiny_encoder, tmp_path)
+    for pretrained in (True, False):
+        encoder = load_encoder(folder, pretrained=pretrained)
+        assert type(encoder).__name__ == "MPNetModel"
+        assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+
+
+def test_a_fine_tuned_mpnet_saves_and_loads_to_the_same_predictions(tiny_encoder, tmp_path, make_quest):
+    folder = _tiny_mpnet(tiny_encoder, tmp_path)
+    params = {"encoder": str(folder), "max_length": 48, "batch_size": 8, "epochs": 1, "precision": "fp32"}
+    model = TransformerModel({**params, "progress": False}).fit(make_quest(16), None, FitLog())
+    rows = make_quest(8, seed=1)
+    model.save(tmp_path / "saved")
+    restored = TransformerModel.load(tmp_path / "saved")
+    assert np.allclose(restored.predict(rows), model.predict(rows), atol=1e-6)

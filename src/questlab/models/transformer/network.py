@@ -48,8 +48,9 @@ def load_encoder(folder: Path | str, pretrained: bool = True) -> nn.Module:
     (BERT does, MPNet does not: it falls back to the default). ``pretrained=False`` builds the
     architecture from ``config.json`` only: ``load`` then fills in the fine-tuned weights.
     """
-    config = AutoConfig.from_pretrained(folder)
     for attention in ("sdpa", None):
+        # a fresh config per attempt: a refused SDPA attempt leaves "sdpa" written into the one it got
+        config = AutoConfig.from_pretrained(folder)
         kwargs: dict = {_DTYPE_KW: torch.float32, **({"attn_implementation": attention} if attention else {})}
         for pooler in ({"add_pooling_layer": False}, {}):  # architectures without a pooler refuse the flag
             try:
