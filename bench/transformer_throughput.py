@@ -149,7 +149,8 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
         )  # fmt: skip
         accelerator = Accelerator(cpu=device.type == "cpu")
         pretrained = not args.random_init
-        nets = [QuestNet(load_encoder(folder, pretrained), n_out=len(TARGETS)) for _ in range(2)]  # warm-up, timed
+        sdpa = not args.no_mpnet_sdpa
+        nets = [QuestNet(load_encoder(folder, pretrained, sdpa), n_out=len(TARGETS)) for _ in "ab"]  # warm-up, timed
         run = lambda rows: train_network(nets.pop(0), rows, None, settings, FitLog(), accelerator)  # noqa: E731
     else:
         net = HFBaseline(folder, len(TARGETS), pretrained=not args.random_init).to(device)
@@ -184,6 +185,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="questlab's loop with torch.compile")
     parser.add_argument("--baseline-bf16", action="store_true", help="the baseline under bf16 autocast too")
     parser.add_argument("--no-malloc-tuning", action="store_true", help="ablation: questlab's loop without it")
+    parser.add_argument("--no-mpnet-sdpa", action="store_true", help="ablation: MPNet on transformers' own attention")
     parser.add_argument("--only", choices=["questlab", "baseline"], help="measure one loop only")
     parser.add_argument(
         "--random-init", action="store_true",

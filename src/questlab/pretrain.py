@@ -106,7 +106,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
     )
 
     from questlab.data import detect_kind, load
-    from questlab.models.transformer.batches import bucket_batches
+    from questlab.models.transformer.batches import bucket_batches, to_device
 
     _check_output(cfg.output)
     started = time.perf_counter()
@@ -149,7 +149,7 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
             if result.steps >= total:
                 break
             batch = collator([{"input_ids": ids[i]} for i in batch_rows])  # masks with torch's RNG
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = to_device(batch, device)  # pinned + non-blocking: no host sync per step
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model(**batch).loss.float()
             loss.backward()

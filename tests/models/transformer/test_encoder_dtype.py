@@ -78,3 +78,28 @@ def test_a_fine_tuned_mpnet_saves_and_loads_to_the_same_predictions(tiny_encoder
     model.save(tmp_path / "saved")
     restored = TransformerModel.load(tmp_path / "saved")
     assert np.allclose(restored.predict(rows), model.predict(rows), atol=1e-6)
+
+
+def test_mpnet_attention_through_sdpa_computes_what_its_own_attention_does(tiny_encoder, tmp_path):
+    # transformers has no SDPA for MPNet; questlab routes its layers through one. Same outputs and
+    # gradients as the library's attention, with padding in the batch (the mask) and in fp32.
+    folder = _tiny_mpnet(tiny_encoder, tmp_path)
+    fused, plain = load_encoder(folder), load_encoder(folder, sdpa=False)
+    assert fused.encoder.layer[0].attention.attn.forward.__func__.__name__ == "_mpnet_sdpa_forward"
+    assert "forward" not in vars(plain.encoder.layer[0].attention.attn)
+    ids = torch.randint(5, 100, (3, 17))
+    mask = torch.ones_like(ids)
+    mask[0, 9:], mask[2, 4:] = 0, 0
+    outs = []
+    for net in (fused, plain):
+        net.eval()
+        out = net(input_ids=ids, attention_mask=mask).last_hidden_state
+        (out * mask[..., None]).sum().backward()
+        outs.append((out.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}))
+    (a, grads_a), (b, grads_b) = outs
+    assert torch.allclose(a, b, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys() and any("relative_attention_bias" in n for n in grads_a)
+    assert all(torch.allclose(grads_a[n], grads_b[n], atol=1e-4) for n in grads_a)
+    # asked for the attention probabilities, the layer falls back to the library's computation
+    probs = fused(input_ids=ids, attention_mask=mask, output_attentions=True).attentions
+    assert probs is not None and probs[0].shape == (3, 2, 17, 17)

@@ -32,7 +32,7 @@ def test_training_lowers_the_loss(tiny_encoder, make_quest):
     data = RowDataset(enc.input_ids, enc.token_type_ids, [0] * 32, [0] * 32, frame[list(TARGETS)].to_numpy())
     accelerator = Accelerator()
     torch.manual_seed(0)
-    net = QuestNet(load_encoder(tiny_encoder), n_out=30)
+    net = QuestNet(load_encoder(tiny_encoder), n_out=30).to(accelerator.device)  # infer does not move it
     before = training.infer(net, data, 64, accelerator, bf16=False, shard=False)[1]
     settings = TrainSettings(epochs=1, batch_size=32, head_lr=1e-2, warmup_ratio=0.0, bf16=False, progress=False)
     net = training.train_network(net, data, None, settings, FitLog(), accelerator)  # one step: one batch of 32

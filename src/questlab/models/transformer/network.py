@@ -8,12 +8,15 @@ training, which steadies the gradient of a small head on a small data set.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import types
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel
@@ -39,25 +42,29 @@ def lookup(vocab: dict[str, int], values: list[str]) -> list[int]:
     return [vocab.get(v, 0) for v in values]
 
 
-def load_encoder(folder: Path | str, pretrained: bool = True) -> nn.Module:
+def load_encoder(folder: Path | str, pretrained: bool = True, sdpa: bool = True) -> nn.Module:
     """The encoder without its pooler (unused here, and unused weights break DDP), in fp32.
 
     Weights load as float32 whatever dtype the folder stores (transformers 5 keeps the stored
     one: an fp16 folder would otherwise give fp16 weights that AdamW updates in half precision;
     bf16 autocast does the fast part). PyTorch's SDPA attention where the architecture has it
-    (BERT does, MPNet does not: it falls back to the default). ``pretrained=False`` builds the
-    architecture from ``config.json`` only: ``load`` then fills in the fine-tuned weights.
+    (BERT does); MPNet has none in transformers, so its attention layers are given one here
+    (``sdpa_mpnet_attention``; ``sdpa=False`` keeps the default, for comparison).
+    ``pretrained=False`` builds the architecture from ``config.json`` only: ``load`` then fills
+    in the fine-tuned weights.
     """
     for attention in ("sdpa", None):
         # a fresh config per attempt: a refused SDPA attempt leaves "sdpa" written into the one it got
         config = AutoConfig.from_pretrained(folder)
-        kwargs: dict = {_DTYPE_KW: torch.float32, **({"attn_implementation": attention} if attention else {})}
+        kwargs: dict = {_DTYPE_KW: torch.float32, **({"attn_implementation": attention} if attention and sdpa else {})}
         for pooler in ({"add_pooling_layer": False}, {}):  # architectures without a pooler refuse the flag
             try:
                 if pretrained:
                     model = AutoModel.from_pretrained(folder, **pooler, **kwargs)
                 else:
                     model = AutoModel.from_config(config, **pooler, **kwargs)
+                if sdpa and attention is None:
+                    sdpa_mpnet_attention(model)
                 return model.float()  # modules a folder leaves out still follow the default dtype
             except TypeError:
                 continue
@@ -67,6 +74,46 @@ def load_encoder(folder: Path | str, pretrained: bool = True) -> nn.Module:
                 logger.info("%s: no SDPA attention (%s); using the default", folder, str(exc).splitlines()[0])
                 break
     raise TypeError(f"cannot build an encoder from {folder}")
+
+
+def _mpnet_sdpa_forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kw):
+    """MPNetSelfAttention.forward through ``F.scaled_dot_product_attention``: the same sum (scaled
+    scores + relative position bias + padding mask), softmax, dropout and values, in fused
+    kernels instead of a (batch, heads, length, length) tensor per step."""
+    if output_attentions:  # the probabilities are asked for: only the original computes them
+        return type(self).forward(self, hidden_states, attention_mask, position_bias, output_attentions, **kw)
+    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+    q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q, self.k, self.v))
+    bias = position_bias
+    if attention_mask is not None:
+        bias = attention_mask if bias is None else bias + attention_mask
+    context = F.scaled_dot_product_attention(
+        q, k, v,
+        attn_mask=None if bias is None else bias.to(q.dtype),  # SDPA wants the query's dtype (bf16 under autocast)
+        dropout_p=self.dropout.p if self.training else 0.0,
+    )  # fmt: skip
+    return (self.o(context.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size)),)
+
+
+def sdpa_mpnet_attention(encoder: nn.Module) -> int:
+    """Route every MPNet self-attention layer of ``encoder`` through SDPA; the number of layers changed.
+
+    transformers has no SDPA for MPNet (as of 5.x); its eager attention writes the full score
+    tensor several times per layer. Other architectures, and MPNet versions whose attention
+    takes other arguments than this was written for, are left as they are (0).
+    """
+    changed = 0
+    for module in encoder.modules():
+        cls = type(module)
+        if cls.__name__ != "MPNetSelfAttention":
+            continue
+        params = list(inspect.signature(cls.forward).parameters)[:5]
+        if params != ["self", "hidden_states", "attention_mask", "position_bias", "output_attentions"]:
+            logger.info("MPNet attention takes %s: left on its default attention", params)
+            return 0
+        module.forward = types.MethodType(_mpnet_sdpa_forward, module)
+        changed += 1
+    return changed
 
 
 class QuestNet(nn.Module):

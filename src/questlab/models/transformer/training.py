@@ -31,7 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
-from questlab.models.transformer.batches import RowDataset, bucket_batches, make_loader
+from questlab.models.transformer.batches import RowDataset, bucket_batches, make_loader, to_device
 from questlab.models.transformer.checkpoints import (
     CheckpointWriter,
     Progress,
@@ -173,7 +173,7 @@ def infer(
     n_out = net.head.out_features  # a compiled module passes attribute reads to the original
     indices, outputs = [torch.zeros(0, dtype=torch.long, device=device)], [torch.zeros((0, n_out), device=device)]
     for batch in loader:
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = to_device(batch, device)
         with autocast(device, bf16):
             outputs.append(forward(net, batch).float())
         indices.append(batch["index"])
@@ -250,9 +250,12 @@ def train_network(
         raw.freeze_encoder = epoch < s.freeze_encoder_epochs
         batches = bucket_batches(train.lengths(), micro, True, s.seed + epoch, s.bucket_factor)
         loader = make_loader(train, batches, train.pad_id, s.pad_to_multiple, cap, pin_memory=pin)
-        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+        # accelerate shards the batches under DDP; the copy to the device is ours: its own is a
+        # blocking copy per tensor, a host sync per tensor per step (measured on an H200: 8 per step)
+        loader = accelerator.prepare_data_loader(loader, device_placement=False)
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         for k, batch in enumerate(loader):
+            batch = to_device(batch, device)
             step_now = (k + 1) % accumulation == 0 or k + 1 == len(loader)
             # Under DDP, skip the gradient all-reduce on micro-batches that do not step.
             sync = contextlib.nullcontext() if step_now else accelerator.no_sync(net)
