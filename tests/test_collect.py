@@ -22,6 +22,7 @@ from questlab.collect import collect_runs
 from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.errors import UsageError
+from questlab.pseudo import PseudoLabels, pseudo_label
 from questlab.store import RunStopped, Store
 
 
@@ -156,3 +157,79 @@ def test_cli_collect_prints_the_new_run_and_refuses_in_one_line(parts: dict) -> 
                                    "--store", store])  # fmt: skip
     assert bad.exit_code == 2 and "fold 0 is in more than one of the runs given" in bad.output
     assert "Traceback" not in bad.output
+
+
+# --- pseudo-labelled parts (questlab run --fold k --pseudo FILE) -----------------------------------
+def _pseudo_file(parts: dict, name: str, rows: int) -> PseudoLabels:
+    """Pseudo-labels from the one-go run (a complete CV run on the parts' folds) for ``rows`` test pairs."""
+    unlabelled = parts["tmp"] / f"unlabelled_{rows}.csv"
+    pd.read_csv(slice_of_test()).head(rows).to_csv(unlabelled, index=False)
+    pseudo_label(parts["store"], parts["whole"], unlabelled, parts["tmp"] / name, say=str)
+    return PseudoLabels.read(parts["tmp"] / name)
+
+
+def _pseudo_part(parts: dict, folds: list[int] | None, pseudo: PseudoLabels) -> str:
+    return run_cv(_config(), slice_of_train(), slice_of_test(), store=parts["store"], only_folds=folds, say=str,
+                  pseudo=pseudo)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pseudo_parts(parts: dict) -> dict:
+    """Fold 0 and folds 1-2 trained with pseudo.csv, folds 1-2 with other.csv, and the pseudo run made in one go."""
+    pseudo, other = _pseudo_file(parts, "pseudo.csv", 50), _pseudo_file(parts, "other.csv", 30)
+    return {
+        "pseudo": pseudo,
+        "f0": _pseudo_part(parts, [0], pseudo),
+        "f12": _pseudo_part(parts, [1, 2], pseudo),
+        "f12_other": _pseudo_part(parts, [1, 2], other),
+        "whole": _pseudo_part(parts, None, pseudo),
+    }
+
+
+def _pseudo_tags(store: Store, run_id: str) -> dict[str, str]:
+    return {k: v for k, v in store.get(run_id).tags.items() if k.startswith("questlab.pseudo")}
+
+
+def test_collected_pseudo_parts_carry_the_pseudo_record_of_the_run_made_in_one_go(
+    parts: dict, pseudo_parts: dict
+) -> None:
+    store: Store = parts["store"]
+    merged = collect_runs(store, [pseudo_parts["f12"], pseudo_parts["f0"]], slice_of_train(), slice_of_test(),
+                          say=str)  # fmt: skip
+    got, want = store.folder(merged), store.folder(pseudo_parts["whole"])
+    for name in ("oof.csv", "oof_truth.csv", "submission.csv", "per_target.csv", "folds.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(got / name), pd.read_csv(want / name), obj=name)
+    # the pseudo rows changed the model: this is not the run without them
+    assert not pd.read_csv(got / "oof.csv").equals(pd.read_csv(store.folder(parts["whole"]) / "oof.csv"))
+    record = got.read_meta().model_extra["pseudo"]
+    assert record == want.read_meta().model_extra["pseudo"]
+    assert record["sha256"] == pseudo_parts["pseudo"].sha256 and record["teacher_run"] == parts["whole"]
+    tags = _pseudo_tags(store, merged)
+    assert tags == _pseudo_tags(store, pseudo_parts["whole"]) == pseudo_parts["pseudo"].tags()
+
+
+def test_parts_trained_on_other_pseudo_labels_are_refused(parts: dict, pseudo_parts: dict) -> None:
+    p0, other = pseudo_parts["f0"], pseudo_parts["f12_other"]
+    mine = f"--pseudo pseudo.csv (sha256 {pseudo_parts['pseudo'].sha256[:12]}...)"
+    theirs = f"--pseudo other.csv (sha256 {PseudoLabels.read(parts['tmp'] / 'other.csv').sha256[:12]}...)"
+    assert (
+        _refused(parts, [p0, other]) == f"run {other} was trained with {theirs}, run {p0} with {mine}: cannot collect"
+    )
+    # some with, some without pseudo-labels, in either order
+    plain = parts["f12"]
+    assert (
+        _refused(parts, [p0, plain])
+        == f"run {plain} was trained with no --pseudo, run {p0} with {mine}: cannot collect"
+    )
+    assert (
+        _refused(parts, [plain, p0])
+        == f"run {p0} was trained with {mine}, run {plain} with no --pseudo: cannot collect"
+    )
+    # the same file, but another record of it (e.g. run.json edited): named, not silently taken from the first
+    edited = _pseudo_part(parts, [1, 2], pseudo_parts["pseudo"])
+    meta = parts["store"].folder(edited).read_meta()
+    parts["store"].folder(edited).update_meta(pseudo={**meta.model_extra["pseudo"], "rows_dropped": 3})
+    assert _refused(parts, [p0, edited]) == (
+        f"run {edited} was trained with {mine} with rows_dropped 3, run {p0} with {mine} with rows_dropped 0: "
+        "cannot collect"
+    )

@@ -167,6 +167,36 @@ def test_resume_needs_the_same_pseudo_labels(store, teacher: str, tmp_path: Path
         attach_pseudo(pseudo, train, folds, RunMeta(run_id="r2"), quiet)
 
 
+def test_a_killed_pseudo_run_resumes_with_its_pseudo_labels_only(store, teacher: str, tmp_path: Path) -> None:
+    from questlab.store import RunStopped
+
+    def stop(k: int, score: float, scores: list[float]) -> None:
+        raise RunStopped("test")
+
+    pseudo_label(store, teacher, unlabelled_slice(), tmp_path / "p.csv", say=quiet)
+    load_test(unlabelled_slice()).head(30).to_csv(tmp_path / "u30.csv", index=False)
+    pseudo_label(store, teacher, tmp_path / "u30.csv", tmp_path / "other.csv", say=quiet)
+    pseudo, other = PseudoLabels.read(tmp_path / "p.csv"), PseudoLabels.read(tmp_path / "other.csv")
+    student = config("label_recorder", {"from_run": teacher})
+    with pytest.raises(RunStopped):
+        run_cv(student, train_slice(), store=store, say=quiet, pseudo=pseudo, on_fold=stop)
+    killed = next(r.run_id for r in store.list_runs() if r.status == "KILLED")
+    started = f"run {killed} was started with --pseudo p.csv (sha256 {pseudo.sha256[:12]}...): resume it with the same"
+    for given in (other, None):
+        with pytest.raises(UsageError) as info:
+            run_cv(None, train_slice(), store=store, resume=killed, say=quiet, pseudo=given)
+        assert str(info.value) == started
+        assert store.get(killed).status == "KILLED" and store.folder(killed).done_folds() == [0]
+    assert run_cv(None, train_slice(), store=store, resume=killed, say=quiet, pseudo=pseudo) == killed
+    whole = run_cv(student, train_slice(), store=store, say=quiet, pseudo=pseudo)
+    assert store.get(killed).status == "FINISHED" and store.folder(killed).done_folds() == [0, 1, 2]
+    record = store.folder(killed).read_meta().model_extra["pseudo"]
+    assert record == store.folder(whole).read_meta().model_extra["pseudo"] and record["sha256"] == pseudo.sha256
+    for k, info in fit_logs(store, killed).items():  # the refitted folds trained on the pseudo rows too
+        assert {str(i) for i in load_test(unlabelled_slice())[ID]} <= set(info["train_labels"]), k
+    assert store.get(killed).tags["questlab.pseudo_sha256"] == pseudo.sha256
+
+
 def test_cli_and_api(store, teacher: str, tmp_path: Path) -> None:
     import questlab as ql
     from questlab.cli import app

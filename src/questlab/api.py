@@ -197,8 +197,7 @@ def run(
     labels = pseudo if pseudo is None or isinstance(pseudo, PseudoLabels) else PseudoLabels.read(pseudo)
     st = as_store(store, create=True)
     say = console.quiet if quiet else console.stderr
-    tags = labels.tags() if labels is not None else None
-    run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say, pseudo=labels, tags=tags)
+    run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say, pseudo=labels)  # tags its pseudo-labels
     return Run(st.get(run_id), st)
 
 

@@ -1,7 +1,8 @@
 """Merging single-fold runs (``questlab run --fold k`` on several machines) into one run.
 
-The runs must share the model config, the folds and the data (checked by sha256); their fold
-folders are copied into a new run, which is then scored and recorded like any CV run.
+The runs must share the model config, the seed, the folds, the data and the pseudo-labels (the
+files checked by sha256); their fold folders are copied into a new run, which is then scored and
+recorded like any CV run (the pseudo-label record and tags included).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from questlab.cv import cv_run_tags
 from questlab.data import Data, Dataset
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
+from questlab.pseudo import describe_pseudo, pseudo_tags, recorded_pseudo
 from questlab.recording import finalize_run, flatten, log_model
 from questlab.rundir import WORK_DIR, file_sha256, git_commit
 from questlab.store import Store
@@ -46,6 +48,12 @@ def collect_runs(
             )
         if m.train_sha256 != base.train_sha256:
             raise UsageError(f"run {r.run_id} was trained on another train file than {records[0].run_id}")
+        if recorded_pseudo(m) != recorded_pseudo(base):  # fold k must train on the pseudo rows the others did
+            mine, theirs = recorded_pseudo(m), recorded_pseudo(base)
+            raise UsageError(
+                f"run {r.run_id} was trained with {describe_pseudo(mine, theirs)}, "
+                f"run {records[0].run_id} with {describe_pseudo(theirs, mine)}: cannot collect"
+            )
         if file_sha256(f / FOLDS_FILE) != file_sha256(sources[0] / FOLDS_FILE):
             raise UsageError(f"run {r.run_id} used other folds than {records[0].run_id}: cannot collect")
         if m.test_sha256 != base.test_sha256:  # else the submission averages other pairs row by row
@@ -68,7 +76,11 @@ def collect_runs(
     config = parse_config(base.config)
     run_id = store.create_run(
         name or f"{config.name}-collected",
-        tags={**cv_run_tags(config), "questlab.collected_from": ",".join(r.run_id for r in records)},
+        tags={
+            **cv_run_tags(config),
+            **pseudo_tags(recorded_pseudo(base)),  # as the parts' own: the one-go run's
+            "questlab.collected_from": ",".join(r.run_id for r in records),
+        },
     )
     with store.recording(run_id):
         run = store.writer(run_id)

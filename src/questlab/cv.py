@@ -27,7 +27,7 @@ from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
-from questlab.pseudo import PseudoLabels, attach_pseudo
+from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
 from questlab.recording import finalize_run, flatten, log_model
 from questlab.rundir import (
     FOLD_DONE_FILE,
@@ -231,7 +231,8 @@ def run_cv(
         store.reopen(run_id)
         say(f"resuming run {run_id}")
     else:
-        run_id = store.create_run(config.name, tags={**cv_run_tags(config), **(tags or {})})
+        record = data.pseudo.provenance() if data.pseudo else None
+        run_id = store.create_run(config.name, tags={**cv_run_tags(config), **pseudo_tags(record), **(tags or {})})
 
     try:
         _record_run(store, run_id, plan, config, data, train_data, test_data, all_folds, selected, say, on_fold)

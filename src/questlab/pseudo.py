@@ -217,8 +217,33 @@ class PseudoLabels:
 
     def tags(self) -> dict[str, str]:
         """MLflow tags of a student run."""
-        return {"questlab.pseudo_file": self.name, "questlab.pseudo_sha256": self.sha256,
-                "questlab.pseudo_teacher": self.meta.teacher_run}  # fmt: skip
+        return pseudo_tags(self.provenance())
+
+
+# --- a run's record of them (run.json ``pseudo``) ------------------------------------------------
+def recorded_pseudo(meta: RunMeta) -> dict[str, Any] | None:
+    """The ``pseudo`` record of a run (:meth:`PseudoLabels.provenance`), or None: made without."""
+    return (meta.model_extra or {}).get("pseudo")
+
+
+def pseudo_tags(record: dict[str, Any] | None) -> dict[str, str]:
+    """The MLflow tags a run with this ``pseudo`` record carries (none without pseudo-labels)."""
+    if not record:
+        return {}
+    return {"questlab.pseudo_file": record["file"], "questlab.pseudo_sha256": record["sha256"],
+            "questlab.pseudo_teacher": record["teacher_run"]}  # fmt: skip
+
+
+def describe_pseudo(record: dict[str, Any] | None, other: dict[str, Any] | None = None) -> str:
+    """``--pseudo FILE (sha256 ...)`` or ``no --pseudo``, for messages; given the ``other`` record it
+    is set against, and the same file, it also names the first entry where the two differ."""
+    if not record:
+        return "no --pseudo"
+    text = f"--pseudo {record['file']} (sha256 {record['sha256'][:12]}...)"
+    if other and other.get("sha256") == record["sha256"] and other != record:
+        key = next(k for k in sorted({*record, *other}) if record.get(k) != other.get(k))
+        text += f" with {key} {record.get(key)!r}"
+    return text
 
 
 def _labels(path: Path, raw: pd.DataFrame, columns: list[str], frame: pd.DataFrame) -> np.ndarray:
@@ -249,10 +274,9 @@ def attach_pseudo(
     and said: pseudo rows whose question is also in ``train`` (a question must not sit on both
     sides of a fold, even with predicted labels).
     """
-    recorded = (resumed.model_extra or {}).get("pseudo") if resumed is not None else None
+    recorded = recorded_pseudo(resumed) if resumed is not None else None
     if resumed is not None and (recorded or {}).get("sha256") != (pseudo.sha256 if pseudo else None):
-        want = f"--pseudo {recorded['file']} (sha256 {recorded['sha256'][:12]}...)" if recorded else "no --pseudo"
-        raise UsageError(f"run {resumed.run_id} was started with {want}: resume it with the same")
+        raise UsageError(f"run {resumed.run_id} was started with {describe_pseudo(recorded)}: resume it with the same")
     if pseudo is None:
         return None
     mine = folds_sha256(folds)
@@ -288,4 +312,13 @@ def attach_pseudo(
     return kept
 
 
-__all__ = ["PseudoLabels", "PseudoMeta", "attach_pseudo", "folds_sha256", "pseudo_label"]
+__all__ = [
+    "PseudoLabels",
+    "PseudoMeta",
+    "attach_pseudo",
+    "describe_pseudo",
+    "folds_sha256",
+    "pseudo_label",
+    "pseudo_tags",
+    "recorded_pseudo",
+]

@@ -143,10 +143,7 @@ def run(
             fail(f"--submission {submission}: cannot create its folder ({exc.strerror or exc})")
     st = open_store(store, create=resume is None)
     try:
-        run_id = run_cv(
-            cfg, train_data, test_data, store=st, only_folds=fold, resume=resume, pseudo=pseudo_labels,
-            tags=pseudo_labels.tags() if pseudo_labels else None,
-        )  # fmt: skip
+        run_id = run_cv(cfg, train_data, test_data, store=st, only_folds=fold, resume=resume, pseudo=pseudo_labels)
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "questlab_run_id", "RUN_ID")
         typer.echo(
