@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.stats import rankdata, spearmanr
 
+from helpers.question_world import question_world
 from questlab.ensemble.combine import (
     MAX_GRID,
     Combiner,
     EnsembleSpec,
     _spearman_columns,
+    combiner_state,
     fit_combiner,
     fit_weights,
     gain_summary,
+    restore_combiner,
     simplex_grid,
     to_quantiles,
 )
+from questlab.ensemble.postprocess import PostProcessor, fit_postprocessor
+from questlab.ensemble.question_share import fit_question_share
 from questlab.errors import UsageError
 from questlab.metric import bootstrap_paired, mean_spearman
+from questlab.schema import TARGETS
 
 
 def test_to_quantiles_are_mid_quantiles_with_ties_counted_half() -> None:
@@ -156,6 +164,20 @@ def test_gain_summary_is_other_minus_base_with_a_paired_interval() -> None:
     assert out["ci_low"] < out["ci_high"]
 
 
+def test_gain_summary_keeps_the_gain_beside_its_interval_and_defaults_to_seed_0() -> None:
+    """With an interval the gain is still the one measured on all rows; the interval's default
+    seed is 0 (the question-share and post-processing gains of an ensemble report rely on it)."""
+    x, truth = _two_members(seed=3)
+    groups = np.arange(len(truth)) // 2
+    base, other = x[0], 0.5 * x[0] + 0.5 * x[1]
+    diffs = bootstrap_paired(truth, base, other, groups, n_boot=30, seed=0)
+    assert gain_summary(truth, base, other, groups, n_boot=30) == {
+        "gain": gain_summary(truth, base, other, groups, n_boot=0)["gain"],
+        "ci_low": float(np.percentile(diffs, 2.5)),
+        "ci_high": float(np.percentile(diffs, 97.5)),
+    }
+
+
 def test_grid_points_are_all_compositions() -> None:
     # 3 members, step 1/10: exactly the compositions of 10 into 3 non-negative parts
     want = {c for c in itertools.product(range(11), repeat=3) if sum(c) == 10}
@@ -172,6 +194,13 @@ def test_method_refusals_name_the_choices() -> None:
     EnsembleSpec(method="stack+related").check(2)
 
 
+def _record(fitted: Combiner) -> dict:
+    """What ensemble.json holds of a fitted combiner, through JSON."""
+    record = {"weights": {t: w.tolist() for t, w in zip(TARGETS, fitted.weights, strict=True)},
+              "average": fitted.average, **combiner_state(fitted)}  # fmt: skip
+    return json.loads(json.dumps(record))
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -183,11 +212,6 @@ def test_method_refusals_name_the_choices() -> None:
 )
 def test_a_combiner_restored_from_its_record_combines_the_same(spec: EnsembleSpec) -> None:
     """What ensemble.json records (weights per target, averaging, combiner_state) rebuilds the combiner."""
-    import json
-
-    from questlab.ensemble.combine import combiner_state, restore_combiner
-    from questlab.schema import TARGETS
-
     rng = np.random.default_rng(4)
     truth = rng.random((120, len(TARGETS)))
     x = np.stack([truth + rng.normal(0, s, truth.shape) for s in (0.3, 0.6)])
@@ -197,11 +221,7 @@ def test_a_combiner_restored_from_its_record_combines_the_same(spec: EnsembleSpe
     assert state["method"] == spec.method
     assert (state["stack"] is None) == (spec.method == "weights")
     assert (state["question_share"] is None) == (not spec.question_share)
-    record = json.loads(
-        json.dumps({"weights": {t: w.tolist() for t, w in zip(TARGETS, fitted.weights, strict=True)},
-                    "average": fitted.average, **state})
-    )  # fmt: skip
-    restored = restore_combiner(record, None, None)
+    restored = restore_combiner(_record(fitted), None, None)
     assert restored.average == "value" and restored.postprocessor is None
     np.testing.assert_allclose(restored.weights, fitted.weights)
     np.testing.assert_allclose(restored.combine(x, groups), fitted.combine(x, groups), atol=1e-12)
@@ -217,3 +237,55 @@ def test_fit_weights_ranks_the_truth_down_each_column() -> None:
     x = np.stack([truth, rng.random((60, 2))])  # member 0: the truth itself; member 1: noise
     np.testing.assert_allclose(fit_weights(x, truth, per_target=True), [[1.0, 0.0], [1.0, 0.0]])
     np.testing.assert_allclose(fit_weights(x, truth, per_target=False), [[1.0, 0.0], [1.0, 0.0]])
+
+
+def _rater_world(members: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(members, truth on 4 rater levels, groups): questions of 3 answers with noisy answers."""
+    x, truth, _, groups = question_world(answer_noise=0.5, seed=seed, n_questions=120, members=members)
+    return x, np.round(truth * 3) / 3, groups
+
+
+def test_post_processing_after_a_question_share_is_fitted_with_the_spec_settings() -> None:
+    """The maps are fitted on the *shared* blend, with the spec's method, min_gain and seed."""
+    x, truth, groups = _rater_world()
+    spec = EnsembleSpec(weights="equal", question_share=True, postprocess="distribution", min_gain=-1.0, seed=7)
+    fitted = fit_combiner(x, truth, groups, spec, None)
+    share = fit_question_share(x[0], truth, groups)  # one member: the blend is the member
+    assert share.chosen()
+    shared = share.apply(x[0], groups)
+    np.testing.assert_array_equal(fitted.combine(x, groups), shared)
+
+    want = fit_postprocessor(shared, truth, groups, "distribution", min_gain=-1.0, seed=7)
+    assert fitted.postprocessor.to_dict() == want.to_dict()
+    # each of those settings changes the fit here, so none may be lost on the way
+    for other in (
+        fit_postprocessor(shared, truth, groups, "distribution", min_gain=-1.0),  # seed 0
+        fit_postprocessor(shared, truth, groups, "auto", min_gain=-1.0, seed=7),
+        fit_postprocessor(shared, truth, groups, "distribution", seed=7),  # default min_gain
+        fit_postprocessor(x[0], truth, groups, "distribution", min_gain=-1.0, seed=7),  # unshared
+    ):
+        assert other.to_dict() != want.to_dict()
+
+
+@pytest.mark.parametrize("method", ["weights", "stack"])
+def test_a_rank_averaged_combiner_with_maps_and_a_share_restores_to_the_same_predictions(
+    method: str, tmp_path: Path
+) -> None:
+    """ensemble.json + postprocess.json + the members' sorted OOF rebuild a combiner that predicts
+    exactly what the fitted one does, on its own rows and on a new batch."""
+    x, truth, groups = _rater_world(members=2)
+    x[1] = x[1] ** 3  # another scale: rank averaging is what makes the members comparable
+    refs = [np.sort(m, axis=0) for m in x]
+    spec = EnsembleSpec(average="rank", method=method, question_share=True, postprocess="thresholds", min_gain=-1.0)
+    fitted = fit_combiner(x, truth, groups, spec, refs)
+    assert fitted.question_share.chosen() and set(fitted.postprocessor.chosen().values()) == {"thresholds"}
+    fitted.postprocessor.save(tmp_path / "postprocess.json")
+    restored = restore_combiner(_record(fitted), refs, PostProcessor.load(tmp_path / "postprocess.json"))
+    assert restored.average == "rank"
+    new, _, _, new_groups = question_world(answer_noise=0.5, seed=9, n_questions=20, members=2)
+    new[1] = new[1] ** 3
+    for batch, batch_groups in ((x, groups), (new, new_groups)):
+        want, want_notes = fitted.apply(batch, batch_groups)
+        got, notes = restored.apply(batch, batch_groups)
+        np.testing.assert_array_equal(got, want)
+        assert notes == want_notes

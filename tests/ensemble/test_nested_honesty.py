@@ -12,8 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.question_world import A_COLS, Q_COLS, question_world
 from questlab.ensemble.combine import EnsembleSpec, fit_combiner, fit_weights, nested_fit
+from questlab.ensemble.question_share import fit_question_share, question_means
 from questlab.metric import mean_spearman
+from questlab.schema import TARGETS
 
 N_FOLDS, PER_FOLD, N_TARGETS = 5, 120, 30
 LEAKY_FOLD = 4
@@ -92,3 +95,47 @@ def test_other_fitted_combiners_are_nested_too(spec: EnsembleSpec) -> None:
     np.testing.assert_allclose(res.nested, want, atol=1e-12)
     leaky = folds == LEAKY_FOLD
     assert mean_spearman(truth[leaky], res.nested[leaky]) < mean_spearman(truth[leaky], res.in_sample[leaky])
+
+
+def test_the_question_share_is_fitted_per_fold_and_applied_to_each_folds_questions() -> None:
+    """One member, equal weights: the unshared nested blend is the member itself; each fold's
+    share is the one fitted on the other folds, applied over that fold's questions."""
+    x, truth, folds, groups = question_world(answer_noise=0.5, n_questions=100)
+    res = nested_fit(x, truth, folds, groups, EnsembleSpec(weights="equal", question_share=True), None)
+    np.testing.assert_array_equal(res.nested_unshared, x[0])
+    for k in range(N_FOLDS):
+        rest, held = folds != k, folds == k
+        shares = np.asarray(fit_question_share(x[0][rest], truth[rest], groups[rest]).shares)
+        assert (shares[Q_COLS] > 0).any() and (shares[A_COLS] == 0).all()
+        means = question_means(x[0][held], groups[held])
+        np.testing.assert_allclose(res.nested_blend[held], (1 - shares) * x[0][held] + shares * means, atol=1e-12)
+    np.testing.assert_array_equal(res.nested, np.clip(res.nested_blend, 0, 1))
+    share = np.asarray(res.final.question_share.shares)
+    whole = (1 - share) * x[0] + share * question_means(x[0], groups)
+    np.testing.assert_allclose(res.in_sample, np.clip(whole, 0, 1), atol=1e-12)
+    # sharing moved the question columns only, and (noisy answers) for the better
+    np.testing.assert_array_equal(res.nested_blend[:, A_COLS], res.nested_unshared[:, A_COLS])
+    q_truth = truth[:, Q_COLS]
+    assert mean_spearman(q_truth, res.nested_blend[:, Q_COLS]) > mean_spearman(q_truth, res.nested_unshared[:, Q_COLS])
+
+
+def test_notes_list_each_folds_fallbacks_then_the_final_fits() -> None:
+    """Target 0 is binary, and all 0 on folds 1 and 3: the map fitted on the other folds sends
+    every row of those folds to one level, so it is left off there (a note per fold). Target 1's
+    truth is constant: the final stack notes it."""
+    rng = np.random.default_rng(3)
+    n = N_FOLDS * PER_FOLD
+    folds = np.repeat(np.arange(N_FOLDS), PER_FOLD)
+    truth = rng.uniform(size=(n, 3))  # the first 3 targets are enough here
+    truth[:, 0] = np.where(np.isin(folds, [1, 3]), 0.0, rng.integers(0, 2, n))
+    truth[:, 1] = 0.5
+    member = truth + rng.uniform(0, 0.3, truth.shape)  # target 0: zeros in [0, 0.3), ones in [1, 1.3)
+    spec = EnsembleSpec(method="stack", postprocess="distribution", min_gain=-1.0)
+    res = nested_fit(member[None], truth, folds, np.arange(n), spec, None)
+    fallback = f"{TARGETS[0]}: the distribution map made the column constant; left as is"
+    assert res.notes == [
+        f"fold 1: {fallback}",
+        f"fold 3: {fallback}",
+        f"{TARGETS[1]}: truth constant on the fitting rows; the members' mean is used",
+    ]
+    assert res.final.postprocessor.notes == [] and len(res.final.stacker.notes) == 1

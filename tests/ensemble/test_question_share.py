@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.question_world import A_COLS, Q_COLS, question_world
 from helpers.runs import train_slice
 from questlab.config import parse_config
 from questlab.cv import run_cv
@@ -22,23 +23,6 @@ from questlab.rundir import read_predictions
 from questlab.schema import ANSWER_TARGETS, QUESTION_TARGETS, TARGETS, TEST_COLUMNS
 from questlab.store import Store
 
-Q_COLS = [TARGETS.index(t) for t in QUESTION_TARGETS]
-A_COLS = [TARGETS.index(t) for t in ANSWER_TARGETS]
-
-
-def _world(answer_noise: float, seed: int = 0, n_questions: int = 400, answers: int = 3):
-    """Questions with several answers; question truth shared by a question's rows, answer truth per row.
-
-    Predictions = truth + a per-question error + a per-answer error of size ``answer_noise``.
-    """
-    rng = np.random.default_rng(seed)
-    groups = np.repeat(np.arange(n_questions), answers)
-    truth = rng.random((len(groups), 30))
-    truth[:, Q_COLS] = rng.random((n_questions, len(Q_COLS)))[groups]
-    pred = truth + rng.normal(0, 0.3, (n_questions, 30))[groups] + rng.normal(0, answer_noise, truth.shape)
-    folds = groups % 5
-    return pred[None], truth, folds, groups
-
 
 def test_question_means_average_over_each_group() -> None:
     pred = np.array([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
@@ -46,7 +30,7 @@ def test_question_means_average_over_each_group() -> None:
 
 
 def test_sharing_helps_noisy_answers_nested_and_never_touches_answer_targets() -> None:
-    x, truth, folds, groups = _world(answer_noise=0.5)
+    x, truth, folds, groups = question_world(answer_noise=0.5)
     spec = EnsembleSpec(weights="equal", question_share=True)
     res = nested_fit(x, truth, folds, groups, spec, None)
     assert mean_spearman(truth[:, Q_COLS], res.nested[:, Q_COLS]) > mean_spearman(truth[:, Q_COLS], x[0][:, Q_COLS])
@@ -56,14 +40,14 @@ def test_sharing_helps_noisy_answers_nested_and_never_touches_answer_targets() -
 
 
 def test_sharing_is_left_out_where_it_cannot_help() -> None:
-    x, truth, _, groups = _world(answer_noise=0.0)  # a question's answers already agree
+    x, truth, _, groups = question_world(answer_noise=0.0)  # a question's answers already agree
     share = fit_question_share(x[0], truth, groups)
     assert share.chosen() == {}
     np.testing.assert_array_equal(share.apply(x[0], groups), x[0])
 
 
 def test_share_round_trips_and_leaves_a_lone_answer_alone() -> None:
-    x, truth, _, groups = _world(answer_noise=0.5)
+    x, truth, _, groups = question_world(answer_noise=0.5)
     share = fit_question_share(x[0], truth, groups)
     again = QuestionShare.from_dict(share.to_dict())
     np.testing.assert_array_equal(again.apply(x[0], groups), share.apply(x[0], groups))
