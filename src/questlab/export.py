@@ -38,7 +38,7 @@ from questlab.errors import BundleError
 from questlab.models import get_model_class
 from questlab.models.pretrained import encoder_key, register_encoder_folder, resolve_encoder
 from questlab.predict import EnsemblePredictor, FoldAverage, Predictor, combiner_from_spec, predict_frame, sorted_oof
-from questlab.rundir import MLFLOW_MODEL_DIR, POSTPROCESS_FILE, file_sha256
+from questlab.rundir import MLFLOW_MODEL_DIR, POSTPROCESS_FILE, file_sha256, strict_json
 from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS
 from questlab.store import Store
 
@@ -123,7 +123,7 @@ def write_bundle(store: Store, run_id: str, folder: Path, link: bool = False) ->
         "encoders": encoder_dirs,
         "files": {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()},
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    (folder / MANIFEST).write_text(strict_json(manifest))
     return manifest
 
 
@@ -139,7 +139,7 @@ def _write_tree(store: Store, run_id: str, folder: Path, encoders: set[str], lin
             _write_tree(store, member, folder / "members" / name, encoders, link)
         stored = ("members", "average", "weights", "postprocess", "stack", "question_share")
         kept = {k: spec[k] for k in stored if k in spec}
-        (folder / "ensemble.json").write_text(json.dumps(kept, indent=1))
+        (folder / "ensemble.json").write_text(strict_json(kept))
         if spec["average"] == "rank":
             np.savez(folder / "references.npz", *[sorted_oof(store.folder(m)) for m in spec["members"]])
         if run.has(POSTPROCESS_FILE):
@@ -151,7 +151,7 @@ def _write_tree(store: Store, run_id: str, folder: Path, encoders: set[str], lin
             saved = json.loads((model_dir / "model.json").read_text())
             encoders.update(get_model_class(saved["model"]).pretrained_encoders(saved["params"]))
         tree = {"kind": "folds", "run_id": run_id, "folds": meta.folds_selected}
-    (folder / TREE_FILE).write_text(json.dumps(tree, indent=1))
+    (folder / TREE_FILE).write_text(strict_json(tree))
 
 
 def _copy_tree(src: Path, dst: Path, link: bool, skip: re.Pattern | None = None) -> None:

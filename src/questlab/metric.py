@@ -210,25 +210,42 @@ class CVScore:
 
     @classmethod
     def from_dict(cls, d: dict) -> CVScore:
+        """Read back ``to_dict`` from scores.json: ``null`` (undefined) is NaN again; so is an old file's NaN."""
         pft = pd.DataFrame.from_dict(
-            {
-                int(k): {t: (np.nan if v is None else v) for t, v in row.items()}
-                for k, row in d["per_fold_target"].items()
-            },
+            {int(k): {t: _number(v) for t, v in row.items()} for k, row in d["per_fold_target"].items()},
             orient="index",
         )
         pfs = pd.DataFrame.from_dict({int(k): row for k, row in d["per_fold_status"].items()}, orient="index")
+        per_target = pd.DataFrame(d["per_target"]).set_index("target")
+        per_fold = pd.DataFrame(d["per_fold"]).set_index("fold")
+        per_target["spearman"] = per_target["spearman"].astype(np.float64)  # all null: object column
+        per_fold["score"] = per_fold["score"].astype(np.float64)
         return cls(
-            score=d["score"],
-            ci_low=d["ci_low"],
-            ci_high=d["ci_high"],
-            per_target=pd.DataFrame(d["per_target"]).set_index("target"),
-            per_fold=pd.DataFrame(d["per_fold"]).set_index("fold"),
+            score=_number(d["score"]),
+            ci_low=_number(d["ci_low"]),
+            ci_high=_number(d["ci_high"]),
+            per_target=per_target,
+            per_fold=per_fold,
             per_fold_target=pft.rename_axis("fold"),
             per_fold_status=pfs.rename_axis("fold"),
             n_boot=d.get("n_boot", 0),
             notes=list(d.get("notes", [])),
         )
+
+
+def _number(value: float | None) -> float:
+    """A score as read from JSON: ``null`` is an undefined value, NaN (never 0)."""
+    return np.nan if value is None else value
+
+
+def constant_in_every_fold(y_pred: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Columns whose out-of-fold predictions are constant inside every fold.
+
+    Such a column only varies *between* folds (each fold model predicting its own train mean,
+    say): its pooled Spearman would rank fold offsets, not rows. It is a constant prediction and
+    counts 0 wherever a run is scored or compared.
+    """
+    return np.all([is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
 
 
 def score_cv(
@@ -242,11 +259,7 @@ def score_cv(
 ) -> CVScore:
     """Score out-of-fold predictions overall, per target, per fold, with a bootstrap interval."""
     rho, status = spearman_per_target(y_true, y_pred)
-    # A column constant inside every fold only varies *between* folds (each fold model predicting
-    # its own train mean, say): its pooled Spearman would rank fold offsets, not rows. It is a
-    # constant prediction and counts 0.
-    const_in_every_fold = np.all([is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
-    for j in np.flatnonzero(const_in_every_fold):
+    for j in np.flatnonzero(constant_in_every_fold(y_pred, folds)):
         if status[j] == OK:
             rho[j], status[j] = np.nan, CONSTANT_PREDICTION
     per_target = pd.DataFrame({"spearman": rho, "status": status}, index=pd.Index(targets, name="target"))

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from questlab.errors import UsageError
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off
+from questlab.rundir import strict_json
 from questlab.schema import ANSWER, BODY, TITLE
 
 logger = logging.getLogger(__name__)
@@ -183,4 +184,4 @@ def _save(model, tokenizer, source: Path, cfg: PretrainConfig, result: PretrainR
         if sub.is_dir() and sub.name[:1].isdigit():
             shutil.copytree(sub, out / sub.name, dirs_exist_ok=True)
     record = {"config": json.loads(cfg.model_dump_json()), "source": str(source), "result": asdict(result)}
-    (out / "pretrain.json").write_text(json.dumps(record, indent=1))
+    (out / "pretrain.json").write_text(strict_json(record))  # a diverged loss is null

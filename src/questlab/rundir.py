@@ -11,7 +11,8 @@ Every run (a CV run, an ensemble, a post-processed run) is a folder::
                          last: its presence marks the fold done, so --resume skips it)
     oof.csv              qa_id, group, fold and the 30 out-of-fold predictions
     oof_truth.csv        qa_id and the 30 true ratings of the scored rows
-    scores.json          CVScore: overall, per target, per fold, bootstrap interval
+    scores.json          CVScore: overall, per target, per fold, bootstrap interval (null where
+                         undefined: no resamples, a constant column's Spearman)
     per_target.csv       the per-target table, for eyes and spreadsheets
     submission.csv       test predictions, sample_submission order
     ensemble.json        ensembles: members, averaging, weights, the nested report
@@ -20,12 +21,15 @@ Every run (a CV run, an ensemble, a post-processed run) is a folder::
 
 No path inside a run folder is absolute: a folder (or the whole store) can be moved, copied or
 mounted read-only. Runs written by questlab 0.2.0 (format 1, no version in run.json) load.
+Its JSON files are strict JSON (:func:`strict_json`): an undefined number is ``null``, never a bare
+``NaN``; files written before that (which hold ``NaN``) still read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -130,6 +134,28 @@ def parse_meta(data: dict[str, Any], where: str) -> RunMeta:
         err = exc.errors(include_url=False)[0]
         key = ".".join(str(p) for p in err["loc"])
         raise RunFormatError(f"{where}: {key}: {err['msg']}; re-run it with this questlab") from None
+
+
+# --- strict JSON ----------------------------------------------------------------------------
+def strict_json(obj: Any, indent: int | None = 1) -> str:
+    """``obj`` as strict JSON: every NaN or infinity (an undefined number) becomes ``null``.
+
+    Python would write a bare ``NaN``, which jq, JavaScript and strict parsers refuse. The readers
+    of each file turn ``null`` back into NaN where they compute with it (``CVScore.from_dict``,
+    ``FitLog.from_dict``); ``json.loads`` still accepts the ``NaN`` of files written before.
+    ``allow_nan=False``: anything non-finite the conversion missed fails here, not in a reader.
+    """
+    return json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False)
+
+
+def _finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 # --- provenance -------------------------------------------------------------------------------
@@ -289,13 +315,13 @@ class RunFolder:
         valid.to_csv(d / VALID_PRED_FILE, index=False)
         if test is not None:
             test.to_csv(d / TEST_PRED_FILE, index=False)
-        _write_text(d / FIT_LOG_FILE, json.dumps(fit_log, indent=1))
+        _write_text(d / FIT_LOG_FILE, strict_json(fit_log))
         files = {
             p.relative_to(d).as_posix(): file_sha256(p)
             for p in sorted(d.rglob("*"))
             if p.is_file() and p.relative_to(d).parts[0] not in (WORK_DIR, FOLD_DONE_FILE)
         }
-        _write_text(d / FOLD_DONE_FILE, json.dumps({**summary, "files": files}, indent=1))
+        _write_text(d / FOLD_DONE_FILE, strict_json({**summary, "files": files}))
 
     def read_fold_predictions(self, k: int, which: Literal["valid", "test"]) -> pd.DataFrame | None:
         path = self.fold_dir(k) / (VALID_PRED_FILE if which == "valid" else TEST_PRED_FILE)
@@ -325,7 +351,7 @@ class RunFolder:
     ) -> None:
         oof.to_csv(self.path / OOF_FILE, index=False)
         truth.to_csv(self.path / TRUTH_FILE, index=False)
-        _write_text(self.path / SCORES_FILE, json.dumps(scores, indent=1))
+        _write_text(self.path / SCORES_FILE, strict_json(scores))
         per_target.to_csv(self.path / PER_TARGET_FILE)
 
     def has_oof(self) -> bool:
@@ -349,6 +375,7 @@ class RunFolder:
         return truth
 
     def read_scores(self) -> dict[str, Any]:
+        """scores.json as written: ``null`` where a number is undefined (``NaN`` in older runs)."""
         self._need(SCORES_FILE)
         return json.loads((self.path / SCORES_FILE).read_text())
 
@@ -361,7 +388,7 @@ class RunFolder:
 
     # --- ensembles -----------------------------------------------------------------------------
     def write_ensemble(self, spec: dict[str, Any]) -> None:
-        _write_text(self.path / ENSEMBLE_FILE, json.dumps(spec, indent=1))
+        _write_text(self.path / ENSEMBLE_FILE, strict_json(spec))
 
     def read_ensemble(self) -> dict[str, Any]:
         self._need(ENSEMBLE_FILE)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from questlab.errors import UsageError
-from questlab.metric import bootstrap_target_scores, spearman_per_target
+from questlab.metric import bootstrap_target_scores, constant_in_every_fold, spearman_per_target
 from questlab.schema import ID, TARGETS
 from questlab.store import RunRecord, Store
 
@@ -117,6 +117,10 @@ def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed:
     groups = oof_a["group"].to_numpy()
     boot_a, boot_b = bootstrap_target_scores(y, [pa, pb], groups, n_boot=n_boot, seed=seed)
     sa, sb = _scores(y, pa), _scores(y, pb)
+    # as each run was scored: a column constant inside every one of its folds counts 0 (score_cv)
+    for run_oof, pred, scores, boots in ((oof_a, pa, sa, boot_a), (oof_b, pb, sb, boot_b)):
+        flat = constant_in_every_fold(pred, run_oof["fold"].to_numpy())
+        scores[flat], boots[:, flat] = 0.0, 0.0
     per_target = pd.DataFrame(
         [_row(sa[j], sb[j], boot_b[:, j] - boot_a[:, j]) for j in range(len(TARGETS))],
         index=pd.Index(TARGETS, name="target"),

@@ -31,6 +31,7 @@ from scipy.stats import rankdata
 
 from questlab.errors import UsageError
 from questlab.metric import spearman_per_target
+from questlab.rundir import strict_json
 from questlab.schema import TARGETS
 
 IDENTITY, DISTRIBUTION, THRESHOLDS = "identity", "distribution", "thresholds"
@@ -219,7 +220,7 @@ class PostProcessor:
         return cls(maps, d.get("method", "auto"), list(d.get("notes", [])), d.get("inner_scores", {}))
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        Path(path).write_text(strict_json(self.to_dict()))
 
     @classmethod
     def load(cls, path: Path) -> PostProcessor:

@@ -8,6 +8,7 @@ class, its params, the questlab version) plus whatever state the family writes b
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +87,9 @@ class FitLog:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FitLog:
+        """Read back ``to_dict`` from fit_log.json: an epoch's ``null`` (a NaN loss, say) is NaN again."""
         return cls(
-            epochs=list(data.get("epochs", [])),
+            epochs=[{k: math.nan if v is None else v for k, v in e.items()} for e in data.get("epochs", [])],
             truncation=dict(data.get("truncation", {})),
             info=dict(data.get("info", {})),
             timings=dict(data.get("timings", {})),
