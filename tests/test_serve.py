@@ -21,6 +21,7 @@ from helpers.runs import tiny_run
 from questlab import __version__
 from questlab.data import DataError, load_test
 from questlab.ensemble import EnsembleSpec, build_ensemble
+from questlab.errors import PredictionError
 from questlab.predict import load_predictor, predict_file
 from questlab.schema import ID, TARGETS
 from questlab.serve import create_app
@@ -381,3 +382,23 @@ def test_qa_id_as_json_schema_integer(qa_id: object, accepted: bool) -> None:
     else:
         with pytest.raises(ValidationError, match="qa_id"):
             Pair.model_validate(pair)
+
+
+def test_a_model_predicting_nan_is_a_500_naming_the_fold_model_not_the_clients_fault(world: dict) -> None:
+    # A stored model gone wrong: its NaN used to pass np.clip into the answer, which Starlette then
+    # refused to render (a bare "Internal Server Error"); `questlab predict` wrote it to the CSV.
+    predictor = load_predictor(world["store"], world["a"])  # its own: the module's shared one stays whole
+    broken = predictor.models[1]
+    real = broken.predict
+    broken.predict = lambda frame: np.where(np.arange(len(TARGETS)) == 4, np.nan, real(frame))
+    try:
+        frame = request_frame(PredictRequest.model_validate({"pairs": world["pairs"][:2]}).pairs)
+        with pytest.raises(PredictionError, match=r"fold model 1 of run .*non-finite prediction \(row 0, target 4\)"):
+            predictor.predict(frame)
+        for window in (None, 5.0):  # unbatched and batched paths
+            with TestClient(create_app(predictor, batch_window_ms=window), raise_server_exceptions=False) as c:
+                answer = c.post("/predict", json={"pairs": world["pairs"][:2]})
+                assert answer.status_code == 500
+                assert "fold model 1" in answer.json()["detail"] and "non-finite" in answer.json()["detail"]
+    finally:
+        broken.predict = real

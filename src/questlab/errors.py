@@ -64,6 +64,11 @@ class BundleError(QuestlabError, ValueError):
     """A bundle that cannot be written or used: which folder or file, and what to do."""
 
 
+class PredictionError(QuestlabError, RuntimeError):
+    """A stored model's predictions that cannot be used (non-finite, out of range, wrong shape):
+    which run and fold model, so it can be refitted. Not the input's fault: HTTP answers 500."""
+
+
 class EncoderNotFoundError(QuestlabError, RuntimeError):
     """The encoder is neither an installed known package nor a local model folder."""
 

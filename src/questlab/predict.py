@@ -33,9 +33,10 @@ from questlab.csvfile import CHUNK_ROWS, iter_csv
 from questlab.data import validate_frame
 from questlab.ensemble.combine import Combiner, restore_combiner
 from questlab.ensemble.postprocess import PostProcessor
-from questlab.errors import DataError
+from questlab.errors import DataError, PredictionError
 from questlab.folds import question_groups
 from questlab.models import Model
+from questlab.models.base import check_predictions
 from questlab.rundir import POSTPROCESS_FILE, RunFolder, predictions_frame
 from questlab.schema import ID, TARGETS
 from questlab.store import Store
@@ -57,7 +58,13 @@ class FoldAverage:
         self.notes: list[str] = []
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        preds = [m.predict(frame) for m in self.models]
+        preds = []
+        for k, model in enumerate(self.models):
+            pred = model.predict(frame)  # a ValueError here is a model refusing the input
+            try:  # checked as CV checks them: a NaN would pass np.clip and reach the submission
+                preds.append(check_predictions(pred, len(frame), f"fold model {k} of run {self.run_id}"))
+            except ValueError as exc:
+                raise PredictionError(f"{exc}: refit the run or re-export it") from None
         return np.clip(np.mean(preds, axis=0), 0.0, 1.0)
 
 

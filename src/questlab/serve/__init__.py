@@ -45,7 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from questlab import __version__
-from questlab.errors import DataError
+from questlab.errors import DataError, PredictionError
 from questlab.predict import Predictor
 from questlab.schema import ID, TARGETS
 from questlab.serve.batching import MicroBatcher, serve_batch
@@ -121,6 +121,10 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_error_response(exc)
+
+    @app.exception_handler(PredictionError)
+    async def _broken_model(_request: Request, exc: PredictionError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=500)  # the server's fault, said in one line
 
     @app.get("/health", response_model=Health)
     def health() -> dict:
