@@ -54,6 +54,9 @@ class TransformerParams(ModelParams):
     accumulation: int = Field(1, ge=1)  # micro-batches per optimizer step
     auto_micro_batch: bool = True  # CUDA: the largest micro-batch dividing batch_size * accumulation that fits
     freeze_encoder_epochs: int = Field(0, ge=0)  # the first N epochs train the head only (encoder frozen)
+    # gradual unfreezing after those: the top k encoder layers train in the next epoch, 2k in the
+    # one after, ... the embeddings last (0: every layer from the start)
+    unfreeze_layers_per_epoch: int = Field(0, ge=0)
     rank_loss_weight: float = Field(0.0, ge=0)  # + this x pairwise ranking loss per column (0 = BCE only)
     lr: float = Field(5e-5, gt=0)  # encoder LR (top layer)
     head_lr: float = Field(1e-3, gt=0)  # head, pooling weights, embeddings
@@ -134,7 +137,8 @@ class TransformerModel(Model):
         from accelerate.utils import DistributedDataParallelKwargs
 
         # A frozen encoder gets no gradients in the head-only epochs: DDP must be told to expect that.
-        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if p.freeze_encoder_epochs else []
+        partly_frozen = p.freeze_encoder_epochs or p.unfreeze_layers_per_epoch  # DDP: parameters without gradients
+        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if partly_frozen else []
         accelerator = Accelerator(cpu=p.cpu, kwargs_handlers=handlers)
         self.device_ = accelerator.device
         folder = resolve_encoder(p.encoder)

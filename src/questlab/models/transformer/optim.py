@@ -54,6 +54,23 @@ def layer_depth(name: str, n_layers: int) -> int:
     return int(found.group(1)) + 1 if found else n_layers
 
 
+def unfreeze_top_layers(net: nn.Module, epoch: int, s) -> int:
+    """Gradual unfreezing, top down: set which encoder parameters train in ``epoch`` (0-based).
+
+    With ``s.unfreeze_layers_per_epoch`` k > 0, the first training epoch after the head-only ones
+    (``s.freeze_encoder_epochs``) trains the top k encoder layers, the next the top 2k, and so on;
+    the embeddings (depth 0) come last. The head, pooling and meta embeddings always train. The
+    others get ``requires_grad=False``: no gradient, so AdamW leaves them exactly as they are
+    (no weight decay either). Returns the number of encoder layers training (all: k = 0).
+    """
+    n_layers = net.encoder.config.num_hidden_layers
+    k = s.unfreeze_layers_per_epoch
+    top = n_layers + 1 if k == 0 else k * (epoch - s.freeze_encoder_epochs + 1)
+    for name, p in net.encoder.named_parameters():
+        p.requires_grad_(layer_depth(name, n_layers) > n_layers - top)
+    return min(top, n_layers)
+
+
 def param_groups(net: nn.Module, s) -> list[dict]:
     """AdamW groups: encoder LR decayed layer by layer, the head at ``head_lr``, no decay on 1-D weights.
 

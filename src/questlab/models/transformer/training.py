@@ -50,6 +50,7 @@ from questlab.models.transformer.optim import (
     make_optimizer,
     param_groups,
     training_loss,
+    unfreeze_top_layers,
 )
 
 __all__ = [  # the names tests, the bench and model.py take from here
@@ -84,6 +85,7 @@ class TrainSettings:
     compile: bool = False  # torch.compile the network (training and valid forward passes)
     auto_micro_batch: bool = True  # CUDA: largest micro-batch dividing batch_size * accumulation that fits
     freeze_encoder_epochs: int = 0  # the first N epochs train the head only (encoder frozen)
+    unfreeze_layers_per_epoch: int = 0  # then gradual unfreezing: k more encoder layers per epoch, top down
     rank_loss_weight: float = 0.0  # weight of the pairwise ranking term added to BCE (0 = off)
     log_every: int = 50  # micro-batches between loss reads for the progress bar (each read syncs)
     background_checkpoints: bool = True  # write checkpoints in a thread while training goes on
@@ -248,6 +250,8 @@ def train_network(
         started = time.perf_counter()
         net.train()
         raw.freeze_encoder = epoch < s.freeze_encoder_epochs
+        if s.unfreeze_layers_per_epoch and not raw.freeze_encoder:
+            log.info[f"stage{stage}_epoch{epoch + 1}_training_layers"] = unfreeze_top_layers(raw, epoch, s)
         batches = bucket_batches(train.lengths(), micro, True, s.seed + epoch, s.bucket_factor)
         loader = make_loader(train, batches, train.pad_id, s.pad_to_multiple, cap, pin_memory=pin)
         # accelerate shards the batches under DDP; the copy to the device is ours: its own is a
@@ -299,6 +303,7 @@ def train_network(
     bar.close()
 
     raw.freeze_encoder = False
+    raw.requires_grad_(True)  # gradual unfreezing leaves lower layers frozen: the returned net is whole
     raw.load_state_dict(best)
     log.info[f"stage{stage}_best_epoch"] = progress.best_epoch
     log.info[f"stage{stage}_best_valid_score"] = progress.best_score
