@@ -3,6 +3,11 @@
 Every problem is a ``DataError`` naming the file, the line and what to do; ``questlab.data``
 validates the columns and values of what this returns. ``read_csv`` reads a whole file;
 ``iter_csv`` reads it in pieces of a bounded number of rows (any size of file, flat memory).
+
+Parsing is pandas'; the stdlib ``csv`` module walks the records first because pandas (whole or
+with ``chunksize``) pads a short row with empty values and renames a repeated header name to
+``name.1`` (checked with pandas 2.x): both would pass unseen. ``iter_csv`` hands pandas the exact
+text of each piece's records, so its values equal a whole-file read.
 """
 
 from __future__ import annotations
