@@ -23,7 +23,8 @@ from questlab.cli import app
 from questlab.metric import CONSTANT_PREDICTION, OK, score_cv
 from questlab.models.base import FitLog
 from questlab.recording import load_scores
-from questlab.rundir import SCORES_FILE, RunFolder, strict_json
+from questlab.rundir import SCORES_FILE, RunFolder
+from questlab.strictjson import strict_json
 
 
 def strict_loads(text: str):

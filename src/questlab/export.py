@@ -38,9 +38,10 @@ from questlab.errors import BundleError
 from questlab.models import get_model_class
 from questlab.models.pretrained import encoder_key, register_encoder_folder, resolve_encoder
 from questlab.predict import EnsemblePredictor, FoldAverage, Predictor, combiner_from_spec, predict_frame, sorted_oof
-from questlab.rundir import MLFLOW_MODEL_DIR, POSTPROCESS_FILE, file_sha256, strict_json
+from questlab.rundir import MLFLOW_MODEL_DIR, POSTPROCESS_FILE, file_sha256
 from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS
 from questlab.store import Store
+from questlab.strictjson import strict_json
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from questlab.errors import UsageError
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off
-from questlab.rundir import strict_json
 from questlab.schema import ANSWER, BODY, TITLE
+from questlab.strictjson import strict_json
 
 logger = logging.getLogger(__name__)
 # Files of a sentence-transformers folder that save_pretrained does not write: copied over.

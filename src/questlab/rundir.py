@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import subprocess
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from questlab import __version__
 from questlab.errors import RunFormatError, UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.schema import ID, TARGETS
+from questlab.strictjson import strict_json
 
 FORMAT_VERSION = 2  # 1: questlab 0.2.0 (absolute data paths, no version field)
 
@@ -134,28 +134,6 @@ def parse_meta(data: dict[str, Any], where: str) -> RunMeta:
         err = exc.errors(include_url=False)[0]
         key = ".".join(str(p) for p in err["loc"])
         raise RunFormatError(f"{where}: {key}: {err['msg']}; re-run it with this questlab") from None
-
-
-# --- strict JSON ----------------------------------------------------------------------------
-def strict_json(obj: Any, indent: int | None = 1) -> str:
-    """``obj`` as strict JSON: every NaN or infinity (an undefined number) becomes ``null``.
-
-    Python would write a bare ``NaN``, which jq, JavaScript and strict parsers refuse. The readers
-    of each file turn ``null`` back into NaN where they compute with it (``CVScore.from_dict``,
-    ``FitLog.from_dict``); ``json.loads`` still accepts the ``NaN`` of files written before.
-    ``allow_nan=False``: anything non-finite the conversion missed fails here, not in a reader.
-    """
-    return json.dumps(_finite_or_null(obj), indent=indent, allow_nan=False)
-
-
-def _finite_or_null(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_null(v) for v in obj]
-    return obj
 
 
 # --- provenance -------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from scipy.stats import rankdata
 
 from questlab.errors import UsageError
 from questlab.metric import spearman_per_target
-from questlab.rundir import strict_json
 from questlab.schema import TARGETS
+from questlab.strictjson import strict_json
 
 IDENTITY, DISTRIBUTION, THRESHOLDS = "identity", "distribution", "thresholds"
 METHODS: tuple[str, ...] = (IDENTITY, DISTRIBUTION, THRESHOLDS)
