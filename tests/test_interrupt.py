@@ -28,7 +28,12 @@ def test_ctrl_c_with_parallel_folds_prints_one_message_and_leaves_no_worker(tmp_
     err = tmp_path / "stderr.txt"
     with open(err, "w") as stderr:
         # Its own session, like a shell job: Ctrl-C reaches the whole process group, workers included.
-        proc, store = start_tfidf_run(tmp_path, "ctrlc", parallel_folds=2, stderr=stderr, start_new_session=True)
+        # SIGINT at its default, as in a terminal's foreground job: a shell starts background jobs
+        # (`bash .ci/run &`) with SIGINT ignored, the run would inherit that and never see Ctrl-C.
+        proc, store = start_tfidf_run(
+            tmp_path, "ctrlc", parallel_folds=2, stderr=stderr, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
         parent = psutil.Process(proc.pid)
         wait_for_folds(proc, store, 2)
         workers = parent.children(recursive=True)

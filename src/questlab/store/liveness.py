@@ -150,10 +150,6 @@ def sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _started() -> None:
-    """A no-op run in a worker: the pool is up (loky started its workers for it)."""
-
-
 def in_workers(fn: Callable[..., T], calls: list[tuple], n_jobs: int) -> Iterator[T]:
     """``fn(*args)`` for each of ``calls`` in ``n_jobs`` worker processes; results as they finish.
 
@@ -169,11 +165,7 @@ def in_workers(fn: Callable[..., T], calls: list[tuple], n_jobs: int) -> Iterato
     env = {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with sigint_ignored():  # loky starts every worker inside the first submit: they inherit SIG_IGN
         executor = ProcessPoolExecutor(max_workers=n_jobs, env=env)
-        executor.submit(_started).result()
-    # The work is handed out only now, with SIGINT handled here again: a Ctrl-C that came while
-    # the folds were handed out inside the block was lost, and the run went on to its end (seen in
-    # CI on an idle machine). One in the block itself (the workers' start, before any work) still is.
-    futures = [executor.submit(fn, *args) for args in calls]
+        futures = [executor.submit(fn, *args) for args in calls]
     try:
         for future in as_completed(futures):
             yield future.result()
