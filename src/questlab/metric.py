@@ -17,6 +17,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from questlab.schema import TARGETS
+from questlab.strictjson import number
 
 OK, CONSTANT_PREDICTION, CONSTANT_TRUTH = "ok", "constant prediction", "constant truth"
 
@@ -212,7 +213,7 @@ class CVScore:
     def from_dict(cls, d: dict) -> CVScore:
         """Read back ``to_dict`` from scores.json: ``null`` (undefined) is NaN again; so is an old file's NaN."""
         pft = pd.DataFrame.from_dict(
-            {int(k): {t: _number(v) for t, v in row.items()} for k, row in d["per_fold_target"].items()},
+            {int(k): {t: number(v) for t, v in row.items()} for k, row in d["per_fold_target"].items()},
             orient="index",
         )
         pfs = pd.DataFrame.from_dict({int(k): row for k, row in d["per_fold_status"].items()}, orient="index")
@@ -221,9 +222,9 @@ class CVScore:
         per_target["spearman"] = per_target["spearman"].astype(np.float64)  # all null: object column
         per_fold["score"] = per_fold["score"].astype(np.float64)
         return cls(
-            score=_number(d["score"]),
-            ci_low=_number(d["ci_low"]),
-            ci_high=_number(d["ci_high"]),
+            score=number(d["score"]),
+            ci_low=number(d["ci_low"]),
+            ci_high=number(d["ci_high"]),
             per_target=per_target,
             per_fold=per_fold,
             per_fold_target=pft.rename_axis("fold"),
@@ -231,11 +232,6 @@ class CVScore:
             n_boot=d.get("n_boot", 0),
             notes=list(d.get("notes", [])),
         )
-
-
-def _number(value: float | None) -> float:
-    """A score as read from JSON: ``null`` is an undefined value, NaN (never 0)."""
-    return np.nan if value is None else value
 
 
 def constant_in_every_fold(y_pred: np.ndarray, folds: np.ndarray) -> np.ndarray:

@@ -29,3 +29,8 @@ def _finite_or_null(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_finite_or_null(v) for v in obj]
     return obj
+
+
+def number(value: float | None) -> float:
+    """A number as read back from strict JSON: ``null`` (undefined) is NaN again, never 0."""
+    return math.nan if value is None else value

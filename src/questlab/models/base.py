@@ -8,7 +8,6 @@ class, its params, the questlab version) plus whatever state the family writes b
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from questlab import __version__
 from questlab.errors import QuestlabError, RunFormatError
 from questlab.schema import N_TARGETS
+from questlab.strictjson import number
 
 
 class ModelParams(BaseModel):
@@ -89,7 +89,7 @@ class FitLog:
     def from_dict(cls, data: dict[str, Any]) -> FitLog:
         """Read back ``to_dict`` from fit_log.json: an epoch's ``null`` (a NaN loss, say) is NaN again."""
         return cls(
-            epochs=[{k: math.nan if v is None else v for k, v in e.items()} for e in data.get("epochs", [])],
+            epochs=[{k: number(v) for k, v in e.items()} for e in data.get("epochs", [])],
             truncation=dict(data.get("truncation", {})),
             info=dict(data.get("info", {})),
             timings=dict(data.get("timings", {})),
