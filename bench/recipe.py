@@ -7,6 +7,9 @@ Usage:
       on finished runs made on the same folds: nested CV of rank-weight averaging, stacking and
       stacking with related targets, each with and without the question share, before and after
       distribution matching; gains with paired 95% question-bootstrap intervals
+  python bench/recipe.py --compare RUN_A RUN_B ... --store STORE --subsets
+      which members earn their place: rank weights + distribution matching (the built-ins'
+      ensembling), nested, over every subset of two or more runs, each against all of them
 
 Target (issue 15): `fast` at nested CV >= 0.39 in under 15 minutes on 2 cores. The embedding
 member's vectors are cached under $QUESTLAB_CACHE: say whether the cache was warm.
@@ -55,9 +58,9 @@ def run(args: argparse.Namespace) -> None:
             print(f"  post-processing: {_gain(r['postprocess_nested_gain'])}")
 
 
-def compare(args: argparse.Namespace) -> None:
+def _members(args: argparse.Namespace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
+    """The --compare runs: names, truth, folds, groups, OOF matrix (members x rows x 30), rank references."""
     from questlab.ensemble.build import _member_matrix, _references, check_members, load_member
-    from questlab.ensemble.combine import EnsembleSpec, gain_summary, nested_fit
     from questlab.metric import mean_spearman
     from questlab.schema import TARGETS
     from questlab.store import Store
@@ -68,8 +71,17 @@ def compare(args: argparse.Namespace) -> None:
     truth = members[0].truth[list(TARGETS)].to_numpy(dtype=np.float64)
     folds, groups = members[0].oof["fold"].to_numpy(), members[0].oof["group"].to_numpy()
     x, refs = _member_matrix(members), _references(members, "rank")
-    for m, xi in zip(members, x, strict=True):
-        print(f"member {m.record.run_id[:8]} ({m.record.name}): CV {mean_spearman(truth, xi):.4f}")
+    names = [f"{m.record.run_id[:8]} ({m.record.name})" for m in members]
+    for name, xi in zip(names, x, strict=True):
+        print(f"member {name}: CV {mean_spearman(truth, xi):.4f}")
+    return names, truth, folds, groups, x, refs
+
+
+def compare(args: argparse.Namespace) -> None:
+    from questlab.ensemble.combine import EnsembleSpec, gain_summary, nested_fit
+    from questlab.metric import mean_spearman
+
+    _, truth, folds, groups, x, refs = _members(args)
     base = base_pp = None
     for method in ("weights", "stack", "stack+related"):
         for share in (False, True):
@@ -88,6 +100,26 @@ def compare(args: argparse.Namespace) -> None:
             print(f"{line} [{time.perf_counter() - t0:.0f} s]", flush=True)
 
 
+def subsets(args: argparse.Namespace) -> None:
+    from itertools import combinations
+
+    from questlab.ensemble.combine import EnsembleSpec, gain_summary, nested_fit
+    from questlab.metric import mean_spearman
+
+    names, truth, folds, groups, x, refs = _members(args)
+    spec = EnsembleSpec(per_target=True, average="rank", postprocess="distribution")
+    everything = tuple(range(len(names)))
+    results = {}
+    for size in range(len(names), 1, -1):  # all members first: the reference of every other line
+        for subset in combinations(everything, size):
+            res = nested_fit(x[list(subset)], truth, folds, groups, spec, [refs[i] for i in subset])
+            results[subset] = res.nested
+            line = f"{' + '.join(names[i] for i in subset)}: nested {mean_spearman(truth, res.nested):.4f}"
+            if size < len(names):
+                line += f", vs all {_gain(gain_summary(truth, results[everything], res.nested, groups, 200))}"
+            print(line, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="fast")
@@ -95,8 +127,11 @@ def main() -> None:
     parser.add_argument("--test", default=str(ROOT.parent / "shared" / "quest" / "test.csv"))
     parser.add_argument("--compare", nargs="+", metavar="RUN", help="finished runs on the same folds")
     parser.add_argument("--store", help="the store of the --compare runs")
+    parser.add_argument("--subsets", action="store_true", help="with --compare: every subset of the runs")
     args = parser.parse_args()
-    compare(args) if args.compare else run(args)
+    if args.subsets and not args.compare:
+        parser.error("--subsets needs --compare RUN ...")
+    (subsets if args.subsets else compare)(args) if args.compare else run(args)
 
 
 if __name__ == "__main__":

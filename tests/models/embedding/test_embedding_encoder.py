@@ -63,3 +63,29 @@ def test_matches_sentence_transformers_on_texts_that_fit(tiny_encoder):  # noqa:
 def test_a_budget_beyond_the_model_is_refused(tiny_encoder):  # noqa: F811
     with pytest.raises(ValueError, match="exceeds"):
         SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=256))
+
+
+def test_threads_leave_out_this_processes_own_load(monkeypatch):
+    import questlab.models.embedding.encoder as encoder
+
+    monkeypatch.setattr(encoder.os, "cpu_count", lambda: 2)
+    assert encoder.pick_threads(3) == 3  # asked for: taken as is
+    assert encoder.pick_threads(load=2.0, own=0.0) == 1  # two other busy threads: keep out of their way
+    assert encoder.pick_threads(load=2.0, own=2.0) == 2  # the load is this run's own embedding: keep both
+    assert encoder.pick_threads(load=0.1, own=1.5) == 2  # own share above the (lagging) load: nothing else runs
+    assert encoder.pick_threads(load=9.0, own=1.0) == 1  # never fewer than one
+
+
+def test_own_load_measures_this_processes_cpu(monkeypatch):
+    import questlab.models.embedding.encoder as encoder
+
+    clock = {"wall": 100.0, "cpu": 50.0}
+    monkeypatch.setattr(encoder.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(encoder.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(encoder, "_CPU_SAMPLES", [(100.0, 50.0)])
+    clock.update(wall=110.0, cpu=70.0)  # 10 s, 20 CPU-seconds: two busy threads
+    assert encoder.own_load() == pytest.approx(2.0)
+    clock.update(wall=200.0, cpu=75.0)  # 90 s later, 5 CPU-seconds: the samples older than 60 s age out
+    assert encoder.own_load() == pytest.approx(5.0 / 90.0)
+    clock.update(wall=200.5, cpu=75.2)  # under a second since the last sample: too short to say
+    assert encoder.own_load() == pytest.approx(0.0)

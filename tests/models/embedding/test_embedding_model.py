@@ -123,3 +123,20 @@ def test_real_minilm_cv_on_a_slice(tmp_path, monkeypatch):
     # Measured 0.2215 (folds 0.240, 0.212, 0.258), the same in two runs with empty caches; the
     # floor leaves room only for thread-count float noise in the head's training.
     assert score > 0.20
+
+
+@needs_data
+@pytest.mark.parametrize("tuning", [True, False])
+def test_malloc_tuning_is_applied_by_fit_only(slice_, tiny_encoder, cache_dir, tmp_path, monkeypatch, tuning):  # noqa: F811
+    import questlab.models.embedding.model as embedding_model
+
+    calls = []
+    monkeypatch.setattr(embedding_model, "tune_malloc", lambda: calls.append("tuned") or True)
+    train, valid = slice_
+    log = FitLog()
+    model = build_model("embedding", params(tiny_encoder, head="ridge", malloc_tuning=tuning)).fit(train, valid, log)
+    assert calls == (["tuned"] if tuning else [])
+    assert log.info.get("malloc_tuning") is (True if tuning else None)
+    model.save(tmp_path / "m")
+    Model.load(tmp_path / "m").predict(valid)  # a server only predicts: its heap is left alone
+    assert len(calls) == (1 if tuning else 0)

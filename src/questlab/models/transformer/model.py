@@ -74,7 +74,7 @@ class TransformerParams(ModelParams):
     progress: bool = True  # progress bars with ETA (main process only)
     cpu: bool = False  # run on CPU even when a GPU is there
     num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 leaves torch's default
-    malloc_tuning: bool = True  # CPU: glibc malloc keeps big blocks (see cpu_malloc.py; +12% in the bench)
+    malloc_tuning: bool = True  # CPU: glibc malloc keeps big blocks (models/cpu_malloc.py; +12% in the bench)
     log_every: int = Field(50, ge=1)  # micro-batches between progress-bar loss reads (each read syncs a GPU)
     background_checkpoints: bool = True  # epoch checkpoints written by a thread while training goes on
 

@@ -31,6 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
+from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.transformer.batches import RowDataset, bucket_batches, make_loader, to_device
 from questlab.models.transformer.checkpoints import (
     CheckpointWriter,
@@ -41,7 +42,6 @@ from questlab.models.transformer.checkpoints import (
     state_dict_cpu,
     take_snapshot,
 )
-from questlab.models.transformer.cpu_malloc import tune_malloc
 from questlab.models.transformer.optim import (
     bce,
     cuda_fits,
@@ -79,7 +79,7 @@ class TrainSettings:
     select_best_epoch: bool = True
     seed: int = 42
     progress: bool = True
-    malloc_tuning: bool = True  # on CPU, see questlab.models.transformer.cpu_malloc
+    malloc_tuning: bool = True  # on CPU, see questlab.models.cpu_malloc
     pad_to_multiple: int = 8  # batch widths rounded up to a multiple of this (few shapes)
     max_length: int | None = None  # widths never rounded beyond it
     compile: bool = False  # torch.compile the network (training and valid forward passes)

@@ -10,7 +10,7 @@ import pytest
 PROBE = """
 import sys
 import numpy as np
-from questlab.models.transformer.cpu_malloc import tune_malloc
+from questlab.models.cpu_malloc import tune_malloc
 
 def big_anonymous_maps():
     out = []
