@@ -14,7 +14,7 @@ import questlab.cv
 from helpers.runs import test_slice as quest_test_slice
 from helpers.runs import train_slice
 from questlab.cli import app
-from questlab.errors import ConfigError, UsageError
+from questlab.errors import ConfigError, EncoderNotFoundError, UsageError
 from questlab.recipes import builtin_names, load_recipe, run_recipe
 from questlab.schema import TARGETS
 from questlab.store import Store
@@ -162,6 +162,17 @@ def test_a_submission_without_test_data_is_refused_before_any_work(tmp_path: Pat
     with pytest.raises(UsageError, match="--submission needs --test"):
         run_recipe(_recipe(tmp_path), train_slice(), None, store=store, submission=tmp_path / "s.csv", say=quiet)
     assert store.list_runs() == []
+
+
+def test_a_missing_encoder_is_refused_before_any_member_is_fitted(tmp_path: Path, store: Store) -> None:
+    recipe = _recipe(tmp_path)
+    spec = yaml.safe_load(recipe.read_text())
+    spec["members"].append({"config": {"name": "emb", "model": {"name": "embedding",
+                            "params": {"encoder": str(tmp_path / "no-such-encoder")}}}})  # fmt: skip
+    recipe.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(EncoderNotFoundError, match=r"^recipe tiny, member emb: encoder '.*no-such-encoder' is not a"):
+        run_recipe(recipe, train_slice(), None, store=store, say=quiet)
+    assert store.list_runs() == []  # the TF-IDF members before it were not fitted
 
 
 def test_builtin_recipes_ship_with_the_package_and_pick_the_device() -> None:

@@ -24,8 +24,10 @@ from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
 from questlab.ensemble.build import build_ensemble
 from questlab.ensemble.combine import EnsembleSpec
-from questlab.errors import UsageError
+from questlab.errors import EncoderNotFoundError, UsageError
 from questlab.folds import question_groups
+from questlab.models import build_model
+from questlab.models.pretrained import resolve_encoder
 from questlab.recipes.spec import RecipeSpec, load_recipe
 from questlab.schema import ID
 from questlab.store import TAG_COMPLETE, RunRecord, Store
@@ -100,6 +102,7 @@ def run_recipe(
     t0 = time.perf_counter()
     spec = recipe if isinstance(recipe, RecipeSpec) else load_recipe(recipe)
     configs = spec.member_configs(cuda)  # every config checked before any work
+    _check_encoders(spec.name, configs)
     if submission is not None:
         if test is None:
             raise UsageError("--submission needs --test: the test pairs to predict")
@@ -139,6 +142,19 @@ def run_recipe(
     t_end = time.perf_counter()
     seconds = {"members": t_members - t0, "ensemble": t_end - t_members, "total": t_end - t0}
     return RecipeOutcome(spec.name, outcomes, ensemble_id, report, submission, seconds)
+
+
+def _check_encoders(recipe: str, configs: list[RunConfig]) -> None:
+    """Find every member's pretrained encoder before any work: a missing package (MPNet's, say)
+    is one line with its install command, not a failure an hour in, after the members before it."""
+    for config in configs:
+        encoder = getattr(build_model(config.model.name, config.model.params).params, "encoder", None)
+        if encoder is None:
+            continue
+        try:
+            resolve_encoder(encoder)
+        except EncoderNotFoundError as exc:
+            raise EncoderNotFoundError(f"recipe {recipe}, member {config.name}: {exc}") from None
 
 
 def _share_reaches(test: Dataset | None, say: Say) -> bool:
