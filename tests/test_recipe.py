@@ -16,6 +16,7 @@ from helpers.runs import train_slice
 from questlab.cli import app
 from questlab.errors import ConfigError, EncoderNotFoundError, UsageError
 from questlab.recipes import builtin_names, load_recipe, run_recipe
+from questlab.recipes.runner import TAG_MEMBER_KEY
 from questlab.schema import TARGETS
 from questlab.store import Store
 
@@ -123,6 +124,27 @@ def test_a_changed_member_is_fitted_again_and_the_others_reused(tmp_path: Path, 
     assert changed.members[1].key != first.members[1].key
 
 
+def test_members_recorded_by_an_earlier_version_are_reused(tmp_path: Path, store: Store, fits: list[int]) -> None:
+    first = run_recipe(_recipe(tmp_path), train_slice(), quest_test_slice(), store=store, say=quiet)
+    for m in first.members:  # as an earlier questlab left them: its own key, no `stats_weight` param yet
+        folder = store.folder(m.run_id)
+        config = folder.read_meta().config
+        del config["model"]["params"]["stats_weight"]  # added since, with a default that fits as before
+        folder.update_meta(config=config)
+        store.set_tags(m.run_id, {TAG_MEMBER_KEY: "0" * 64})
+    fits.clear()
+    again = run_recipe(_recipe(tmp_path), train_slice(), quest_test_slice(), store=store, say=quiet)
+    assert fits == [] and [m.action for m in again.members] == ["reused", "reused"]
+    assert [m.run_id for m in again.members] == [m.run_id for m in first.members]
+
+    b = store.folder(first.members[1].run_id)  # a recorded value other than today's: another member
+    config = b.read_meta().config
+    config["model"]["params"]["alpha"] = 7.0
+    b.update_meta(config=config)
+    out = run_recipe(_recipe(tmp_path), train_slice(), quest_test_slice(), store=store, say=quiet)
+    assert [m.action for m in out.members] == ["reused", "fitted"] and len(fits) == 3
+
+
 def test_without_test_data_the_question_share_is_measured(tmp_path: Path, store: Store) -> None:
     out = run_recipe(_recipe(tmp_path), train_slice(), None, store=store, say=quiet)
     assert "question_share_nested_gain" in out.report and out.submission is None
@@ -184,6 +206,7 @@ def test_builtin_recipes_ship_with_the_package_and_pick_the_device() -> None:
     gpu = [c.name for c in best.member_configs(cuda=True)]
     assert "best-transformer-minilm-cpu" in cpu and "best-transformer-mpnet-gpu" not in cpu
     assert "best-transformer-mpnet-gpu" in gpu and "best-transformer-minilm-cpu" not in gpu
+    assert cpu[:2] == gpu[:2] == ["best-embedding", "best-embedding-mpnet"]  # frozen vectors on either device
     with pytest.raises(ConfigError, match="built-in name"):
         load_recipe("fastest")
 

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from questlab.config import RunConfig
+from questlab.config import RunConfig, parse_config
 from questlab.console import Say, stderr
 from questlab.csvfile import check_output_file
 from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
 from questlab.ensemble.build import build_ensemble
 from questlab.ensemble.combine import EnsembleSpec
-from questlab.errors import EncoderNotFoundError, UsageError
+from questlab.errors import EncoderNotFoundError, QuestlabError, UsageError
 from questlab.folds import question_groups
 from questlab.models import build_model
 from questlab.models.pretrained import resolve_encoder
@@ -64,18 +65,51 @@ class RecipeOutcome:
     seconds: dict[str, float] = field(default_factory=dict)  # members, ensemble, total
 
 
-def member_key(config: RunConfig, folds_key: str, train_sha: str, test_sha: str | None) -> str:
+def member_key(config: RunConfig, folds_sha: str, train_sha: str, test_sha: str | None) -> str:
     """The sha256 that identifies a member's run: what is fitted, on which data and folds."""
     fitted = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
-    blob = json.dumps({"config": fitted, "folds": folds_key, "train": train_sha, "test": test_sha}, sort_keys=True)
+    blob = json.dumps({"config": fitted, "folds": folds_sha, "train": train_sha, "test": test_sha}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def folds_key(folds: pd.DataFrame) -> str:
+    """sha256 of every row's fold, in qa_id order: the same folds give the same key however made."""
+    rows = folds[[ID, "fold"]].astype("int64").sort_values(ID, kind="stable")
+    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
+
+
+def recorded_key(store: Store, record: RunRecord) -> str | None:
+    """A finished member's key as this version computes it, from what its run recorded.
+
+    The recorded config is read again with today's defaults, so a param added since (with a
+    default that fits as before) does not turn an hour-long member into a refit; a param removed
+    since, or a run without config or folds, gives None (no match).
+    """
+    try:
+        folder = store.folder(record.run_id)
+        meta = folder.read_meta()
+        if meta.config is None:
+            return None
+        config = parse_config(meta.config, f"run {record.run_id}")
+        return member_key(config, folds_key(folder.read_folds()), meta.train_sha256, meta.test_sha256)
+    except (QuestlabError, OSError, KeyError, ValueError):
+        return None
+
+
 def _find(store: Store, key: str) -> tuple[str, RunRecord | None]:
-    """("reuse" | "resume" | "fit", the run) for the newest run recorded under ``key``."""
-    runs = [r for r in store.list_runs() if r.tags.get(TAG_MEMBER_KEY) == key]  # newest first
+    """("reuse" | "resume" | "fit", the run) for the newest run recorded under ``key``.
+
+    A finished member made by an earlier questlab carries the key that version computed: when no
+    run carries ``key`` itself, finished members are matched by ``recorded_key``.
+    """
+    every = store.list_runs()  # newest first
+    runs = [r for r in every if r.tags.get(TAG_MEMBER_KEY) == key]
     for r in runs:
         if r.status == "FINISHED" and r.tags.get(TAG_COMPLETE) == "true":
+            return "reuse", r
+    for r in every:
+        finished = r.status == "FINISHED" and r.tags.get(TAG_COMPLETE) == "true"
+        if finished and TAG_MEMBER_KEY in r.tags and r.tags[TAG_MEMBER_KEY] != key and recorded_key(store, r) == key:
             return "reuse", r
     for r in runs:
         if r.status == "RUNNING" and not is_dead(r.status, r.tags):
@@ -116,12 +150,11 @@ def run_recipe(
     outcomes: list[MemberOutcome] = []
     # Every member runs on the first member's folds: the key names their content, not how they were made.
     folds = resolve_folds(configs[0], train_data.frame, store)
-    folds_key = hashlib.sha256(folds[[ID, "fold"]].to_csv(index=False).encode()).hexdigest()
     for i, config in enumerate(configs):
         if i > 0:
             config = config.model_copy(update={"folds": config.folds.model_copy(
                 update={"from_run": outcomes[0].run_id, "from_file": None})})  # fmt: skip
-        key = member_key(config, folds_key, train_data.sha256, test_data.sha256 if test_data else None)
+        key = member_key(config, folds_key(folds), train_data.sha256, test_data.sha256 if test_data else None)
         outcomes.append(_member(store, config, key, spec.name, train_data, test_data, f"{i + 1}/{len(configs)}", say))
     t_members = time.perf_counter()
     ens = EnsembleSpec(
