@@ -133,9 +133,11 @@ def test_members_recorded_by_an_earlier_version_are_reused(tmp_path: Path, store
         folder.update_meta(config=config)
         store.set_tags(m.run_id, {TAG_MEMBER_KEY: "0" * 64})
     fits.clear()
-    again = run_recipe(_recipe(tmp_path), train_slice(), quest_test_slice(), store=store, say=quiet)
+    said: list[str] = []
+    again = run_recipe(_recipe(tmp_path), train_slice(), quest_test_slice(), store=store, say=said.append)
     assert fits == [] and [m.action for m in again.members] == ["reused", "reused"]
     assert [m.run_id for m in again.members] == [m.run_id for m in first.members]
+    assert sum("same config with today's defaults" in line for line in said) == 2
 
     b = store.folder(first.members[1].run_id)  # a recorded value other than today's: another member
     config = b.read_meta().config

@@ -220,7 +220,11 @@ def _member(
     inner = lambda msg: say(f"  [{config.name}] {msg}")  # noqa: E731
     if action == "reuse":
         run_id = record.run_id
-        say(f"{prefix}: reusing run {run_id[:8]} (same config, data and folds)")
+        why = "same config, data and folds"
+        if record.tags.get(TAG_MEMBER_KEY) != key:  # matched by recorded_key: made by an earlier questlab
+            version = record.tags.get("questlab.version", "an earlier version")
+            why = f"recorded by questlab {version}: same config with today's defaults, data and folds"
+        say(f"{prefix}: reusing run {run_id[:8]} ({why})")
     elif action == "resume":
         say(f"{prefix}: resuming {record.status.lower()} run {record.run_id[:8]}")
         run_id = run_cv(None, train, test, store=store, resume=record.run_id, say=inner)
