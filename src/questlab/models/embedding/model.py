@@ -58,7 +58,7 @@ class EmbeddingParams(ModelParams):
     patience: int = Field(8, ge=1)  # epochs without a better valid score before stopping
     n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)
     seed: int = 42
-    threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load average leaves free
+    threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load of other processes leaves free
     # fit on CPU: glibc malloc keeps big blocks (questlab/models/cpu_malloc.py): MPNet embedding
     # 9.2 -> 11.8 seq/s here (docs/embedding.md). Not applied by predict alone (a server stays lean).
     malloc_tuning: bool = True
