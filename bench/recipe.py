@@ -131,7 +131,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.subsets and not args.compare:
         parser.error("--subsets needs --compare RUN ...")
-    (subsets if args.subsets else compare)(args) if args.compare else run(args)
+    if args.subsets:
+        subsets(args)
+    elif args.compare:
+        compare(args)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":
