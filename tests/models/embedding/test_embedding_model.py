@@ -140,3 +140,34 @@ def test_malloc_tuning_is_applied_by_fit_only(slice_, tiny_encoder, cache_dir, t
     model.save(tmp_path / "m")
     Model.load(tmp_path / "m").predict(valid)  # a server only predicts: its heap is left alone
     assert len(calls) == (1 if tuning else 0)
+
+
+@needs_data
+def test_holdout_early_stopping_never_reads_the_valid_labels(slice_, tiny_encoder, cache_dir):  # noqa: F811
+    """With ``early_stopping: holdout`` the fold's valid rows are only scored: scrambling their
+    labels changes nothing the model learns (with ``valid`` they pick the kept epoch)."""
+    train, valid = slice_
+    scrambled = valid.copy()
+    rng = np.random.default_rng(0)
+    scrambled[list(TARGETS)] = rng.permutation(valid[list(TARGETS)].to_numpy())
+    p = params(tiny_encoder, head="mlp", early_stopping="holdout", holdout_share=0.2, max_epochs=6, patience=2)
+    log = FitLog()
+    a = build_model("embedding", p).fit(train, valid, log).predict(valid)
+    b = build_model("embedding", p).fit(train, scrambled, FitLog()).predict(valid)
+    np.testing.assert_array_equal(a, b)
+    assert min(log.info["early_stopping"]["n_holdout"]) > 0
+    # the valid rows are still scored epoch by epoch (the log's valid_score is the holdout's)
+    assert all(np.isfinite(e["valid_score"]) for e in log.epochs)
+
+
+def test_holdout_rows_hold_out_whole_questions():
+    from questlab.models.embedding.heads import holdout_rows
+
+    groups = np.repeat(np.arange(40), 3)  # 40 questions, 3 answers each
+    mask = holdout_rows(groups, 0.25, seed=1)
+    held = np.unique(groups[mask])
+    assert len(held) == 10
+    assert not np.isin(groups[~mask], held).any()  # no answer of a held-out question is trained on
+    np.testing.assert_array_equal(mask, holdout_rows(groups, 0.25, seed=1))  # seeded
+    with pytest.raises(ValueError, match="too few"):
+        holdout_rows(np.zeros(5, dtype=int), 0.25, seed=1)

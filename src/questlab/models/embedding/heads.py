@@ -23,8 +23,9 @@ class RidgeHead:
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0) -> RidgeHead:
-        """One fit; logs one entry (MSE losses, valid mean Spearman); ``group`` tags the entry."""
+    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows=None) -> RidgeHead:
+        """One fit on all of ``x`` (no epochs, so ``stop_rows`` is not used); logs one entry (MSE
+        losses, valid mean Spearman); ``group`` tags the entry."""
         from sklearn.linear_model import Ridge
 
         self.model_ = Ridge(alpha=self.alpha).fit(x, y)
@@ -74,25 +75,39 @@ class MLPHead:
     def __init__(self, params: ModelParams) -> None:
         self.p = params
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0) -> MLPHead:
-        """Train ``n_seeds`` nets; one log entry per epoch and net, tagged with ``group``."""
-        with torch_threads(pick_threads(self.p.threads)):
-            return self._fit(x, y, x_valid, y_valid, log, group)
+    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows=None) -> MLPHead:
+        """Train ``n_seeds`` nets; one log entry per epoch and net, tagged with ``group``.
 
-    def _fit(self, x, y, x_valid, y_valid, log: FitLog, group: int) -> MLPHead:
+        Early stopping watches, per net: ``stop_rows[k]`` of ``x`` when given (a list of boolean
+        masks, one per net; those rows are then not trained on by that net, so each net of the
+        bag may hold out different questions), else ``x_valid``, else a random 10% of ``x``.
+        """
+        if stop_rows is not None:
+            if len(stop_rows) != self.p.n_seeds:
+                raise ValueError(f"stop_rows: {len(stop_rows)} masks for {self.p.n_seeds} nets")
+            for mask in stop_rows:
+                if np.shape(mask) != (len(x),) or np.all(mask) or not np.any(mask):
+                    raise ValueError(f"stop_rows: each mask must mark some, not all, of the {len(x)} rows")
+        with torch_threads(pick_threads(self.p.threads)):
+            return self._fit(x, y, x_valid, y_valid, log, group, stop_rows)
+
+    def _fit(self, x, y, x_valid, y_valid, log: FitLog, group: int, stop_rows) -> MLPHead:
         import torch
 
-        if x_valid is None:
+        if stop_rows is None and x_valid is None:
             # No valid rows (a fit on everything): hold out 10% of rows for early stopping only.
             rng = np.random.default_rng(self.p.seed)
-            hold = rng.random(len(x)) < 0.1
-            x, y, x_valid, y_valid = x[~hold], y[~hold], x[hold], y[hold]
+            stop_rows = [rng.random(len(x)) < 0.1] * self.p.n_seeds
         self.n_in_, self.n_out_ = x.shape[1], y.shape[1]
-        xt, yt = torch.tensor(x), torch.tensor(y)
-        xv, yv = torch.tensor(x_valid), torch.tensor(y_valid)
         self.nets_ = []
         best_epochs = []
         for k in range(self.p.n_seeds):
+            if stop_rows is None:
+                x_fit, y_fit, x_stop, y_stop = x, y, x_valid, y_valid
+            else:
+                hold = np.asarray(stop_rows[k], dtype=bool)
+                x_fit, y_fit, x_stop, y_stop = x[~hold], y[~hold], x[hold], y[hold]
+            xt, yt, xv, yv = map(torch.tensor, (x_fit, y_fit, x_stop, y_stop))
             torch.manual_seed(self.p.seed + k)
             gen = torch.Generator().manual_seed(self.p.seed + k)
             net = _mlp(self.n_in_, self.p.hidden, self.p.dropout, self.n_out_)
@@ -112,7 +127,7 @@ class MLPHead:
                 with torch.inference_mode():
                     logits = net(xv)
                     valid_loss = float(loss_fn(logits, yv))
-                score = mean_spearman(y_valid, torch.sigmoid(logits).numpy())
+                score = mean_spearman(y_stop, torch.sigmoid(logits).numpy())
                 log.log_epoch(
                     group=group,
                     seed=k,
@@ -174,8 +189,8 @@ class BlendHead:
     def __init__(self, params: ModelParams) -> None:
         self.p = params
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0) -> BlendHead:
-        self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group)
+    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows=None) -> BlendHead:
+        self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group, stop_rows)
         ridge_log = FitLog()  # the ridge's one entry would read as an MLP epoch: keep it apart
         self.ridge_ = RidgeHead(self.p.ridge_alpha).fit(x, y, x_valid, y_valid, ridge_log, group)
         log.info.setdefault("ridge_fits", []).extend(ridge_log.epochs)
@@ -196,6 +211,23 @@ class BlendHead:
         head = cls(params)
         head.mlp_, head.ridge_ = MLPHead.load(folder / "mlp", params), RidgeHead.load(folder / "ridge")
         return head
+
+
+def holdout_rows(groups: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A boolean mask over rows: about ``share`` of the questions (``groups``), all their rows.
+
+    Grouped so that no answer of a held-out question is trained on: a question seen in training
+    would make the held-out score, and so the stopping epoch, late and optimistic.
+    """
+    unique = np.unique(groups)
+    n_hold = max(1, round(share * len(unique)))
+    if n_hold >= len(unique):
+        raise ValueError(
+            f"{len(unique)} question(s) in the fit: too few to hold out {share:g} of them for early "
+            "stopping; use more rows, or early_stopping: valid"
+        )
+    held = np.random.default_rng(seed).choice(unique, size=n_hold, replace=False)
+    return np.isin(groups, held)
 
 
 def make_head(params: ModelParams) -> RidgeHead | MLPHead | BlendHead:

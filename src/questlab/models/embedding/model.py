@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from questlab.folds import question_groups
 from questlab.models.base import FitLog, Model, ModelParams
 from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.embedding.cache import EmbeddingCache
@@ -56,6 +57,11 @@ class EmbeddingParams(ModelParams):
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(60, ge=1)
     patience: int = Field(8, ge=1)  # epochs without a better valid score before stopping
+    # Rows the MLP's early stopping watches. "valid": the fold's valid rows (the original spec):
+    # the epoch is picked on the rows that are scored, so CV is optimistic. "holdout": a share of
+    # the fold's train questions, held out whole (grouped); the valid rows are then only scored.
+    early_stopping: Literal["valid", "holdout"] = "valid"
+    holdout_share: float = Field(0.1, gt=0.0, lt=0.5)  # early_stopping: holdout: share of questions
     n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)
     seed: int = 42
     threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load of other processes leaves free
@@ -159,13 +165,19 @@ class EmbeddingModel(Model):
         y_valid = valid[list(TARGETS)].to_numpy(np.float32) if valid is not None else None
         log.info.update(n_inputs=int(x_train.shape[1]), n_features=len(self.features_.names), head=p.head)
 
+        stop_rows = None
+        if p.early_stopping == "holdout":
+            # each net of the bag holds out other questions: together they learn from every row
+            groups = question_groups(train)
+            stop_rows = [heads.holdout_rows(groups, p.holdout_share, p.seed + k) for k in range(p.n_seeds)]
+            log.info["early_stopping"] = {"rows": "holdout", "n_holdout": [int(m.sum()) for m in stop_rows]}
         t1 = time.perf_counter()
         self.heads_ = {}
         for g, (name, (cols, inputs)) in enumerate(self._groups(x_train.shape[1]).items()):
             xt, yt = x_train[:, inputs], y_train[:, cols]
             xv = x_valid[:, inputs] if x_valid is not None else None
             yv = y_valid[:, cols] if y_valid is not None else None
-            self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, group=g)
+            self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, group=g, stop_rows=stop_rows)
         log.timings["head_s"] = time.perf_counter() - t1
         self.ngram_ = None
         if p.ngram_weight > 0:
