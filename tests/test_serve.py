@@ -367,6 +367,43 @@ def test_openapi_states_the_visible_text_rule_the_server_enforces() -> None:
     assert props["question_body"]["minLength"] == 1 and "pattern" not in props["question_body"]
 
 
+def test_a_body_that_is_not_json_is_the_documented_400(client: TestClient) -> None:
+    """Bytes that do not decode are FastAPI's 400 (not a 422 of ours): the schema lists it, so a
+    client (or a fuzzer) reading /openapi.json knows every status /predict answers with."""
+    response = client.post("/predict", content=b"EF\x12\xff\x00T", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and set(response.json()) == {"detail"}
+    documented = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "400", "413", "422"} <= set(documented)
+
+
+def test_openapi_states_the_all_or_none_qa_id_rule_the_server_enforces(client: TestClient, world: dict) -> None:
+    """The served schema and the server agree, request by request: ids for every pair, for none
+    (absent or null), or mixed (refused by both)."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+    from referencing.jsonschema import DRAFT202012
+
+    spec = client.get("/openapi.json").json()
+    registry = Registry().with_resource("urn:spec", DRAFT202012.create_resource(spec))
+    schema = {"$ref": "urn:spec#/components/schemas/PredictRequest"}
+    validator = Draft202012Validator(schema, registry=registry)
+    pairs = world["pairs"][:3]
+    bare = [{k: v for k, v in p.items() if k != ID} for p in pairs]
+    cases = {
+        "all given": (pairs, True),
+        "none given": (bare, True),
+        "all null": ([{**p, ID: None} for p in bare], True),
+        "one missing": ([*pairs[:2], bare[2]], False),
+        "one null": ([*pairs[:2], {**bare[2], ID: None}], False),
+    }
+    for name, (body, ok) in cases.items():
+        assert validator.is_valid({"pairs": body}) is ok, name
+        response = _post(client, body)
+        assert (response.status_code == 200) is ok, (name, response.text)
+        if not ok:
+            assert "give it for every pair or for none" in _only_error(response)["msg"]
+
+
 @pytest.mark.parametrize(
     ("qa_id", "accepted"), [(5.0, True), (-6770.0, True), (3.5, False), (False, False), ("5", False), (1e30, False)]
 )

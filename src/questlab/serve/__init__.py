@@ -61,6 +61,7 @@ from questlab.serve.limits import (
     PredictRequest,
     PredictResponse,
     TooLarge,
+    Unparsable,
 )
 from questlab.serve.validation import (
     data_error_response,
@@ -132,6 +133,7 @@ def create_app(
         return {"status": "ok", "run_id": predictor.run_id, "version": __version__, "targets": list(TARGETS)}
 
     errors = {
+        400: {"model": Unparsable, "description": "body is not JSON text (bytes that do not decode)"},
         413: {"model": TooLarge, "description": "body over the size limit"},
         422: {"model": ErrorResponse, "description": "a field or pair that breaks the input rules"},
     }

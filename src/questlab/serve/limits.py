@@ -98,11 +98,26 @@ class Pair(BaseModel):
         return value
 
 
+# The rule across pairs, as JSON Schema states it on the array: every pair has an integer qa_id,
+# or none has one (absent or null). Uniqueness of the ids is the one rule it cannot state.
+QA_ID_ALL_OR_NONE = {
+    "anyOf": [
+        {"items": {"required": ["qa_id"], "properties": {"qa_id": {"type": "integer"}}}},
+        {"items": {"properties": {"qa_id": {"type": "null"}}}},
+    ]
+}
+
+
 class PredictRequest(BaseModel):
     """The pairs to rate (1 to 10,000 per request; the body size limit may allow fewer)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    pairs: list[Pair] = Field(min_length=1, max_length=MAX_PAIRS)
+    pairs: list[Pair] = Field(
+        min_length=1,
+        max_length=MAX_PAIRS,
+        description="qa_id given for every pair or for none; given ids must be unique",
+        json_schema_extra=QA_ID_ALL_OR_NONE,
+    )
 
 
 Prediction = create_model(
@@ -141,6 +156,12 @@ class ErrorItem(BaseModel):
 
 class TooLarge(BaseModel):
     """A body over the size limit, refused before it was read in full."""
+
+    detail: str
+
+
+class Unparsable(BaseModel):
+    """A body that is not JSON text at all (bytes that do not decode): FastAPI's own answer."""
 
     detail: str
 

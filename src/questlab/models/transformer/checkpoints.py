@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from questlab.strictjson import number, strict_json
+
 
 @dataclass
 class Progress:
@@ -99,12 +101,23 @@ def save_checkpoint(folder: Path, snap: Snapshot) -> Path:
     if snap.weights is not None:
         save_file(snap.weights, str(path / "weights.safetensors"))
         torch.save(snap.state, path / "state.pt")
-    (path / "progress.json").write_text(json.dumps(snap.progress.__dict__, indent=1))
+    (path / "progress.json").write_text(strict_json(snap.progress.__dict__))  # no bare -Infinity
     (path / "complete").touch()  # last: a kill before this line leaves an incomplete, ignored folder
     for old in folder.glob("epoch-*"):
         if old != path:
             shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _read_progress(file: Path) -> Progress:
+    """``progress.json`` as written (strict JSON: ``null`` where a number is undefined: no best
+    score yet is -inf again, an undefined score in the history NaN); older files' bare
+    ``-Infinity`` / ``NaN`` still parse."""
+    raw = json.loads(file.read_text())
+    best = raw.get("best_score")
+    raw["best_score"] = -math.inf if best is None else best
+    raw["history"] = [{k: number(v) for k, v in h.items()} for h in raw.get("history", [])]
+    return Progress(**raw)
 
 
 def load_checkpoint(path: Path, net: nn.Module, optimizer, scheduler) -> tuple[Progress, dict[str, torch.Tensor]]:
@@ -113,7 +126,7 @@ def load_checkpoint(path: Path, net: nn.Module, optimizer, scheduler) -> tuple[P
     A finished stage's checkpoint has no weights-so-far nor optimizer state: ``net`` and the
     optimizer are left as they are (the caller loads the best weights and trains no more).
     """
-    progress = Progress(**json.loads((path / "progress.json").read_text()))
+    progress = _read_progress(path / "progress.json")
     best = load_file(str(path / "best.safetensors"))
     if not (path / "weights.safetensors").exists():
         return progress, best
