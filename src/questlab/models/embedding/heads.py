@@ -23,7 +23,9 @@ class RidgeHead:
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows=None) -> RidgeHead:
+    def fit(
+        self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows: list[np.ndarray] | None = None
+    ) -> RidgeHead:
         """One fit on all of ``x`` (no epochs, so ``stop_rows`` is not used); logs one entry (MSE
         losses, valid mean Spearman); ``group`` tags the entry."""
         from sklearn.linear_model import Ridge
@@ -75,7 +77,9 @@ class MLPHead:
     def __init__(self, params: ModelParams) -> None:
         self.p = params
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows=None) -> MLPHead:
+    def fit(
+        self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows: list[np.ndarray] | None = None
+    ) -> MLPHead:
         """Train ``n_seeds`` nets; one log entry per epoch and net, tagged with ``group``.
 
         Early stopping watches, per net: ``stop_rows[k]`` of ``x`` when given (a list of boolean
@@ -91,7 +95,7 @@ class MLPHead:
         with torch_threads(pick_threads(self.p.threads)):
             return self._fit(x, y, x_valid, y_valid, log, group, stop_rows)
 
-    def _fit(self, x, y, x_valid, y_valid, log: FitLog, group: int, stop_rows) -> MLPHead:
+    def _fit(self, x, y, x_valid, y_valid, log: FitLog, group: int, stop_rows: list[np.ndarray] | None) -> MLPHead:
         import torch
 
         if stop_rows is None and x_valid is None:
@@ -189,7 +193,9 @@ class BlendHead:
     def __init__(self, params: ModelParams) -> None:
         self.p = params
 
-    def fit(self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows=None) -> BlendHead:
+    def fit(
+        self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows: list[np.ndarray] | None = None
+    ) -> BlendHead:
         self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group, stop_rows)
         ridge_log = FitLog()  # the ridge's one entry would read as an MLP epoch: keep it apart
         self.ridge_ = RidgeHead(self.p.ridge_alpha).fit(x, y, x_valid, y_valid, ridge_log, group)

@@ -56,7 +56,7 @@ class EmbeddingParams(ModelParams):
     weight_decay: float = Field(1e-2, ge=0)
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(60, ge=1)
-    patience: int = Field(8, ge=1)  # epochs without a better valid score before stopping
+    patience: int = Field(8, ge=1)  # epochs without a better early-stopping score before stopping
     # Rows the MLP's early stopping watches. "valid": the fold's valid rows (the original spec):
     # the epoch is picked on the rows that are scored, so CV is optimistic. "holdout": a share of
     # the fold's train questions, held out whole (grouped); the valid rows are then only scored.
