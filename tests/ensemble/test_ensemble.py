@@ -156,3 +156,22 @@ def test_postprocess_on_full_tfidf_run_reports_nested_below_in_sample(store: Sto
         nested = recorded_oof_score(store.get(new_id).dir)
         assert store.get(new_id).metrics["cv_score"] == pytest.approx(nested)
         assert report["nested_gain"]["gain"] == pytest.approx(nested - recorded_oof_score(store.get(run_id).dir))
+
+
+def test_every_interval_in_the_report_follows_the_spec_seed(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The post-processing and question-share gains are bootstrapped with the ensemble's seed,
+    like the overall gain (they used the default seed 0 whatever the spec said)."""
+    from questlab.ensemble import build
+
+    seeds: list[int] = []
+    real = build.gain_summary
+
+    def recording(truth, base, other, groups, n_boot, seed=0):  # gain_summary's signature
+        seeds.append(seed)
+        return real(truth, base, other, groups, n_boot, seed)
+
+    monkeypatch.setattr(build, "gain_summary", recording)
+    spec = EnsembleSpec(weights=[0.5, 0.5], postprocess="distribution", question_share=True, seed=7)
+    _, report = build_ensemble(world["store"], [world["a"], world["b"]], spec, n_boot=10, test=world["test"])
+    assert {"postprocess_nested_gain", "question_share_nested_gain"} <= set(report)
+    assert len(seeds) == 4 and set(seeds) == {7}

@@ -162,11 +162,11 @@ def build_ensemble(
         "notes": res.notes,
     }
     if spec.question_share:
-        shared = gain_summary(truth, res.nested_unshared, res.nested_blend, groups, n_boot)
+        shared = gain_summary(truth, res.nested_unshared, res.nested_blend, groups, n_boot, spec.seed)
         report["question_share_nested_gain"] = shared
         report["question_share_chosen"] = res.final.question_share.chosen()
     if spec.postprocess != "none":
-        report["postprocess_nested_gain"] = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot)
+        report["postprocess_nested_gain"] = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot, spec.seed)
         report["postprocess_chosen"] = res.final.postprocessor.chosen()
     # before the run exists: a refusal leaves no run
     submission = _submission(members, res.final, _test_groups(members, test) if spec.question_share else None)
