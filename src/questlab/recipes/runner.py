@@ -103,13 +103,13 @@ def _find(store: Store, key: str) -> tuple[str, RunRecord | None]:
     run carries ``key`` itself, finished members are matched by ``recorded_key``.
     """
     every = store.list_runs()  # newest first
+    finished = [r for r in every if r.status == "FINISHED" and r.tags.get(TAG_COMPLETE) == "true"]
     runs = [r for r in every if r.tags.get(TAG_MEMBER_KEY) == key]
-    for r in runs:
-        if r.status == "FINISHED" and r.tags.get(TAG_COMPLETE) == "true":
+    for r in finished:
+        if r.tags.get(TAG_MEMBER_KEY) == key:
             return "reuse", r
-    for r in every:
-        finished = r.status == "FINISHED" and r.tags.get(TAG_COMPLETE) == "true"
-        if finished and TAG_MEMBER_KEY in r.tags and r.tags[TAG_MEMBER_KEY] != key and recorded_key(store, r) == key:
+    for r in finished:
+        if TAG_MEMBER_KEY in r.tags and recorded_key(store, r) == key:
             return "reuse", r
     for r in runs:
         if r.status == "RUNNING" and not is_dead(r.status, r.tags):
@@ -150,11 +150,12 @@ def run_recipe(
     outcomes: list[MemberOutcome] = []
     # Every member runs on the first member's folds: the key names their content, not how they were made.
     folds = resolve_folds(configs[0], train_data.frame, store)
+    folds_sha = folds_key(folds)
     for i, config in enumerate(configs):
         if i > 0:
             config = config.model_copy(update={"folds": config.folds.model_copy(
                 update={"from_run": outcomes[0].run_id, "from_file": None})})  # fmt: skip
-        key = member_key(config, folds_key(folds), train_data.sha256, test_data.sha256 if test_data else None)
+        key = member_key(config, folds_sha, train_data.sha256, test_data.sha256 if test_data else None)
         outcomes.append(_member(store, config, key, spec.name, train_data, test_data, f"{i + 1}/{len(configs)}", say))
     t_members = time.perf_counter()
     ens = EnsembleSpec(
