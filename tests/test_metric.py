@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 
 from questlab.metric import (
     CONSTANT_PREDICTION,
     CONSTANT_TRUTH,
     OK,
+    bootstrap_fold_means,
     bootstrap_scores,
+    fold_mean_score,
     mean_spearman,
     score_cv,
     spearman_per_target,
@@ -238,3 +240,52 @@ def test_per_fold_rows_count_undefined_columns_as_zero_and_name_their_columns() 
     assert cv.per_fold["n_constant_pred"].tolist() == [1, 0] and cv.per_fold["n_constant_truth"].tolist() == [0, 1]
     strict = json.dumps(cv.to_dict()["per_fold_target"], allow_nan=False)  # NaN is written as null
     assert json.loads(strict)["0"]["b"] is None
+
+
+def _mixed_scales(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A rare-level target (90% zeros) in two folds, each fold ranked well by its own model: fold 0's
+    model maps onto the levels, fold 1's stays continuous (what mixed post-processing leaves)."""
+    rng = np.random.default_rng(seed)
+    y = np.where(rng.random((400, 1)) < 0.9, 0.0, rng.choice([1 / 3, 2 / 3, 1.0], (400, 1)))
+    p = rankdata(y[:, 0] + rng.normal(0, 0.2, 400)).reshape(-1, 1) / 400
+    folds = np.repeat([0, 1], 200)
+    p[folds == 0] = np.where(p[folds == 0] < 0.9, 0.0, 1.0)  # fold 0: the levels
+    return y, p, folds
+
+
+def test_fold_mean_is_each_folds_score_averaged_and_sees_through_mixed_scales() -> None:
+    y, p, folds = _mixed_scales()
+    per_fold = [mean_spearman(y[folds == k], p[folds == k]) for k in (0, 1)]
+    assert fold_mean_score(y, p, folds) == pytest.approx(np.mean(per_fold))
+    assert min(per_fold) > 0.4
+    # pooled, fold 1's continuous mid-range rows outrank fold 0's zeros though both are mostly 0
+    assert mean_spearman(y, p) < fold_mean_score(y, p, folds) - 0.1
+    # one scale in both folds: pooled and fold mean agree closely
+    same = np.where(p < 0.9, 0.0, 1.0)
+    assert mean_spearman(y, same) == pytest.approx(fold_mean_score(y, same, folds), abs=0.05)
+
+
+def test_bootstrap_fold_means_resample_questions_within_each_fold() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, (90, 2)) / 3
+    pa, pb = y + rng.normal(0, 0.5, y.shape), y + rng.normal(0, 0.8, y.shape)
+    folds, groups = np.repeat([0, 1, 2], 30), np.arange(90) // 3
+    boot_a, boot_b = bootstrap_fold_means(y, [pa, pb], folds, groups, n_boot=15, seed=5)
+    # the same draws by hand: fold k uses seed + k, whole questions with replacement inside it
+    for b_idx in range(15):
+        want_a, want_b = [], []
+        for k in range(3):
+            sel = np.flatnonzero(folds == k)
+            _, gi = np.unique(groups[sel], return_inverse=True)
+            rng_k = np.random.default_rng(5 + k)
+            for _ in range(b_idx + 1):
+                counts = np.bincount(rng_k.integers(0, gi.max() + 1, gi.max() + 1), minlength=gi.max() + 1)
+            idx = np.repeat(sel, counts[gi])
+            want_a.append(mean_spearman(y[idx], pa[idx]))
+            want_b.append(mean_spearman(y[idx], pb[idx]))
+        assert boot_a[b_idx] == pytest.approx(np.mean(want_a))
+        assert boot_b[b_idx] == pytest.approx(np.mean(want_b))
+    # paired: a prediction against itself differs by exactly 0 on every resample
+    same_a, again_a = bootstrap_fold_means(y, [pa, pa], folds, groups, n_boot=15, seed=5)
+    np.testing.assert_array_equal(same_a, again_a)
+    np.testing.assert_array_equal(same_a, boot_a)

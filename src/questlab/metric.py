@@ -179,6 +179,40 @@ def bootstrap_target_scores(
     return out
 
 
+def fold_mean_score(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> float:
+    """The mean over folds of each fold's score: the textbook nested-CV estimate.
+
+    The pooled score ranks rows of different fitted models against each other. Where those models
+    map a target differently (one fold's post-processing onto the rating levels, another's left
+    continuous) the pooled Spearman mixes two scales and understates both; each fold's own score
+    is what one fitted model gets on questions it never saw, as on a test file.
+    """
+    return float(np.mean([mean_spearman(y_true[folds == k], y_pred[folds == k]) for k in np.unique(folds)]))
+
+
+def bootstrap_fold_means(
+    y_true: np.ndarray,
+    y_preds: list[np.ndarray],
+    folds: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """Fold-mean score of each prediction on ``n_boot`` resamples, one (n_boot,) array each.
+
+    Each resample draws whole questions with replacement *within* every fold, so a fold keeps its
+    size and its own fitted model; all predictions see the same resamples (paired differences).
+    """
+    ks = np.unique(folds)
+    out = [np.zeros(n_boot) for _ in y_preds]
+    for i, k in enumerate(ks):
+        sel = folds == k
+        boots = bootstrap_target_scores(y_true[sel], [p[sel] for p in y_preds], groups[sel], n_boot, seed + i)
+        for acc, b in zip(out, boots, strict=True):
+            acc += b.mean(axis=1) / len(ks)
+    return out
+
+
 @dataclass
 class CVScore:
     """Everything a run reports about its score."""

@@ -19,7 +19,9 @@ from questlab.ensemble.combine import (
     combiner_state,
     fit_combiner,
     fit_weights,
+    fold_mean_summary,
     gain_summary,
+    nested_fit,
     restore_combiner,
     simplex_grid,
     to_quantiles,
@@ -27,7 +29,7 @@ from questlab.ensemble.combine import (
 from questlab.ensemble.postprocess import PostProcessor, fit_postprocessor
 from questlab.ensemble.question_share import fit_question_share
 from questlab.errors import UsageError
-from questlab.metric import bootstrap_paired, mean_spearman
+from questlab.metric import bootstrap_paired, fold_mean_score, mean_spearman
 from questlab.schema import TARGETS
 
 
@@ -289,3 +291,36 @@ def test_a_rank_averaged_combiner_with_maps_and_a_share_restores_to_the_same_pre
         got, notes = restored.apply(batch, batch_groups)
         np.testing.assert_array_equal(got, want)
         assert notes == want_notes
+
+
+def test_nested_fit_records_the_outer_folds_whose_maps_were_applied() -> None:
+    """``mapped_folds`` says where post-processing changed the rows: a fold whose column the map
+    would make constant keeps its blend, and is not listed."""
+    x, truth, groups = _rater_world()
+    folds = groups % 4
+    # target 0: inside fold 2 every value falls in one bucket of the map, which would make the
+    # column constant: the blend is kept there
+    x[0][folds == 2, 0] = 0.5 + 1e-9 * np.arange((folds == 2).sum())
+    forced = EnsembleSpec(weights="equal", postprocess="distribution", min_gain=-1.0)
+    res = nested_fit(x, truth, folds, groups, forced, None)
+    assert res.mapped_folds[TARGETS[0]] == [0, 1, 3]
+    assert sum(res.mapped_folds.get(t) == [0, 1, 2, 3] for t in TARGETS[1:]) >= 25
+    for t, ks in res.mapped_folds.items():  # listed exactly where the rows changed
+        j = TARGETS.index(t)
+        for k in range(4):
+            held = folds == k
+            assert (k in ks) == bool(np.any(res.nested[held, j] != np.clip(res.nested_blend[held, j], 0, 1)))
+    never = EnsembleSpec(weights="equal", postprocess="distribution", min_gain=1.0)  # no gain can exceed 1
+    assert nested_fit(x, truth, folds, groups, never, None).mapped_folds == {}
+    assert nested_fit(x, truth, folds, groups, EnsembleSpec(weights="equal"), None).mapped_folds == {}
+
+
+def test_fold_mean_summary_is_the_fold_mean_and_its_paired_gain() -> None:
+    x, truth, groups = _rater_world(members=2)
+    folds = groups % 3
+    out = fold_mean_summary(truth, x[0], x[1], folds, groups, n_boot=50, seed=3)
+    assert out["score"] == pytest.approx(fold_mean_score(truth, x[1], folds))
+    assert out["gain"] == pytest.approx(out["score"] - fold_mean_score(truth, x[0], folds))
+    assert out["ci_low"] <= out["score"] <= out["ci_high"]
+    assert out["gain_ci_low"] <= out["gain"] <= out["gain_ci_high"]
+    assert set(fold_mean_summary(truth, x[0], x[1], folds, groups, n_boot=0)) == {"score", "gain"}

@@ -103,6 +103,13 @@ def test_rank_ensemble_with_postprocessing_is_a_full_run_and_predicts_like_its_s
     best_member = max(load_scores(store.get(r).dir).score for r in (world["a"], world["b"]))
     assert report["nested_gain"]["gain"] == pytest.approx(nested - best_member)
     assert report["in_sample_score"] != pytest.approx(nested)  # in-sample weights score otherwise
+    # The per-fold view: the recorded folds' scores averaged, and the gain over the best member's.
+    fold_mean = load_scores(rec.dir).per_fold["score"].mean()
+    assert report["nested_fold_mean"]["score"] == pytest.approx(fold_mean)
+    best_fold_mean = max(load_scores(store.get(r).dir).per_fold["score"].mean() for r in (world["a"], world["b"]))
+    assert report["nested_fold_mean"]["gain"] == pytest.approx(fold_mean - best_fold_mean)
+    mapped, mixed = report["postprocess_mapped_folds"], report["postprocess_mixed"]
+    assert mapped and mixed == {t: ks for t, ks in mapped.items() if len(ks) < 3}
     # Stored fold models + stored weights + stored maps reproduce the submission.
     frame = load_test(world["test"])
     predictor = load_predictor(store, run_id)

@@ -106,3 +106,20 @@ def _bug() -> None:
         err=True,
     )
     raise typer.Exit(code=1)
+
+
+def fold_mean_lines(report: dict) -> list[str]:
+    """An ensemble report's per-fold view: the mean of the outer folds' scores, and the targets whose
+    post-processing differed between outer folds (there the pooled score understates them)."""
+    fm = report.get("nested_fold_mean")
+    if fm is None:  # a report of questlab < 0.7
+        return []
+    ci = f" ({fm['ci_low']:.4f}..{fm['ci_high']:.4f})" if "ci_low" in fm else ""
+    gain_ci = f" ({fm['gain_ci_low']:+.4f}..{fm['gain_ci_high']:+.4f})" if "gain_ci_low" in fm else ""
+    gain = f"{fm['gain']:+.4f}{gain_ci}"
+    lines = [f"mean of the outer folds' scores {fm['score']:.4f}{ci}, gain over the best member {gain}"]
+    mixed = report.get("postprocess_mixed", {})
+    if mixed:
+        listed = ", ".join(f"{t} (folds {', '.join(map(str, ks))})" for t, ks in mixed.items())
+        lines.append(f"post-processed in some outer folds only, so the pooled score understates them: {listed}")
+    return lines

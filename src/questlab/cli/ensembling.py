@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, fail, fold_mean_lines, guard, open_store
 from questlab.errors import UsageError
 
 
@@ -40,6 +40,8 @@ def _print_report(report: dict) -> None:
         f"in-sample score {report['in_sample_score']:.4f}, in-sample gain {gain(report['in_sample_gain'])} "
         "(fitted and scored on the same rows: optimistic, not the gain)"
     )
+    for line in fold_mean_lines(report):
+        console.print(line)
     for note in report["notes"]:
         console.print(f"note: {note}")
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, guard, open_store
+from questlab.cli.common import StoreOpt, fold_mean_lines, guard, open_store
 
 
 def _print_summary(outcome) -> None:
@@ -41,6 +41,8 @@ def _print_summary(outcome) -> None:
         f"gain over the best member {gain(r['nested_gain'])}[/] (in-sample {r['in_sample_score']:.4f}, not a gain); "
         f"{outcome.seconds['total']:.0f} s"
     )
+    for line in fold_mean_lines(r):
+        console.print(line)
     if outcome.submission is not None:
         console.print(f"submission written to {outcome.submission}")
 

@@ -29,6 +29,7 @@ from questlab.ensemble.combine import (
     EnsembleSpec,
     NestedResult,
     combiner_state,
+    fold_mean_summary,
     gain_summary,
     nested_fit,
 )
@@ -158,6 +159,8 @@ def build_ensemble(
         "nested_score_before_postprocess": mean_spearman(truth, res.nested_blend),
         "in_sample_score": mean_spearman(truth, res.in_sample),
         "nested_gain": gain_summary(truth, base, res.nested, groups, n_boot, spec.seed),
+        # the same nested predictions scored fold by fold, then averaged (see metric.fold_mean_score)
+        "nested_fold_mean": fold_mean_summary(truth, base, res.nested, folds, groups, n_boot, spec.seed),
         "in_sample_gain": gain_summary(truth, base, res.in_sample, groups, n_boot, spec.seed),
         "notes": res.notes,
     }
@@ -168,6 +171,10 @@ def build_ensemble(
     if spec.postprocess != "none":
         report["postprocess_nested_gain"] = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot, spec.seed)
         report["postprocess_chosen"] = res.final.postprocessor.chosen()
+        report["postprocess_mapped_folds"] = res.mapped_folds  # per target, the outer folds that mapped it
+        # mapped in some outer folds only: pooled, their rows mix two scales (metric.fold_mean_score)
+        n_folds = len(np.unique(folds))
+        report["postprocess_mixed"] = {t: ks for t, ks in res.mapped_folds.items() if len(ks) < n_folds}
     # before the run exists: a refusal leaves no run
     submission = _submission(members, res.final, _test_groups(members, test) if spec.question_share else None)
     run_id, cv = _record(store, members, spec, res, report, submission, name, n_boot, tags)

@@ -28,7 +28,7 @@ from questlab.ensemble.postprocess import MIN_GAIN, PostProcessor, check_method,
 from questlab.ensemble.question_share import QuestionShare, fit_question_share
 from questlab.ensemble.stack import STACK_METHODS, Stacker, fit_stacker
 from questlab.errors import UsageError
-from questlab.metric import bootstrap_paired, mean_spearman
+from questlab.metric import bootstrap_fold_means, bootstrap_paired, fold_mean_score, mean_spearman
 from questlab.schema import TARGETS
 
 AVERAGES = ("value", "rank")
@@ -222,6 +222,8 @@ class NestedResult:
     final: Combiner  # fitted on all rows: what test predictions use
     notes: list[str] = field(default_factory=list)
     nested_unshared: np.ndarray | None = None  # the nested blend before the question share
+    # per target: the outer folds whose combiner mapped it onto the rating levels (post-processing)
+    mapped_folds: dict[str, list[int]] = field(default_factory=dict)
 
 
 def nested_fit(
@@ -235,6 +237,7 @@ def nested_fit(
     """Fit once per outer fold without that fold (nested) and once on everything (in-sample)."""
     nested, nested_blend, unshared = np.empty_like(truth), np.empty_like(truth), np.empty_like(truth)
     notes: list[str] = []
+    mapped: dict[str, list[int]] = {}
     for k in np.unique(folds):
         fit_rows, held = folds != k, folds == k
         c = fit_combiner(member_preds[:, fit_rows], truth[fit_rows], groups[fit_rows], spec, references)
@@ -242,13 +245,38 @@ def nested_fit(
         nested_blend[held] = c.combine(member_preds[:, held], groups[held])
         nested[held], fold_notes = c.apply(member_preds[:, held], groups[held])
         notes += [f"fold {k}: {n}" for n in fold_notes]
+        if c.postprocessor is not None:  # what was applied: a map that would make a column constant is not
+            changed = np.any(nested[held] != np.clip(nested_blend[held], 0.0, 1.0), axis=0)
+            for t in np.flatnonzero(changed):
+                mapped.setdefault(TARGETS[t], []).append(int(k))
     final = fit_combiner(member_preds, truth, groups, spec, references)
     in_sample, final_notes = final.apply(member_preds, groups)
     if final.postprocessor is not None:
         notes += final.postprocessor.notes
     if final.stacker is not None:
         notes += final.stacker.notes
-    return NestedResult(nested, nested_blend, in_sample, final, notes + final_notes, unshared)
+    return NestedResult(nested, nested_blend, in_sample, final, notes + final_notes, unshared, mapped)
+
+
+def fold_mean_summary(
+    truth: np.ndarray,
+    base: np.ndarray,
+    other: np.ndarray,
+    folds: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``other``'s mean of per-fold scores and its gain over ``base``'s, with 95% intervals from
+    question resamples drawn within each fold (paired): see ``questlab.metric.fold_mean_score``."""
+    score = fold_mean_score(truth, other, folds)
+    out = {"score": score, "gain": score - fold_mean_score(truth, base, folds)}
+    if n_boot:
+        boot_base, boot_other = bootstrap_fold_means(truth, [base, other], folds, groups, n_boot, seed)
+        out |= {"ci_low": float(np.percentile(boot_other, 2.5)), "ci_high": float(np.percentile(boot_other, 97.5))}
+        diffs = boot_other - boot_base
+        out |= {"gain_ci_low": float(np.percentile(diffs, 2.5)), "gain_ci_high": float(np.percentile(diffs, 97.5))}
+    return out
 
 
 def gain_summary(
