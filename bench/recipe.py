@@ -103,8 +103,8 @@ def compare(args: argparse.Namespace) -> None:
 def subsets(args: argparse.Namespace) -> None:
     from itertools import combinations
 
-    from questlab.ensemble.combine import EnsembleSpec, gain_summary, nested_fit
-    from questlab.metric import mean_spearman
+    from questlab.ensemble.combine import EnsembleSpec, fold_mean_summary, gain_summary, nested_fit
+    from questlab.metric import fold_mean_score, mean_spearman
 
     names, truth, folds, groups, x, refs = _members(args)
     spec = EnsembleSpec(per_target=True, average="rank", postprocess="distribution")
@@ -115,8 +115,11 @@ def subsets(args: argparse.Namespace) -> None:
             res = nested_fit(x[list(subset)], truth, folds, groups, spec, [refs[i] for i in subset])
             results[subset] = res.nested
             line = f"{' + '.join(names[i] for i in subset)}: nested {mean_spearman(truth, res.nested):.4f}"
+            line += f" (mean of the outer folds {fold_mean_score(truth, res.nested, folds):.4f})"
             if size < len(names):
                 line += f", vs all {_gain(gain_summary(truth, results[everything], res.nested, groups, 200))}"
+                fm = fold_mean_summary(truth, results[everything], res.nested, folds, groups, 200)
+                line += f" (fold means: {fm['gain']:+.4f} ({fm['gain_ci_low']:+.4f}..{fm['gain_ci_high']:+.4f}))"
             print(line, flush=True)
 
 

@@ -29,7 +29,7 @@ from questlab.ensemble.combine import (
 from questlab.ensemble.postprocess import PostProcessor, fit_postprocessor
 from questlab.ensemble.question_share import fit_question_share
 from questlab.errors import UsageError
-from questlab.metric import bootstrap_paired, fold_mean_score, mean_spearman
+from questlab.metric import bootstrap_fold_means, bootstrap_paired, fold_mean_score, mean_spearman
 from questlab.schema import TARGETS
 
 
@@ -323,4 +323,12 @@ def test_fold_mean_summary_is_the_fold_mean_and_its_paired_gain() -> None:
     assert out["gain"] == pytest.approx(out["score"] - fold_mean_score(truth, x[0], folds))
     assert out["ci_low"] <= out["score"] <= out["ci_high"]
     assert out["gain_ci_low"] <= out["gain"] <= out["gain_ci_high"]
+    # the 95% intervals of the spec's seed's resamples (paired: the gain's from the same draws)
+    boot_base, boot_other = bootstrap_fold_means(truth, [x[0], x[1]], folds, groups, 50, 3)
+    assert [out["ci_low"], out["ci_high"]] == pytest.approx(np.percentile(boot_other, [2.5, 97.5]))
+    gain_ci = np.percentile(boot_other - boot_base, [2.5, 97.5])
+    assert [out["gain_ci_low"], out["gain_ci_high"]] == pytest.approx(gain_ci)
+    seed_0 = bootstrap_fold_means(truth, [x[1]], folds, groups, 50, 0)[0]
+    default = fold_mean_summary(truth, x[0], x[1], folds, groups, n_boot=50)
+    assert default["ci_low"] == pytest.approx(np.percentile(seed_0, 2.5)) != out["ci_low"]
     assert set(fold_mean_summary(truth, x[0], x[1], folds, groups, n_boot=0)) == {"score", "gain"}
