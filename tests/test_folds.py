@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from questlab.data import load_train
-from questlab.folds import check_grouped, load_folds, make_folds, question_groups, save_folds
+from questlab.folds import check_grouped, holdout_rows, load_folds, make_folds, question_groups, save_folds
 
 
 def test_same_question_under_several_answers_is_one_group() -> None:
@@ -151,3 +151,20 @@ def test_check_grouped_names_the_leaking_group() -> None:
     with pytest.raises(ValueError, match=r"^question group 1 spans several folds: the folds leak$"):
         check_grouped(folds)
     check_grouped(folds.assign(fold=[0, 1, 1, 0]))  # grouped: no error
+
+
+def test_holdout_rows_hold_out_whole_questions() -> None:
+    groups = np.repeat(np.arange(40), 3)  # 40 questions, 3 answers each
+    mask = holdout_rows(groups, 0.25, seed=1)
+    held = np.unique(groups[mask])
+    assert len(held) == 10
+    assert not np.isin(groups[~mask], held).any()  # no answer of a held-out question is trained on
+    np.testing.assert_array_equal(mask, holdout_rows(groups, 0.25, seed=1))  # seeded
+    assert not np.array_equal(mask, holdout_rows(groups, 0.25, seed=2))
+    assert np.unique(groups[holdout_rows(groups, 0.1, seed=1)]).size == 4  # round(0.1 * 40)
+    assert np.unique(groups[holdout_rows(groups, 0.001, seed=1)]).size == 1  # at least one question
+    with pytest.raises(ValueError, match=r"1 question\(s\) in the fit: too few to hold out 0\.25 "):
+        holdout_rows(np.zeros(5, dtype=int), 0.25, seed=1)
+    assert holdout_rows(np.arange(2), 0.5, seed=1).sum() == 1  # 1 of 2 questions: fine
+    with pytest.raises(ValueError, match="too few"):
+        holdout_rows(np.arange(2), 0.75, seed=1)  # round(1.5) = 2 of 2: nothing left to train on

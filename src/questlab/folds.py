@@ -2,7 +2,8 @@
 
 The same question appears under several answers, sometimes with its text re-typed; rows are
 joined into one group when they share a URL *or* a normalised title + body (connected
-components), so neither key alone can leak a question across folds.
+components), so neither key alone can leak a question across folds. ``holdout_rows`` holds out
+whole questions of a fold's train rows, for the models that stop early on them.
 """
 
 from __future__ import annotations
@@ -105,3 +106,20 @@ def check_grouped(folds: pd.DataFrame) -> None:
     if (per_group > 1).any():
         g = per_group.index[per_group > 1][0]
         raise ValueError(f"question group {g} spans several folds: the folds leak")
+
+
+def holdout_rows(groups: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A boolean mask over rows: about ``share`` of the questions (``groups``), all their rows.
+
+    Grouped so that no answer of a held-out question is trained on: a question seen in training
+    would make the held-out score, and so the stopping epoch, late and optimistic.
+    """
+    unique = np.unique(groups)
+    n_hold = max(1, round(share * len(unique)))
+    if n_hold >= len(unique):
+        raise ValueError(
+            f"{len(unique)} question(s) in the fit: too few to hold out {share:g} of them for early "
+            "stopping; use more rows, or early_stopping: valid"
+        )
+    held = np.random.default_rng(seed).choice(unique, size=n_hold, replace=False)
+    return np.isin(groups, held)

@@ -158,16 +158,3 @@ def test_holdout_early_stopping_never_reads_the_valid_labels(slice_, tiny_encode
     assert min(log.info["early_stopping"]["n_holdout"]) > 0
     # the valid rows are still scored epoch by epoch (the log's valid_score is the holdout's)
     assert all(np.isfinite(e["valid_score"]) for e in log.epochs)
-
-
-def test_holdout_rows_hold_out_whole_questions():
-    from questlab.models.embedding.heads import holdout_rows
-
-    groups = np.repeat(np.arange(40), 3)  # 40 questions, 3 answers each
-    mask = holdout_rows(groups, 0.25, seed=1)
-    held = np.unique(groups[mask])
-    assert len(held) == 10
-    assert not np.isin(groups[~mask], held).any()  # no answer of a held-out question is trained on
-    np.testing.assert_array_equal(mask, holdout_rows(groups, 0.25, seed=1))  # seeded
-    with pytest.raises(ValueError, match="too few"):
-        holdout_rows(np.zeros(5, dtype=int), 0.25, seed=1)

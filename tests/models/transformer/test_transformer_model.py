@@ -89,3 +89,34 @@ def test_a_missing_encoder_is_a_clear_error(tmp_path, make_quest):
     model = TransformerModel({"encoder": str(tmp_path / "nope"), **TINY})
     with pytest.raises(EncoderNotFoundError, match="known"):
         model.fit(make_quest(8), None, FitLog())
+
+
+def _fit_scores(tiny_encoder, train, valid, **over) -> tuple[np.ndarray, FitLog]:
+    log = FitLog()
+    params = {"encoder": str(tiny_encoder), **TINY, "epochs": 2, **over}
+    return TransformerModel(params).fit(train, valid, log).predict(valid), log
+
+
+def test_holdout_early_stopping_never_reads_the_valid_labels(tiny_encoder, make_quest):
+    """``early_stopping: holdout`` picks the epoch on held-out train questions: scrambling the
+    valid labels changes nothing. With ``valid`` (the default) the per-epoch scores read them."""
+    frame = make_quest(48)
+    train, valid = frame[:36].reset_index(drop=True), frame[36:].reset_index(drop=True)
+    scrambled = valid.copy()
+    scrambled[list(TARGETS)] = 1.0 - valid[list(TARGETS)].to_numpy()[::-1]
+
+    held, log = _fit_scores(tiny_encoder, train, valid, early_stopping="holdout", holdout_share=0.25)
+    held_scrambled, log_scrambled = _fit_scores(
+        tiny_encoder, train, scrambled, early_stopping="holdout", holdout_share=0.25
+    )
+    np.testing.assert_array_equal(held, held_scrambled)
+    assert log.info["early_stopping"] == {"rows": "holdout", "n_holdout": 9, "n_train": 27}
+    assert [e["valid_score"] for e in log.epochs] == [e["valid_score"] for e in log_scrambled.epochs]
+
+    _, log_valid = _fit_scores(tiny_encoder, train, valid)
+    _, log_valid_scrambled = _fit_scores(tiny_encoder, train, scrambled)
+    assert "early_stopping" not in log_valid.info
+    assert [e["valid_score"] for e in log_valid.epochs] != [e["valid_score"] for e in log_valid_scrambled.epochs]
+    # without best-epoch selection there is nothing to stop on: every train row is trained on
+    _, log_last = _fit_scores(tiny_encoder, train, valid, early_stopping="holdout", select_best_epoch=False)
+    assert "early_stopping" not in log_last.info

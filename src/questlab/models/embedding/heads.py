@@ -219,23 +219,6 @@ class BlendHead:
         return head
 
 
-def holdout_rows(groups: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """A boolean mask over rows: about ``share`` of the questions (``groups``), all their rows.
-
-    Grouped so that no answer of a held-out question is trained on: a question seen in training
-    would make the held-out score, and so the stopping epoch, late and optimistic.
-    """
-    unique = np.unique(groups)
-    n_hold = max(1, round(share * len(unique)))
-    if n_hold >= len(unique):
-        raise ValueError(
-            f"{len(unique)} question(s) in the fit: too few to hold out {share:g} of them for early "
-            "stopping; use more rows, or early_stopping: valid"
-        )
-    held = np.random.default_rng(seed).choice(unique, size=n_hold, replace=False)
-    return np.isin(groups, held)
-
-
 def make_head(params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
     """A fresh head of the kind ``params.head`` names."""
     if params.head == "ridge":

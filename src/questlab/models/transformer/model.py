@@ -25,6 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
+from questlab.folds import holdout_rows, question_groups
 from questlab.models.base import FitLog, Model, ModelParams, check_predictions
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.transformer.batches import RowDataset
@@ -69,7 +70,12 @@ class TransformerParams(ModelParams):
     bucket_factor: int = Field(50, ge=1)  # batches per length-sorted bucket (randomness vs padding)
     pad_to_multiple: int = Field(8, ge=1)  # batch widths rounded up to a multiple (64: 8 shapes up to 512)
     compile: bool = False  # torch.compile the network (pair it with pad_to_multiple: 64)
-    select_best_epoch: bool = True  # keep the epoch with the best valid Spearman (else the last)
+    select_best_epoch: bool = True  # keep the epoch with the best Spearman on the stopping rows (else the last)
+    # The stopping rows. "valid": the fold's valid rows (the original spec): the epoch is picked on
+    # the rows that are scored, so CV is optimistic wherever an earlier epoch wins. "holdout": a
+    # share of the fold's train questions, held out whole and not trained on; valid is only scored.
+    early_stopping: Literal["valid", "holdout"] = "valid"
+    holdout_share: float = Field(0.1, gt=0.0, lt=0.5)  # early_stopping: holdout: share of questions
     seed: int = 42
     progress: bool = True  # progress bars with ETA (main process only)
     cpu: bool = False  # run on CPU even when a GPU is there
@@ -149,6 +155,10 @@ class TransformerModel(Model):
         self.hosts_ = build_vocab(train[HOST].tolist()) if p.use_host else {}
         self.networks_: dict[str, QuestNet] = {}
         log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
+        if p.select_best_epoch and p.early_stopping == "holdout":
+            hold = holdout_rows(question_groups(train), p.holdout_share, p.seed)
+            train, valid = train[~hold].reset_index(drop=True), train[hold].reset_index(drop=True)
+            log.info["early_stopping"] = {"rows": "holdout", "n_holdout": int(hold.sum()), "n_train": len(train)}
         log.info["stages"] = [s.name for s in stages_for(p)]
         checkpoints = self._checkpoint_root(log, accelerator)
         if checkpoints is not None:
