@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from questlab.data import load_train
-from questlab.folds import check_grouped, holdout_rows, load_folds, make_folds, question_groups, save_folds
+from questlab.folds import (
+    check_grouped,
+    holdout_rows,
+    load_folds,
+    make_folds,
+    pseudo_rows,
+    question_groups,
+    save_folds,
+)
 
 
 def test_same_question_under_several_answers_is_one_group() -> None:
@@ -168,3 +176,18 @@ def test_holdout_rows_hold_out_whole_questions() -> None:
     assert holdout_rows(np.arange(2), 0.5, seed=1).sum() == 1  # 1 of 2 questions: fine
     with pytest.raises(ValueError, match="too few"):
         holdout_rows(np.arange(2), 0.75, seed=1)  # round(1.5) = 2 of 2: nothing left to train on
+
+
+def test_holdout_rows_draw_only_eligible_questions_and_pseudo_rows_are_read_from_the_marker() -> None:
+    groups = np.repeat(np.arange(40), 3)
+    eligible = groups >= 20  # questions 0-19 are pseudo-labelled (one of their rows is enough)
+    eligible[3 * 25] = False  # question 25: one pseudo row among its three
+    for seed in range(5):
+        mask = holdout_rows(groups, 0.25, seed=seed, eligible=eligible)
+        held = np.unique(groups[mask])
+        assert len(held) == round(0.25 * 19) and held.min() >= 20 and 25 not in held
+    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit"):
+        holdout_rows(groups, 0.25, seed=0, eligible=np.zeros(len(groups), dtype=bool))
+    frame = pd.DataFrame({"qa_id": [1, 2, 3]})
+    np.testing.assert_array_equal(pseudo_rows(frame), [False, False, False])
+    np.testing.assert_array_equal(pseudo_rows(frame.assign(questlab_pseudo=[False, True, False])), [False, True, False])

@@ -78,6 +78,7 @@ def test_student_fold_k_trains_only_on_teacher_fold_k_labels(store, teacher: str
             list(got.values()), markers[k], rtol=1e-12, err_msg=f"fold {k}: another fold's labels"
         )
         assert not valid_ids & {int(i) for i in info["train_labels"]}  # no valid row among its train rows
+        assert {str(i) for i in info["marked_pseudo"]} == pseudo_ids  # marked: held out by no model
     assert len(set(markers.values())) == N_FOLDS  # the markers tell the teacher folds apart
 
     run = store.folder(student)

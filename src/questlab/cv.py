@@ -38,7 +38,7 @@ from questlab.rundir import (
     git_commit,
     predictions_frame,
 )
-from questlab.schema import ID, TARGETS
+from questlab.schema import ID, PSEUDO, TARGETS
 from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
 
@@ -104,7 +104,10 @@ def _fit_fold(
     in_valid = data.folds["fold"].to_numpy() == k
     train_rows, valid_rows = data.train[~in_valid], data.train[in_valid]
     if data.pseudo is not None:  # never scored: valid rows and OOF come from data.train alone
-        train_rows = pd.concat([train_rows, data.pseudo.for_fold(k)], ignore_index=True)
+        pseudo = data.pseudo.for_fold(k)
+        train_rows = pd.concat(
+            [train_rows.assign(**{PSEUDO: False}), pseudo.assign(**{PSEUDO: True})], ignore_index=True
+        )
     log = FitLog(workdir=fold_dir / WORK_DIR)
     log.workdir.mkdir(parents=True, exist_ok=True)
     log.info["seed"] = seed

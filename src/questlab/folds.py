@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from questlab.errors import UsageError
-from questlab.schema import BODY, CATEGORY, ID, TITLE, URL
+from questlab.schema import BODY, CATEGORY, ID, PSEUDO, TITLE, URL
 
 FOLDS_FILE = "folds.csv"
 
@@ -108,18 +108,27 @@ def check_grouped(folds: pd.DataFrame) -> None:
         raise ValueError(f"question group {g} spans several folds: the folds leak")
 
 
-def holdout_rows(groups: np.ndarray, share: float, seed: int) -> np.ndarray:
+def holdout_rows(groups: np.ndarray, share: float, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
     """A boolean mask over rows: about ``share`` of the questions (``groups``), all their rows.
 
     Grouped so that no answer of a held-out question is trained on: a question seen in training
-    would make the held-out score, and so the stopping epoch, late and optimistic.
+    would make the held-out score, and so the stopping epoch, late and optimistic. ``eligible``
+    (a row mask) limits the draw to questions whose rows are all eligible: pseudo-labelled rows
+    are trained on, never held out (``pseudo_rows``).
     """
+    eligible = np.ones(len(groups), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     unique = np.unique(groups)
-    n_hold = max(1, round(share * len(unique)))
-    if n_hold >= len(unique):
+    candidates = np.setdiff1d(unique, groups[~eligible])
+    n_hold = max(1, round(share * len(candidates)))
+    if n_hold >= len(candidates):
         raise ValueError(
-            f"{len(unique)} question(s) in the fit: too few to hold out {share:g} of them for early "
+            f"{len(candidates)} question(s) in the fit: too few to hold out {share:g} of them for early "
             "stopping; use more rows, or early_stopping: valid"
         )
-    held = np.random.default_rng(seed).choice(unique, size=n_hold, replace=False)
+    held = np.random.default_rng(seed).choice(candidates, size=n_hold, replace=False)
     return np.isin(groups, held)
+
+
+def pseudo_rows(frame: pd.DataFrame) -> np.ndarray:
+    """The rows of a fold's train frame that are pseudo-labelled (the CV runner's ``PSEUDO`` column)."""
+    return frame[PSEUDO].to_numpy(dtype=bool) if PSEUDO in frame.columns else np.zeros(len(frame), dtype=bool)

@@ -10,6 +10,9 @@ ID = "qa_id"
 
 TITLE, BODY, ANSWER = "question_title", "question_body", "answer"
 CATEGORY, HOST, URL = "category", "host", "url"
+# Added by the CV runner to a fold's train rows when pseudo-labelled rows join them (True on
+# those): models that hold out train questions to stop early hold out real ones only.
+PSEUDO = "questlab_pseudo"
 
 INPUT_COLUMNS: tuple[str, ...] = (
     TITLE,

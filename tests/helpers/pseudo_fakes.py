@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from questlab.folds import pseudo_rows
 from questlab.models import register
 from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
 from questlab.schema import ID, TARGETS
@@ -59,6 +60,7 @@ class LabelRecorder(Model):
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> LabelRecorder:
         log.info["train_labels"] = {str(i): float(v) for i, v in zip(train[ID], train[TARGETS[0]], strict=True)}
         log.info["valid_ids"] = [int(i) for i in valid[ID]] if valid is not None else []
+        log.info["marked_pseudo"] = [int(i) for i in train.loc[pseudo_rows(train), ID]]
         self.fitted_ = True
         return self
 

@@ -158,3 +158,16 @@ def test_holdout_early_stopping_never_reads_the_valid_labels(slice_, tiny_encode
     assert min(log.info["early_stopping"]["n_holdout"]) > 0
     # the valid rows are still scored epoch by epoch (the log's valid_score is the holdout's)
     assert all(np.isfinite(e["valid_score"]) for e in log.epochs)
+
+
+@needs_data
+def test_holdout_never_holds_out_pseudo_labelled_rows(slice_, tiny_encoder, cache_dir):  # noqa: F811
+    """Rows the CV runner marks as pseudo-labelled are trained on, never held out: with every row
+    marked, no question is left to hold out."""
+    train, valid = slice_
+    p = params(tiny_encoder, head="mlp", early_stopping="holdout")
+    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit"):
+        build_model("embedding", p).fit(train.assign(questlab_pseudo=True), valid, FitLog())
+    log = FitLog()
+    build_model("embedding", p).fit(train.assign(questlab_pseudo=False), valid, log)
+    assert log.info["early_stopping"]["rows"] == "holdout"

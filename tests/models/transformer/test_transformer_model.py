@@ -120,3 +120,6 @@ def test_holdout_early_stopping_never_reads_the_valid_labels(tiny_encoder, make_
     # without best-epoch selection there is nothing to stop on: every train row is trained on
     _, log_last = _fit_scores(tiny_encoder, train, valid, early_stopping="holdout", select_best_epoch=False)
     assert "early_stopping" not in log_last.info
+    # rows the CV runner marks as pseudo-labelled are never held out
+    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit"):
+        _fit_scores(tiny_encoder, train.assign(questlab_pseudo=True), valid, early_stopping="holdout")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from questlab.folds import holdout_rows, question_groups
+from questlab.folds import holdout_rows, pseudo_rows, question_groups
 from questlab.models.base import FitLog, Model, ModelParams
 from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.embedding.cache import EmbeddingCache
@@ -169,7 +169,8 @@ class EmbeddingModel(Model):
         if p.early_stopping == "holdout":
             # each net of the bag holds out other questions: together they learn from every row
             groups = question_groups(train)
-            stop_rows = [holdout_rows(groups, p.holdout_share, p.seed + k) for k in range(p.n_seeds)]
+            real = ~pseudo_rows(train)  # pseudo-labelled rows are trained on, never stopped on
+            stop_rows = [holdout_rows(groups, p.holdout_share, p.seed + k, real) for k in range(p.n_seeds)]
             log.info["early_stopping"] = {"rows": "holdout", "n_holdout": [int(m.sum()) for m in stop_rows]}
         t1 = time.perf_counter()
         self.heads_ = {}

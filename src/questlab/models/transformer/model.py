@@ -25,7 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
-from questlab.folds import holdout_rows, question_groups
+from questlab.folds import holdout_rows, pseudo_rows, question_groups
 from questlab.models.base import FitLog, Model, ModelParams, check_predictions
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.transformer.batches import RowDataset
@@ -156,7 +156,7 @@ class TransformerModel(Model):
         self.networks_: dict[str, QuestNet] = {}
         log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
         if p.select_best_epoch and p.early_stopping == "holdout":
-            hold = holdout_rows(question_groups(train), p.holdout_share, p.seed)
+            hold = holdout_rows(question_groups(train), p.holdout_share, p.seed, ~pseudo_rows(train))
             train, valid = train[~hold].reset_index(drop=True), train[hold].reset_index(drop=True)
             log.info["early_stopping"] = {"rows": "holdout", "n_holdout": int(hold.sum()), "n_train": len(train)}
         log.info["stages"] = [s.name for s in stages_for(p)]
