@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from helpers.runs import qa_id_in_fold, tiny_run
 from questlab.analysis import diagnose as dg
+from questlab.analysis.checks import folds as dg_checks
 from questlab.models.base import FitLog
 from questlab.schema import TARGETS
 from questlab.store import TAG_COMPLETE, TAG_ERROR, RunRecord, Store
@@ -108,6 +109,27 @@ def _log(**series: list[float]) -> FitLog:
     for i in range(len(next(iter(series.values())))):
         log.log_epoch(epoch=i + 1, **{k: v[i] for k, v in series.items()})
     return log
+
+
+def test_folds_on_different_scales_are_named_and_consistent_folds_are_not(data):
+    y, pred, folds, _ = data
+    assert dg.check_fold_scales(y, pred, folds) == []  # one model's scale everywhere
+    mixed = pred.copy()
+    t = TARGETS.index("question_conversational")
+    # fold 0 maps the target onto two levels, the other folds keep their continuous values
+    sel = folds == 0
+    mixed[sel, t] = np.where(pred[sel, t] > np.quantile(pred[sel, t], 0.8), 1.0, 0.0)
+    mixed[~sel, t] = 0.5 + 0.5 * pred[~sel, t]  # still ranked well inside each fold
+    (v,) = dg.check_fold_scales(y, mixed, folds)
+    assert v.code == "folds.scales" and v.severity == "warning"
+    assert list(v.evidence["targets"]) == ["question_conversational"]
+    ev = v.evidence["targets"]["question_conversational"]
+    assert ev["folds_mean"] - ev["pooled"] > dg_checks.SCALE_GAP
+    from questlab.metric import fold_mean_score, mean_spearman
+
+    assert v.evidence["fold_mean_score"] == pytest.approx(fold_mean_score(y, mixed, folds), abs=1e-4)
+    assert v.evidence["pooled_score"] == pytest.approx(mean_spearman(y, mixed), abs=1e-4)
+    assert dg.check_fold_scales(y[sel], mixed[sel], folds[sel]) == []  # one fold: nothing to pool
 
 
 def test_under_training_from_rising_valid_score():

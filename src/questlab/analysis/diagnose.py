@@ -17,6 +17,8 @@ Thresholds (in the checks modules), and why (docs/analysis.md says the same for 
 - squashed predictions: prediction std below 10% of the truth std. A least-squares fit has a
   spread of about |r| times the truth's; with r around 0.3 to 0.6 here, 10% is squeezed far
   beyond what shrinkage explains.
+- folds on different scales: a target whose folds' mean Spearman beats its pooled Spearman by
+  more than 0.05 (consistent models stay under 0.02 here; mixed post-processing reaches 0.15).
 - truncation: worth a warning when >= 20% of a text part is cut and a cut text loses >= 10%
   of its tokens on average.
 """
@@ -31,7 +33,12 @@ import numpy as np
 import pandas as pd
 
 from questlab.analysis.checks.fitting import check_fitting, check_truncation
-from questlab.analysis.checks.folds import check_constant_predictions, check_weak_folds, constant_predictions
+from questlab.analysis.checks.folds import (
+    check_constant_predictions,
+    check_fold_scales,
+    check_weak_folds,
+    constant_predictions,
+)
 from questlab.analysis.checks.health import check_prediction_values, check_status
 from questlab.analysis.checks.targets import (
     check_imbalance,
@@ -152,6 +159,7 @@ def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diag
             )
         else:
             verdicts += check_weak_folds(y_true, y_pred, folds, groups, n_boot=n_boot, seed=seed)
+            verdicts += check_fold_scales(y_true, y_pred, folds)
             verdicts += check_worst_targets(intervals)
             verdicts += check_imbalance(y_true, y_pred, intervals)
             verdicts += check_spread(y_true, y_pred, folds)
@@ -174,6 +182,7 @@ __all__ = [
     "by_severity",
     "check_constant_predictions",
     "check_fitting",
+    "check_fold_scales",
     "check_imbalance",
     "check_prediction_values",
     "check_spread",
