@@ -186,8 +186,11 @@ def test_holdout_rows_draw_only_eligible_questions_and_pseudo_rows_are_read_from
         mask = holdout_rows(groups, 0.25, seed=seed, eligible=eligible)
         held = np.unique(groups[mask])
         assert len(held) == round(0.25 * 19) and held.min() >= 20 and 25 not in held
-    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit"):
+    as_ints = eligible.astype(int)  # a 0/1 mask means the same (never ~1 == -2 as an index)
+    np.testing.assert_array_equal(holdout_rows(groups, 0.25, 3, as_ints), holdout_rows(groups, 0.25, 3, eligible))
+    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit.*use more rows, or early_stopping: valid$"):
         holdout_rows(groups, 0.25, seed=0, eligible=np.zeros(len(groups), dtype=bool))
     frame = pd.DataFrame({"qa_id": [1, 2, 3]})
+    assert pseudo_rows(frame).dtype == bool and pseudo_rows(frame.assign(questlab_pseudo=[0, 1, 0])).dtype == bool
     np.testing.assert_array_equal(pseudo_rows(frame), [False, False, False])
     np.testing.assert_array_equal(pseudo_rows(frame.assign(questlab_pseudo=[False, True, False])), [False, True, False])
