@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> None:
                   "targets")  # fmt: skip
         if "postprocess_nested_gain" in r:
             print(f"  post-processing: {_gain(r['postprocess_nested_gain'])}")
+        from questlab.cli.common import fold_mean_lines
+
+        for line in fold_mean_lines(r):
+            print(f"  {line}")
 
 
 def _members(args: argparse.Namespace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
