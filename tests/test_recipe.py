@@ -225,6 +225,12 @@ def test_cli_and_python_api(tmp_path: Path) -> None:
     run = ql.recipe(recipe, train_slice(), quest_test_slice(), store=uri, quiet=True)  # reuses both members
     assert run.kind == "ensemble" and run.id != run_id
     assert run.record.tags["questlab.members"] == Store(uri).get(run_id).tags["questlab.members"]
+    # the report from code: pooled and fold-mean nested scores, as the CLI printed them
+    report = run.ensemble_report
+    assert report["nested_score"] == pytest.approx(run.cv)
+    assert report["nested_fold_mean"]["score"] == pytest.approx(run.fold_scores.mean())
+    assert f"mean of the outer folds' scores {report['nested_fold_mean']['score']:.4f}" in result.output
+    assert ql.load_run(report["best_member"], store=uri).ensemble_report is None  # a CV run has none
 
 
 @pytest.mark.slow

@@ -102,6 +102,14 @@ class Run:
         """Mean Spearman of each fold's out-of-fold rows, indexed by fold."""
         return self.scores.per_fold["score"].rename("score")
 
+    @cached_property
+    def ensemble_report(self) -> dict[str, Any] | None:
+        """An ensemble's report: nested score (pooled) and the mean of the outer folds' scores, gains
+        with intervals, post-processing choices per target and per outer fold; None for a CV run."""
+        if self.kind != "ensemble":
+            return None
+        return self.record.folder.read_ensemble().get("report")
+
     @property
     def per_target(self) -> pd.DataFrame:
         """Per-target Spearman and status (ok / constant prediction / constant truth)."""
