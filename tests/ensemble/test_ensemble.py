@@ -108,6 +108,8 @@ def test_rank_ensemble_with_postprocessing_is_a_full_run_and_predicts_like_its_s
     assert report["nested_fold_mean"]["score"] == pytest.approx(fold_mean)
     best_fold_mean = max(load_scores(store.get(r).dir).per_fold["score"].mean() for r in (world["a"], world["b"]))
     assert report["nested_fold_mean"]["gain"] == pytest.approx(fold_mean - best_fold_mean)
+    assert rec.metrics["cv_fold_mean"] == pytest.approx(fold_mean)  # on the tracking server too
+    assert rec.metrics["nested_fold_mean_gain"] == pytest.approx(fold_mean - best_fold_mean)
     mapped, mixed = report["postprocess_mapped_folds"], report["postprocess_mixed"]
     assert mapped and mixed == {t: ks for t, ks in mapped.items() if len(ks) < 3}
     # Stored fold models + stored weights + stored maps reproduce the submission.

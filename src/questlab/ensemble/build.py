@@ -257,6 +257,9 @@ def _record(
                 "in_sample_score": report["in_sample_score"],
                 "nested_gain": report["nested_gain"]["gain"],
                 "in_sample_gain": report["in_sample_gain"]["gain"],
+                # the per-fold reading of the same nested predictions (metric.fold_mean_score)
+                "cv_fold_mean": report["nested_fold_mean"]["score"],
+                "nested_fold_mean_gain": report["nested_fold_mean"]["gain"],
             },
         )
         log_model(store, run_id, quiet)
