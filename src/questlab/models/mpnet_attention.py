@@ -14,7 +14,6 @@ import inspect
 import logging
 import types
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -30,32 +29,15 @@ def _mpnet_sdpa_forward(self, hidden_states, attention_mask=None, position_bias=
         return type(self).forward(self, hidden_states, attention_mask, position_bias, output_attentions, **kw)
     shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
     q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q, self.k, self.v))
+    bias = position_bias
+    if attention_mask is not None:
+        bias = attention_mask if bias is None else bias + attention_mask
     context = F.scaled_dot_product_attention(
         q, k, v,
-        attn_mask=_additive_mask(position_bias, attention_mask, q.dtype),
+        attn_mask=None if bias is None else bias.to(q.dtype),  # SDPA wants the query's dtype (bf16 under autocast)
         dropout_p=self.dropout.p if self.training else 0.0,
     )  # fmt: skip
     return (self.o(context.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size)),)
-
-
-def _additive_mask(position_bias, attention_mask, dtype):
-    """Relative position bias + padding mask, in the query's dtype (SDPA wants it: bf16 under autocast).
-
-    Every layer of one forward gets the same two tensors, each (batch, heads, length, length) in
-    fp32. Without autograd (embedding, prediction) the sum is made by the first layer and kept on
-    the bias tensor for the others, so it dies with the forward; with autograd it is made per
-    layer, as the library does, so no tensor holds on to another's graph.
-    """
-    if position_bias is None or attention_mask is None:
-        only = attention_mask if position_bias is None else position_bias
-        return None if only is None else only.to(dtype)
-    if torch.is_grad_enabled():
-        return (position_bias + attention_mask).to(dtype)
-    made = getattr(position_bias, "_questlab_sdpa_mask", None)
-    if made is None or made[0] is not attention_mask or made[1] != dtype:
-        made = (attention_mask, dtype, (position_bias + attention_mask).to(dtype))  # a new tensor: no cycle
-        position_bias._questlab_sdpa_mask = made
-    return made[2]
 
 
 def mpnet_sdpa_supported() -> bool:
