@@ -1,8 +1,5 @@
 """Embedding throughput: questlab's SentenceEncoder vs ``SentenceTransformer.encode``, same model, same texts.
 
-With ``--against eager``: questlab's encoder with MPNet's attention through SDPA (the default)
-vs the same encoder on transformers' own (eager) attention.
-
 Each measurement runs in its own child process (so each gets its own peak RSS), alternating
 ours / theirs for ``--rounds`` rounds so machine contention hits both alike; the best round
 of each is compared. Both use the same number of torch threads and the same token budget
@@ -10,8 +7,6 @@ of each is compared. Both use the same number of torch threads and the same toke
 theirs the head: the same cost.
 
     PYTHONPATH=src python bench/embedding_throughput.py --train ../shared/quest/train.csv --n 512
-    PYTHONPATH=src python bench/embedding_throughput.py --train ../shared/quest/train.csv \
-        --encoder all-mpnet-base-v2 --every 8 --n 250 --against eager
 """
 
 from __future__ import annotations
@@ -22,10 +17,10 @@ import resource
 import time
 
 
-def _texts(path: str, n: int, part: str, every: int) -> list[str]:
+def _texts(path: str, n: int, part: str) -> list[str]:
     from questlab.data import load_train
 
-    frame = load_train(path).iloc[::every]  # every k-th row: the real length mix, fewer rows
+    frame = load_train(path)
     if part == "answer":
         return frame["answer"].head(n).tolist()
     return (frame["question_title"] + "\n\n" + frame["question_body"]).head(n).tolist()
@@ -37,9 +32,8 @@ def _run(which: str, encoder: str, texts: list[str], batch: int, max_tokens: int
     from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder
 
     torch.set_num_threads(threads)
-    if which in ("questlab", "questlab-eager"):
-        settings = EncoderSettings(max_tokens=max_tokens)
-        enc = SentenceEncoder(encoder, settings, batch_size=batch, threads=threads, sdpa=which == "questlab")
+    if which == "questlab":
+        enc = SentenceEncoder(encoder, EncoderSettings(max_tokens=max_tokens), batch_size=batch, threads=threads)
         enc.encode(texts[:batch], progress=False)  # warm-up (weights load, kernels)
 
         def fn():
@@ -73,16 +67,13 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads for both (0: from the load average)")
-    ap.add_argument("--every", type=int, default=1, help="take every k-th row of the file")
-    ap.add_argument("--against", choices=["sentence-transformers", "eager"], default="sentence-transformers")
     args = ap.parse_args()
     from questlab.models.embedding.encoder import pick_threads
 
     threads = pick_threads(args.threads)  # the same for both sides: the comparison is of the code
-    texts = _texts(args.train, args.n, args.part, args.every)
-    other = "questlab-eager" if args.against == "eager" else "sentence-transformers"
+    texts = _texts(args.train, args.n, args.part)
     ctx = mp.get_context("spawn")
-    results: dict[str, list[tuple[float, float]]] = {"questlab": [], other: []}
+    results: dict[str, list[tuple[float, float]]] = {"questlab": [], "sentence-transformers": []}
     for r in range(args.rounds):
         for which in results:
             q = ctx.Queue()
@@ -93,12 +84,13 @@ def main() -> None:
             results[name].append((rate, peak))
             print(f"round {r}: {name:<22} {rate:7.1f} seq/s  peak RSS {peak:6.0f} MiB  ({threads} threads)", flush=True)
     ours = max(x[0] for x in results["questlab"])
-    theirs = max(x[0] for x in results[other])
+    theirs = max(x[0] for x in results["sentence-transformers"])
     print(
         f"\n{args.encoder}, {len(texts)} {args.part} texts, batch {args.batch}, {args.max_tokens} tokens, "
         f"{threads} thread(s):\n"
         f"  questlab              {ours:7.1f} seq/s  peak RSS {max(x[1] for x in results['questlab']):6.0f} MiB\n"
-        f"  {other:<21} {theirs:7.1f} seq/s  peak RSS {max(x[1] for x in results[other]):6.0f} MiB\n"
+        f"  sentence-transformers {theirs:7.1f} seq/s  peak RSS "
+        f"{max(x[1] for x in results['sentence-transformers']):6.0f} MiB\n"
         f"  ratio {ours / theirs:.2f}x"
     )
 

@@ -89,32 +89,3 @@ def test_own_load_measures_this_processes_cpu(monkeypatch):
     assert encoder.own_load() == pytest.approx(5.0 / 90.0)
     clock.update(wall=200.5, cpu=75.2)  # under a second since the last sample: too short to say
     assert encoder.own_load() == pytest.approx(0.0)
-
-
-def _tiny_mpnet(tiny_bert, folder):
-    """A tiny random MPNet (transformers gives it no SDPA) with the tiny BERT's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    config = MPNetConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=514,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    MPNetModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def test_mpnet_embeds_through_sdpa_with_the_same_vectors_in_its_own_namespace(tiny_encoder, tmp_path):  # noqa: F811
-    settings = EncoderSettings(max_tokens=16, bf16=False)
-    fused = SentenceEncoder(str(_tiny_mpnet(tiny_encoder, tmp_path / "mpnet")), settings, batch_size=3)
-    plain = SentenceEncoder(str(tmp_path / "mpnet"), settings, batch_size=3, sdpa=False)  # the library's own
-    assert fused.model.encoder.layer[0].attention.attn.forward.__func__.__name__ == "_mpnet_sdpa_forward"
-    assert "forward" not in vars(plain.model.encoder.layer[0].attention.attn)
-    a, b = fused.encode(TEXTS, progress=False).vectors, plain.encode(TEXTS, progress=False).vectors
-    np.testing.assert_allclose(a, b, atol=1e-5)  # padding (the mask) included: batch 3 mixes lengths
-    # the vectors are not bit-identical to eager attention's: a cache never mixes the two
-    assert fused.cache_namespace == plain.cache_namespace + "-sdpa"
-    assert not SentenceEncoder(str(tiny_encoder), settings)._sdpa  # BERT has SDPA of its own

@@ -5,7 +5,6 @@ What makes it faster than ``SentenceTransformer.encode`` on the same model:
 - tokenise once, all texts, without truncation (we need the true length for head + tail);
 - sort the windows by length and batch neighbours, so padding is minimal (dynamic padding);
 - bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX), fp32 pooling after it;
-- MPNet's attention through fused SDPA (``questlab.models.mpnet_attention``; transformers has none);
 - ``torch.inference_mode`` and no per-batch Python-side conversions.
 
 Pooling and normalisation are the encoder's own, read from its sentence-transformers files
@@ -90,19 +89,10 @@ class SentenceEncoder:
     """A frozen HF encoder with the pooling it was trained with; ``encode`` is the one entry point."""
 
     def __init__(
-        self,
-        spec: str,
-        settings: EncoderSettings | None = None,
-        batch_size: int = 32,
-        threads: int = 0,
-        sdpa: bool = True,
+        self, spec: str, settings: EncoderSettings | None = None, batch_size: int = 32, threads: int = 0
     ) -> None:
-        """``sdpa=False`` keeps transformers' own MPNet attention (for comparison; other encoders
-        have SDPA from the library whatever it says)."""
         import torch
         from transformers import AutoConfig, AutoTokenizer
-
-        from questlab.models.mpnet_attention import mpnet_sdpa_supported
 
         self.folder = resolve_encoder(spec)
         self.settings = settings or EncoderSettings()
@@ -121,8 +111,6 @@ class SentenceEncoder:
         self.n_special = len(self._prefix) + len(self._suffix)
         self.dim = int(config.hidden_size)
         self._bf16 = self.settings.bf16 and _cpu_has_bf16()
-        # SDPA vectors differ from eager attention's in the last bits (cosine 0.99998): own namespace
-        self._sdpa = sdpa and getattr(config, "model_type", None) == "mpnet" and mpnet_sdpa_supported()
         self._torch = torch
         self._model = None  # loaded on the first encode: a warm cache never needs the weights
 
@@ -133,10 +121,6 @@ class SentenceEncoder:
             from transformers import AutoModel
 
             self._model = AutoModel.from_pretrained(self.folder).eval()
-            if self._sdpa:
-                from questlab.models.mpnet_attention import sdpa_mpnet_attention
-
-                sdpa_mpnet_attention(self._model)
         return self._model
 
     def token_counts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +136,7 @@ class SentenceEncoder:
     def cache_namespace(self) -> str:
         """Encoder fingerprint + settings: vectors under one namespace are interchangeable."""
         norm = "-norm" if self.normalize else ""
-        sdpa = "-sdpa" if self._sdpa else ""
-        return f"{encoder_fingerprint(self.folder)}-{self.settings.key()}-{self.pooling}{norm}{sdpa}"
+        return f"{encoder_fingerprint(self.folder)}-{self.settings.key()}-{self.pooling}{norm}"
 
     # --- windows ------------------------------------------------------------------------
     def _windows(self, ids: list[int]) -> list[list[int]]:

@@ -8,17 +8,18 @@ training, which steadies the gradient of a small head on a small data set.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
+import types
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel
-
-from questlab.models.mpnet_attention import sdpa_mpnet_attention
 
 Pooling = Literal["cls", "mean", "layers", "attention"]
 POOLINGS: tuple[str, ...] = ("cls", "mean", "layers", "attention")
@@ -73,6 +74,46 @@ def load_encoder(folder: Path | str, pretrained: bool = True, sdpa: bool = True)
                 logger.info("%s: no SDPA attention (%s); using the default", folder, str(exc).splitlines()[0])
                 break
     raise TypeError(f"cannot build an encoder from {folder}")
+
+
+def _mpnet_sdpa_forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kw):
+    """MPNetSelfAttention.forward through ``F.scaled_dot_product_attention``: the same sum (scaled
+    scores + relative position bias + padding mask), softmax, dropout and values, in fused
+    kernels instead of a (batch, heads, length, length) tensor per step."""
+    if output_attentions:  # the probabilities are asked for: only the original computes them
+        return type(self).forward(self, hidden_states, attention_mask, position_bias, output_attentions, **kw)
+    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+    q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q, self.k, self.v))
+    bias = position_bias
+    if attention_mask is not None:
+        bias = attention_mask if bias is None else bias + attention_mask
+    context = F.scaled_dot_product_attention(
+        q, k, v,
+        attn_mask=None if bias is None else bias.to(q.dtype),  # SDPA wants the query's dtype (bf16 under autocast)
+        dropout_p=self.dropout.p if self.training else 0.0,
+    )  # fmt: skip
+    return (self.o(context.transpose(1, 2).reshape(*hidden_states.shape[:-1], self.all_head_size)),)
+
+
+def sdpa_mpnet_attention(encoder: nn.Module) -> int:
+    """Route every MPNet self-attention layer of ``encoder`` through SDPA; the number of layers changed.
+
+    transformers has no SDPA for MPNet (as of 5.x); its eager attention writes the full score
+    tensor several times per layer. Other architectures, and MPNet versions whose attention
+    takes other arguments than this was written for, are left as they are (0).
+    """
+    changed = 0
+    for module in encoder.modules():
+        cls = type(module)
+        if cls.__name__ != "MPNetSelfAttention":
+            continue
+        params = list(inspect.signature(cls.forward).parameters)[:5]
+        if params != ["self", "hidden_states", "attention_mask", "position_bias", "output_attentions"]:
+            logger.info("MPNet attention takes %s: left on its default attention", params)
+            return 0
+        module.forward = types.MethodType(_mpnet_sdpa_forward, module)
+        changed += 1
+    return changed
 
 
 class QuestNet(nn.Module):
