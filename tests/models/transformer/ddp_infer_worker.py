@@ -37,6 +37,11 @@ def main(encoder: str, out: str, rows: int, batch_size: int) -> None:
     pred, loss = infer(net, data, batch_size, accelerator, bf16=False, shard=True)
     if accelerator.is_main_process:
         np.save(out, np.concatenate([pred, np.full((rows, 1), loss)], axis=1))
+    if torch.distributed.is_initialized():
+        # Leave together, with gloo's threads stopped: a rank that exited with them running was
+        # aborted at shutdown ("terminate called without an active exception") in one CI run.
+        accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
