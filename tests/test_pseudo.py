@@ -19,6 +19,7 @@ from helpers.paths import QUEST_DIR, require_quest
 from helpers.pseudo_fakes import MARKER_SCALE
 from helpers.runs import test_slice as unlabelled_slice
 from helpers.runs import train_slice
+from helpers.tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.data import load_test, load_train
@@ -88,6 +89,27 @@ def test_student_fold_k_trains_only_on_teacher_fold_k_labels(store, teacher: str
     recorded = run.read_meta().model_extra["pseudo"]
     assert recorded["teacher_run"] == teacher and recorded["sha256"] == pseudo.sha256
     assert recorded["rows_used"] == 50 and recorded["rows_dropped"] == 0
+
+
+def test_parallel_embedding_folds_find_the_pseudo_rows_vectors_ready(
+    store,
+    teacher: str,
+    tmp_path: Path,
+    tiny_encoder,  # noqa: F811
+    cache_dir,  # noqa: F811
+) -> None:
+    """``Model.prepare`` is given the pseudo rows too: no fold worker runs the encoder on them."""
+    out = tmp_path / "pseudo.csv"
+    pseudo_label(store, teacher, unlabelled_slice(), out, say=quiet)
+    params = {"encoder": str(tiny_encoder), "max_tokens": 32, "progress": False, "host_min_count": 2}
+    params |= {"max_epochs": 2, "patience": 1, "n_seeds": 1, "hidden": 8, "early_stopping": "holdout"}
+    cfg = parse_config({"name": "emb-student", "folds": {"from_run": teacher}, "parallel_folds": 2, "bootstrap": 0,
+                        "log_model": False, "model": {"name": "embedding", "params": params}})  # fmt: skip
+    student = run_cv(cfg, train_slice(), store=store, say=quiet, pseudo=PseudoLabels.read(out))  # no test file
+    logs = fit_logs(store, student)
+    assert sorted(logs) == list(range(N_FOLDS))
+    for k, info in logs.items():
+        assert sum(c["misses"] for c in info["embedding_cache"]) == 0, (k, info["embedding_cache"])
 
 
 def test_the_file_holds_each_fold_models_labels_and_their_mean(store, teacher: str, tmp_path: Path) -> None:

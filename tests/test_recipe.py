@@ -200,9 +200,11 @@ def test_a_missing_encoder_is_refused_before_any_member_is_fitted(tmp_path: Path
 
 
 def test_builtin_recipes_ship_with_the_package_and_pick_the_device() -> None:
-    assert {"fast", "best"} <= set(builtin_names())
+    assert {"fast", "fast-minilm", "best"} <= set(builtin_names())
     fast = load_recipe("fast")
-    assert [c.model.name for c in fast.member_configs(cuda=False)] == ["embedding", "tfidf"]
+    assert [c.model.name for c in fast.member_configs(cuda=False)] == ["embedding", "embedding", "tfidf"]
+    minilm = load_recipe("fast-minilm").member_configs(cuda=False)
+    assert [c.name for c in minilm] == ["fast-embedding", "fast-tfidf"]  # fast's own members: reused
     best = load_recipe("best")
     cpu = [c.name for c in best.member_configs(cuda=False)]
     gpu = [c.name for c in best.member_configs(cuda=True)]

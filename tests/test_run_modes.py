@@ -6,6 +6,7 @@ with the command that finishes it; a partial run made with ``--fold`` predicts w
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
@@ -19,13 +20,14 @@ from helpers.processes import start_tfidf_run, wait_for_folds
 from helpers.runs import N_FOLDS
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import train_slice as slice_of_train
+from helpers.tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.data import load_test
 from questlab.errors import RunFormatError
 from questlab.predict import load_predictor
 from questlab.recording import load_scores
-from questlab.rundir import read_predictions
+from questlab.rundir import FIT_LOG_FILE, read_predictions
 from questlab.schema import TARGETS
 from questlab.store import Store
 
@@ -86,3 +88,35 @@ def test_a_partial_run_predicts_with_the_folds_it_has(tmp_path: Path) -> None:
     got = predictor.predict(load_test(slice_of_test()))
     np.testing.assert_allclose(got, np.clip(own, 0, 1), atol=1e-12)
     assert store.get(run_id).tags["questlab.complete"] == "false"
+
+
+def test_parallel_embedding_folds_embed_once_and_record_what_serial_folds_record(
+    tmp_path: Path,
+    tiny_encoder,  # noqa: F811
+    cache_dir,  # noqa: F811
+) -> None:
+    """``Model.prepare`` fills the vector cache before the fold workers start: no worker runs the
+    encoder (each would redo the same texts at once), and the folds equal serial ones."""
+
+    def config(parallel_folds: int) -> object:
+        params = {"encoder": str(tiny_encoder), "max_tokens": 32, "progress": False, "host_min_count": 2}
+        params |= {"max_epochs": 3, "patience": 2, "n_seeds": 2, "hidden": 16, "early_stopping": "holdout"}
+        return parse_config(
+            {
+                "name": f"emb-p{parallel_folds}",
+                "parallel_folds": parallel_folds,
+                "folds": {"n_splits": N_FOLDS, "seed": 1},
+                "model": {"name": "embedding", "params": params},
+                "bootstrap": 0,
+            }
+        )
+
+    train, test = slice_of_train(), slice_of_test()
+    store = Store(tmp_path / "store")
+    parallel = store.folder(run_cv(config(2), train, test, store=store, say=str))
+    for k in range(N_FOLDS):
+        caches = json.loads((parallel.fold_dir(k) / FIT_LOG_FILE).read_text())["info"]["embedding_cache"]
+        assert sum(c["misses"] for c in caches) == 0 and sum(c["hits"] for c in caches) > 0, (k, caches)
+    serial = store.folder(run_cv(config(1), train, test, store=store, say=str))
+    for name in ("oof.csv", "submission.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(parallel / name), pd.read_csv(serial / name), obj=name, atol=1e-6)

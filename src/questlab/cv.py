@@ -172,13 +172,19 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
     """Fit the folds in ``todo``, in this process or (``parallel_folds`` > 1) in worker processes.
 
     Workers write their fold folders themselves; only this process talks to the store. Parallel
-    folds suit single-threaded models (TF-IDF, ridge heads); torch models use the cores already.
+    folds suit models whose fold fit is light or single-threaded (TF-IDF; embedding heads, once
+    ``Model.prepare`` has filled the vector cache); a fine-tuned transformer uses the cores already.
     On Ctrl-C only this process raises (one message from the CLI); the workers are killed.
     """
     if config.parallel_folds <= 1 or len(todo) <= 1:
         for k in todo:
             yield _fit_and_record_fold(config, data, run, k)
         return
+    # Shared work (an embedding cache to fill) once, here, not once per worker at the same time.
+    frames = [data.train, *([data.test] if data.test is not None else [])]
+    if data.pseudo is not None:
+        frames.append(data.pseudo.for_fold(todo[0]))  # the same texts in every fold, other labels
+    build_model(config.model.name, config.model.params).prepare(frames)
     calls = [(config, data, run, k, True) for k in todo]
     yield from in_workers(_fit_and_record_fold, calls, min(config.parallel_folds, len(todo)))
 

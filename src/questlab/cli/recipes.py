@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @guard
     def recipe(
-        name: Annotated[str, typer.Argument(help="a built-in recipe (fast, best) or a recipe YAML file")],
+        name: Annotated[str, typer.Argument(help="a built-in recipe (fast, fast-minilm, best) or a recipe YAML file")],
         train: Annotated[Path, typer.Option(help="labelled train CSV")],
         test: Annotated[Path | None, typer.Option(help="test CSV to predict")] = None,
         submission: Annotated[Path | None, typer.Option(help="write the ensemble's test predictions here")] = None,

@@ -125,6 +125,15 @@ class Model:
         """Return an (len(frame), 30) float array in [0, 1], columns in ``schema.TARGETS`` order."""
         raise NotImplementedError
 
+    def prepare(self, frames: list[pd.DataFrame]) -> None:
+        """Work every fold would repeat on these rows, done once before the folds (optional).
+
+        The CV runner calls it on an unfitted model with all the rows its folds will see, before
+        fold workers start: a family that can share work across folds (the embedding family
+        fills its vector cache) does it here, so parallel folds do not each redo it. It must
+        not learn anything from the rows: ``fit`` still sees only its fold's train rows.
+        """
+
     def _save_state(self, folder: Path) -> None:
         raise NotImplementedError
 

@@ -52,6 +52,18 @@ def test_batching_and_padding_do_not_change_vectors(tiny_encoder, long_text):  #
     assert (batched.kept < batched.n_tokens).any() == (long_text == "head_tail")
 
 
+def test_token_counts_are_remembered_per_text_and_match_encode(tiny_encoder):  # noqa: F811
+    enc = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=12))
+    texts = [TEXTS[2], TEXTS[0], TEXTS[2], TEXTS[1]]  # a repeat, out of order
+    encoded = enc.encode(texts, progress=False)
+    n, kept = enc.token_counts(texts)
+    np.testing.assert_array_equal(n, encoded.n_tokens)
+    np.testing.assert_array_equal(kept, encoded.kept)
+    enc.tokenizer = None  # a second call on the same texts must not tokenise again
+    n2, _ = enc.token_counts(texts[::-1])
+    np.testing.assert_array_equal(n2, n[::-1])
+
+
 def test_matches_sentence_transformers_on_texts_that_fit(tiny_encoder):  # noqa: F811
     from sentence_transformers import SentenceTransformer
 
@@ -74,6 +86,19 @@ def test_threads_leave_out_this_processes_own_load(monkeypatch):
     assert encoder.pick_threads(load=2.0, own=2.0) == 2  # the load is this run's own embedding: keep both
     assert encoder.pick_threads(load=0.1, own=1.5) == 2  # own share above the (lagging) load: nothing else runs
     assert encoder.pick_threads(load=9.0, own=1.0) == 1  # never fewer than one
+
+
+def test_threads_stay_inside_omp_num_threads(monkeypatch):
+    """A parallel fold worker is started with OMP_NUM_THREADS = cores // workers: an idle machine
+    must not make each worker take every core."""
+    import questlab.models.embedding.encoder as encoder
+
+    monkeypatch.setattr(encoder.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert encoder.pick_threads(load=0.0, own=0.0) == 1
+    assert encoder.pick_threads(2) == 2  # asked for: taken as is
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")  # more than the cores: the cores still cap it
+    assert encoder.pick_threads(load=0.0, own=0.0) == 2
 
 
 def test_own_load_measures_this_processes_cpu(monkeypatch):

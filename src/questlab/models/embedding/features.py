@@ -56,15 +56,15 @@ def _text_stats(text: pd.Series, prefix: str) -> dict[str, np.ndarray]:
     lines = text.str.split("\n")
     n_lines = lines.str.len().to_numpy(float)
     chars = np.maximum(text.str.len().to_numpy(float), 1)
+    code_lines = lines.map(lambda ls: sum(bool(_CODE_LINE.search(x)) for x in ls)).to_numpy(
+        float
+    )  # the costly scan: once
     return {
         f"{prefix}_question_marks": np.log1p(text.str.count(r"\?").to_numpy(float)),
         f"{prefix}_exclamations": np.log1p(text.str.count("!").to_numpy(float)),
         f"{prefix}_links": np.log1p(text.str.count(_LINK).to_numpy(float)),
-        f"{prefix}_code_lines": np.log1p(
-            lines.map(lambda ls: sum(bool(_CODE_LINE.search(x)) for x in ls)).to_numpy(float)
-        ),
-        f"{prefix}_code_share": lines.map(lambda ls: sum(bool(_CODE_LINE.search(x)) for x in ls)).to_numpy(float)
-        / np.maximum(n_lines, 1),
+        f"{prefix}_code_lines": np.log1p(code_lines),
+        f"{prefix}_code_share": code_lines / np.maximum(n_lines, 1),
         f"{prefix}_list_items": np.log1p(
             lines.map(lambda ls: sum(bool(_LIST_ITEM.match(x)) for x in ls)).to_numpy(float)
         ),

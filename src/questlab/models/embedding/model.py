@@ -123,6 +123,13 @@ class EmbeddingModel(Model):
             )
         return out
 
+    def prepare(self, frames: list[pd.DataFrame]) -> None:
+        """Embed every part of these rows into the cache, once, before the folds: parallel fold
+        workers then only read vectors (each would otherwise run the encoder on the same texts)."""
+        if self.params.malloc_tuning:
+            tune_malloc()
+        self.embed(pd.concat([f[[TITLE, BODY, ANSWER]] for f in frames], ignore_index=True))
+
     def _matrix(self, frame: pd.DataFrame, vectors: dict[str, np.ndarray]) -> np.ndarray:
         blocks = [vectors[p] for p in self.params.parts]
         blocks.append(self.features_.transform(frame, vectors))
