@@ -8,7 +8,6 @@ run on a remote tracking server is recorded as it goes, like a local one.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -28,6 +27,7 @@ from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, sa
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
 from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
+from questlab.ranks import is_main_process, leave_process_group
 from questlab.recording import finalize_run, flatten, log_model
 from questlab.rundir import (
     FOLD_DONE_FILE,
@@ -43,11 +43,6 @@ from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
 
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
-
-
-def is_main_process() -> bool:
-    """Under ``accelerate launch`` / torchrun only rank 0 records; the others just train."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass
@@ -173,14 +168,13 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
 
     Workers write their fold folders themselves; only this process talks to the store. Parallel
     folds suit models whose fold fit is light or single-threaded (TF-IDF; embedding heads, once
-    ``Model.prepare`` has filled the vector cache); a fine-tuned transformer uses the cores already.
+    ``Model.prepare`` has filled the vector cache, once, here); a fine-tuned transformer uses the cores.
     On Ctrl-C only this process raises (one message from the CLI); the workers are killed.
     """
     if config.parallel_folds <= 1 or len(todo) <= 1:
         for k in todo:
             yield _fit_and_record_fold(config, data, run, k)
         return
-    # Shared work (an embedding cache to fill) once, here, not once per worker at the same time.
     frames = [data.train, *([data.test] if data.test is not None else [])]
     if data.pseudo is not None:
         frames.append(data.pseudo.for_fold(todo[0]))  # the same texts in every fold, other labels
@@ -234,6 +228,7 @@ def run_cv(
 
     if not is_main_process():
         _train_as_ddp_worker(config, data, selected, plan.run if plan else None, say)
+        leave_process_group()
         return ""
     if plan is not None:
         run_id = plan.run.run_id
@@ -248,6 +243,7 @@ def run_cv(
     except KeyboardInterrupt as exc:
         exc.questlab_run_id = run_id  # type: ignore[attr-defined]  # the CLI names it in "--resume RUN_ID"
         raise
+    leave_process_group()
     return run_id
 
 
