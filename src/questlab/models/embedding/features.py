@@ -56,9 +56,8 @@ def _text_stats(text: pd.Series, prefix: str) -> dict[str, np.ndarray]:
     lines = text.str.split("\n")
     n_lines = lines.str.len().to_numpy(float)
     chars = np.maximum(text.str.len().to_numpy(float), 1)
-    code_lines = lines.map(lambda ls: sum(bool(_CODE_LINE.search(x)) for x in ls)).to_numpy(
-        float
-    )  # the costly scan: once
+    # the costliest scan of the group: once, for both columns that use it
+    code_lines = lines.map(lambda ls: sum(bool(_CODE_LINE.search(x)) for x in ls)).to_numpy(float)
     return {
         f"{prefix}_question_marks": np.log1p(text.str.count(r"\?").to_numpy(float)),
         f"{prefix}_exclamations": np.log1p(text.str.count("!").to_numpy(float)),
