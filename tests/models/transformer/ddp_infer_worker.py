@@ -25,6 +25,7 @@ def main(encoder: str, out: str, rows: int, batch_size: int) -> None:
     from questlab.models.transformer.inputs import encode_frame
     from questlab.models.transformer.network import QuestNet, load_encoder
     from questlab.models.transformer.training import infer
+    from questlab.ranks import leave_process_group
     from questlab.schema import TARGETS
 
     accelerator = Accelerator(cpu=True)
@@ -37,11 +38,9 @@ def main(encoder: str, out: str, rows: int, batch_size: int) -> None:
     pred, loss = infer(net, data, batch_size, accelerator, bf16=False, shard=True)
     if accelerator.is_main_process:
         np.save(out, np.concatenate([pred, np.full((rows, 1), loss)], axis=1))
-    if torch.distributed.is_initialized():
-        # Leave together, with gloo's threads stopped: a rank that exited with them running was
-        # aborted at shutdown ("terminate called without an active exception") in one CI run.
-        accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
+    # Leave together, with gloo's threads stopped: a rank that exited with them running was
+    # aborted at shutdown ("terminate called without an active exception") in one CI run.
+    leave_process_group()
 
 
 if __name__ == "__main__":
