@@ -9,6 +9,8 @@ same ``--workdir`` after a kill and it resumes from the last finished epoch.
         --train ../shared/quest/train.csv --fold 0 --workdir /tmp/tf-fold0 --out fold0.json [--set epochs=1]
     PYTHONPATH=src python bench/transformer_fold.py configs/transformer-cpu.yaml --fold 0 --fold 1 ... \
         --workdir /tmp/tf --out cv.json     # 5 folds: the CV of the pooled OOF predictions
+    # another split of the questions, and the OOF predictions kept (.npy, NaN for rows not yet predicted)
+    ... --folds-seed 7 --oof oof.npy
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--fold", type=int, action="append", help="a fold to fit (repeatable; default 0)")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--folds-seed", type=int, help="split the questions with this seed (default: the config's)")
+    parser.add_argument("--oof", type=Path, help="write the OOF predictions here (.npy) after each fold")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a model param")
     args = parser.parse_args()
 
@@ -69,15 +73,19 @@ def main() -> None:
     for item in args.set:  # values parsed as YAML scalars: --set epochs=1 --set max_length=128
         key, _, value = item.partition("=")
         config["model"]["params"][key] = yaml.safe_load(value)
+    if args.folds_seed is not None:
+        config["folds"]["seed"] = args.folds_seed
     frame = load_train(args.train)
     folds = make_folds(frame, **config["folds"])["fold"].to_numpy()
-    result: dict = {"config": str(args.config), "overrides": args.set, "folds": []}
+    result: dict = {"config": str(args.config), "split": config["folds"], "overrides": args.set, "folds": []}
     oof = np.full((len(frame), len(TARGETS)), np.nan)
     for fold in args.fold or [0]:
         fold_result, oof[folds == fold] = fit_fold(config, frame, folds, fold, args.workdir)
         result["folds"].append(fold_result)
         print(json.dumps({k: v for k, v in fold_result.items() if k != "log"}), flush=True)
         args.out.write_text(json.dumps(result, indent=1, default=float))  # each finished fold is kept
+        if args.oof is not None:
+            np.save(args.oof, oof)
     seen = ~np.isnan(oof).any(axis=1)
     result["pooled_score"] = mean_spearman(frame[list(TARGETS)].to_numpy()[seen], oof[seen])
     result["pooled_rows"] = int(seen.sum())
