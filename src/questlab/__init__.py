@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 _API = ("Run", "Verdicts", "compare", "load_bundle", "load_run", "recipe", "run", "runs", "tune")
 
