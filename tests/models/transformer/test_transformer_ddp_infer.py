@@ -24,9 +24,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(cmd: list[str]) -> None:
+# A rare abort of a gloo rank at process exit (seen twice in CI, the last after the ranks were made
+# to leave through a barrier + destroy_process_group): a run that fails with exactly this message
+# is retried once, on a new port; any other failure, or this one twice, fails the test.
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
+def _run(cmd: list[str], retry_gloo_abort: bool = False) -> None:
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0 and retry_gloo_abort and GLOO_EXIT_ABORT in out.stderr:
+        port = cmd.index("--master_port") + 1
+        cmd = [*cmd[:port], str(_free_port()), *cmd[port + 1 :]]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -40,7 +50,7 @@ def test_two_processes_predict_what_one_does(tiny_encoder: Path, tmp_path: Path,
     _run([sys.executable, str(WORKER), str(tiny_encoder), str(one), str(rows), str(batch)])
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     _run([*torchrun, "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(WORKER),
-          str(tiny_encoder), str(two), str(rows), str(batch)])  # fmt: skip
+          str(tiny_encoder), str(two), str(rows), str(batch)], retry_gloo_abort=True)  # fmt: skip
     single, ddp = np.load(one), np.load(two)
     assert single.shape == (rows, 31)
     np.testing.assert_allclose(ddp, single, rtol=1e-5, atol=1e-6)
