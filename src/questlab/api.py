@@ -27,8 +27,9 @@ import pandas as pd
 from questlab import console
 from questlab.config import RunConfig, resolve_config
 from questlab.errors import UsageError
+from questlab.rundir import TAG_COMPLETE, TAG_FOLDS_DONE, TAG_MODEL
 from questlab.schema import ID, TARGETS
-from questlab.store import TAG_COMPLETE, TAG_MODEL, RunRecord, Store, as_store
+from questlab.store import RunRecord, Store, as_store
 from questlab.store.liveness import is_dead
 
 StoreLike = str | Path | Store | None
@@ -277,7 +278,7 @@ def runs(
                 "cv": r.metrics.get("cv_score", np.nan),
                 "ci_low": r.metrics.get("cv_ci_low", np.nan),
                 "ci_high": r.metrics.get("cv_ci_high", np.nan),
-                "folds": r.tags.get("questlab.folds_done", ""),
+                "folds": r.tags.get(TAG_FOLDS_DONE, ""),
                 "complete": r.tags.get(TAG_COMPLETE) == "true",
                 "started": dt.datetime.fromtimestamp(r.start_time),
             }

@@ -38,7 +38,7 @@ from questlab.folds import question_groups
 from questlab.models import Model
 from questlab.models.base import check_predictions
 from questlab.predict import read_test_chunks, writing
-from questlab.rundir import RunMeta, file_sha256
+from questlab.rundir import TAG_PSEUDO_FILE, TAG_PSEUDO_SHA256, TAG_PSEUDO_TEACHER, RunMeta, file_sha256
 from questlab.schema import ID, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
 from questlab.store import Store
 
@@ -230,8 +230,11 @@ def pseudo_tags(record: dict[str, Any] | None) -> dict[str, str]:
     """The MLflow tags a run with this ``pseudo`` record carries (none without pseudo-labels)."""
     if not record:
         return {}
-    return {"questlab.pseudo_file": record["file"], "questlab.pseudo_sha256": record["sha256"],
-            "questlab.pseudo_teacher": record["teacher_run"]}  # fmt: skip
+    return {
+        TAG_PSEUDO_FILE: record["file"],
+        TAG_PSEUDO_SHA256: record["sha256"],
+        TAG_PSEUDO_TEACHER: record["teacher_run"],
+    }
 
 
 def describe_pseudo(record: dict[str, Any] | None, other: dict[str, Any] | None = None) -> str:

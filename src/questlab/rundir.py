@@ -66,6 +66,26 @@ FOLD_DONE_FILE = "fold.json"
 WORK_DIR = "work"
 
 
+def fold_part(k: int) -> str:
+    """The part (relative folder) holding fold ``k``: what :meth:`Store.sync` is given for a fold."""
+    return f"{FOLDS_DIR}/fold_{k}"
+
+
+# Tags every run carries in the tracking store (MLflow): the run record's names, defined here only.
+TAG_KIND = "questlab.kind"  # "cv" (a CV run) or "ensemble"
+TAG_MODEL = "questlab.model"
+TAG_COMPLETE = "questlab.complete"  # "true" once every fold of the run is in
+TAG_ERROR = "questlab.error"  # why a run failed or was stopped
+TAG_FOLDS_DONE = "questlab.folds_done"  # the folds scored, comma-separated
+TAG_MEMBERS = "questlab.members"  # ensembles: member run ids, comma-separated
+TAG_COLLECTED_FROM = "questlab.collected_from"  # collect: the single-fold runs merged
+TAG_GIT_COMMIT = "questlab.git_commit"
+TAG_VERSION = "questlab.version"
+TAG_PSEUDO_FILE = "questlab.pseudo_file"
+TAG_PSEUDO_SHA256 = "questlab.pseudo_sha256"
+TAG_PSEUDO_TEACHER = "questlab.pseudo_teacher"
+
+
 class RunMeta(BaseModel):
     """``run.json``: what a run is and what it was made from."""
 

@@ -31,6 +31,7 @@ from questlab.analysis.figures import (
 from questlab.analysis.findings import Finding
 from questlab.analysis.groups import MIN_ROWS, N_WEAKEST, group_scores, n_small_groups, timings_table
 from questlab.analysis.verdict import by_severity
+from questlab.rundir import TAG_COMPLETE, TAG_MODEL
 from questlab.schema import CATEGORY, HOST
 
 N_DISTRIBUTIONS = 4
@@ -117,8 +118,8 @@ def _header(run: RunArtifacts) -> str:
     ci = f" (95% CI {r.metrics['cv_ci_low']:.4f}..{r.metrics['cv_ci_high']:.4f})" if "cv_ci_low" in r.metrics else ""
     rows = [
         ["run", f"<code>{escape(r.run_id)}</code>"],
-        ["model", escape(r.tags.get("questlab.model", "?")) + f" ({escape(r.kind)})"],
-        ["status", escape(r.status) + (" (partial)" if r.tags.get("questlab.complete") == "false" else "")],
+        ["model", escape(r.tags.get(TAG_MODEL, "?")) + f" ({escape(r.kind)})"],
+        ["status", escape(r.status) + (" (partial)" if r.tags.get(TAG_COMPLETE) == "false" else "")],
         ["CV mean Spearman", (f"{cv:.4f}" if cv is not None else "none recorded") + escape(ci)],
         ["folds", escape(run.meta.get("folds_selected", "?"))],
         ["started", dt.datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M")],
@@ -288,7 +289,7 @@ def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
     runs = html_table(
         ["", "run", "name", "model"],
         [
-            [k, f"<code>{escape(r.run_id)}</code>", escape(r.name), escape(r.tags.get("questlab.model", "?"))]
+            [k, f"<code>{escape(r.run_id)}</code>", escape(r.name), escape(r.tags.get(TAG_MODEL, "?"))]
             for k, r in (("A", cmp.a), ("B", cmp.b))
         ],
     )

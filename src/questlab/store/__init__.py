@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from questlab.errors import RunNotFoundError, StoreError, UsageError
-from questlab.rundir import MLFLOW_MODEL_DIR, RunFolder
+from questlab.rundir import MLFLOW_MODEL_DIR, TAG_COMPLETE, TAG_ERROR, TAG_KIND, TAG_MODEL, RunFolder
 from questlab.store.backend import (
     ENV_HTTP_RETRIES,
     ENV_HTTP_TIMEOUT,
@@ -44,11 +44,7 @@ from questlab.store.backend import (
 
 EXPERIMENT = "questlab"
 
-# Tags questlab sets on every run.
-TAG_KIND = "questlab.kind"  # "cv" (a CV run) or "ensemble"
-TAG_MODEL = "questlab.model"
-TAG_COMPLETE = "questlab.complete"  # "true" once every fold of the run is in
-TAG_ERROR = "questlab.error"
+__all__ = ["TAG_COMPLETE", "TAG_ERROR", "TAG_KIND", "TAG_MODEL", "RunRecord", "RunStopped", "Store", "as_store"]
 
 _DOWNLOAD_MARK = ".questlab-download.json"
 
