@@ -25,8 +25,8 @@ import numpy as np
 from scipy import stats
 
 import questlab as ql
-from questlab.pseudo import pseudo_label
 from questlab.store import as_store
+from questlab.teacher import pseudo_label
 
 
 def main() -> None:

@@ -22,8 +22,9 @@ from questlab.collect import collect_runs
 from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.errors import UsageError
-from questlab.pseudo import PseudoLabels, pseudo_label
+from questlab.pseudo import PseudoLabels
 from questlab.store import RunStopped, Store
+from questlab.teacher import pseudo_label
 
 
 def _config(seed: int = 3, model: str = "seeded_length", params: dict | None = None, name: str = "c") -> object:

@@ -24,8 +24,9 @@ from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.data import load_test, load_train
 from questlab.errors import DataError, UsageError
-from questlab.pseudo import PseudoLabels, fold_column, pseudo_label, sidecar_path
+from questlab.pseudo import PseudoLabels, fold_column, sidecar_path
 from questlab.schema import ID, TARGETS, TRAIN_COLUMNS
+from questlab.teacher import pseudo_label
 
 N_FOLDS = 3
 

@@ -305,7 +305,7 @@ def load_bundle(path: str | Path) -> Any:
 
     Files are checked against the bundle's sha256 manifest first; see :mod:`questlab.export`.
     """
-    from questlab.export import BundleModel
+    from questlab.bundle import BundleModel
 
     return BundleModel(Path(path))
 

@@ -7,19 +7,17 @@ recorded like any CV run (the pseudo-label record and tags included).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from questlab import __version__
 from questlab.config import parse_config
 from questlab.console import Say, stderr
-from questlab.cv import cv_run_tags
 from questlab.data import Data, Dataset
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.pseudo import describe_pseudo, pseudo_tags, recorded_pseudo
-from questlab.recording import finalize_run, flatten, log_model
-from questlab.rundir import WORK_DIR, file_sha256, git_commit
+from questlab.recording import RunWriter, flatten
+from questlab.rundir import TAG_COLLECTED_FROM, file_sha256, git_commit
 from questlab.store import Store
 
 
@@ -74,36 +72,37 @@ def collect_runs(
                 raise UsageError(f"run {r.run_id}: fold {k} is not finished")
             taken[k] = f.fold_dir(k)
     config = parse_config(base.config)
-    run_id = store.create_run(
+    writer = RunWriter.create(
+        store,
         name or f"{config.name}-collected",
+        "cv",
+        config.model.name,
         tags={
-            **cv_run_tags(config),
             **pseudo_tags(recorded_pseudo(base)),  # as the parts' own: the one-go run's
-            "questlab.collected_from": ",".join(r.run_id for r in records),
+            TAG_COLLECTED_FROM: ",".join(r.run_id for r in records),
         },
     )
-    with store.recording(run_id):
-        run = store.writer(run_id)
-        shutil.copy(sources[0] / FOLDS_FILE, run / FOLDS_FILE)
-        run.write_config(config.to_yaml())
-        for k, src in sorted(taken.items()):
-            shutil.copytree(src, run.fold_dir(k), ignore=shutil.ignore_patterns(WORK_DIR), dirs_exist_ok=True)
+    with writer.recording():
         selected = sorted(taken)
         meta = base.model_copy(
             update={
-                "run_id": run_id,
+                "run_id": writer.run_id,
                 "folds_selected": selected,
                 "collected_from": [r.run_id for r in records],
                 "git_commit": git_commit(),
                 "questlab_version": __version__,
             }
         )
-        run.write_meta(meta)
-        store.sync(run_id, FOLDS_FILE, "config.yaml", "run.json", *(f"folds/fold_{k}" for k in selected))
-        store.log_params(run_id, flatten(config.model_dump(mode="json")))
-        test_df = test_data.frame if test_data is not None else None
-        cv = finalize_run(store, run_id, run, train_data.frame, test_df, config.bootstrap, selected, meta.folds_all)
+        for k in selected:
+            writer.adopt_fold(k, taken[k])
+        writer.start(
+            meta,
+            folds=sources[0] / FOLDS_FILE,
+            params=flatten(config.model_dump(mode="json")),
+            config_yaml=config.to_yaml(),
+        )
+        cv = writer.finish_folds(train_data.frame, config.bootstrap, selected, meta.folds_all)
         if selected == meta.folds_all and config.log_model:
-            log_model(store, run_id, say)
-        say(f"collected folds {selected} into run {run_id}: CV mean Spearman {cv.score:.4f}")
-    return run_id
+            writer.log_model(say)
+        say(f"collected folds {selected} into run {writer.run_id}: CV mean Spearman {cv.score:.4f}")
+    return writer.run_id

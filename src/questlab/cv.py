@@ -1,13 +1,13 @@
-"""The CV loop and what a run records. It knows models only through ``fit/predict/save/load``.
+"""The CV loop. It knows models only through ``fit/predict/save/load``.
 
-What a run folder holds, and every name in it, is :mod:`questlab.rundir`'s business; this module
-fills one in, fold by fold, and logs each finished part to the store (:meth:`Store.sync`), so a
-run on a remote tracking server is recorded as it goes, like a local one.
+What a run folder holds, and every name in it, is :mod:`questlab.rundir`'s business; the run is
+created, started, told of each finished fold and finished through its
+:class:`~questlab.recording.RunWriter`, so a run on a remote tracking server is recorded as it
+goes, like a local one. Fold workers write only their fold's folder.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -18,28 +18,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from questlab import __version__
 from questlab.config import RunConfig, parse_config
 from questlab.console import Say, stderr, stderr_console
 from questlab.data import Data, Dataset, check_pair
 from questlab.errors import UsageError
-from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds, save_folds
+from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
 from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
 from questlab.ranks import is_main_process, leave_process_group
-from questlab.recording import finalize_run, flatten, log_model
-from questlab.rundir import (
-    FOLD_DONE_FILE,
-    FOLD_MODEL_DIR,
-    WORK_DIR,
-    RunFolder,
-    RunMeta,
-    git_commit,
-    predictions_frame,
-)
+from questlab.recording import RunWriter, flatten
+from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, git_commit, predictions_frame
 from questlab.schema import ID, PSEUDO, TARGETS
-from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, Store
+from questlab.store import Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
 
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
@@ -71,17 +62,6 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
     return folds
 
 
-def cv_run_tags(config: RunConfig) -> dict[str, str]:
-    """The tags every new CV run starts with (complete flips to "true" when all folds are in)."""
-    return {
-        TAG_KIND: "cv",
-        TAG_MODEL: config.model.name,
-        TAG_COMPLETE: "false",
-        "questlab.git_commit": git_commit(),
-        "questlab.version": __version__,
-    }
-
-
 def _seed_everything(seed: int) -> None:
     """Seed the global generators a model may draw from (models with a seed param use theirs)."""
     import random
@@ -93,7 +73,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _fit_fold(
-    model: Model, data: RunData, k: int, fold_dir: Path, seed: int, say: Say
+    model: Model, data: RunData, k: int, fold_dir: Path, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None, FitLog, dict[str, float]]:
     """Fit one fold's model; return valid and test predictions, the fit log and timings."""
     in_valid = data.folds["fold"].to_numpy() == k
@@ -158,7 +138,7 @@ def _fit_and_record_fold(
         die_with_parent()  # a killed run must not leave its fold workers holding memory
     run.fold_dir(k).mkdir(parents=True, exist_ok=True)
     model = build_model(config.model.name, config.model.params)
-    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed, stderr)
+    valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed)
     score = _record_fold(run, k, model, data, valid_pred, test_pred, log, timings)
     return k, score, timings
 
@@ -231,25 +211,25 @@ def run_cv(
         leave_process_group()
         return ""
     if plan is not None:
-        run_id = plan.run.run_id
-        store.reopen(run_id)
-        say(f"resuming run {run_id}")
+        writer = RunWriter.reopen(store, plan.run.run_id)
+        say(f"resuming run {writer.run_id}")
     else:
         record = data.pseudo.provenance() if data.pseudo else None
-        run_id = store.create_run(config.name, tags={**cv_run_tags(config), **pseudo_tags(record), **(tags or {})})
+        writer = RunWriter.create(
+            store, config.name, "cv", config.model.name, tags={**pseudo_tags(record), **(tags or {})}
+        )
 
     try:
-        _record_run(store, run_id, plan, config, data, train_data, test_data, all_folds, selected, say, on_fold)
+        _record_run(writer, plan, config, data, train_data, test_data, all_folds, selected, say, on_fold)
     except KeyboardInterrupt as exc:
-        exc.questlab_run_id = run_id  # type: ignore[attr-defined]  # the CLI names it in "--resume RUN_ID"
+        exc.questlab_run_id = writer.run_id  # type: ignore[attr-defined]  # the CLI names it in "--resume RUN_ID"
         raise
     leave_process_group()
-    return run_id
+    return writer.run_id
 
 
 def _record_run(
-    store: Store,
-    run_id: str,
+    writer: RunWriter,
     plan: _ResumePlan | None,
     config: RunConfig,
     data: RunData,
@@ -262,18 +242,22 @@ def _record_run(
 ) -> None:
     """Fit, score and record the run under its lock and heartbeat; marks how it ended."""
     t_start = time.perf_counter()
-    with store.recording(run_id), sigterm_as_interrupt():
+    with writer.recording(), sigterm_as_interrupt():
         if plan is not None:
-            run = _resume_writer(store, run_id, plan.run)
+            writer.restore(plan.run)
         else:
-            run = _start_run(store, run_id, config, data, train_data, test_data, all_folds, selected)
-            say(f"run {run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
-        _fit_folds_with_progress(store, run_id, config, data, run, selected, say, on_fold)
-        cv = finalize_run(store, run_id, run, data.train, data.test, config.bootstrap, selected, all_folds)
-        run.update_meta(timings={"total_s": time.perf_counter() - t_start})
-        store.sync(run_id, "run.json")
+            writer.start(
+                _run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected),
+                folds=data.folds,
+                params=flatten(config.model_dump(mode="json")),
+                config_yaml=config.to_yaml(),
+            )
+            say(f"run {writer.run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
+        _fit_folds_with_progress(writer, config, data, selected, say, on_fold)
+        cv = writer.finish_folds(data.train, config.bootstrap, selected, all_folds)
+        writer.update_meta(timings={"total_s": time.perf_counter() - t_start})
         if selected == all_folds and config.log_model:
-            log_model(store, run_id, say)
+            writer.log_model(say)
         say(f"CV mean Spearman {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}) over folds {selected}")
 
 
@@ -309,11 +293,10 @@ def _train_as_ddp_worker(
             if resumed is not None and resumed.fold_is_done(k):
                 continue
             model = build_model(config.model.name, config.model.params)
-            _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed, say)
+            _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed)
 
 
-def _start_run(
-    store: Store,
+def _run_meta(
     run_id: str,
     config: RunConfig,
     data: RunData,
@@ -321,48 +304,30 @@ def _start_run(
     test: Dataset | None,
     all_folds: list[int],
     selected: list[int],
-) -> RunFolder:
-    """Write a new run's config, folds and run.json, log its params; return its folder."""
-    run = store.writer(run_id)
-    run.write_config(config.to_yaml())
-    save_folds(data.folds, run.path)
-    run.write_meta(
-        RunMeta(
-            run_id=run_id,
-            kind="cv",
-            name=config.name,
-            model=config.model.name,
-            config=config.model_dump(mode="json"),
-            seed=config.seed,
-            train_file=train.name,
-            train_sha256=train.sha256,
-            test_file=test.name if test else None,
-            test_sha256=test.sha256 if test else None,
-            git_commit=git_commit(),
-            folds_all=all_folds,
-            folds_selected=selected,
-            pseudo=data.pseudo.provenance() if data.pseudo else None,
-        )
+) -> RunMeta:
+    """A new CV run's ``run.json``."""
+    return RunMeta(
+        run_id=run_id,
+        kind="cv",
+        name=config.name,
+        model=config.model.name,
+        config=config.model_dump(mode="json"),
+        seed=config.seed,
+        train_file=train.name,
+        train_sha256=train.sha256,
+        test_file=test.name if test else None,
+        test_sha256=test.sha256 if test else None,
+        git_commit=git_commit(),
+        folds_all=all_folds,
+        folds_selected=selected,
+        pseudo=data.pseudo.provenance() if data.pseudo else None,
     )
-    store.sync(run_id, "config.yaml", FOLDS_FILE, "run.json")
-    store.log_params(run_id, flatten(config.model_dump(mode="json")))
-    return run
-
-
-def _resume_writer(store: Store, run_id: str, downloaded: RunFolder) -> RunFolder:
-    """The folder to continue writing a run in; a remote run's staging starts from its download."""
-    run = store.writer(run_id)
-    if run.path != downloaded.path:
-        shutil.copytree(downloaded.path, run.path, dirs_exist_ok=True)
-    return run
 
 
 def _fit_folds_with_progress(
-    store: Store,
-    run_id: str,
+    writer: RunWriter,
     config: RunConfig,
     data: RunData,
-    run: RunFolder,
     selected: list[int],
     say: Say,
     on_fold: OnFold | None = None,
@@ -379,22 +344,21 @@ def _fit_folds_with_progress(
         transient=True,
         console=stderr_console(),
     )
+    run = writer.folder
     todo = []
     for k in selected:
         problems = run.fold_problems(k)
         if not problems:
             say(f"fold {k}: already done, kept")
             continue
-        if (run.fold_dir(k) / FOLD_DONE_FILE).exists():
+        if run.fold_started(k):
             say(f"fold {k}: refitted ({problems[0]})")
         todo.append(k)
     with progress:
         task = progress.add_task("folds", total=len(todo))
         for k, score, timings in _run_folds(config, data, run, todo):
-            store.sync(run_id, f"folds/fold_{k}")
-            store.log_metrics(run_id, {"fold_score": score}, step=k)
+            writer.fold_done(k, score)
             say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
             progress.advance(task)
             if on_fold is not None:
-                scores = [json.loads((run.fold_dir(j) / FOLD_DONE_FILE).read_text())["score"] for j in run.done_folds()]
-                on_fold(k, score, scores)
+                on_fold(k, score, [run.read_fold_summary(j)["score"] for j in run.done_folds()])

@@ -1,15 +1,8 @@
-"""Predictions for new pairs: every predictor behind one small interface, nothing refitted.
+"""Predictions for new pairs from any predictor (:mod:`questlab.predictors`), nothing refitted.
 
-A predictor has ``run_id``, ``predict(frame) -> (n, 30)`` and ``notes`` (batch-level remarks of
-the last call). Two kinds exist:
-
-- :class:`FoldAverage`: a CV run's stored fold models, averaged and clipped to [0, 1];
-- :class:`EnsemblePredictor`: member predictors combined by a stored :class:`Combiner`
-  (weights, rank references, post-processing maps).
-
-They are loaded from a store (:func:`load_predictor`) or from an exported bundle
-(:func:`questlab.export.load_bundle`); ``questlab predict``, ``questlab serve`` and the MLflow
-pyfunc model all use the same classes.
+Predictors are loaded from a store (:func:`~questlab.predictors.load_predictor`) or from a saved
+folder (a bundle, :func:`questlab.bundle.load_bundle`); ``questlab predict``, ``questlab serve``
+and the MLflow pyfunc model all predict through the functions here.
 
 Files are read in pieces (:func:`read_test_chunks`, ``CHUNK_ROWS`` rows at a time) and their
 predictions written piece by piece (:func:`stream_predictions`), so any size of file predicts in
@@ -24,93 +17,30 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
 from questlab.csvfile import CHUNK_ROWS, iter_csv
 from questlab.data import validate_frame
-from questlab.ensemble.combine import Combiner, restore_combiner
-from questlab.ensemble.postprocess import PostProcessor
-from questlab.errors import DataError, PredictionError
-from questlab.folds import question_groups
-from questlab.models import Model
-from questlab.models.base import check_predictions
-from questlab.rundir import POSTPROCESS_FILE, RunFolder, predictions_frame
-from questlab.schema import ID, TARGETS
-from questlab.store import Store
+from questlab.errors import DataError
+from questlab.predictors import EnsemblePredictor, FoldAverage, Predictor, load_predictor
+from questlab.rundir import predictions_frame
+from questlab.schema import ID
 
-
-class Predictor(Protocol):
-    run_id: str
-    notes: list[str]
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
-
-
-class FoldAverage:
-    """The mean of a CV run's fold models, clipped to [0, 1]."""
-
-    def __init__(self, run_id: str, model_dirs: list[Path]) -> None:
-        self.run_id = run_id
-        self.models: list[Model] = [Model.load(d) for d in model_dirs]
-        self.notes: list[str] = []
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        preds = []
-        for k, model in enumerate(self.models):
-            pred = model.predict(frame)  # a ValueError here is a model refusing the input
-            try:  # checked as CV checks them: a NaN would pass np.clip and reach the submission
-                preds.append(check_predictions(pred, len(frame), f"fold model {k} of run {self.run_id}"))
-            except ValueError as exc:
-                raise PredictionError(f"{exc}: refit the run or re-export it") from None
-        return np.clip(np.mean(preds, axis=0), 0.0, 1.0)
-
-
-class EnsemblePredictor:
-    """Member predictors combined with stored weights, rank references and maps."""
-
-    def __init__(self, run_id: str, members: list[Predictor], combiner: Combiner) -> None:
-        self.run_id = run_id
-        self.members = members
-        self.combiner = combiner
-        self.notes: list[str] = []  # constant-column fallbacks of the last batch
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """(n, 30) predictions for a test-format frame; nothing is refitted.
-
-        Each row is mapped on its own (ranks against stored OOF, stored weights and maps), with
-        one exception that is a property of the batch: a column the maps would make constant over
-        a batch whose raw blend varies is left unmapped for that batch (see ``self.notes``).
-        """
-        groups = question_groups(frame) if self.combiner.question_share is not None else None  # shared questions
-        pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]), groups)
-        return pred
-
-
-def combiner_from_spec(spec: dict, references: list[np.ndarray] | None, postprocess: Path | None) -> Combiner:
-    """The Combiner an ``ensemble.json`` describes (weights per target, averaging, maps)."""
-    postprocessor = PostProcessor.load(postprocess) if postprocess is not None and postprocess.exists() else None
-    return restore_combiner(spec, references, postprocessor)
-
-
-def sorted_oof(run: RunFolder) -> np.ndarray:
-    """A member's OOF predictions, each column sorted: the reference its ranks are taken against."""
-    return np.sort(run.read_oof()[list(TARGETS)].to_numpy(np.float64), axis=0)
-
-
-def load_predictor(store: Store, run_id: str) -> Predictor:
-    """Load the predictor of a recorded run (CV or ensemble, members resolved in the same store)."""
-    record = store.get(run_id)
-    run = store.folder(record.run_id, models=True)
-    meta = run.read_meta()
-    if meta.kind == "ensemble":
-        spec = run.read_ensemble()
-        members = [load_predictor(store, m) for m in spec["members"]]
-        refs = [sorted_oof(store.folder(m)) for m in spec["members"]] if spec["average"] == "rank" else None
-        return EnsemblePredictor(record.run_id, members, combiner_from_spec(spec, refs, run / POSTPROCESS_FILE))
-    return FoldAverage(record.run_id, run.fold_model_dirs(meta.folds_selected))
+__all__ = [
+    "EnsemblePredictor",
+    "FoldAverage",
+    "Predictor",
+    "iter_predictions",
+    "load_predictor",
+    "predict_file",
+    "predict_frame",
+    "read_test_chunks",
+    "stream_predictions",
+    "writing",
+]
 
 
 def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Leak-free pseudo-labels: a teacher run's soft labels for unlabelled pairs, used fold by fold.
 
-``questlab pseudo-label TEACHER --unlabelled test.csv -o pseudo.csv`` writes, for every pair of a
-QUEST test-format file, the teacher's prediction from **each** fold model. A student run
+``questlab pseudo-label TEACHER --unlabelled test.csv -o pseudo.csv`` (:mod:`questlab.teacher`)
+writes, for every pair of a QUEST test-format file, the teacher's prediction from **each** fold model. A student run
 (``questlab run CONFIG --train train.csv --pseudo pseudo.csv``) on the teacher's folds adds to
 fold k's train rows the pseudo rows labelled by the teacher's fold-k model only: that model never
 saw fold k's valid rows, so no label of a valid row can reach the student through the teacher.
@@ -20,7 +20,6 @@ unlabelled file's name and sha256, and the sha256 of the CSV itself (a changed f
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,16 +30,12 @@ from pydantic import BaseModel, ValidationError
 
 from questlab import __version__
 from questlab.console import Say, stderr
-from questlab.csvfile import CHUNK_ROWS, read_csv
+from questlab.csvfile import read_csv
 from questlab.data import validate_frame
 from questlab.errors import DataError, UsageError
 from questlab.folds import question_groups
-from questlab.models import Model
-from questlab.models.base import check_predictions
-from questlab.predict import read_test_chunks, writing
 from questlab.rundir import TAG_PSEUDO_FILE, TAG_PSEUDO_SHA256, TAG_PSEUDO_TEACHER, RunMeta, file_sha256
 from questlab.schema import ID, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
-from questlab.store import Store
 
 FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".json"  # pseudo.csv -> pseudo.csv.json
@@ -80,71 +75,6 @@ class PseudoMeta(BaseModel):
     csv_sha256: str  # of pseudo.csv itself
     questlab_version: str = __version__
     created_at: str = ""
-
-
-# --- making pseudo-labels ------------------------------------------------------------------------
-def pseudo_label(
-    store: Store,
-    teacher: str,
-    unlabelled: str | Path,
-    output: str | Path,
-    chunk_rows: int = CHUNK_ROWS,
-    say: Say = stderr,
-) -> PseudoMeta:
-    """Label every pair of ``unlabelled`` with each fold model of the CV run ``teacher``; write
-    ``output`` (and its ``.json`` sidecar); return the sidecar's content.
-
-    The input is read and written piece by piece (flat memory); the output appears only when
-    complete. The teacher must be a finished CV run with all its folds: its fold-k model is the
-    one that never saw fold k.
-    """
-    record = store.get(teacher)
-    run = store.folder(record.run_id, models=True)
-    meta = run.read_meta()
-    if meta.kind != "cv":
-        raise UsageError(
-            f"run {record.run_id} is an {meta.kind} run: a teacher must be a CV run, whose fold-k model "
-            "never saw fold k (give one of its members, or any CV run)"
-        )
-    if sorted(meta.folds_selected) != sorted(meta.folds_all) or not meta.folds_all:
-        raise UsageError(
-            f"run {record.run_id} fitted folds {meta.folds_selected} of {meta.folds_all}: a teacher needs "
-            f"every fold (collect its single-fold runs, or resume it)"
-        )
-    folds = sorted(meta.folds_selected)
-    models: list[Model] = [Model.load(d) for d in run.fold_model_dirs(folds)]
-    output = Path(output)
-    say(f"pseudo-labelling {Path(unlabelled).name} with the {len(folds)} fold models of run {record.run_id}")
-    rows, digest = 0, hashlib.sha256()
-    with writing(output) as fh:
-        for chunk in read_test_chunks(unlabelled, chunk_rows):
-            per_fold = [check_predictions(m.predict(chunk), len(chunk), m.name) for m in models]  # as in CV
-            out = chunk.reset_index(drop=True).copy()
-            labels = {t: v for t, v in zip(TARGETS, np.clip(np.mean(per_fold, axis=0), 0.0, 1.0).T, strict=True)}
-            for k, pred in zip(folds, per_fold, strict=True):
-                labels |= {fold_column(k, t): v for t, v in zip(TARGETS, pred.T, strict=True)}
-            text = pd.concat([out, pd.DataFrame(labels)], axis=1).to_csv(header=rows == 0, index=False)
-            fh.write(text)
-            digest.update(text.encode())
-            rows += len(chunk)
-    pmeta = PseudoMeta(
-        teacher_run=record.run_id,
-        teacher_name=meta.name,
-        teacher_model=meta.model,
-        teacher_cv=record.metrics.get("cv_score"),
-        teacher_train_file=meta.train_file,
-        teacher_train_sha256=meta.train_sha256,
-        folds=folds,
-        folds_sha256=folds_sha256(run.read_folds()),
-        unlabelled_file=Path(unlabelled).name,
-        unlabelled_sha256=file_sha256(Path(unlabelled)),
-        rows=rows,
-        csv_sha256=digest.hexdigest(),
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%S"),
-    )
-    sidecar_path(output).write_text(pmeta.model_dump_json(indent=1))
-    say(f"wrote {rows} rows to {output} (mean + {len(folds)} per-fold label sets) and {sidecar_path(output).name}")
-    return pmeta
 
 
 # --- using them ----------------------------------------------------------------------------------
@@ -321,7 +251,6 @@ __all__ = [
     "attach_pseudo",
     "describe_pseudo",
     "folds_sha256",
-    "pseudo_label",
     "pseudo_tags",
     "recorded_pseudo",
 ]

@@ -1,24 +1,60 @@
-"""What every finished run records: OOF predictions, scores, the submission, MLflow metrics and tags.
+"""RunWriter: the one way a run is created and filled in the store.
 
-CV runs (:mod:`questlab.cv`) and ensemble runs (:mod:`questlab.ensemble.build`) end the same way:
-their folder's outputs are written through :class:`~questlab.rundir.RunFolder`, logged to the store,
-and a complete run is logged as an MLflow model.
+Every run questlab records — a CV run (:mod:`questlab.cv`), a collected run
+(:mod:`questlab.collect`), an ensemble or post-processed run (:mod:`questlab.ensemble.build`),
+and so every recipe member and tuning trial — goes through the same three steps:
+
+1. **create** the run in the tracking store with the standard tags (kind, model, complete
+   "false", git commit, questlab version), then inside :meth:`RunWriter.recording` (lock,
+   heartbeat, how it ended) **start** it: config, folds, ``run.json``, params;
+2. record each fold as it is done (:meth:`RunWriter.fold_done`: its part synced, its score logged);
+3. **finish**: OOF predictions, truth, scores, the submission, metrics and completion tags
+   (:meth:`RunWriter.finish`), ``run.json``'s timings, and the MLflow model (:meth:`RunWriter.log_model`).
+
+What the files are called and hold is :mod:`questlab.rundir`'s business; the writer says which
+parts to write and sync, never a file name of its own.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from questlab import __version__
 from questlab.console import Say
-from questlab.folds import FOLDS_FILE, load_folds
+from questlab.folds import FOLDS_FILE, load_folds, save_folds
 from questlab.metric import CVScore, score_cv
-from questlab.rundir import RunFolder, predictions_frame
+from questlab.mlflow_model import log_run_model
+from questlab.rundir import (
+    CONFIG_FILE,
+    META_FILE,
+    OOF_FILE,
+    PER_TARGET_FILE,
+    SCORES_FILE,
+    SUBMISSION_FILE,
+    TAG_COMPLETE,
+    TAG_FOLDS_DONE,
+    TAG_GIT_COMMIT,
+    TAG_KIND,
+    TAG_MODEL,
+    TAG_VERSION,
+    TRUTH_FILE,
+    WORK_DIR,
+    RunFolder,
+    RunMeta,
+    fold_part,
+    git_commit,
+    predictions_frame,
+)
 from questlab.schema import ID, TARGETS
-from questlab.store import TAG_COMPLETE, Store
+from questlab.store import Store
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -33,80 +69,157 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def finalize_run(
-    store: Store,
-    run_id: str,
-    run: RunFolder,
-    train: pd.DataFrame,
-    test: pd.DataFrame | None,
-    n_boot: int,
-    selected: list[int],
-    all_folds: list[int],
-) -> CVScore:
-    """Assemble the fold outputs of a run into OOF predictions, scores and the submission."""
-    folds = load_folds(run / FOLDS_FILE, train)
-    # The folds were just fitted, or checked against their sha256 when kept: existence is enough here.
-    missing = [k for k in selected if not run.fold_is_done(k, verify=False)]
-    if missing:
-        raise RuntimeError(f"run {run_id}: fold(s) {missing} have no complete result")
-    valid = pd.concat([run.read_fold_predictions(k, "valid") for k in selected], ignore_index=True)
-    oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
-    truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
-    submission = None
-    preds = [run.read_fold_predictions(k, "test") for k in selected]
-    if preds and all(p is not None for p in preds):
-        mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
-        submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
-    return record_outputs(store, run_id, run, oof, truth, submission, n_boot, selected, complete=selected == all_folds)
+def standard_tags(kind: str, model: str) -> dict[str, str]:
+    """The tags every new run starts with ("complete" flips to "true" when all folds are in)."""
+    return {
+        TAG_KIND: kind,
+        TAG_MODEL: model,
+        TAG_COMPLETE: "false",
+        TAG_GIT_COMMIT: git_commit(),
+        TAG_VERSION: __version__,
+    }
 
 
-def record_outputs(
-    store: Store,
-    run_id: str,
-    run: RunFolder,
-    oof: pd.DataFrame,
-    truth: pd.DataFrame,
-    submission: pd.DataFrame | None,
-    n_boot: int,
-    selected: list[int],
-    complete: bool,
-) -> CVScore:
-    """Write a run's OOF, truth, scores, per-target table and submission, and log its scores and
-    completion tags: what CV runs and ensemble runs both record."""
-    from questlab.rundir import OOF_FILE, PER_TARGET_FILE, SCORES_FILE, SUBMISSION_FILE, TRUTH_FILE
+class RunWriter:
+    """Writes one run: its folder (:class:`~questlab.rundir.RunFolder`) and its record in the store."""
 
-    cv = score_cv(
-        truth[list(TARGETS)].to_numpy(),
-        oof[list(TARGETS)].to_numpy(),
-        oof["fold"].to_numpy(),
-        oof["group"].to_numpy(),
-        n_boot=n_boot,
-    )
-    run.write_outputs(oof, truth, cv.to_dict(), cv.per_target)
-    if submission is not None:
-        run.write_submission(submission)
-    store.sync(run_id, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE)
-    store.log_metrics(
-        run_id,
-        {
-            "cv_score": cv.score,
-            "cv_ci_low": cv.ci_low,
-            "cv_ci_high": cv.ci_high,
-            **{f"spearman.{t}": v for t, v in cv.per_target["spearman"].items()},
-            "n_constant_pred": int((cv.per_target["status"] == "constant prediction").sum()),
-        },
-    )
-    store.set_tags(run_id, {TAG_COMPLETE: str(complete).lower(), "questlab.folds_done": ",".join(map(str, selected))})
-    return cv
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.folder: RunFolder = store.writer(run_id)
 
+    def __repr__(self) -> str:
+        return f"RunWriter({self.run_id!r}, {self.folder.path!s})"
 
-def log_model(store: Store, run_id: str, say: Say) -> None:
-    """Record the finished run as an MLflow model (``runs:/RUN_ID/model``)."""
-    from questlab.export import log_run_model
+    # --- creating -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, store: Store, name: str, kind: str, model: str, tags: dict[str, str] | None = None) -> RunWriter:
+        """A new RUNNING run with the standard tags (and ``tags``) and the folder to write it in."""
+        return cls(store, store.create_run(name, tags={**standard_tags(kind, model), **(tags or {})}))
 
-    t0 = time.perf_counter()
-    log_run_model(store, run_id)
-    say(f"MLflow model logged as runs:/{run_id}/model ({time.perf_counter() - t0:.1f} s)")
+    @classmethod
+    def reopen(cls, store: Store, run_id: str) -> RunWriter:
+        """Mark an earlier run as running again (``--resume``); then :meth:`restore` inside :meth:`recording`."""
+        store.reopen(run_id)
+        return cls(store, run_id)
+
+    def restore(self, recorded: RunFolder) -> None:
+        """Continue from what the run recorded: a remote run's staging folder starts from its download."""
+        if self.folder.path != recorded.path:
+            shutil.copytree(recorded.path, self.folder.path, dirs_exist_ok=True)
+
+    @contextmanager
+    def recording(self) -> Iterator[RunWriter]:
+        """Hold the run's lock and heartbeat; mark it FINISHED, KILLED or FAILED as the block ends."""
+        with self.store.recording(self.run_id):
+            yield self
+
+    # --- starting -------------------------------------------------------------------------------
+    def start(
+        self,
+        meta: RunMeta,
+        folds: pd.DataFrame | Path,
+        params: dict[str, Any],
+        config_yaml: str | None = None,
+        parts: tuple[str, ...] = (),
+    ) -> None:
+        """Write the run's config, folds (a frame, or a recorded folds file to copy) and ``run.json``;
+        sync them (and ``parts`` written before) and log ``params``."""
+        run = self.folder
+        if config_yaml is not None:
+            run.write_config(config_yaml)
+        if isinstance(folds, pd.DataFrame):
+            save_folds(folds, run.path)
+        else:
+            shutil.copy(folds, run / FOLDS_FILE)
+        run.write_meta(meta)
+        config = (CONFIG_FILE,) if config_yaml is not None else ()
+        self.store.sync(self.run_id, *parts, *config, FOLDS_FILE, META_FILE)
+        self.store.log_params(self.run_id, params)
+
+    # --- folds ----------------------------------------------------------------------------------
+    def adopt_fold(self, k: int, source: Path) -> None:
+        """Copy a finished fold folder of another run (collect) into this one, and sync it."""
+        shutil.copytree(source, self.folder.fold_dir(k), ignore=shutil.ignore_patterns(WORK_DIR), dirs_exist_ok=True)
+        self.store.sync(self.run_id, fold_part(k))
+
+    def fold_done(self, k: int, score: float) -> None:
+        """Fold ``k``'s folder is complete (written here or by a worker): sync it, log its score."""
+        self.store.sync(self.run_id, fold_part(k))
+        self.store.log_metrics(self.run_id, {"fold_score": score}, step=k)
+
+    # --- finishing ------------------------------------------------------------------------------
+    def finish_folds(self, train: pd.DataFrame, n_boot: int, selected: list[int], all_folds: list[int]) -> CVScore:
+        """Assemble the recorded folds into OOF predictions, scores and the submission (their mean)."""
+        run = self.folder
+        folds = load_folds(run / FOLDS_FILE, train)
+        # The folds were just fitted, or checked against their sha256 when kept: existence is enough here.
+        missing = [k for k in selected if not run.fold_is_done(k, verify=False)]
+        if missing:
+            raise RuntimeError(f"run {self.run_id}: fold(s) {missing} have no complete result")
+        valid = pd.concat([run.read_fold_predictions(k, "valid") for k in selected], ignore_index=True)
+        oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
+        truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
+        submission = None
+        preds = [run.read_fold_predictions(k, "test") for k in selected]
+        if preds and all(p is not None for p in preds):
+            mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
+            submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
+        return self.finish(oof, truth, submission, n_boot, selected, complete=selected == all_folds)
+
+    def finish(
+        self,
+        oof: pd.DataFrame,
+        truth: pd.DataFrame,
+        submission: pd.DataFrame | None,
+        n_boot: int,
+        selected: list[int],
+        complete: bool,
+    ) -> CVScore:
+        """Write the run's OOF, truth, scores, per-target table and submission; log its scores and
+        completion tags. What CV runs and ensemble runs both record."""
+        cv = score_cv(
+            truth[list(TARGETS)].to_numpy(),
+            oof[list(TARGETS)].to_numpy(),
+            oof["fold"].to_numpy(),
+            oof["group"].to_numpy(),
+            n_boot=n_boot,
+        )
+        run = self.folder
+        run.write_outputs(oof, truth, cv.to_dict(), cv.per_target)
+        if submission is not None:
+            run.write_submission(submission)
+        self.store.sync(self.run_id, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE)
+        self.store.log_metrics(
+            self.run_id,
+            {
+                "cv_score": cv.score,
+                "cv_ci_low": cv.ci_low,
+                "cv_ci_high": cv.ci_high,
+                **{f"spearman.{t}": v for t, v in cv.per_target["spearman"].items()},
+                "n_constant_pred": int((cv.per_target["status"] == "constant prediction").sum()),
+            },
+        )
+        self.store.set_tags(
+            self.run_id, {TAG_COMPLETE: str(complete).lower(), TAG_FOLDS_DONE: ",".join(map(str, selected))}
+        )
+        return cv
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Further run-level figures (an ensemble's in-sample and nested gains)."""
+        self.store.log_metrics(self.run_id, metrics)
+
+    def update_meta(self, **updates: Any) -> RunMeta:
+        """Change fields of ``run.json`` (timings at the end) and sync it."""
+        meta = self.folder.update_meta(**updates)
+        self.store.sync(self.run_id, META_FILE)
+        return meta
+
+    def log_model(self, say: Say) -> None:
+        """Record the finished run as an MLflow model (``runs:/RUN_ID/model``)."""
+        t0 = time.perf_counter()
+        log_run_model(self.store, self.run_id)
+        say(f"MLflow model logged as runs:/{self.run_id}/model ({time.perf_counter() - t0:.1f} s)")
 
 
 def load_scores(run: RunFolder | Path) -> CVScore:

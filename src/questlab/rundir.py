@@ -280,6 +280,14 @@ class RunFolder:
                 problems.append(f"fold_{k}/{rel} changed since the fold was recorded (sha256 differs)")
         return problems
 
+    def fold_started(self, k: int) -> bool:
+        """Whether fold ``k`` was ever recorded as done (its files may have changed since)."""
+        return (self.fold_dir(k) / FOLD_DONE_FILE).exists()
+
+    def read_fold_summary(self, k: int) -> dict[str, Any]:
+        """Fold ``k``'s ``fold.json``: its score, timings and files' sha256."""
+        return json.loads((self.fold_dir(k) / FOLD_DONE_FILE).read_text())
+
     def fold_is_done(self, k: int, verify: bool = True) -> bool:
         return not self.fold_problems(k, verify)
 

@@ -3,9 +3,13 @@
 ``combine`` holds the maths (weights on the simplex, rank averaging, the nested fit), ``stack``
 the per-target ridge meta-model, ``question_share`` the sharing of question predictions over a
 question's answers, ``postprocess`` the per-target level maps, ``build`` the recorded runs they make.
+
+The maths imports nothing that records runs: ``build``'s names load on first use, so a
+predictor (which needs only the maths) does not pull in the run writer.
 """
 
-from questlab.ensemble.build import Member, build_ensemble, check_members, load_member, postprocess_run
+from typing import Any
+
 from questlab.ensemble.combine import (
     Combiner,
     EnsembleSpec,
@@ -42,3 +46,13 @@ __all__ = [
     "simplex_grid",
     "to_quantiles",
 ]
+
+_BUILD_NAMES = ("Member", "build_ensemble", "check_members", "load_member", "postprocess_run")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUILD_NAMES:
+        from questlab.ensemble import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module 'questlab.ensemble' has no attribute {name!r}")

@@ -14,14 +14,12 @@ The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) p
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from questlab import __version__
 from questlab.console import Say, quiet
 from questlab.data import Data, Dataset
 from questlab.ensemble.combine import (
@@ -36,19 +34,22 @@ from questlab.ensemble.combine import (
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, question_groups
 from questlab.metric import CVScore, mean_spearman
-from questlab.recording import log_model, record_outputs
+from questlab.recording import RunWriter
 from questlab.rundir import (
     ENSEMBLE_FILE,
     META_FILE,
     OOF_FILE,
     POSTPROCESS_FILE,
+    TAG_COMPLETE,
+    TAG_MEMBERS,
+    TAG_MODEL,
     TRUTH_FILE,
     RunMeta,
     git_commit,
     predictions_frame,
 )
 from questlab.schema import ID, TARGETS
-from questlab.store import TAG_COMPLETE, TAG_KIND, TAG_MODEL, RunRecord, Store
+from questlab.store import RunRecord, Store
 
 
 @dataclass
@@ -197,62 +198,36 @@ def _record(
     first = members[0]
     folds, groups = first.oof["fold"].to_numpy(), first.oof["group"].to_numpy()
     name = name or ("postprocess" if len(members) == 1 else "ensemble")
-    run_id = store.create_run(
-        name,
-        tags={
-            TAG_KIND: "ensemble",
-            TAG_MODEL: "ensemble(" + "+".join(m.record.tags.get(TAG_MODEL, "?") for m in members) + ")",
-            TAG_COMPLETE: "false",
-            "questlab.members": ",".join(m.record.run_id for m in members),
-            "questlab.git_commit": git_commit(),
-            "questlab.version": __version__,
-            **(tags or {}),
-        },
-    )
-    with store.recording(run_id):
-        run = store.writer(run_id)
-        shutil.copy(first.folds_path, run / FOLDS_FILE)
-        spec_d = {
-            "members": [m.record.run_id for m in members],
-            "average": spec.average,
-            "weights_mode": spec.weights if isinstance(spec.weights, str) else "given",
-            "per_target": spec.per_target,
-            "weights": {t: w.tolist() for t, w in zip(TARGETS, res.final.weights, strict=True)},
-            "postprocess": spec.postprocess,
-            "seed": spec.seed,
-            **combiner_state(res.final),
-            "report": report,
-        }
-        run.write_ensemble(spec_d)
+    model = "ensemble(" + "+".join(m.record.tags.get(TAG_MODEL, "?") for m in members) + ")"
+    member_ids = [m.record.run_id for m in members]
+    writer = RunWriter.create(store, name, "ensemble", model, tags={TAG_MEMBERS: ",".join(member_ids), **(tags or {})})
+    with writer.recording():
+        record = ensemble_record(member_ids, spec, res, report)
+        writer.folder.write_ensemble(record)
         if res.final.postprocessor is not None:
-            res.final.postprocessor.save(run / POSTPROCESS_FILE)
+            res.final.postprocessor.save(writer.folder / POSTPROCESS_FILE)
         all_folds = sorted(int(k) for k in np.unique(folds))
-        run.write_meta(
-            RunMeta(
-                run_id=run_id,
-                kind="ensemble",
-                name=name,
-                model="ensemble",
-                members=spec_d["members"],
-                train_file=first.meta.train_file,
-                train_sha256=first.meta.train_sha256,
-                test_file=first.meta.test_file,
-                test_sha256=first.meta.test_sha256,
-                git_commit=git_commit(),
-                folds_all=all_folds,
-                folds_selected=all_folds,
-            )
+        meta = RunMeta(
+            run_id=writer.run_id,
+            kind="ensemble",
+            name=name,
+            model="ensemble",
+            members=member_ids,
+            train_file=first.meta.train_file,
+            train_sha256=first.meta.train_sha256,
+            test_file=first.meta.test_file,
+            test_sha256=first.meta.test_sha256,
+            git_commit=git_commit(),
+            folds_all=all_folds,
+            folds_selected=all_folds,
         )
-        store.sync(run_id, FOLDS_FILE, ENSEMBLE_FILE, POSTPROCESS_FILE, META_FILE)
-        store.log_params(
-            run_id, {k: v for k, v in spec_d.items() if k not in ("weights", "report", "stack", "question_share")}
-        )
+        params = {k: v for k, v in record.items() if k not in ("weights", "report", "stack", "question_share")}
+        writer.start(meta, folds=first.folds_path, params=params, parts=(ENSEMBLE_FILE, POSTPROCESS_FILE))
         oof = predictions_frame(first.oof[ID], res.nested)
         oof.insert(1, "group", groups)
         oof.insert(2, "fold", folds)
-        cv = record_outputs(store, run_id, run, oof, first.truth, submission, n_boot, all_folds, complete=True)
-        store.log_metrics(
-            run_id,
+        cv = writer.finish(oof, first.truth, submission, n_boot, all_folds, complete=True)
+        writer.log_metrics(
             {
                 "in_sample_score": report["in_sample_score"],
                 "nested_gain": report["nested_gain"]["gain"],
@@ -260,10 +235,28 @@ def _record(
                 # the per-fold reading of the same nested predictions (metric.fold_mean_score)
                 "cv_fold_mean": report["nested_fold_mean"]["score"],
                 "nested_fold_mean_gain": report["nested_fold_mean"]["gain"],
-            },
+            }
         )
-        log_model(store, run_id, quiet)
-    return run_id, cv
+        writer.log_model(quiet)
+    return writer.run_id, cv
+
+
+def ensemble_record(member_ids: list[str], spec: EnsembleSpec, res: NestedResult, report: dict) -> dict:
+    """The run's ``ensemble.json``: members, averaging, weights, the combiner's state and the report.
+
+    Its predictor (:class:`~questlab.predictors.EnsemblePredictor`) keeps the keys it predicts with.
+    """
+    return {
+        "members": member_ids,
+        "average": spec.average,
+        "weights_mode": spec.weights if isinstance(spec.weights, str) else "given",
+        "per_target": spec.per_target,
+        "weights": {t: w.tolist() for t, w in zip(TARGETS, res.final.weights, strict=True)},
+        "postprocess": spec.postprocess,
+        "seed": spec.seed,
+        **combiner_state(res.final),
+        "report": report,
+    }
 
 
 def _test_groups(members: list[Member], test: Data | None) -> pd.Series | None:

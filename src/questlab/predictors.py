@@ -1,0 +1,238 @@
+"""A predictor is a folder: every predictor saves itself into one and loads back from it.
+
+A predictor has ``run_id``, ``predict(frame) -> (n, 30)``, ``notes`` (batch-level remarks of the
+last call), ``save(folder)`` and ``encoders()`` (the pretrained encoders its models load). Two
+kinds exist, told apart by the folder's ``predictor.json``:
+
+- :class:`FoldAverage` (``"kind": "folds"``): a CV run's fold models, averaged and clipped to
+  [0, 1]; its folder holds ``fold_K/`` (each fold's saved model);
+- :class:`EnsemblePredictor` (``"kind": "ensemble"``): member predictors combined by a stored
+  :class:`~questlab.ensemble.combine.Combiner`; its folder holds ``members/member_I/`` (each a
+  predictor folder), ``ensemble.json`` (weights, averaging, stack, question share),
+  ``references.npz`` (the members' sorted OOF, rank averaging) and ``postprocess.json`` (maps).
+
+:func:`load_predictor` builds one from a recorded run in a store; :func:`load_folder` from a
+saved folder (a bundle's ``predictor/``, an MLflow model's). ``questlab predict``, ``serve``,
+bundles and MLflow models all predict through these two classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from questlab.ensemble.combine import Combiner, restore_combiner
+from questlab.ensemble.postprocess import PostProcessor
+from questlab.errors import PredictionError
+from questlab.folds import question_groups
+from questlab.models import Model, get_model_class
+from questlab.models.base import check_predictions
+from questlab.rundir import FOLD_MODEL_DIR, RunFolder
+from questlab.schema import TARGETS
+from questlab.store import Store
+from questlab.strictjson import strict_json
+
+TREE_FILE = "predictor.json"  # what kind of predictor a folder holds, and its parts
+ENSEMBLE_STATE_FILE = "ensemble.json"
+REFERENCES_FILE = "references.npz"
+POSTPROCESS_STATE_FILE = "postprocess.json"
+MEMBERS_DIR = "members"
+# What an ensemble's predictor keeps of the run's ensemble.json (the rest is its record: report, seed).
+PREDICTOR_KEYS = ("members", "average", "weights", "postprocess", "stack", "question_share")
+
+
+class Predictor(Protocol):
+    """What every predictor offers: predict a validated test-format frame, save to a folder."""
+
+    run_id: str
+    notes: list[str]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
+
+    def save(self, folder: Path, link: bool = False) -> None: ...
+
+    def encoders(self) -> set[str]: ...
+
+
+class FoldAverage:
+    """The mean of a CV run's fold models, clipped to [0, 1].
+
+    The models load when first needed: saving a run's predictor (a bundle, an MLflow model)
+    copies its fold folders without loading them.
+    """
+
+    def __init__(self, run_id: str, model_dirs: list[Path], folds: list[int] | None = None) -> None:
+        self.run_id = run_id
+        self.model_dirs = [Path(d) for d in model_dirs]
+        self.folds = list(folds) if folds is not None else list(range(len(self.model_dirs)))
+        self.notes: list[str] = []
+
+    @cached_property
+    def models(self) -> list[Model]:
+        return [Model.load(d) for d in self.model_dirs]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        preds = []
+        for k, model in enumerate(self.models):
+            pred = model.predict(frame)  # a ValueError here is a model refusing the input
+            try:  # checked as CV checks them: a NaN would pass np.clip and reach the submission
+                preds.append(check_predictions(pred, len(frame), f"fold model {k} of run {self.run_id}"))
+            except ValueError as exc:
+                raise PredictionError(f"{exc}: refit the run or re-export it") from None
+        return np.clip(np.mean(preds, axis=0), 0.0, 1.0)
+
+    def encoders(self) -> set[str]:
+        found: set[str] = set()
+        for d in self.model_dirs:
+            saved = json.loads((d / "model.json").read_text())
+            found.update(get_model_class(saved["model"]).pretrained_encoders(saved["params"]))
+        return found
+
+    def save(self, folder: Path, link: bool = False) -> None:
+        """Copy (``link``: hard-link where possible) each fold model into ``folder/fold_K``."""
+        folder.mkdir(parents=True)
+        for k, model_dir in zip(self.folds, self.model_dirs, strict=True):
+            copy_tree(model_dir, folder / f"fold_{k}", link)
+        _write_tree(folder, {"kind": "folds", "run_id": self.run_id, "folds": self.folds})
+
+    @classmethod
+    def load(cls, folder: Path, tree: dict[str, Any]) -> FoldAverage:
+        predictor = cls(tree["run_id"], [folder / f"fold_{k}" for k in tree["folds"]], tree["folds"])
+        predictor.models  # noqa: B018  # load now: a broken model is an error at load time, not later
+        return predictor
+
+
+class EnsemblePredictor:
+    """Member predictors combined with stored weights, rank references and maps."""
+
+    def __init__(
+        self,
+        run_id: str,
+        members: list[Predictor],
+        state: dict[str, Any],
+        references: list[np.ndarray] | None,
+        postprocess: Path | None,
+    ) -> None:
+        self.run_id = run_id
+        self.members = members
+        self.state = {k: state[k] for k in PREDICTOR_KEYS if k in state}
+        self.references = references
+        self.postprocess = postprocess if postprocess is not None and postprocess.exists() else None
+        postprocessor = PostProcessor.load(self.postprocess) if self.postprocess is not None else None
+        self.combiner: Combiner = restore_combiner(self.state, references, postprocessor)
+        self.notes: list[str] = []  # constant-column fallbacks of the last batch
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, 30) predictions for a test-format frame; nothing is refitted.
+
+        Each row is mapped on its own (ranks against stored OOF, stored weights and maps), with
+        one exception that is a property of the batch: a column the maps would make constant over
+        a batch whose raw blend varies is left unmapped for that batch (see ``self.notes``).
+        """
+        groups = question_groups(frame) if self.combiner.question_share is not None else None  # shared questions
+        pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]), groups)
+        return pred
+
+    def encoders(self) -> set[str]:
+        return set().union(*(m.encoders() for m in self.members))
+
+    def save(self, folder: Path, link: bool = False) -> None:
+        """Members in ``members/member_I``, then the combiner's stored state beside them."""
+        folder.mkdir(parents=True)
+        names = [f"member_{i}" for i in range(len(self.members))]
+        for name, member in zip(names, self.members, strict=True):
+            member.save(folder / MEMBERS_DIR / name, link)
+        (folder / ENSEMBLE_STATE_FILE).write_text(strict_json(self.state))
+        if self.references is not None:
+            np.savez(folder / REFERENCES_FILE, *self.references)
+        if self.postprocess is not None:
+            shutil.copy(self.postprocess, folder / POSTPROCESS_STATE_FILE)
+        _write_tree(folder, {"kind": "ensemble", "run_id": self.run_id, "members": names})
+
+    @classmethod
+    def load(cls, folder: Path, tree: dict[str, Any]) -> EnsemblePredictor:
+        members = [load_folder(folder / MEMBERS_DIR / name) for name in tree["members"]]
+        state = json.loads((folder / ENSEMBLE_STATE_FILE).read_text())
+        refs = None
+        if state["average"] == "rank":
+            with np.load(folder / REFERENCES_FILE) as npz:
+                refs = [npz[f"arr_{i}"] for i in range(len(members))]
+        return cls(tree["run_id"], members, state, refs, folder / POSTPROCESS_STATE_FILE)
+
+
+def _write_tree(folder: Path, tree: dict[str, Any]) -> None:
+    (folder / TREE_FILE).write_text(strict_json(tree))
+
+
+def load_folder(folder: Path) -> Predictor:
+    """The predictor saved in ``folder`` (by :meth:`FoldAverage.save` or :meth:`EnsemblePredictor.save`)."""
+    tree = json.loads((folder / TREE_FILE).read_text())
+    if tree["kind"] == "ensemble":
+        return EnsemblePredictor.load(folder, tree)
+    return FoldAverage.load(folder, tree)
+
+
+def sorted_oof(run: RunFolder) -> np.ndarray:
+    """A member's OOF predictions, each column sorted: the reference its ranks are taken against."""
+    return np.sort(run.read_oof()[list(TARGETS)].to_numpy(np.float64), axis=0)
+
+
+def load_predictor(store: Store, run_id: str, load_models: bool = True) -> Predictor:
+    """The predictor of a recorded run (CV or ensemble, members resolved in the same store).
+
+    ``load_models=False`` leaves fold models on disk until first used (to save the predictor).
+    """
+    record = store.get(run_id)
+    run = store.folder(record.run_id, models=True)
+    meta = run.read_meta()
+    if meta.kind == "ensemble":
+        spec = run.read_ensemble()
+        members = [load_predictor(store, m, load_models) for m in spec["members"]]
+        refs = [sorted_oof(store.folder(m)) for m in spec["members"]] if spec["average"] == "rank" else None
+        return EnsemblePredictor(record.run_id, members, spec, refs, run / POSTPROCESS_STATE_FILE)
+    dirs = run.fold_model_dirs(meta.folds_selected)
+    predictor = FoldAverage(record.run_id, dirs, meta.folds_selected)
+    if load_models:
+        predictor.models  # noqa: B018  # load now, as a bundle does
+    return predictor
+
+
+def copy_tree(src: Path, dst: Path, link: bool, skip: re.Pattern | None = None) -> None:
+    """Copy a folder's files (``link``: hard links where the file system allows), skipping names
+    that match ``skip``."""
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if skip is not None and any(skip.search(part) for part in rel.parts):
+            continue
+        target = dst / rel
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if link:
+            try:
+                os.link(path, target)
+                continue
+            except OSError:  # another file system, or links not allowed: copy
+                pass
+        shutil.copy2(path, target)
+
+
+__all__ = [
+    "FOLD_MODEL_DIR",
+    "EnsemblePredictor",
+    "FoldAverage",
+    "Predictor",
+    "copy_tree",
+    "load_folder",
+    "load_predictor",
+    "sorted_oof",
+]
