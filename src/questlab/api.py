@@ -26,6 +26,7 @@ import pandas as pd
 
 from questlab import console
 from questlab.config import RunConfig, resolve_config
+from questlab.ensemble.report import EnsembleReport
 from questlab.errors import UsageError
 from questlab.rundir import TAG_COMPLETE, TAG_FOLDS_DONE, TAG_MODEL
 from questlab.schema import ID, TARGETS
@@ -104,12 +105,13 @@ class Run:
         return self.scores.per_fold["score"].rename("score")
 
     @cached_property
-    def ensemble_report(self) -> dict[str, Any] | None:
+    def ensemble_report(self) -> EnsembleReport | None:
         """An ensemble's report: nested score (pooled) and the mean of the outer folds' scores, gains
         with intervals, post-processing choices per target and per outer fold; None for a CV run."""
         if self.kind != "ensemble":
             return None
-        return self.record.folder.read_ensemble().get("report")
+        report = self.record.folder.read_ensemble().get("report")
+        return EnsembleReport.model_validate(report) if report is not None else None
 
     @property
     def per_target(self) -> pd.DataFrame:

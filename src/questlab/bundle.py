@@ -33,7 +33,8 @@ from questlab.errors import BundleError
 from questlab.models.pretrained import encoder_key, register_encoder_folder, resolve_encoder
 from questlab.predict import predict_frame
 from questlab.predictors import Predictor, copy_tree, load_folder, load_predictor
-from questlab.rundir import TAG_MODEL, file_sha256
+from questlab.provenance import file_sha256
+from questlab.rundir import TAG_MODEL
 from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT
 from questlab.store import Store
 from questlab.strictjson import strict_json

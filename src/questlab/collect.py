@@ -15,9 +15,10 @@ from questlab.console import Say, stderr
 from questlab.data import Data, Dataset
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
+from questlab.provenance import file_sha256, git_commit
 from questlab.pseudo import describe_pseudo, pseudo_tags, recorded_pseudo
 from questlab.recording import RunWriter, flatten
-from questlab.rundir import TAG_COLLECTED_FROM, file_sha256, git_commit
+from questlab.rundir import TAG_COLLECTED_FROM
 from questlab.store import Store
 
 

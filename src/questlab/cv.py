@@ -25,10 +25,11 @@ from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
+from questlab.provenance import git_commit
 from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
 from questlab.ranks import is_main_process, leave_process_group
 from questlab.recording import RunWriter, flatten
-from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, git_commit, predictions_frame
+from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, predictions_frame
 from questlab.schema import ID, PSEUDO, TARGETS
 from questlab.store import Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt

@@ -18,7 +18,7 @@ import pandas as pd
 
 from questlab.csvfile import read_csv
 from questlab.errors import DataError
-from questlab.rundir import file_sha256
+from questlab.provenance import file_sha256
 from questlab.schema import (
     BODY,
     ID,

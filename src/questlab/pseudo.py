@@ -34,7 +34,8 @@ from questlab.csvfile import read_csv
 from questlab.data import validate_frame
 from questlab.errors import DataError, UsageError
 from questlab.folds import question_groups
-from questlab.rundir import TAG_PSEUDO_FILE, TAG_PSEUDO_SHA256, TAG_PSEUDO_TEACHER, RunMeta, file_sha256
+from questlab.provenance import file_sha256
+from questlab.rundir import TAG_PSEUDO_FILE, TAG_PSEUDO_SHA256, TAG_PSEUDO_TEACHER, RunMeta
 from questlab.schema import ID, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
 
 FORMAT_VERSION = 1

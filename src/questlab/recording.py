@@ -32,6 +32,7 @@ from questlab.console import Say
 from questlab.folds import FOLDS_FILE, load_folds, save_folds
 from questlab.metric import CVScore, score_cv
 from questlab.mlflow_model import log_run_model
+from questlab.provenance import git_commit
 from questlab.rundir import (
     CONFIG_FILE,
     META_FILE,
@@ -40,6 +41,7 @@ from questlab.rundir import (
     SCORES_FILE,
     SUBMISSION_FILE,
     TAG_COMPLETE,
+    TAG_ERROR,
     TAG_FOLDS_DONE,
     TAG_GIT_COMMIT,
     TAG_KIND,
@@ -50,7 +52,6 @@ from questlab.rundir import (
     RunFolder,
     RunMeta,
     fold_part,
-    git_commit,
     predictions_frame,
 )
 from questlab.schema import ID, TARGETS
@@ -69,15 +70,19 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def standard_tags(kind: str, model: str) -> dict[str, str]:
-    """The tags every new run starts with ("complete" flips to "true" when all folds are in)."""
-    return {
+def standard_tags(kind: str, model: str, scored: bool = True) -> dict[str, str]:
+    """The tags every new run starts with; a run scored over folds starts "complete: false", which
+    flips to "true" when all its folds are in (a study's parent run is not scored itself)."""
+    tags = {
         TAG_KIND: kind,
         TAG_MODEL: model,
         TAG_COMPLETE: "false",
         TAG_GIT_COMMIT: git_commit(),
         TAG_VERSION: __version__,
     }
+    if not scored:
+        del tags[TAG_COMPLETE]
+    return tags
 
 
 class RunWriter:
@@ -93,9 +98,11 @@ class RunWriter:
 
     # --- creating -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, store: Store, name: str, kind: str, model: str, tags: dict[str, str] | None = None) -> RunWriter:
+    def create(
+        cls, store: Store, name: str, kind: str, model: str, tags: dict[str, str] | None = None, scored: bool = True
+    ) -> RunWriter:
         """A new RUNNING run with the standard tags (and ``tags``) and the folder to write it in."""
-        return cls(store, store.create_run(name, tags={**standard_tags(kind, model), **(tags or {})}))
+        return cls(store, store.create_run(name, tags={**standard_tags(kind, model, scored), **(tags or {})}))
 
     @classmethod
     def reopen(cls, store: Store, run_id: str) -> RunWriter:
@@ -205,9 +212,27 @@ class RunWriter:
         )
         return cv
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
-        """Further run-level figures (an ensemble's in-sample and nested gains)."""
-        self.store.log_metrics(self.run_id, metrics)
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Further figures (an ensemble's in-sample and nested gains, a study's trial scores)."""
+        self.store.log_metrics(self.run_id, metrics, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.store.log_params(self.run_id, params)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.store.set_tags(self.run_id, tags)
+
+    def sync(self, *parts: str) -> None:
+        """Log parts written into :attr:`folder` by hand (a study's config, space, split, best config)."""
+        self.store.sync(self.run_id, *parts)
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Mark a run recorded outside :meth:`recording` (a study's parent) as ended, with why if it failed."""
+        try:
+            if error is not None:
+                self.store.set_tags(self.run_id, {TAG_ERROR: error[:5000]})
+        finally:
+            self.store.finish(self.run_id, status)
 
     def update_meta(self, **updates: Any) -> RunMeta:
         """Change fields of ``run.json`` (timings at the end) and sync it."""

@@ -27,9 +27,7 @@ Its JSON files are strict JSON (:func:`strict_json`): an undefined number is ``n
 
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from questlab import __version__
 from questlab.errors import RunFormatError, UsageError
 from questlab.folds import FOLDS_FILE
+from questlab.provenance import file_sha256
 from questlab.schema import ID, TARGETS
 from questlab.strictjson import strict_json
 
@@ -154,29 +153,6 @@ def parse_meta(data: dict[str, Any], where: str) -> RunMeta:
         err = exc.errors(include_url=False)[0]
         key = ".".join(str(p) for p in err["loc"])
         raise RunFormatError(f"{where}: {key}: {err['msg']}; re-run it with this questlab") from None
-
-
-# --- provenance -------------------------------------------------------------------------------
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def git_commit() -> str:
-    """The commit of the questlab checkout (``+dirty`` with uncommitted changes), else ``unknown``."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5)
-        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # --- predictions ------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from questlab.errors import UsageError
 from questlab.models.base import check_predictions
 from questlab.predict import read_test_chunks, writing
 from questlab.predictors import FoldAverage
+from questlab.provenance import file_sha256
 from questlab.pseudo import PseudoMeta, fold_column, folds_sha256, sidecar_path
-from questlab.rundir import file_sha256
 from questlab.schema import TARGETS
 from questlab.store import Store
 

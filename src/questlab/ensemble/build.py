@@ -31,9 +31,11 @@ from questlab.ensemble.combine import (
     gain_summary,
     nested_fit,
 )
+from questlab.ensemble.report import EnsembleReport
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, question_groups
 from questlab.metric import CVScore, mean_spearman
+from questlab.provenance import git_commit
 from questlab.recording import RunWriter
 from questlab.rundir import (
     ENSEMBLE_FILE,
@@ -45,7 +47,6 @@ from questlab.rundir import (
     TAG_MODEL,
     TRUTH_FILE,
     RunMeta,
-    git_commit,
     predictions_frame,
 )
 from questlab.schema import ID, TARGETS
@@ -129,7 +130,7 @@ def build_ensemble(
     say: Say = quiet,
     test: Data | None = None,
     tags: dict[str, str] | None = None,
-) -> tuple[str, dict]:
+) -> tuple[str, EnsembleReport]:
     """Combine finished runs into a new recorded run (kind "ensemble"); return its id and report.
 
     ``test`` (the file the members predicted) is needed only with the question share, to group the
@@ -153,29 +154,30 @@ def build_ensemble(
     member_scores = [mean_spearman(truth, xi) for xi in x]
     best = int(np.argmax(member_scores))
     base = x[best]  # gains are measured against the best member alone (for one member: the run itself)
-    report = {
-        "members": {m.record.run_id: s for m, s in zip(members, member_scores, strict=True)},
-        "best_member": members[best].record.run_id,
-        "nested_score": mean_spearman(truth, res.nested),
-        "nested_score_before_postprocess": mean_spearman(truth, res.nested_blend),
-        "in_sample_score": mean_spearman(truth, res.in_sample),
-        "nested_gain": gain_summary(truth, base, res.nested, groups, n_boot, spec.seed),
+    report = EnsembleReport(
+        members={m.record.run_id: s for m, s in zip(members, member_scores, strict=True)},
+        best_member=members[best].record.run_id,
+        nested_score=mean_spearman(truth, res.nested),
+        nested_score_before_postprocess=mean_spearman(truth, res.nested_blend),
+        in_sample_score=mean_spearman(truth, res.in_sample),
+        nested_gain=gain_summary(truth, base, res.nested, groups, n_boot, spec.seed),
         # the same nested predictions scored fold by fold, then averaged (see metric.fold_mean_score)
-        "nested_fold_mean": fold_mean_summary(truth, base, res.nested, folds, groups, n_boot, spec.seed),
-        "in_sample_gain": gain_summary(truth, base, res.in_sample, groups, n_boot, spec.seed),
-        "notes": res.notes,
-    }
+        nested_fold_mean=fold_mean_summary(truth, base, res.nested, folds, groups, n_boot, spec.seed),
+        in_sample_gain=gain_summary(truth, base, res.in_sample, groups, n_boot, spec.seed),
+        notes=res.notes,
+    )
     if spec.question_share:
-        shared = gain_summary(truth, res.nested_unshared, res.nested_blend, groups, n_boot, spec.seed)
-        report["question_share_nested_gain"] = shared
-        report["question_share_chosen"] = res.final.question_share.chosen()
+        report.question_share_nested_gain = gain_summary(
+            truth, res.nested_unshared, res.nested_blend, groups, n_boot, spec.seed
+        )
+        report.question_share_chosen = res.final.question_share.chosen()
     if spec.postprocess != "none":
-        report["postprocess_nested_gain"] = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot, spec.seed)
-        report["postprocess_chosen"] = res.final.postprocessor.chosen()
-        report["postprocess_mapped_folds"] = res.mapped_folds  # per target, the outer folds that mapped it
+        report.postprocess_nested_gain = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot, spec.seed)
+        report.postprocess_chosen = res.final.postprocessor.chosen()
+        report.postprocess_mapped_folds = res.mapped_folds
         # mapped in some outer folds only: pooled, their rows mix two scales (metric.fold_mean_score)
         n_folds = len(np.unique(folds))
-        report["postprocess_mixed"] = {t: ks for t, ks in res.mapped_folds.items() if len(ks) < n_folds}
+        report.postprocess_mixed = {t: ks for t, ks in res.mapped_folds.items() if len(ks) < n_folds}
     # before the run exists: a refusal leaves no run
     submission = _submission(members, res.final, _test_groups(members, test) if spec.question_share else None)
     run_id, cv = _record(store, members, spec, res, report, submission, name, n_boot, tags)
@@ -188,7 +190,7 @@ def _record(
     members: list[Member],
     spec: EnsembleSpec,
     res: NestedResult,
-    report: dict,
+    report: EnsembleReport,
     submission: pd.DataFrame | None,
     name: str | None,
     n_boot: int,
@@ -241,7 +243,7 @@ def _record(
     return writer.run_id, cv
 
 
-def ensemble_record(member_ids: list[str], spec: EnsembleSpec, res: NestedResult, report: dict) -> dict:
+def ensemble_record(member_ids: list[str], spec: EnsembleSpec, res: NestedResult, report: EnsembleReport) -> dict:
     """The run's ``ensemble.json``: members, averaging, weights, the combiner's state and the report.
 
     Its predictor (:class:`~questlab.predictors.EnsemblePredictor`) keeps the keys it predicts with.
@@ -255,7 +257,7 @@ def ensemble_record(member_ids: list[str], spec: EnsembleSpec, res: NestedResult
         "postprocess": spec.postprocess,
         "seed": spec.seed,
         **combiner_state(res.final),
-        "report": report,
+        "report": report.to_dict(),
     }
 
 
@@ -294,7 +296,7 @@ def postprocess_run(
     say: Say = quiet,
     question_share: bool = False,
     test: Data | None = None,
-) -> tuple[str, dict]:
+) -> tuple[str, EnsembleReport]:
     """Post-process one run: a new ensemble run with that run as its only member (weight 1).
 
     Keeping the source run untouched and recording the mapping as a run of its own means

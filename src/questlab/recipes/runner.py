@@ -25,13 +25,15 @@ from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
 from questlab.ensemble.build import build_ensemble
 from questlab.ensemble.combine import EnsembleSpec
+from questlab.ensemble.report import EnsembleReport
 from questlab.errors import EncoderNotFoundError, QuestlabError, UsageError
 from questlab.folds import question_groups
 from questlab.models import build_model
 from questlab.models.pretrained import resolve_encoder
 from questlab.recipes.spec import RecipeSpec, load_recipe
+from questlab.rundir import TAG_COMPLETE
 from questlab.schema import ID
-from questlab.store import TAG_COMPLETE, RunRecord, Store
+from questlab.store import RunRecord, Store
 from questlab.store.liveness import describe, is_dead
 
 TAG_MEMBER_KEY = "questlab.recipe_member_key"
@@ -60,7 +62,7 @@ class RecipeOutcome:
     recipe: str
     members: list[MemberOutcome]
     ensemble_id: str
-    report: dict
+    report: EnsembleReport
     submission: Path | None
     seconds: dict[str, float] = field(default_factory=dict)  # members, ensemble, total
 

@@ -148,7 +148,7 @@ class Store:
 
     def create_run(self, name: str, tags: dict[str, str], experiment: str = EXPERIMENT) -> str:
         """A new RUNNING run with questlab's tags and MLflow's standard ones (user, name, commit)."""
-        from questlab.rundir import git_commit
+        from questlab.provenance import git_commit
 
         commit = git_commit()
         standard = {"mlflow.runName": name, "mlflow.user": current_user(), "mlflow.source.name": "questlab"}

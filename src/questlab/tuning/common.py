@@ -18,6 +18,10 @@ StoreLike = str | Path | Store | None
 
 KIND_STUDY = "study"
 TAG_STUDY = "questlab.study"  # on the parent, every trial and the holdout run: the study name
+TAG_STORAGE = "questlab.optuna_storage"  # on the parent: the Optuna storage URL, password redacted
+TAG_BEST_TRIAL = "questlab.best_trial"  # on the finished parent: the best trial's number
+TAG_BEST_RUN = "questlab.best_run"  # ... and its run
+TAG_HOLDOUT_RUN = "questlab.holdout_run"  # ... and the run scored on the held-out questions
 TAG_TRIAL = "questlab.trial"  # a trial run's Optuna trial number
 TAG_HOLDOUT = "questlab.holdout"  # "true" on the run scored on the held-out questions
 TAG_PARENT = "mlflow.parentRunId"  # MLflow nests child runs under their parent with this tag

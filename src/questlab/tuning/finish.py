@@ -12,6 +12,7 @@ from questlab.config import parse_config
 from questlab.console import quiet
 from questlab.cv import run_cv
 from questlab.errors import StudyError
+from questlab.recording import RunWriter
 from questlab.tuning.common import (
     ATTR_HOLDOUT_LOOKS,
     ATTR_HOLDOUT_RUN,
@@ -19,7 +20,10 @@ from questlab.tuning.common import (
     BEST_CONFIG_FILE,
     HOLDOUT_FILE,
     REPORT_FILE,
+    TAG_BEST_RUN,
+    TAG_BEST_TRIAL,
     TAG_HOLDOUT,
+    TAG_HOLDOUT_RUN,
     TAG_PARENT,
     TAG_STUDY,
 )
@@ -71,9 +75,9 @@ def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> Tu
     path = Path(best_config_path) if best_config_path else Path.cwd() / f"{ctx.name}-best.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(best_config.to_yaml())
-    folder = store.writer(ctx.parent_id)
-    (folder / BEST_CONFIG_FILE).write_text(best_config.to_yaml())
-    store.sync(ctx.parent_id, BEST_CONFIG_FILE)
+    parent = RunWriter(store, ctx.parent_id)
+    (parent.folder / BEST_CONFIG_FILE).write_text(best_config.to_yaml())
+    parent.sync(BEST_CONFIG_FILE)
 
     result = TuneResult(
         study_name=ctx.name,
@@ -108,16 +112,16 @@ def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> Tu
             "holdout_ci_high": holdout_ci[1],
             "cv_minus_holdout": result.best_cv - holdout_score,
         }
-    store.log_metrics(ctx.parent_id, metrics)
-    tags = {"questlab.best_trial": str(best.number), "questlab.best_run": best_run}
+    parent.log_metrics(metrics)
+    tags = {TAG_BEST_TRIAL: str(best.number), TAG_BEST_RUN: best_run}
     if holdout_id:
-        tags["questlab.holdout_run"] = holdout_id
-    store.set_tags(ctx.parent_id, tags)
+        tags[TAG_HOLDOUT_RUN] = holdout_id
+    parent.set_tags(tags)
     try:
         result.report_path = store.attach(ctx.parent_id, study_report(ctx, result), REPORT_FILE)
     except Exception as exc:  # a plotting problem must not lose the study's result
         notes.append(f"the report could not be written ({type(exc).__name__}: {exc})")
-    store.finish(ctx.parent_id, "FINISHED")
+    parent.end("FINISHED")
     return result
 
 
@@ -152,7 +156,7 @@ def _holdout_run(
         TAG_PARENT: ctx.parent_id,
         TAG_STUDY: ctx.name,
         TAG_HOLDOUT: "true",
-        "questlab.best_trial": str(best.number),
+        TAG_BEST_TRIAL: str(best.number),
     }
     ctx.say(
         f"scoring trial {best.number}'s config on the held-out questions (trained on all {len(ctx.tuning)} tuning rows)"

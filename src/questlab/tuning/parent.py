@@ -18,8 +18,9 @@ from questlab.console import Say
 from questlab.data import Dataset
 from questlab.errors import StudyError
 from questlab.folds import FOLDS_FILE, load_folds, make_folds, question_groups, save_folds
+from questlab.recording import RunWriter
 from questlab.schema import CATEGORY, ID
-from questlab.store import TAG_ERROR, TAG_KIND, TAG_MODEL, RunRecord, Store
+from questlab.store import RunRecord, Store
 from questlab.tuning.common import (
     ATTR_CONFIG_SHA,
     ATTR_HOLDOUT,
@@ -36,6 +37,7 @@ from questlab.tuning.common import (
     KIND_STUDY,
     SPACE_FILE,
     STUDY_FILE,
+    TAG_STORAGE,
     TAG_STUDY,
     sha_of,
 )
@@ -147,16 +149,10 @@ def prepare_study(
             if n_held < 2:
                 raise StudyError(f"holdout {holdout} keeps {n_held} question(s) out: too few to score; give more")
         folds = make_folds(tuning, n_splits=base.folds.n_splits, seed=base.folds.seed)
-        parent_id = store.create_run(
-            name,
-            tags={
-                TAG_KIND: KIND_STUDY,
-                TAG_MODEL: base.model.name,
-                TAG_STUDY: name,
-                "questlab.optuna_storage": redact(url),
-            },
+        writer = RunWriter.create(
+            store, name, KIND_STUDY, base.model.name, tags={TAG_STUDY: name, TAG_STORAGE: redact(url)}, scored=False
         )
-        folder = store.writer(parent_id)
+        parent_id, folder = writer.run_id, writer.folder
         (folder / CONFIG_FILE).write_text(base.to_yaml())
         (folder / SPACE_FILE).write_text(space.to_yaml())
         save_folds(folds, folder.path)
@@ -177,9 +173,8 @@ def prepare_study(
             "holdout_questions": 0 if split is None else int(split.loc[split["fold"] == 0, "group"].nunique()),
         }
         (folder / STUDY_FILE).write_text(json.dumps(info, indent=1))
-        store.sync(parent_id, *parts)
-        store.log_params(
-            parent_id,
+        writer.sync(*parts)
+        writer.log_params(
             {
                 "holdout": holdout,
                 "seed": seed,
@@ -222,5 +217,4 @@ def prepare_study(
 
 def mark_parent(store: Store, parent_id: str, status: str, message: str) -> None:
     with contextlib.suppress(Exception):  # the original error matters more than this record
-        store.set_tags(parent_id, {TAG_ERROR: message[:5000]})
-        store.finish(parent_id, status)
+        RunWriter(store, parent_id).end(status, message)
