@@ -21,11 +21,11 @@ def main(encoder: str, out: str, rows: int, batch_size: int) -> None:
     from transformers import AutoTokenizer
 
     from helpers.transformer import synthetic_quest
+    from questlab.ddp import leave_process_group
     from questlab.models.transformer.batches import RowDataset
     from questlab.models.transformer.inputs import encode_frame
     from questlab.models.transformer.network import QuestNet, load_encoder
     from questlab.models.transformer.training import infer
-    from questlab.ranks import leave_process_group
     from questlab.schema import TARGETS
 
     accelerator = Accelerator(cpu=True)
