@@ -143,8 +143,8 @@ def measure(kind: str, args: argparse.Namespace) -> dict:
     warm = RowDataset(enc.input_ids[:b], enc.token_type_ids[:b], zeros[:b], zeros[:b], targets[:b], pad_id=pad)
     torch.manual_seed(0)
     if kind == "questlab":
-        settings = TrainSettings(
-            epochs=1, batch_size=b, progress=False, bf16=True, malloc_tuning=not args.no_malloc_tuning,
+        settings = TrainSettings.of(
+            bf16=True, epochs=1, batch_size=b, progress=False, malloc_tuning=not args.no_malloc_tuning,
             max_length=args.max_length, pad_to_multiple=args.pad_to_multiple, compile=args.compile,
         )  # fmt: skip
         accelerator = Accelerator(cpu=device.type == "cpu")

@@ -21,13 +21,13 @@ import pandas as pd
 from questlab.config import RunConfig, parse_config
 from questlab.console import Say, stderr, stderr_console
 from questlab.data import Data, Dataset, check_pair
+from questlab.ddp import is_main_process, leave_process_group
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
 from questlab.provenance import git_commit
 from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
-from questlab.ranks import is_main_process, leave_process_group
 from questlab.recording import RunWriter, flatten
 from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, predictions_frame
 from questlab.schema import ID, PSEUDO, TARGETS

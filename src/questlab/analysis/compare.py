@@ -72,7 +72,7 @@ def _row(a: float, b: float, diffs: np.ndarray) -> dict[str, Any]:
     return {"a": a, "b": b, "delta": b - a, "low": float(low), "high": float(high), "verdict": verdict(low, high)}
 
 
-def paired_oof(store: Store, a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def paired_oof(a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """OOF predictions of A and B and the truth, aligned row by row; refuse runs on different rows."""
     oof_a, oof_b = (r.folder.read_oof() for r in (a, b))
     ids_a, ids_b = set(oof_a[ID]), set(oof_b[ID])
@@ -111,7 +111,7 @@ def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed:
     a, b = store.get(run_a), store.get(run_b)
     if a.run_id == b.run_id:
         raise UsageError("give two different runs")
-    oof_a, oof_b, truth = paired_oof(store, a, b)
+    oof_a, oof_b, truth = paired_oof(a, b)
     y = truth[list(TARGETS)].to_numpy(dtype=np.float64)
     pa, pb = (o[list(TARGETS)].to_numpy(dtype=np.float64) for o in (oof_a, oof_b))
     groups = oof_a["group"].to_numpy()

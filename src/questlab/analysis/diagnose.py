@@ -88,7 +88,7 @@ class Diagnosis:
     intervals: pd.DataFrame | None  # index target; spearman, low, high, status
 
 
-def load_run(store: Store, run_id: str) -> RunArtifacts:
+def load_artifacts(store: Store, run_id: str) -> RunArtifacts:
     """Read a run's folder: run.json, OOF predictions and truth, fit logs, test predictions."""
     record = store.get(run_id)
     run = record.folder
@@ -110,7 +110,7 @@ def load_run(store: Store, run_id: str) -> RunArtifacts:
 
 def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diagnosis:
     """Load a run and run every check; the interval table is kept for the report."""
-    run = load_run(store, run_id)
+    run = load_artifacts(store, run_id)
     done = run.record.folder.done_folds()
     broken = {k: run.record.folder.fold_problems(k) for k in done}
     broken = {k: p for k, p in broken.items() if p}
@@ -193,6 +193,6 @@ __all__ = [
     "constant_predictions",
     "diagnose_run",
     "imbalance_table",
-    "load_run",
+    "load_artifacts",
     "target_intervals",
 ]

@@ -21,11 +21,11 @@ def main(encoder: str, out: str, rows: int, batch_size: int) -> None:
     from transformers import AutoTokenizer
 
     from helpers.transformer import synthetic_quest
+    from questlab.ddp import leave_process_group
     from questlab.models.transformer.batches import RowDataset
     from questlab.models.transformer.inputs import encode_frame
     from questlab.models.transformer.network import QuestNet, load_encoder
-    from questlab.models.transformer.training import infer
-    from questlab.ranks import leave_process_group
+    from questlab.models.transformer.training import TrainSettings, infer
     from questlab.schema import TARGETS
 
     accelerator = Accelerator(cpu=True)
@@ -35,12 +35,13 @@ def main(encoder: str, out: str, rows: int, batch_size: int) -> None:
     data = RowDataset(enc.input_ids, enc.token_type_ids, zeros, zeros, frame[list(TARGETS)].to_numpy())
     torch.manual_seed(0)  # the same random head on every process
     net = accelerator.prepare(QuestNet(load_encoder(encoder), n_out=len(TARGETS)))
-    pred, loss = infer(net, data, batch_size, accelerator, bf16=False, shard=True)
+    settings = TrainSettings.of(bf16=False, eval_batch_size=batch_size)
+    pred, loss = infer(net, data, settings, accelerator, shard=True)
     if accelerator.is_main_process:
         np.save(out, np.concatenate([pred, np.full((rows, 1), loss)], axis=1))
-    # Leave together, with gloo's threads stopped: a rank that exited with them running was
-    # aborted at shutdown ("terminate called without an active exception"). It was seen once more
-    # after this (rarer, not gone); the test retries that one failure once (test_transformer_ddp_infer).
+    # Leave together, with gloo's threads stopped: a rank that exits with them running can be
+    # aborted at shutdown ("terminate called without an active exception"). That can still happen,
+    # rarely, so the test retries that one failure once (test_transformer_ddp_infer).
     leave_process_group()
 
 

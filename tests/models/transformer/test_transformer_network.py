@@ -8,7 +8,8 @@ import torch
 
 from questlab.models.transformer.batches import bucket_batches, collate
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
-from questlab.models.transformer.training import TrainSettings, layer_depth, param_groups
+from questlab.models.transformer.params import TransformerParams
+from questlab.models.transformer.training import layer_depth, param_groups
 
 pytest_plugins = ["helpers.transformer"]  # the tiny_encoder fixture
 
@@ -63,7 +64,7 @@ def test_unknown_pooling_names_the_choices(tiny_encoder):
 
 def test_param_groups_give_the_head_its_lr_and_decay_the_lr_down_the_encoder(tiny_encoder):
     net = QuestNet(load_encoder(tiny_encoder), n_out=2, n_categories=2)
-    groups = param_groups(net, TrainSettings(lr=1e-4, head_lr=1e-2, layer_decay=0.5, weight_decay=0.1))
+    groups = param_groups(net, TransformerParams(lr=1e-4, head_lr=1e-2, layer_decay=0.5, weight_decay=0.1))
     lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
     named = dict(net.named_parameters())
     assert lr_of[id(named["head.weight"])] == (1e-2, 0.1)
@@ -118,5 +119,5 @@ def test_an_encoder_without_token_types_mpnet_works_and_gets_layer_wise_lrs(tmp_
     assert not net.uses_token_types
     ids = torch.randint(1000, 2000, (2, 7))
     assert net(ids, torch.ones_like(ids), torch.ones_like(ids)).shape == (2, 3)  # token types ignored
-    groups = param_groups(net, TrainSettings(lr=1.0, head_lr=9.0, layer_decay=0.5))
+    groups = param_groups(net, TransformerParams(lr=1.0, head_lr=9.0, layer_decay=0.5))
     assert sorted({g["lr"] for g in groups}) == [0.25, 0.5, 1.0, 9.0]  # embeddings, layer 0, layer 1, head

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from questlab.models import FitLog
-from questlab.models.transformer import TransformerModel, training
+from questlab.models.transformer import TransformerModel, TransformerParams, training
 from questlab.models.transformer.batches import collate, padded_width
 from questlab.models.transformer.checkpoints import CheckpointWriter
 from questlab.models.transformer.inputs import CACHE_STATS, clear_token_cache, encode_frame, tokenizer_fingerprint
@@ -140,7 +140,7 @@ def test_adamw_is_fused_only_on_cuda(tiny_encoder):
     from questlab.models.transformer.network import QuestNet, load_encoder
 
     net = QuestNet(load_encoder(tiny_encoder), n_out=2)
-    optimizer = make_optimizer(net, training.TrainSettings(), torch.device("cpu"))
+    optimizer = make_optimizer(net, TransformerParams(), torch.device("cpu"))
     assert not optimizer.defaults.get("fused")
 
 

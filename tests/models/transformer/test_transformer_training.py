@@ -33,10 +33,12 @@ def test_training_lowers_the_loss(tiny_encoder, make_quest):
     accelerator = Accelerator()
     torch.manual_seed(0)
     net = QuestNet(load_encoder(tiny_encoder), n_out=30).to(accelerator.device)  # infer does not move it
-    before = training.infer(net, data, 64, accelerator, bf16=False, shard=False)[1]
-    settings = TrainSettings(epochs=1, batch_size=32, head_lr=1e-2, warmup_ratio=0.0, bf16=False, progress=False)
+    settings = TrainSettings.of(
+        bf16=False, epochs=1, batch_size=32, eval_batch_size=64, head_lr=1e-2, warmup_ratio=0.0, progress=False
+    )
+    before = training.infer(net, data, settings, accelerator, shard=False)[1]
     net = training.train_network(net, data, None, settings, FitLog(), accelerator)  # one step: one batch of 32
-    after = training.infer(net, data, 64, accelerator, bf16=False, shard=False)[1]
+    after = training.infer(net, data, settings, accelerator, shard=False)[1]
     assert after < before - 1e-3
 
 

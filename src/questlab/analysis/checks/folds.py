@@ -16,7 +16,7 @@ FAILED_FOLD_RATIO = 0.5
 WEAK_FOLD_SES = 3.0
 WEAK_FOLD_MIN_GAP = 0.02
 # A target ranks this much better inside each fold (mean of the folds' Spearman) than pooled: its
-# folds' predictions sit on different scales. Consistent models measured here stay under 0.02
+# folds' predictions sit on different scales. Consistent models on QUEST stay under 0.02
 # (the rarest target, spelling); ensembles post-processed in some folds only reach 0.14-0.15.
 SCALE_GAP = 0.05
 

@@ -4,8 +4,8 @@ Layout: ``<root>/embeddings/vectors.sqlite3``, table ``vectors(ns, key, dim, dig
 ``ns`` points to a namespace naming the encoder (fingerprint) and every setting that changes a
 vector, ``key`` is the sha256 of the text (32 bytes), ``vec`` the float32 bytes. So another
 run, another fold or another head never embeds the same text twice, and a change of encoder or
-settings can never read stale vectors. One file instead of one per text: the 11,968 texts of
-train + test were 11,968 files taking 49 MB of 4 KiB blocks for 20 MB of vectors.
+settings can never read stale vectors. One file instead of one per text: as files, the 11,968
+texts of train + test take 49 MB of 4 KiB blocks for 20 MB of vectors.
 
 - **concurrency**: WAL mode (readers never block the writer) and a busy timeout, so two runs can
   fill the cache at once; each batch of new vectors is one ``BEGIN IMMEDIATE`` transaction of

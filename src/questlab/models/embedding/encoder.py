@@ -224,7 +224,7 @@ def own_load(window: float = 60.0) -> float:
     """Cores this process kept busy over about the last ``window`` seconds (all its threads).
 
     The load average counts this process's own threads too: without taking them out, a run that
-    embedded with 2 threads saw load 2 at its next ``encode`` and fell back to 1 thread for the
+    embeds with 2 threads sees load 2 at its next ``encode`` and falls back to 1 thread for the
     rest of the run (MPNet: 3.0 instead of 5.5 seq/s on the same texts).
     """
     now = (time.monotonic(), time.process_time())
@@ -239,7 +239,7 @@ def pick_threads(requested: int = 0, load: float | None = None, own: float | Non
     """Torch threads to use: ``requested`` if > 0, else the cores other processes' load leaves free.
 
     On a shared 2-core machine, 2 OpenMP threads competing with other jobs spin at each barrier:
-    measured 2x slower embedding and 13x slower MLP steps than 1 thread under a load of 8.
+    under a load of 8 they embed 2x slower and run MLP steps 13x slower than 1 thread.
     ``load`` (the 1-minute load average) and ``own`` (this process's part of it, ``own_load``)
     are read from the system unless given. ``OMP_NUM_THREADS``, when set, caps the count.
     """

@@ -20,7 +20,7 @@ from questlab.folds import holdout_rows, pseudo_rows, question_groups
 from questlab.models.base import FitLog, Model, ModelParams
 from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.embedding.cache import EmbeddingCache
-from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder
+from questlab.models.embedding.encoder import EncoderSettings, LongText, SentenceEncoder
 from questlab.models.embedding.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup
 from questlab.models.pretrained import cache_root
 from questlab.schema import ANSWER, BODY, QUESTION_TARGETS, TARGETS, TITLE
@@ -33,10 +33,11 @@ class EmbeddingParams(ModelParams):
     """Settings of the embedding family; one line each, unknown keys rejected."""
 
     encoder: str = "all-MiniLM-L6-v2"  # known name or local HF folder (see questlab.models.pretrained)
-    max_tokens: int = Field(256, ge=8, le=512)  # token budget per window (MiniLM was trained to 256)
-    long_text: Literal["head_tail", "chunks"] = "head_tail"
-    head_share: float = Field(0.5, ge=0.0, le=1.0)  # head_tail: share of the budget for the text's start
-    bf16: bool = True  # bf16 autocast while embedding (only used where the CPU has native bf16)
+    # What changes a vector: defaults from EncoderSettings, the one place they are written.
+    max_tokens: int = Field(EncoderSettings.max_tokens, ge=8, le=512)  # token budget per window (MiniLM trained to 256)
+    long_text: LongText = EncoderSettings.long_text
+    head_share: float = Field(EncoderSettings.head_share, ge=0.0, le=1.0)  # head_tail: share for the text's start
+    bf16: bool = EncoderSettings.bf16  # bf16 autocast while embedding (only where the CPU has native bf16)
     embed_batch_size: int = Field(32, ge=1)
     # body adds nothing over title_body in CV and costs a quarter of the embedding time
     parts: list[Part] = Field(default_factory=lambda: ["title", "answer", "title_body"])
@@ -65,8 +66,9 @@ class EmbeddingParams(ModelParams):
     n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)
     seed: int = 42
     threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load of other processes leaves free
-    # fit on CPU: glibc malloc keeps big blocks (questlab/models/cpu_malloc.py): MPNet embedding
-    # 9.2 -> 11.8 seq/s here (docs/embedding.md). Not applied by predict alone (a server stays lean).
+    # fit on CPU: glibc malloc keeps big blocks (questlab/models/cpu_malloc.py): MPNet embeds
+    # 11.8 seq/s instead of 9.2 on 2 cores (docs/embedding.md). Not applied by predict alone (a
+    # server stays lean).
     malloc_tuning: bool = True
     progress: bool = True  # progress bar with ETA while embedding
 

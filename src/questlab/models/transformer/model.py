@@ -17,81 +17,23 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
 from questlab.folds import holdout_rows, pseudo_rows, question_groups
-from questlab.models.base import FitLog, Model, ModelParams, check_predictions
+from questlab.models.base import FitLog, Model, check_predictions
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.transformer.batches import RowDataset
 from questlab.models.transformer.inputs import CACHE_STATS, encode_frame
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
+from questlab.models.transformer.params import TransformerParams
 from questlab.models.transformer.training import TrainSettings, infer, state_dict_cpu, train_network
 from questlab.schema import ANSWER_TARGETS, CATEGORY, HOST, ID, QUESTION_TARGETS, TARGETS
 
-
-class TransformerParams(ModelParams):
-    """Settings of the transformer family; a config's ``model.params`` is checked against these."""
-
-    encoder: str = "all-MiniLM-L6-v2"  # a known packaged encoder name or a local HF model folder
-    mode: Literal["joint", "dual"] = "joint"  # one model for 30 targets, or question + answer models
-    dual_answer_targets: Literal["answer", "all"] = "answer"  # dual: the answer model's targets
-    max_length: int = Field(512, ge=8, le=4096)  # total token budget, special tokens included
-    head_share: float = Field(0.5, ge=0.0, le=1.0)  # of a cut part, the share kept from its start
-    pooling: Literal["cls", "mean", "layers", "attention"] = "mean"  # layers: learned weights over every
-    # layer's CLS; attention: learned per-token weights (softmax over the unmasked tokens)
-    use_category: bool = True  # learn a category embedding (index 0 = unseen at predict time)
-    use_host: bool = True  # learn a host embedding (index 0 = unseen)
-    meta_dim: int = Field(16, ge=1)  # size of each category/host embedding
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)  # head dropout
-    n_dropout_samples: int = Field(5, ge=1)  # multi-sample dropout: masks averaged while training
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(16, ge=1)  # per process, per micro-batch (CUDA + auto_micro_batch: see there)
-    accumulation: int = Field(1, ge=1)  # micro-batches per optimizer step
-    auto_micro_batch: bool = True  # CUDA: the largest micro-batch dividing batch_size * accumulation that fits
-    freeze_encoder_epochs: int = Field(0, ge=0)  # the first N epochs train the head only (encoder frozen)
-    # gradual unfreezing after those: the top k encoder layers train in the next epoch, 2k in the
-    # one after, ... the embeddings last (0: every layer from the start)
-    unfreeze_layers_per_epoch: int = Field(0, ge=0)
-    rank_loss_weight: float = Field(0.0, ge=0)  # + this x pairwise ranking loss per column (0 = BCE only)
-    lr: float = Field(5e-5, gt=0)  # encoder LR (top layer)
-    head_lr: float = Field(1e-3, gt=0)  # head, pooling weights, embeddings
-    layer_decay: float = Field(1.0, gt=0, le=1.0)  # layer-wise LR decay down the encoder (1 = off)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # share of all steps spent warming up linearly
-    max_grad_norm: float = Field(1.0, ge=0)  # gradient clipping (0 = off)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CPU and on bf16-capable GPUs
-    eval_batch_size: int = Field(64, ge=1)
-    bucket_factor: int = Field(50, ge=1)  # batches per length-sorted bucket (randomness vs padding)
-    pad_to_multiple: int = Field(8, ge=1)  # batch widths rounded up to a multiple (64: 8 shapes up to 512)
-    compile: bool = False  # torch.compile the network (pair it with pad_to_multiple: 64)
-    select_best_epoch: bool = True  # keep the epoch with the best Spearman on the stopping rows (else the last)
-    # The stopping rows. "valid": the fold's valid rows (the original spec): the epoch is picked on
-    # the rows that are scored, so CV is optimistic wherever an earlier epoch wins. "holdout": a
-    # share of the fold's train questions, held out whole and not trained on; valid is only scored.
-    early_stopping: Literal["valid", "holdout"] = "valid"
-    holdout_share: float = Field(0.1, gt=0.0, lt=0.5)  # early_stopping: holdout: share of questions
-    seed: int = 42
-    progress: bool = True  # progress bars with ETA (main process only)
-    cpu: bool = False  # run on CPU even when a GPU is there
-    num_threads: int = Field(0, ge=0)  # torch CPU threads; 0 leaves torch's default
-    malloc_tuning: bool = True  # CPU: glibc malloc keeps big blocks (models/cpu_malloc.py; +12% in the bench)
-    log_every: int = Field(50, ge=1)  # micro-batches between progress-bar loss reads (each read syncs a GPU)
-    background_checkpoints: bool = True  # epoch checkpoints written by a thread while training goes on
-
-    @model_validator(mode="after")
-    def _encoder_trains(self) -> TransformerParams:
-        if self.freeze_encoder_epochs >= self.epochs:
-            raise ValueError(
-                f"freeze_encoder_epochs ({self.freeze_encoder_epochs}) must be below epochs ({self.epochs}): "
-                "the encoder would never be fine-tuned"
-            )
-        return self
+__all__ = ["Stage", "TransformerModel", "TransformerParams", "combine", "stages_for"]
 
 
 @dataclass(frozen=True)
@@ -185,20 +127,11 @@ class TransformerModel(Model):
 
         self.check_fitted()
         accelerator = Accelerator(cpu=self.params.cpu)
-        preds = {}
+        settings, preds = TrainSettings(self.params, bf16=self._bf16(accelerator.device)), {}
         for stage in stages_for(self.params):
             net = self.networks_[stage.name].to(accelerator.device)
             data = self._dataset(frame, stage, None)
-            preds[stage], _ = infer(
-                net,
-                data,
-                self.params.eval_batch_size,
-                accelerator,
-                self._bf16(accelerator.device),
-                shard=False,
-                multiple=self.params.pad_to_multiple,
-                cap=self.params.max_length,
-            )
+            preds[stage], _ = infer(net, data, settings, accelerator, shard=False)
         return check_predictions(combine(preds, len(frame)), len(frame), "TransformerModel")
 
     # --- helpers ------------------------------------------------------------------------------
@@ -257,9 +190,7 @@ class TransformerModel(Model):
         )
 
     def _settings(self) -> TrainSettings:
-        p = self.params
-        names = TrainSettings.__dataclass_fields__.keys() - {"bf16"}
-        return TrainSettings(**{n: getattr(p, n) for n in names}, bf16=self._bf16(self.device_))
+        return TrainSettings(self.params, bf16=self._bf16(self.device_))
 
     def _dataset(self, frame: pd.DataFrame, stage: Stage, log: FitLog | None) -> RowDataset:
         """Encode ``frame`` for ``stage``; with a ``log``, record how much the budget cut per part."""

@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from questlab.models.transformer.params import TransformerParams
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,7 +56,7 @@ def layer_depth(name: str, n_layers: int) -> int:
     return int(found.group(1)) + 1 if found else n_layers
 
 
-def unfreeze_top_layers(net: nn.Module, epoch: int, s) -> int:
+def unfreeze_top_layers(net: nn.Module, epoch: int, s: TransformerParams) -> int:
     """Gradual unfreezing, top down: set which encoder parameters train in ``epoch`` (0-based).
 
     With ``s.unfreeze_layers_per_epoch`` k > 0, the first training epoch after the head-only ones
@@ -71,10 +73,10 @@ def unfreeze_top_layers(net: nn.Module, epoch: int, s) -> int:
     return min(top, n_layers)
 
 
-def param_groups(net: nn.Module, s) -> list[dict]:
+def param_groups(net: nn.Module, s: TransformerParams) -> list[dict]:
     """AdamW groups: encoder LR decayed layer by layer, the head at ``head_lr``, no decay on 1-D weights.
 
-    ``s`` holds ``lr``, ``head_lr``, ``layer_decay``, ``weight_decay`` (``TrainSettings``).
+    Reads ``s.lr``, ``s.head_lr``, ``s.layer_decay`` and ``s.weight_decay`` (the model's params).
     """
     n_layers = net.encoder.config.num_hidden_layers
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
@@ -90,7 +92,7 @@ def param_groups(net: nn.Module, s) -> list[dict]:
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
-def make_optimizer(net: nn.Module, s, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(net: nn.Module, s: TransformerParams, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over ``param_groups``; fused into one kernel on CUDA (not offered on CPU here)."""
     fused = device.type == "cuda"
     return torch.optim.AdamW(param_groups(net, s), fused=fused or None)

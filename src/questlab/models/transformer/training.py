@@ -21,6 +21,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,7 @@ from questlab.models.transformer.optim import (
     training_loss,
     unfreeze_top_layers,
 )
+from questlab.models.transformer.params import TransformerParams
 
 __all__ = [  # the names tests, the bench and model.py take from here
     "Progress", "TrainSettings", "bce", "forward", "infer", "latest_checkpoint", "layer_depth",
@@ -60,35 +62,22 @@ __all__ = [  # the names tests, the bench and model.py take from here
 ]  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSettings:
-    """The optimisation knobs ``train_network`` needs (a subset of the model's params)."""
+    """What ``train_network`` reads: the model's params, and whether to autocast in bf16.
 
-    epochs: int = 3
-    batch_size: int = 16  # rows per micro-batch (on CUDA with auto_micro_batch: see there)
-    accumulation: int = 1  # micro-batches per optimizer step
-    lr: float = 5e-5  # top encoder layer
-    head_lr: float = 1e-3  # head, pooling weights, category/host embeddings
-    layer_decay: float = 1.0  # each layer further down gets lr * layer_decay
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    bf16: bool = True
-    eval_batch_size: int = 64
-    bucket_factor: int = 50
-    select_best_epoch: bool = True
-    seed: int = 42
-    progress: bool = True
-    malloc_tuning: bool = True  # on CPU, see questlab.models.cpu_malloc
-    pad_to_multiple: int = 8  # batch widths rounded up to a multiple of this (few shapes)
-    max_length: int | None = None  # widths never rounded beyond it
-    compile: bool = False  # torch.compile the network (training and valid forward passes)
-    auto_micro_batch: bool = True  # CUDA: largest micro-batch dividing batch_size * accumulation that fits
-    freeze_encoder_epochs: int = 0  # the first N epochs train the head only (encoder frozen)
-    unfreeze_layers_per_epoch: int = 0  # then gradual unfreezing: k more encoder layers per epoch, top down
-    rank_loss_weight: float = 0.0  # weight of the pairwise ranking term added to BCE (0 = off)
-    log_every: int = 50  # micro-batches between loss reads for the progress bar (each read syncs)
-    background_checkpoints: bool = True  # write checkpoints in a thread while training goes on
+    Every knob of the loop (epochs, batch size, LRs, ``max_length``, ...) is a field of
+    ``TransformerParams``, read from ``params``; only ``bf16`` is the loop's own, because it
+    depends on the device as well as on ``params.precision`` (``TransformerModel._bf16``).
+    """
+
+    params: TransformerParams
+    bf16: bool
+
+    @classmethod
+    def of(cls, bf16: bool = True, **params: Any) -> TrainSettings:
+        """Settings from ``TransformerParams(**params)`` (its defaults for the rest): tests, the bench."""
+        return cls(TransformerParams(**params), bf16)
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -147,16 +136,12 @@ def _gather_rows(accelerator: Accelerator, index: torch.Tensor, logits: torch.Te
 
 @torch.inference_mode()
 def infer(
-    net: nn.Module,
-    data: RowDataset,
-    batch_size: int,
-    accelerator: Accelerator,
-    bf16: bool,
-    shard: bool,
-    multiple: int = 8,
-    cap: int | None = None,
+    net: nn.Module, data: RowDataset, s: TrainSettings, accelerator: Accelerator, shard: bool
 ) -> tuple[np.ndarray, float]:
     """Sigmoid predictions for every row of ``data`` in row order, and the mean BCE if it has targets.
+
+    Batches of ``eval_batch_size`` rows, padded as in training (``pad_to_multiple``, never past
+    ``max_length``), all read from ``s.params``; bf16 autocast as ``s.bf16`` says.
 
     ``shard``: process k of P predicts batches k, k+P, ... and all rows are gathered (under DDP);
     otherwise this process predicts everything itself. Logits stay on the device until all
@@ -167,16 +152,17 @@ def infer(
     if isinstance(net, nn.parallel.DistributedDataParallel):
         net = net.module
     net.eval()
-    batches = bucket_batches(data.lengths(), batch_size, shuffle=False)
+    p = s.params
+    batches = bucket_batches(data.lengths(), p.eval_batch_size, shuffle=False)
     world = accelerator.num_processes if shard else 1
     mine = batches[accelerator.process_index :: world] if world > 1 else batches
     device = accelerator.device
-    loader = make_loader(data, mine, data.pad_id, multiple, cap, pin_memory=device.type == "cuda")
+    loader = make_loader(data, mine, data.pad_id, p.pad_to_multiple, p.max_length, pin_memory=device.type == "cuda")
     n_out = net.head.out_features  # a compiled module passes attribute reads to the original
     indices, outputs = [torch.zeros(0, dtype=torch.long, device=device)], [torch.zeros((0, n_out), device=device)]
     for batch in loader:
         batch = to_device(batch, device)
-        with autocast(device, bf16):
+        with autocast(device, s.bf16):
             outputs.append(forward(net, batch).float())
         indices.append(batch["index"])
     index, logits = torch.cat(indices), torch.cat(outputs)
@@ -204,30 +190,30 @@ def train_network(
     checkpoint continues after it (same weights, optimizer, schedule and RNG: the same result as
     a run never interrupted). Each epoch is recorded in ``log`` (tagged with ``stage``).
     """
-    device = accelerator.device
-    if s.malloc_tuning and device.type == "cpu":
+    p, device = s.params, accelerator.device
+    if p.malloc_tuning and device.type == "cpu":
         tune_malloc()
-    torch.manual_seed(s.seed)
-    np.random.seed(s.seed)
-    random.seed(s.seed)
+    torch.manual_seed(p.seed)
+    np.random.seed(p.seed)
+    random.seed(p.seed)
     net = net.to(device)
-    micro, accumulation = s.batch_size, s.accumulation
-    if s.auto_micro_batch and device.type == "cuda" and s.max_length:
-        micro = largest_fitting_micro_batch(micro * accumulation, cuda_fits(net, forward, s.max_length, device, s.bf16))
-        micro, accumulation = micro, (s.batch_size * s.accumulation) // micro
+    micro, accumulation = p.batch_size, p.accumulation
+    if p.auto_micro_batch and device.type == "cuda":
+        micro = largest_fitting_micro_batch(micro * accumulation, cuda_fits(net, forward, p.max_length, device, s.bf16))
+        micro, accumulation = micro, (p.batch_size * p.accumulation) // micro
         log.info[f"stage{stage}_micro_batch"] = [micro, accumulation]
-    optimizer = make_optimizer(net, s, device)
+    optimizer = make_optimizer(net, p, device)
     # Batches per process per epoch (DDP shards batches); the schedule counts optimizer steps.
     n_batches = math.ceil(math.ceil(len(train) / micro) / accelerator.num_processes)
     steps_per_epoch = math.ceil(n_batches / accumulation)
-    total_steps = steps_per_epoch * s.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
+    total_steps = steps_per_epoch * p.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(p.warmup_ratio * total_steps), total_steps)
     net, optimizer = accelerator.prepare(net, optimizer)
     raw = accelerator.unwrap_model(net)
     # Compiled or not, the same parameters: the state dicts below come from ``raw``. The valid
     # pass runs ``raw`` (compiled separately), never the DDP wrapper (see ``infer``).
-    model = torch.compile(net) if s.compile else net
-    eval_model = torch.compile(raw) if s.compile else raw
+    model = torch.compile(net) if p.compile else net
+    eval_model = torch.compile(raw) if p.compile else raw
 
     progress, best = Progress(), state_dict_cpu(raw)
     found = latest_checkpoint(checkpoint_dir)
@@ -238,24 +224,24 @@ def train_network(
         log.log_epoch(**row)
 
     bar = tqdm(
-        total=n_batches * s.epochs,
+        total=n_batches * p.epochs,
         initial=n_batches * progress.epoch,
         desc=f"stage {stage}",
-        disable=not (s.progress and accelerator.is_main_process),
+        disable=not (p.progress and accelerator.is_main_process),
         dynamic_ncols=True,
     )
-    writer = CheckpointWriter(background=s.background_checkpoints)
-    pin, cap = device.type == "cuda", s.max_length
-    for epoch in range(progress.epoch, s.epochs):
+    writer = CheckpointWriter(background=p.background_checkpoints)
+    pin = device.type == "cuda"
+    for epoch in range(progress.epoch, p.epochs):
         started = time.perf_counter()
         net.train()
-        raw.freeze_encoder = epoch < s.freeze_encoder_epochs
-        if s.unfreeze_layers_per_epoch and not raw.freeze_encoder:
-            log.info[f"stage{stage}_epoch{epoch + 1}_training_layers"] = unfreeze_top_layers(raw, epoch, s)
-        batches = bucket_batches(train.lengths(), micro, True, s.seed + epoch, s.bucket_factor)
-        loader = make_loader(train, batches, train.pad_id, s.pad_to_multiple, cap, pin_memory=pin)
+        raw.freeze_encoder = epoch < p.freeze_encoder_epochs
+        if p.unfreeze_layers_per_epoch and not raw.freeze_encoder:
+            log.info[f"stage{stage}_epoch{epoch + 1}_training_layers"] = unfreeze_top_layers(raw, epoch, p)
+        batches = bucket_batches(train.lengths(), micro, True, p.seed + epoch, p.bucket_factor)
+        loader = make_loader(train, batches, train.pad_id, p.pad_to_multiple, p.max_length, pin_memory=pin)
         # accelerate shards the batches under DDP; the copy to the device is ours: its own is a
-        # blocking copy per tensor, a host sync per tensor per step (measured on an H200: 8 per step)
+        # blocking copy per tensor, so a host sync for each of a batch's tensors at every step
         loader = accelerator.prepare_data_loader(loader, device_placement=False)
         loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         for k, batch in enumerate(loader):
@@ -265,17 +251,17 @@ def train_network(
             sync = contextlib.nullcontext() if step_now else accelerator.no_sync(net)
             with sync:
                 with autocast(device, s.bf16):
-                    loss = training_loss(forward(model, batch), batch["targets"], s.rank_loss_weight)
+                    loss = training_loss(forward(model, batch), batch["targets"], p.rank_loss_weight)
                 accelerator.backward(loss / accumulation)
             if step_now:
-                if s.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(net.parameters(), s.max_grad_norm)
+                if p.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(net.parameters(), p.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
             bar.update(1)
-            if (k + 1) % s.log_every == 0:  # one host read per log interval
+            if (k + 1) % p.log_every == 0:  # one host read per log interval
                 bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_sum) / (k + 1):.4f}")
 
         # Each process saw its own shard: report the mean over processes.
@@ -283,20 +269,18 @@ def train_network(
         row = {"stage": stage, "epoch": epoch + 1, "train_loss": float(train_loss)}
         row["lr"] = max(scheduler.get_last_lr())  # highest LR in use at the epoch's end
         if valid is not None:
-            pred, row["valid_loss"] = infer(
-                eval_model, valid, s.eval_batch_size, accelerator, s.bf16, True, s.pad_to_multiple, cap
-            )
+            pred, row["valid_loss"] = infer(eval_model, valid, s, accelerator, shard=True)
             row["valid_score"], row["valid_undefined_targets"] = score_with_undefined(valid.targets, pred)
         row["seconds"] = time.perf_counter() - started
         log.log_epoch(**row)
         progress.history.append(log.epochs[-1])
         score = row.get("valid_score", float("nan"))
-        if not s.select_best_epoch or valid is None or (not math.isnan(score) and score > progress.best_score):
+        if not p.select_best_epoch or valid is None or (not math.isnan(score) and score > progress.best_score):
             progress.best_score = score if not math.isnan(score) else progress.best_score
             progress.best_epoch, best = epoch + 1, state_dict_cpu(raw)
         progress.epoch = epoch + 1
         if checkpoint_dir is not None and accelerator.is_main_process:
-            snap = take_snapshot(raw, best, optimizer, scheduler, progress, finished=epoch + 1 == s.epochs)
+            snap = take_snapshot(raw, best, optimizer, scheduler, progress, finished=epoch + 1 == p.epochs)
             writer.write(save_checkpoint, checkpoint_dir, snap)
         accelerator.wait_for_everyone()
     writer.wait()

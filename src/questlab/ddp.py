@@ -16,10 +16,10 @@ def is_main_process() -> bool:
 
 def leave_process_group() -> None:
     """Under torchrun / ``accelerate launch``: wait until every rank is done (rank 0 records after
-    the last fold), then close the process group. A rank that exited first, with gloo's threads
-    still running, was aborted at shutdown in a CI run of the DDP test worker; its non-zero exit
-    would make torchrun stop rank 0 in the middle of recording. Only on success: a failed rank
-    exits at once and torchrun stops the others."""
+    the last fold), then close the process group. A rank that exits first, with gloo's threads
+    still running, can be aborted at shutdown; its non-zero exit makes torchrun stop rank 0 in
+    the middle of recording. Only on success: a failed rank exits at once and torchrun stops the
+    others."""
     torch = sys.modules.get("torch")
     if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return
