@@ -1,5 +1,5 @@
 """``python -m questlab.cli``: the questlab command line."""
 
-from questlab.cli import app
+from questlab.cli import main
 
-app()
+main()

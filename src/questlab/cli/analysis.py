@@ -1,9 +1,7 @@
 """CLI commands of the analysis: ``diagnose``, ``compare``, ``finding add``, ``findings``.
 
-``cli.py`` calls ``register(app)``; user errors are one line and exit 2 (``common.guard``).
+``questlab.cli`` calls ``register(app)``; user errors are one line and exit 2 (``common.guard``).
 """
-
-from __future__ import annotations
 
 import datetime as dt
 import json
@@ -131,10 +129,6 @@ def compare(
     typer.echo(f"report: {path}", err=True)
 
 
-finding_app = typer.Typer(no_args_is_help=True, help="The findings log (a lab notebook kept with the runs).")
-
-
-@finding_app.command("add")
 @guard
 def finding_add(
     text: Annotated[str, typer.Argument(help="what was found")],
@@ -177,8 +171,10 @@ def findings(
 
 
 def register(app: typer.Typer) -> None:
-    """Add the analysis commands to the questlab app."""
-    app.command()(diagnose)
-    app.command()(compare)
-    app.command()(findings)
+    """Add ``diagnose``, ``compare``, ``findings`` and the ``finding`` group (``finding add``) to the questlab CLI."""
+    app.command("diagnose")(diagnose)
+    app.command("compare")(compare)
+    app.command("findings")(findings)
+    finding_app = typer.Typer(no_args_is_help=True, help="The findings log (a lab notebook kept with the runs).")
+    finding_app.command("add")(finding_add)
     app.add_typer(finding_app, name="finding")

@@ -1,4 +1,4 @@
-"""What every CLI command shares: the --store option and the user-error guard.
+"""What every CLI command shares: the --store option, the user-error guard, progress on stderr.
 
 Bad input (data, config, unknown run, missing encoder) becomes one line on stderr and exit code
 2, never a traceback.
@@ -57,6 +57,11 @@ def fail(message: str) -> None:
     """Print ``error: message`` on stderr and exit with code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def say(msg: str) -> None:
+    """Print a progress line on stderr (stdout keeps only what scripts read: ids, paths)."""
+    typer.echo(msg, err=True)
 
 
 def open_store(uri: str | None, create: bool = True):

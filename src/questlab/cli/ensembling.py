@@ -1,8 +1,5 @@
 """CLI commands for post-processing and ensembling recorded runs (``questlab postprocess|ensemble``).
 
-No ``from __future__ import annotations`` here: typer reads the annotations of the commands,
-which are defined inside ``register`` and would not resolve as strings.
-
 Both make a new run (kind "ensemble") and print its id on the last line of stdout; the report
 (nested gain first, in-sample beside it) goes to stderr.
 """
@@ -12,39 +9,9 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, fold_mean_lines, guard, open_store
+from questlab.cli.common import StoreOpt, fail, guard, open_store, say
+from questlab.cli.reports import print_ensemble_report
 from questlab.errors import UsageError
-
-
-def _print_report(report: dict) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=True)
-
-    def gain(d: dict) -> str:
-        ci = f" (95% CI {d['ci_low']:+.4f}..{d['ci_high']:+.4f})" if "ci_low" in d else ""
-        return f"{d['gain']:+.4f}{ci}"
-
-    for run_id, score in report["members"].items():
-        console.print(f"member {run_id}: CV {score:.4f}")
-    if "question_share_nested_gain" in report:
-        shared = ", ".join(f"{t} {s:g}" for t, s in report["question_share_chosen"].items()) or "none"
-        console.print(f"question share gain (nested): {gain(report['question_share_nested_gain'])}; shared: {shared}")
-    if "postprocess_nested_gain" in report:
-        console.print(f"nested score before post-processing: {report['nested_score_before_postprocess']:.4f}")
-        console.print(f"post-processing gain (nested): {gain(report['postprocess_nested_gain'])}")
-    console.print(
-        f"[bold]nested score {report['nested_score']:.4f}, gain over best member {gain(report['nested_gain'])}[/]"
-    )
-    console.print(
-        f"in-sample score {report['in_sample_score']:.4f}, in-sample gain {gain(report['in_sample_gain'])} "
-        "(fitted and scored on the same rows: optimistic, not the gain)"
-    )
-    for line in fold_mean_lines(report):
-        console.print(line)
-    for note in report["notes"]:
-        console.print(f"note: {note}")
-
 
 QuestionShareOpt = Annotated[
     bool,
@@ -67,68 +34,62 @@ def _parse_weights(weights: str) -> str | list[float]:
         raise UsageError(f"--weights {weights!r}: give auto, equal or numbers such as 0.7,0.3") from None
 
 
+@guard
+def postprocess(
+    run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
+    method: Annotated[
+        str,
+        typer.Option(help="auto | distribution | thresholds | identity (each target keeps identity unless it helps)"),
+    ] = "distribution",
+    name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
+    bootstrap: Annotated[int, typer.Option(help="question resamples for the gain intervals")] = 200,
+    question_share: QuestionShareOpt = False,
+    test: TestOpt = None,
+    store: StoreOpt = None,
+) -> None:
+    """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
+    from questlab.ensemble import postprocess_run
+
+    new_id, report = postprocess_run(
+        open_store(store), run_id, method, name=name, n_boot=bootstrap, say=say, question_share=question_share,
+        test=test,
+    )  # fmt: skip
+    print_ensemble_report(report)
+    typer.echo(new_id)
+
+
+@guard
+def ensemble(
+    run_ids: Annotated[list[str], typer.Argument(help="finished runs made on the same folds")],
+    weights: Annotated[str, typer.Option(help="auto (found on OOF, nested) | equal | e.g. 0.7,0.3")] = "auto",
+    per_target: Annotated[bool, typer.Option("--per-target", help="one set of weights per target")] = False,
+    average: Annotated[str, typer.Option(help="value | rank (quantile in each member's OOF)")] = "value",
+    method: Annotated[
+        str, typer.Option(help="weights (a weighted mean) | stack | stack+related (a ridge per target)")
+    ] = "weights",
+    question_share: QuestionShareOpt = False,
+    test: TestOpt = None,
+    postprocess: Annotated[
+        str, typer.Option(help="none | auto | distribution | thresholds, applied to the blend")
+    ] = "none",
+    name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
+    bootstrap: Annotated[int, typer.Option(help="question resamples for the intervals")] = 200,
+    store: StoreOpt = None,
+) -> None:
+    """Combine runs into a new recorded run; its OOF (and CV score) come from nested fits."""
+    from questlab.ensemble import EnsembleSpec, build_ensemble
+
+    if len(run_ids) < 2:
+        fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")
+    spec = EnsembleSpec(
+        _parse_weights(weights), per_target, average, postprocess, method=method, question_share=question_share
+    )
+    new_id, report = build_ensemble(open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=say, test=test)
+    print_ensemble_report(report)
+    typer.echo(new_id)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``postprocess`` and ``ensemble`` to the questlab CLI."""
-
-    @app.command()
-    @guard
-    def postprocess(
-        run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
-        method: Annotated[
-            str,
-            typer.Option(
-                help="auto | distribution | thresholds | identity (each target keeps identity unless it helps)"
-            ),
-        ] = "distribution",
-        name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
-        bootstrap: Annotated[int, typer.Option(help="question resamples for the gain intervals")] = 200,
-        question_share: QuestionShareOpt = False,
-        test: TestOpt = None,
-        store: StoreOpt = None,
-    ) -> None:
-        """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
-        from questlab.ensemble import postprocess_run
-
-        new_id, report = postprocess_run(
-            open_store(store), run_id, method, name=name, n_boot=bootstrap, say=_say, question_share=question_share,
-            test=test,
-        )  # fmt: skip
-        _print_report(report)
-        typer.echo(new_id)
-
-    @app.command()
-    @guard
-    def ensemble(
-        run_ids: Annotated[list[str], typer.Argument(help="finished runs made on the same folds")],
-        weights: Annotated[str, typer.Option(help="auto (found on OOF, nested) | equal | e.g. 0.7,0.3")] = "auto",
-        per_target: Annotated[bool, typer.Option("--per-target", help="one set of weights per target")] = False,
-        average: Annotated[str, typer.Option(help="value | rank (quantile in each member's OOF)")] = "value",
-        method: Annotated[
-            str, typer.Option(help="weights (a weighted mean) | stack | stack+related (a ridge per target)")
-        ] = "weights",
-        question_share: QuestionShareOpt = False,
-        test: TestOpt = None,
-        postprocess: Annotated[
-            str, typer.Option(help="none | auto | distribution | thresholds, applied to the blend")
-        ] = "none",
-        name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
-        bootstrap: Annotated[int, typer.Option(help="question resamples for the intervals")] = 200,
-        store: StoreOpt = None,
-    ) -> None:
-        """Combine runs into a new recorded run; its OOF (and CV score) come from nested fits."""
-        from questlab.ensemble import EnsembleSpec, build_ensemble
-
-        if len(run_ids) < 2:
-            fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")
-        spec = EnsembleSpec(
-            _parse_weights(weights), per_target, average, postprocess, method=method, question_share=question_share
-        )
-        new_id, report = build_ensemble(
-            open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=_say, test=test
-        )
-        _print_report(report)
-        typer.echo(new_id)
-
-
-def _say(msg: str) -> None:
-    typer.echo(msg, err=True)
+    app.command("postprocess")(postprocess)
+    app.command("ensemble")(ensemble)

@@ -1,7 +1,5 @@
 """``questlab pretrain``: masked-language-model training of an encoder on QUEST's own unlabelled texts."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -56,4 +54,4 @@ def pretrain(
 
 def register(app: typer.Typer) -> None:
     """Add ``pretrain`` to the questlab CLI."""
-    app.command()(pretrain)
+    app.command("pretrain")(pretrain)

@@ -1,49 +1,42 @@
-"""CLI command for pseudo-labels (``questlab pseudo-label``); a student uses them with ``run --pseudo``.
-
-No ``from __future__ import annotations`` here: typer reads the annotations of the commands,
-which are defined inside ``register`` and would not resolve as strings.
-"""
+"""CLI command for pseudo-labels (``questlab pseudo-label``); a student uses them with ``run --pseudo``."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, fail, guard, open_store, say
+
+
+@guard
+def pseudo_label(
+    teacher: Annotated[str, typer.Argument(help="a finished CV run with all its folds (id or unique prefix)")],
+    unlabelled: Annotated[
+        Path | None, typer.Option("--unlabelled", help="test-format CSV of pairs to label (no targets)")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="the pseudo-label CSV to write (a .json goes beside it)")
+    ] = None,
+    chunk_rows: Annotated[int, typer.Option(help="rows read and labelled at a time", min=1)] = 5_000,
+    store: StoreOpt = None,
+) -> None:
+    """Label unlabelled pairs with each fold model of a teacher run (leak-free pseudo-labels).
+
+    Writes the mean label and each teacher fold's label per pair; a student run given
+    `--pseudo FILE` on the teacher's folds trains fold k on teacher fold k's labels only.
+    """
+    from questlab.csvfile import check_output_file
+    from questlab.teacher import pseudo_label as make
+    from questlab.pseudo import sidecar_path
+
+    if unlabelled is None or output is None:
+        fail("give --unlabelled (a test-format CSV) and -o/--output (the pseudo-label CSV to write)")
+    check_output_file("--output", output, "pseudo.csv")  # before any work, as predict --output is
+    meta = make(open_store(store, create=False), teacher, unlabelled, output, chunk_rows=chunk_rows, say=say)
+    typer.echo(f"teacher {meta.teacher_run}, folds {meta.folds}, {meta.rows} rows -> {output}", err=True)
+    typer.echo(str(sidecar_path(output)))
 
 
 def register(app: typer.Typer) -> None:
     """Add ``pseudo-label`` to the questlab CLI."""
-
-    @app.command("pseudo-label")
-    @guard
-    def pseudo_label(
-        teacher: Annotated[str, typer.Argument(help="a finished CV run with all its folds (id or unique prefix)")],
-        unlabelled: Annotated[
-            Path | None, typer.Option("--unlabelled", help="test-format CSV of pairs to label (no targets)")
-        ] = None,
-        output: Annotated[
-            Path | None, typer.Option("--output", "-o", help="the pseudo-label CSV to write (a .json goes beside it)")
-        ] = None,
-        chunk_rows: Annotated[int, typer.Option(help="rows read and labelled at a time", min=1)] = 5_000,
-        store: StoreOpt = None,
-    ) -> None:
-        """Label unlabelled pairs with each fold model of a teacher run (leak-free pseudo-labels).
-
-        Writes the mean label and each teacher fold's label per pair; a student run given
-        `--pseudo FILE` on the teacher's folds trains fold k on teacher fold k's labels only.
-        """
-        from questlab.csvfile import check_output_file
-        from questlab.pseudo import sidecar_path
-        from questlab.teacher import pseudo_label as make
-
-        if unlabelled is None or output is None:
-            fail("give --unlabelled (a test-format CSV) and -o/--output (the pseudo-label CSV to write)")
-        check_output_file("--output", output, "pseudo.csv")  # before any work, as predict --output is
-        meta = make(open_store(store, create=False), teacher, unlabelled, output, chunk_rows=chunk_rows, say=_say)
-        typer.echo(f"teacher {meta.teacher_run}, folds {meta.folds}, {meta.rows} rows -> {output}", err=True)
-        typer.echo(str(sidecar_path(output)))
-
-
-def _say(msg: str) -> None:
-    typer.echo(msg, err=True)
+    app.command("pseudo-label")(pseudo_label)

@@ -1,8 +1,5 @@
 """CLI command for hyper-parameter search (``questlab tune``), a thin layer over :mod:`questlab.tuning`.
 
-No ``from __future__ import annotations`` here: typer reads the annotations of the commands,
-which are defined inside ``register`` and would not resolve as strings.
-
 The summary goes to stderr; stdout gets two lines: the best config's path, then the study's
 parent run id (last, as ``run`` prints its run id). A ``--join`` worker prints the parent run id.
 """
@@ -15,91 +12,88 @@ import typer
 from questlab.cli.common import StoreOpt, fail, guard, open_store
 
 
+@guard
+def tune(
+    config: Annotated[Path | None, typer.Argument(help="YAML run config to tune (see configs/)")] = None,
+    space: Annotated[
+        Path | None, typer.Option("--space", help="search space YAML (see configs/spaces/, docs/tune.md)")
+    ] = None,
+    train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(help="trials in total (complete + pruned), across workers and resumes (default 40)"),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL (default: SQLite beside the store); a database URL shares the study"),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="study name (default: the config's name); the same resumes")] = None,
+    workers: Annotated[int, typer.Option(help="processes on this machine, this one included")] = 1,
+    holdout: Annotated[
+        float, typer.Option(help="share of questions kept out of every trial, to score the chosen config (0: none)")
+    ] = 0.2,
+    seed: Annotated[int | None, typer.Option(help="seed of the split and the sampler (default: the config's)")] = None,
+    prune: Annotated[bool, typer.Option("--prune/--no-prune", help="median pruning after each fold")] = True,
+    best_config: Annotated[
+        Path | None, typer.Option("--best-config", help="where to write the best config (default: STUDY-best.yaml)")
+    ] = None,
+    join: Annotated[
+        bool,
+        typer.Option("--join", help="run trials of a study started elsewhere (same --storage, --store, --study)"),
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a base config key, e.g. --set folds.n_splits=3 (repeatable)"),
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Search a config's hyper-parameters: each trial a recorded run, the best scored on untouched questions."""
+    from questlab.tuning import join_study
+    from questlab.tuning import tune as run_study
+
+    if train is None:
+        fail("give --train (the labelled CSV every trial is cut from)")
+    try:
+        if join:
+            if study is None and config is None:
+                fail("--join needs --study NAME (or the CONFIG whose name is the study's)")
+            if study is None:
+                from questlab.config import load_config
+
+                study = load_config(config, overrides=set_).name
+            st = open_store(store)
+            joined = join_study(
+                study, train, store=st, storage=storage, config=config, space=space, set=set_, trials=trials
+            )
+            typer.echo(f"ran {joined.trials_run} trial(s) of study {joined.study_name}", err=True)
+            typer.echo(joined.parent_run_id)
+            return
+        if config is None or space is None:
+            fail("give a CONFIG and --space (a search space YAML)")
+        result = run_study(
+            config,
+            space,
+            train,
+            trials=40 if trials is None else trials,
+            set=set_,
+            store=store,  # opened once the arguments are checked: a typo creates no store
+            storage=storage,
+            study_name=study,
+            holdout=holdout,
+            seed=seed,
+            workers=workers,
+            prune=prune,
+            best_config_path=best_config,
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: re-run the same command to resume the study", err=True)
+        raise typer.Exit(code=130) from None
+    if result.report_path is not None:
+        typer.echo(f"report: {result.report_path}", err=True)
+    typer.echo(str(result.best_config_path))
+    typer.echo(result.parent_run_id)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``tune`` to the questlab CLI."""
-
-    @app.command()
-    @guard
-    def tune(
-        config: Annotated[Path | None, typer.Argument(help="YAML run config to tune (see configs/)")] = None,
-        space: Annotated[
-            Path | None, typer.Option("--space", help="search space YAML (see configs/spaces/, docs/tune.md)")
-        ] = None,
-        train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
-        trials: Annotated[
-            int | None,
-            typer.Option(help="trials in total (complete + pruned), across workers and resumes (default 40)"),
-        ] = None,
-        storage: Annotated[
-            str | None,
-            typer.Option(help="Optuna storage URL (default: SQLite beside the store); a database URL shares the study"),
-        ] = None,
-        study: Annotated[
-            str | None, typer.Option(help="study name (default: the config's name); the same resumes")
-        ] = None,
-        workers: Annotated[int, typer.Option(help="processes on this machine, this one included")] = 1,
-        holdout: Annotated[
-            float, typer.Option(help="share of questions kept out of every trial, to score the chosen config (0: none)")
-        ] = 0.2,
-        seed: Annotated[
-            int | None, typer.Option(help="seed of the split and the sampler (default: the config's)")
-        ] = None,
-        prune: Annotated[bool, typer.Option("--prune/--no-prune", help="median pruning after each fold")] = True,
-        best_config: Annotated[
-            Path | None, typer.Option("--best-config", help="where to write the best config (default: STUDY-best.yaml)")
-        ] = None,
-        join: Annotated[
-            bool,
-            typer.Option("--join", help="run trials of a study started elsewhere (same --storage, --store, --study)"),
-        ] = False,
-        set_: Annotated[
-            list[str] | None,
-            typer.Option("--set", help="override a base config key, e.g. --set folds.n_splits=3 (repeatable)"),
-        ] = None,
-        store: StoreOpt = None,
-    ) -> None:
-        """Search a config's hyper-parameters: each trial a recorded run, the best scored on untouched questions."""
-        from questlab.tuning import join_study
-        from questlab.tuning import tune as run_study
-
-        if train is None:
-            fail("give --train (the labelled CSV every trial is cut from)")
-        try:
-            if join:
-                if study is None and config is None:
-                    fail("--join needs --study NAME (or the CONFIG whose name is the study's)")
-                if study is None:
-                    from questlab.config import load_config
-
-                    study = load_config(config, overrides=set_).name
-                st = open_store(store)
-                joined = join_study(
-                    study, train, store=st, storage=storage, config=config, space=space, set=set_, trials=trials
-                )
-                typer.echo(f"ran {joined.trials_run} trial(s) of study {joined.study_name}", err=True)
-                typer.echo(joined.parent_run_id)
-                return
-            if config is None or space is None:
-                fail("give a CONFIG and --space (a search space YAML)")
-            result = run_study(
-                config,
-                space,
-                train,
-                trials=40 if trials is None else trials,
-                set=set_,
-                store=store,  # opened once the arguments are checked: a typo creates no store
-                storage=storage,
-                study_name=study,
-                holdout=holdout,
-                seed=seed,
-                workers=workers,
-                prune=prune,
-                best_config_path=best_config,
-            )
-        except KeyboardInterrupt:
-            typer.echo("interrupted: re-run the same command to resume the study", err=True)
-            raise typer.Exit(code=130) from None
-        if result.report_path is not None:
-            typer.echo(f"report: {result.report_path}", err=True)
-        typer.echo(str(result.best_config_path))
-        typer.echo(result.parent_run_id)
+    app.command("tune")(tune)

@@ -1,0 +1,54 @@
+"""CLI command for the data stage: ``questlab check`` validates and summarises a QUEST CSV."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from questlab.cli.common import guard
+
+
+@guard
+def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUEST format")]) -> None:
+    """Validate a QUEST CSV and print a summary (rows, questions, targets, text lengths)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from questlab.data import detect_kind, load, summarize
+
+    kind = detect_kind(path)
+    frame = load(path, kind)
+    s = summarize(frame, kind)
+    console = Console()
+    console.print(f"[bold]{path}[/bold]: valid {kind} file")
+    console.print(
+        f"rows {s.rows}, unique questions {s.questions}, answers per question: "
+        f"mean {s.answers_per_question['mean']:.2f}, max {s.answers_per_question['max']:.0f}, "
+        f"{s.answers_per_question['share_with_several']:.0%} of questions have several"
+    )
+    if s.blank_bodies:
+        console.print(
+            f"note: {s.blank_bodies} question bodies are blank (whitespace only); kept, the title carries them"
+        )
+    lengths = Table("text (characters)", "mean", "p50", "p90", "max", title="text lengths")
+    for part, row in s.text_lengths.iterrows():
+        lengths.add_row(part, *(f"{v:.0f}" for v in row))
+    console.print(lengths)
+    if s.targets is not None:
+        table = Table("target", "distinct", "most common", "its share", "mean", title="targets (imbalance)")
+        for target, row in s.targets.iterrows():
+            share = row["majority_share"]
+            style = "red" if share >= 0.9 else "yellow" if share >= 0.7 else "default"
+            table.add_row(
+                target,
+                str(row["distinct"]),
+                f"{row['majority_value']:.3f}",
+                f"[{style}]{share:.1%}[/{style}]",
+                f"{row['mean']:.3f}",
+            )
+        console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``check`` to the questlab CLI."""
+    app.command("check")(check)

@@ -1,0 +1,105 @@
+"""CLI commands that use a finished run: ``questlab predict``, ``serve`` and ``export`` (a bundle).
+
+``predict`` and ``serve`` take a run from the store or an exported bundle (``--model``).
+"""
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.csvfile import check_output_file
+
+
+def _load_predictor(run_id: str | None, model: Path | None, store: str | None):
+    """A run's predictor from the store, or an exported bundle's (``--model``)."""
+    if (run_id is None) == (model is None):
+        fail("give a RUN_ID or --model BUNDLE_DIR (one of them)")
+    if model is not None:
+        from questlab.export import load_bundle
+
+        return load_bundle(model)
+    from questlab.predict import load_predictor
+
+    return load_predictor(open_store(store, create=False), run_id)
+
+
+@guard
+def predict(
+    run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="test-format CSV of new pairs")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="where to write qa_id + 30 predictions")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="an exported bundle (or MLflow model) folder instead of a run")
+    ] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Predict new pairs with a run's fold models, or an exported bundle's (nothing is refitted)."""
+    from questlab.predict import stream_predictions
+
+    if input is None or output is None:
+        fail("give --input (a test-format CSV) and --output (where predictions go)")
+    to_stdout = str(output) == "-"  # `--output -`: the CSV on stdout, for pipes
+    if not to_stdout:
+        check_output_file("--output", output)
+    predictor = _load_predictor(run_id, model, store)
+    # Read, predicted and written piece by piece: flat memory for any size of file.
+    rows = stream_predictions(predictor, input, sys.stdout if to_stdout else output)
+    if not to_stdout:
+        typer.echo(f"wrote {rows} rows to {output}", err=True)
+
+
+@guard
+def serve(
+    run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="an exported bundle folder instead of a run")] = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8000,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="refuse request bodies over this many bytes (413)", min=1)
+    ] = 10_000_000,
+    batch_window_ms: Annotated[
+        float, typer.Option(help="ms concurrent requests may wait to share a model pass", min=0)
+    ] = 5.0,
+    no_batching: Annotated[bool, typer.Option("--no-batching", help="predict each request on its own")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Serve a run's (or a bundle's) predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
+    import uvicorn
+
+    from questlab.serve import create_app
+
+    predictor = _load_predictor(run_id, model, store)
+    typer.echo(f"serving run {predictor.run_id} on http://{host}:{port} (POST /predict)", err=True)
+    window = None if no_batching else batch_window_ms
+    server_app = create_app(predictor, max_body_bytes=max_body_bytes, batch_window_ms=window)
+    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+
+
+@guard
+def export(
+    run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
+    dest: Annotated[Path, typer.Argument(help="a new (or empty) folder to write the bundle into")],
+    store: StoreOpt = None,
+) -> None:
+    """Write a run as a self-contained bundle: predicts anywhere with `questlab predict --model DIR`."""
+    from questlab.export import export_run, read_manifest
+
+    path = export_run(open_store(store, create=False), run_id, dest)
+    manifest = read_manifest(path, verify=False)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    typer.echo(
+        f"exported run {manifest['run_id']} ({manifest['kind']}, {len(manifest['files'])} files, "
+        f"{size / 1e6:.1f} MB) to {path}",
+        err=True,
+    )
+    typer.echo(str(path))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict``, ``serve`` and ``export`` to the questlab CLI."""
+    app.command("predict")(predict)
+    app.command("serve")(serve)
+    app.command("export")(export)
