@@ -1,4 +1,4 @@
-"""The run store: several processes may create the same new SQLite store at once."""
+"""The run store: several processes may create the same new SQLite store at once; finding runs by tags."""
 
 from __future__ import annotations
 
@@ -22,3 +22,16 @@ def test_processes_creating_one_new_store_at_once_do_not_collide(tmp_path: Path)
     results = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, results, strict=True):
         assert p.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+def test_find_run_matches_every_tag_given(tmp_path: Path) -> None:
+    from questlab.store import Store
+
+    store = Store(tmp_path / "store")
+    older = store.create_run("a", {"questlab.parent": "p1", "questlab.trial": "0"})
+    store.create_run("b", {"questlab.parent": "p1", "questlab.trial": "1"})
+    newer = store.create_run("c", {"questlab.parent": "p1", "questlab.trial": "0"})
+    assert store.find_run({"questlab.parent": "p1", "questlab.trial": "0"}) in {newer, older}
+    assert store.find_run({"questlab.parent": "p1", "questlab.trial": "2"}) is None
+    assert store.find_run({"questlab.parent": "p2"}) is None
+    assert store.get(newer).store is store  # records read their folders through the Store

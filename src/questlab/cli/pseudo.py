@@ -26,8 +26,8 @@ def pseudo_label(
     `--pseudo FILE` on the teacher's folds trains fold k on teacher fold k's labels only.
     """
     from questlab.csvfile import check_output_file
-    from questlab.teacher import pseudo_label as make
     from questlab.pseudo import sidecar_path
+    from questlab.teacher import pseudo_label as make
 
     if unlabelled is None or output is None:
         fail("give --unlabelled (a test-format CSV) and -o/--output (the pseudo-label CSV to write)")

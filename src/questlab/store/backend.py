@@ -1,6 +1,6 @@
 """Where a store lives and how it is opened: URIs, SQLite creation and relocation, HTTP settings.
 
-Part of :mod:`questlab.store` (the only code that talks to MLflow).
+Part of :mod:`questlab.store` (the only MLflow tracking client).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
 def relocate(db: Path) -> None:
     """Point recorded artifact locations at this store's folder after it was moved or copied.
 
-    questlab never follows those paths itself (see :meth:`_artifact_path`); rewriting them
+    questlab never follows those paths itself (see :meth:`.Artifacts.local_dir`); rewriting them
     keeps MLflow's own readers (``mlflow ui``, ``runs:/`` model URIs) working too.
     """
     new_root = (db.parent / "artifacts").resolve().as_uri()

@@ -134,9 +134,4 @@ def _best_value(study: optuna.Study) -> float | None:
 
 def _find_trial_run(ctx: StudyContext, number: int) -> str | None:
     """The run of a trial stopped inside run_cv (which returns no id when it raises)."""
-    found = ctx.store.client.search_runs(
-        [ctx.store.experiment_id()],
-        filter_string=f"tags.`{TAG_PARENT}` = '{ctx.parent_id}' and tags.`{TAG_TRIAL}` = '{number}'",
-        max_results=1,
-    )
-    return found[0].info.run_id if found else None
+    return ctx.store.find_run({TAG_PARENT: ctx.parent_id, TAG_TRIAL: str(number)})
