@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _members(args: argparse.Namespace) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
     """The --compare runs: names, truth, folds, groups, OOF matrix (members x rows x 30), rank references."""
-    from questlab.ensemble.build import _member_matrix, _references, check_members, load_member
+    from questlab.ensemble_runs import _member_matrix, _references, check_members, load_member
     from questlab.metric import mean_spearman
     from questlab.schema import TARGETS
     from questlab.store import Store

@@ -17,7 +17,8 @@ from helpers.runs import tiny_run
 from helpers.tiny_encoder import cache_dir, tiny_encoder  # noqa: F401  (fixtures)
 from questlab.cli import app
 from questlab.data import DataError, load_test
-from questlab.ensemble import EnsembleSpec, build_ensemble
+from questlab.ensemble import EnsembleSpec
+from questlab.ensemble_runs import build_ensemble
 from questlab.export import BUNDLE_FORMAT, BundleError, export_run, load_bundle
 from questlab.predict import load_predictor
 from questlab.schema import ID, TARGETS

@@ -20,7 +20,8 @@ from helpers.runs import test_slice as slice_of_test
 from helpers.runs import tiny_run
 from questlab import __version__
 from questlab.data import DataError, load_test
-from questlab.ensemble import EnsembleSpec, build_ensemble
+from questlab.ensemble import EnsembleSpec
+from questlab.ensemble_runs import build_ensemble
 from questlab.errors import PredictionError
 from questlab.predict import load_predictor, predict_file
 from questlab.schema import ID, TARGETS

@@ -26,7 +26,8 @@ from helpers.runs import test_slice as slice_of_test
 from helpers.runs import tiny_run
 from questlab import __version__
 from questlab.cli import app
-from questlab.ensemble import EnsembleSpec, build_ensemble
+from questlab.ensemble import EnsembleSpec
+from questlab.ensemble_runs import build_ensemble
 from questlab.schema import ID, TARGETS
 from questlab.store import Store
 

@@ -1,7 +1,7 @@
 """RunWriter: the one way a run is created and filled in the store.
 
 Every run questlab records — a CV run (:mod:`questlab.cv`), a collected run
-(:mod:`questlab.collect`), an ensemble or post-processed run (:mod:`questlab.ensemble.build`),
+(:mod:`questlab.collect`), an ensemble or post-processed run (:mod:`questlab.ensemble_runs`),
 and so every recipe member and tuning trial — goes through the same three steps:
 
 1. **create** the run in the tracking store with the standard tags (kind, model, complete

@@ -15,7 +15,8 @@ from questlab.cli import app
 from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.data import load_test
-from questlab.ensemble import EnsembleSpec, build_ensemble
+from questlab.ensemble import EnsembleSpec
+from questlab.ensemble_runs import build_ensemble
 from questlab.metric import mean_spearman
 from questlab.predict import load_predictor
 from questlab.recording import load_scores
@@ -153,7 +154,7 @@ def test_cli_postprocess_then_predict(world: dict, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_postprocess_on_full_tfidf_run_reports_nested_below_in_sample(store: Store, quest_dir: Path) -> None:
     from questlab.config import load_config
-    from questlab.ensemble import postprocess_run
+    from questlab.ensemble_runs import postprocess_run
 
     config = load_config(REPO / "configs" / "tfidf.yaml")
     config.bootstrap = 0
@@ -170,7 +171,7 @@ def test_postprocess_on_full_tfidf_run_reports_nested_below_in_sample(store: Sto
 def test_every_interval_in_the_report_follows_the_spec_seed(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """The post-processing and question-share gains are bootstrapped with the ensemble's seed,
     like the overall gain (they used the default seed 0 whatever the spec said)."""
-    from questlab.ensemble import build
+    from questlab import ensemble_runs as build
 
     seeds: list[int] = []
     real = build.gain_summary

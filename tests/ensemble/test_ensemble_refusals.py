@@ -19,7 +19,8 @@ from helpers.runs import train_slice as slice_of_train
 from questlab.cli import app
 from questlab.config import parse_config
 from questlab.cv import run_cv
-from questlab.ensemble import EnsembleSpec, build_ensemble, postprocess_run
+from questlab.ensemble import EnsembleSpec
+from questlab.ensemble_runs import build_ensemble, postprocess_run
 from questlab.errors import UsageError
 from questlab.store import Store
 

@@ -13,8 +13,9 @@ from helpers.runs import train_slice
 from questlab.config import parse_config
 from questlab.cv import run_cv
 from questlab.data import load_test
-from questlab.ensemble import EnsembleSpec, build_ensemble, nested_fit, postprocess_run
+from questlab.ensemble import EnsembleSpec, nested_fit
 from questlab.ensemble.question_share import QuestionShare, fit_question_share, question_means
+from questlab.ensemble_runs import build_ensemble, postprocess_run
 from questlab.errors import UsageError
 from questlab.folds import question_groups
 from questlab.metric import mean_spearman

@@ -10,8 +10,9 @@ import pytest
 from helpers.runs import test_slice as quest_test_slice
 from helpers.runs import tiny_run
 from questlab.data import load_test
-from questlab.ensemble import EnsembleSpec, build_ensemble, nested_fit
+from questlab.ensemble import EnsembleSpec, nested_fit
 from questlab.ensemble.stack import Stacker, fit_stacker
+from questlab.ensemble_runs import build_ensemble
 from questlab.export import export_run, load_bundle
 from questlab.metric import spearman_per_target
 from questlab.predict import load_predictor

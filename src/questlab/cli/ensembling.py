@@ -48,7 +48,7 @@ def postprocess(
     store: StoreOpt = None,
 ) -> None:
     """Fit per-target post-processing on a run's OOF, report the nested (honest) gain, record a new run."""
-    from questlab.ensemble import postprocess_run
+    from questlab.ensemble_runs import postprocess_run
 
     new_id, report = postprocess_run(
         open_store(store), run_id, method, name=name, n_boot=bootstrap, say=say, question_share=question_share,
@@ -77,7 +77,8 @@ def ensemble(
     store: StoreOpt = None,
 ) -> None:
     """Combine runs into a new recorded run; its OOF (and CV score) come from nested fits."""
-    from questlab.ensemble import EnsembleSpec, build_ensemble
+    from questlab.ensemble import EnsembleSpec
+    from questlab.ensemble_runs import build_ensemble
 
     if len(run_ids) < 2:
         fail("give at least two runs (for one run use: questlab postprocess RUN_ID)")

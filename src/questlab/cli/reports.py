@@ -14,6 +14,8 @@ from questlab.cli.common import fold_mean_lines
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
+    from questlab.ensemble.report import EnsembleReport
+
 
 def gain_text(d: dict, ci_label: str = "95% CI ") -> str:
     """A gain and, when the report has one, its interval: ``+0.0123 (95% CI +0.0050..+0.0190)``."""
@@ -22,7 +24,7 @@ def gain_text(d: dict, ci_label: str = "95% CI ") -> str:
 
 
 def print_ensemble_report(
-    report: dict,
+    report: EnsembleReport,
     *,
     lead: Sequence[RenderableType] | None = None,
     closing: Sequence[str] | None = None,

@@ -2,13 +2,10 @@
 
 ``combine`` holds the maths (weights on the simplex, rank averaging, the nested fit), ``stack``
 the per-target ridge meta-model, ``question_share`` the sharing of question predictions over a
-question's answers, ``postprocess`` the per-target level maps, ``build`` the recorded runs they make.
-
-The maths imports nothing that records runs: ``build``'s names load on first use, so a
-predictor (which needs only the maths) does not pull in the run writer.
+question's answers, ``postprocess`` the per-target level maps, ``report`` the typed report of
+what combining gained. The recorded runs they make are :mod:`questlab.ensemble_runs`' (above the
+run writer); the maths here records nothing, so predictors use it.
 """
-
-from typing import Any
 
 from questlab.ensemble.combine import (
     Combiner,
@@ -23,36 +20,23 @@ from questlab.ensemble.combine import (
     to_quantiles,
 )
 from questlab.ensemble.question_share import QuestionShare, fit_question_share
+from questlab.ensemble.report import EnsembleReport
 from questlab.ensemble.stack import Stacker, fit_stacker
 
 __all__ = [
     "Combiner",
+    "EnsembleReport",
     "EnsembleSpec",
-    "Member",
     "NestedResult",
     "QuestionShare",
     "Stacker",
-    "build_ensemble",
-    "check_members",
     "fit_combiner",
     "fit_question_share",
     "fit_stacker",
     "fit_weights",
     "fold_mean_summary",
     "gain_summary",
-    "load_member",
     "nested_fit",
-    "postprocess_run",
     "simplex_grid",
     "to_quantiles",
 ]
-
-_BUILD_NAMES = ("Member", "build_ensemble", "check_members", "load_member", "postprocess_run")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _BUILD_NAMES:
-        from questlab.ensemble import build
-
-        return getattr(build, name)
-    raise AttributeError(f"module 'questlab.ensemble' has no attribute {name!r}")

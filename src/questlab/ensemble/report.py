@@ -59,3 +59,9 @@ class EnsembleReport(BaseModel):
 
     def keys(self) -> Iterator[str]:
         return iter(self.to_dict())
+
+    def items(self) -> Any:
+        return self.to_dict().items()
+
+    def __iter__(self) -> Iterator[str]:  # type: ignore[override]  # a mapping's keys, not pydantic's pairs
+        return self.keys()

@@ -23,9 +23,9 @@ from questlab.console import Say, stderr
 from questlab.csvfile import check_output_file
 from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
-from questlab.ensemble.build import build_ensemble
 from questlab.ensemble.combine import EnsembleSpec
 from questlab.ensemble.report import EnsembleReport
+from questlab.ensemble_runs import build_ensemble
 from questlab.errors import EncoderNotFoundError, QuestlabError, UsageError
 from questlab.folds import question_groups
 from questlab.models import build_model

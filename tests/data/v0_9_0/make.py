@@ -99,8 +99,9 @@ def frames(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def main() -> None:
-    import questlab as ql
     from questlab.ensemble.build import build_ensemble
+
+    import questlab as ql
     from questlab.ensemble.combine import EnsembleSpec
     from questlab.export import export_run, load_bundle
     from questlab.predict import load_predictor, predict_frame

@@ -9,7 +9,7 @@ reported beside it and never called the gain.
 The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) plus
 ``ensemble.json`` (members, averaging, weights, the nested and in-sample figures) and
 ``postprocess.json`` (the fitted maps). It holds no fold models: its predictor
-(:mod:`questlab.predict`) loads the members' stored fold models, nothing is refitted.
+(:class:`~questlab.predictors.EnsemblePredictor`) loads the members' stored fold models, nothing is refitted.
 """
 
 from __future__ import annotations
