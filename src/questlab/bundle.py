@@ -113,8 +113,15 @@ def read_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
             f"{root} is bundle format {version}, written by questlab {manifest.get('questlab_version', '?')}; "
             f"this questlab ({__version__}) reads formats up to {BUNDLE_FORMAT}: upgrade questlab"
         )
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        raise BundleError(f"{root / MANIFEST}: files is not a mapping of paths to sha256; re-export the run")
+    for rel in [*files, *manifest.get("encoders", {}).values()]:
+        inside(root, root / rel, f"{MANIFEST} names {rel!r}")
+    for path in root.rglob("*"):  # a link anywhere in the bundle may point out of it
+        inside(root, path, f"{path.relative_to(root)}")
     if verify:
-        for rel, digest in manifest.get("files", {}).items():
+        for rel, digest in files.items():
             file = root / rel
             if not file.is_file():
                 raise BundleError(f"{root}: file {rel} is missing; re-export the run or copy the whole folder")
@@ -125,13 +132,21 @@ def read_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` resolved (links followed); a BundleError unless it stays inside ``root``."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise BundleError(f"{root}: {what} leads outside the bundle (to {resolved}): refused; re-export the run")
+    return resolved
+
+
 def load_bundle(path: Path, verify: bool = True) -> Predictor:
     """Load a bundle's predictor (read-only; the encoders it carries win over installed ones)."""
     root = bundle_root(path)
     manifest = read_manifest(root, verify=verify)
     for spec, rel in manifest.get("encoders", {}).items():
         register_encoder_folder(spec, root / rel)
-    return load_folder(root / PREDICTOR_DIR)
+    return load_folder(root / PREDICTOR_DIR, root=root)
 
 
 class BundleModel:

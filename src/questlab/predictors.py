@@ -24,14 +24,15 @@ import re
 import shutil
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from questlab.ensemble.combine import Combiner, restore_combiner
 from questlab.ensemble.postprocess import PostProcessor
-from questlab.errors import PredictionError
+from questlab.errors import BundleError, PredictionError
 from questlab.folds import question_groups
 from questlab.models import Model, get_model_class
 from questlab.models.base import check_predictions
@@ -47,6 +48,24 @@ POSTPROCESS_STATE_FILE = "postprocess.json"
 MEMBERS_DIR = "members"
 # What an ensemble's predictor keeps of the run's ensemble.json (the rest is its record: report, seed).
 PREDICTOR_KEYS = ("members", "average", "weights", "postprocess", "stack", "question_share")
+
+
+class _FoldsTree(BaseModel):
+    """``predictor.json`` of a fold average: its fold numbers (folders ``fold_K`` beside it)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["folds"]
+    run_id: str
+    folds: list[int]
+
+
+class _EnsembleTree(BaseModel):
+    """``predictor.json`` of an ensemble: its members' folder names (``members/member_I``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["ensemble"]
+    run_id: str
+    members: list[Annotated[str, StringConstraints(pattern=r"^member_[0-9]+$")]]
 
 
 class Predictor(Protocol):
@@ -104,8 +123,9 @@ class FoldAverage:
         _write_tree(folder, {"kind": "folds", "run_id": self.run_id, "folds": self.folds})
 
     @classmethod
-    def load(cls, folder: Path, tree: dict[str, Any]) -> FoldAverage:
-        predictor = cls(tree["run_id"], [folder / f"fold_{k}" for k in tree["folds"]], tree["folds"])
+    def load(cls, folder: Path, tree: _FoldsTree, root: Path) -> FoldAverage:
+        dirs = [_inside(root, folder / f"fold_{k}") for k in tree.folds]
+        predictor = cls(tree.run_id, dirs, tree.folds)
         predictor.models  # noqa: B018  # load now: a broken model is an error at load time, not later
         return predictor
 
@@ -158,26 +178,48 @@ class EnsemblePredictor:
         _write_tree(folder, {"kind": "ensemble", "run_id": self.run_id, "members": names})
 
     @classmethod
-    def load(cls, folder: Path, tree: dict[str, Any]) -> EnsemblePredictor:
-        members = [load_folder(folder / MEMBERS_DIR / name) for name in tree["members"]]
-        state = json.loads((folder / ENSEMBLE_STATE_FILE).read_text())
+    def load(cls, folder: Path, tree: _EnsembleTree, root: Path) -> EnsemblePredictor:
+        members = [load_folder(_inside(root, folder / MEMBERS_DIR / name), root) for name in tree.members]
+        state = json.loads(_inside(root, folder / ENSEMBLE_STATE_FILE).read_text())
         refs = None
         if state["average"] == "rank":
-            with np.load(folder / REFERENCES_FILE) as npz:
+            with np.load(_inside(root, folder / REFERENCES_FILE), allow_pickle=False) as npz:
                 refs = [npz[f"arr_{i}"] for i in range(len(members))]
-        return cls(tree["run_id"], members, state, refs, folder / POSTPROCESS_STATE_FILE)
+        return cls(tree.run_id, members, state, refs, _inside(root, folder / POSTPROCESS_STATE_FILE))
 
 
 def _write_tree(folder: Path, tree: dict[str, Any]) -> None:
     (folder / TREE_FILE).write_text(strict_json(tree))
 
 
-def load_folder(folder: Path) -> Predictor:
-    """The predictor saved in ``folder`` (by :meth:`FoldAverage.save` or :meth:`EnsemblePredictor.save`)."""
-    tree = json.loads((folder / TREE_FILE).read_text())
-    if tree["kind"] == "ensemble":
-        return EnsemblePredictor.load(folder, tree)
-    return FoldAverage.load(folder, tree)
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` if, links followed, it stays inside ``root``; else a BundleError."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise BundleError(f"{root}: {path.relative_to(root)} leads outside the predictor's folder: refused")
+    return path
+
+
+def load_folder(folder: Path, root: Path | None = None) -> Predictor:
+    """The predictor saved in ``folder`` (by :meth:`FoldAverage.save` or :meth:`EnsemblePredictor.save`).
+
+    ``predictor.json`` is checked against its schema, and every path it leads to must stay inside
+    ``root`` (the bundle; ``folder`` itself by default), links followed.
+    """
+    root = folder if root is None else root
+    path = _inside(root, folder / TREE_FILE)
+    try:
+        raw = json.loads(path.read_text())
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        tree = (_EnsembleTree if kind == "ensemble" else _FoldsTree).model_validate(raw)
+    except (json.JSONDecodeError, ValidationError) as exc:
+        detail = exc.errors(include_url=False)[0] if isinstance(exc, ValidationError) else {"msg": str(exc)}
+        where = ".".join(str(p) for p in detail.get("loc", ()))
+        raise BundleError(
+            f"{path}: not a predictor description ({where}: {detail['msg']}); re-export the run"
+        ) from None
+    if isinstance(tree, _EnsembleTree):
+        return EnsemblePredictor.load(folder, tree, root)
+    return FoldAverage.load(folder, tree, root)
 
 
 def sorted_oof(run: RunFolder) -> np.ndarray:

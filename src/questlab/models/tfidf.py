@@ -17,10 +17,10 @@ length-normalised, so without them the model cannot see how long an answer is.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -31,6 +31,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from questlab.errors import RunFormatError
 from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
+from questlab.models.legacy_pickle import load_legacy_joblib
 from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TARGETS, TITLE
 
 TEXT_PARTS = (TITLE, BODY, ANSWER)
@@ -39,6 +40,9 @@ HASH_BUCKETS = 2**20
 # long-lived server cannot grow it without limit; the CV on train.csv holds ~13k texts.
 _COUNTS_MEMO: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 _MEMO_MAX_TEXTS = 100_000
+# Saved state: arrays and settings, never a pickle (questlab <= 0.9.0 wrote tfidf.joblib).
+STATE_ARRAYS, STATE_JSON, LEGACY_STATE = "tfidf.npz", "tfidf.json", "tfidf.joblib"
+STATE_FORMAT = 2
 
 
 class TfidfParams(ModelParams):
@@ -179,23 +183,54 @@ class TfidfModel(Model):
         return to_unit_interval(self._raw_predict(self._features(frame, fit=False)))
 
     def _save_state(self, folder: Path) -> None:
-        joblib.dump(
-            {
-                "columns": self.columns_,
-                "idf": self.idf_,
-                "onehot": self.onehot_,
-                "scaler": self.scaler_,
-                "ridge": self.ridge_,
-                "target_mean": self.target_mean_,
-            },
-            folder / "tfidf.joblib",
-        )
+        """Arrays in ``tfidf.npz``, the one-hot categories in ``tfidf.json``: no pickle, nothing to run."""
+        arrays = {f"columns.{p}": self.columns_[p] for p in TEXT_PARTS}
+        arrays |= {f"idf.{p}": self.idf_[p].idf_ for p in TEXT_PARTS}
+        arrays |= {"ridge.coef": self.ridge_.coef_, "target_mean": self.target_mean_}
+        if hasattr(self.scaler_, "mean_"):  # fitted only when the text statistics are used
+            arrays |= {"scaler.mean": self.scaler_.mean_, "scaler.scale": self.scaler_.scale_}
+            arrays |= {"scaler.var": self.scaler_.var_, "scaler.samples": np.asarray(self.scaler_.n_samples_seen_)}
+        np.savez(folder / STATE_ARRAYS, **arrays)
+        categories = {
+            c: [str(v) for v in cats] for c, cats in zip((CATEGORY, HOST), self.onehot_.categories_, strict=True)
+        }
+        (folder / STATE_JSON).write_text(json.dumps({"format": STATE_FORMAT, "categories": categories}, indent=1))
 
     def _load_state(self, folder: Path) -> None:
-        state = joblib.load(folder / "tfidf.joblib")
-        if "columns" not in state:
+        if not (folder / STATE_ARRAYS).exists() and (folder / LEGACY_STATE).exists():
+            self._load_legacy(folder / LEGACY_STATE)
+            return
+        meta = json.loads((folder / STATE_JSON).read_text())
+        if meta.get("format") != STATE_FORMAT or set(meta.get("categories", {})) != {CATEGORY, HOST}:
+            raise RunFormatError(f"{folder / STATE_JSON}: not a TF-IDF state this questlab reads; refit the run")
+        with np.load(folder / STATE_ARRAYS, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        self.columns_, self.idf_ = {}, {}
+        for part in TEXT_PARTS:
+            self.columns_[part] = arrays[f"columns.{part}"]
+            idf = TfidfTransformer(sublinear_tf=True)
+            idf.idf_, idf.n_features_in_ = arrays[f"idf.{part}"], len(self.columns_[part])
+            self.idf_[part] = idf
+        # The encoder refitted on its own categories: the same categories_ (sorted uniques), the same output.
+        cats = [meta["categories"][c] for c in (CATEGORY, HOST)]
+        width = max(len(c) for c in cats)
+        self.onehot_ = OneHotEncoder(handle_unknown="ignore").fit(
+            pd.DataFrame({col: c + [c[-1]] * (width - len(c)) for col, c in zip((CATEGORY, HOST), cats, strict=True)})
+        )
+        self.scaler_ = StandardScaler()
+        if "scaler.mean" in arrays:
+            self.scaler_.mean_, self.scaler_.scale_ = arrays["scaler.mean"], arrays["scaler.scale"]
+            self.scaler_.var_, self.scaler_.n_samples_seen_ = arrays["scaler.var"], arrays["scaler.samples"]
+            self.scaler_.n_features_in_ = len(self.scaler_.mean_)
+        self.ridge_ = Ridge(alpha=self.params.alpha, fit_intercept=False, solver="cholesky")
+        self.ridge_.coef_, self.target_mean_ = arrays["ridge.coef"], arrays["target_mean"]
+
+    def _load_legacy(self, path: Path) -> None:
+        """State pickled by questlab <= 0.9.0, read through an allowlist (see legacy_pickle)."""
+        state = load_legacy_joblib(path)
+        if not isinstance(state, dict) or "columns" not in state:
             raise RunFormatError(
-                f"{folder}: a TF-IDF model saved by questlab < 0.2 (vocabulary-based); "
+                f"{path.parent}: a TF-IDF model saved by questlab < 0.2 (vocabulary-based); "
                 "re-run its config to refit it with this version"
             )
         self.columns_, self.idf_ = state["columns"], state["idf"]
