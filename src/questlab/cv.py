@@ -54,7 +54,7 @@ def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.Da
         folder = store.folder(store.resolve_id(source.from_run))
         if not folder.has(FOLDS_FILE):
             raise UsageError(f"run {source.from_run} recorded no {FOLDS_FILE}")
-        folds = load_folds(folder / FOLDS_FILE, train)
+        folds = load_folds(folder.verified(FOLDS_FILE), train)
     elif source.from_file:
         folds = load_folds(source.from_file, train)
     else:

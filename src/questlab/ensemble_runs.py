@@ -86,7 +86,7 @@ def load_member(store: Store, run_id: str) -> Member:
         oof=run.read_oof().sort_values(ID, ignore_index=True),
         truth=run.read_truth().sort_values(ID, ignore_index=True),
         submission=run.read_submission(),
-        folds_path=run / FOLDS_FILE,
+        folds_path=run.verified(FOLDS_FILE),
     )
 
 

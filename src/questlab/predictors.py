@@ -36,7 +36,7 @@ from questlab.errors import BundleError, PredictionError
 from questlab.folds import question_groups
 from questlab.models import Model, get_model_class
 from questlab.models.base import check_predictions
-from questlab.rundir import FOLD_MODEL_DIR, RunFolder
+from questlab.rundir import FOLD_MODEL_DIR, POSTPROCESS_FILE, RunFolder
 from questlab.schema import TARGETS
 from questlab.store import Store
 from questlab.strictjson import strict_json
@@ -239,7 +239,8 @@ def load_predictor(store: Store, run_id: str, load_models: bool = True) -> Predi
         spec = run.read_ensemble()
         members = [load_predictor(store, m, load_models) for m in spec["members"]]
         refs = [sorted_oof(store.folder(m)) for m in spec["members"]] if spec["average"] == "rank" else None
-        return EnsemblePredictor(record.run_id, members, spec, refs, run / POSTPROCESS_STATE_FILE)
+        postprocess = run.verified(POSTPROCESS_FILE) if run.has(POSTPROCESS_FILE) else None
+        return EnsemblePredictor(record.run_id, members, spec, refs, postprocess)
     dirs = run.fold_model_dirs(meta.folds_selected)
     predictor = FoldAverage(record.run_id, dirs, meta.folds_selected)
     if load_models:

@@ -207,6 +207,7 @@ class RunWriter:
                 "n_constant_pred": int((cv.per_target["status"] == "constant prediction").sum()),
             },
         )
+        self.update_meta(checksums=run.take_checksums())  # what later stages check before reading
         self.store.set_tags(
             self.run_id, {TAG_COMPLETE: str(complete).lower(), TAG_FOLDS_DONE: ",".join(map(str, selected))}
         )

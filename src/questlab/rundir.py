@@ -55,6 +55,11 @@ SUBMISSION_FILE = "submission.csv"
 ENSEMBLE_FILE = "ensemble.json"
 POSTPROCESS_FILE = "postprocess.json"
 MLFLOW_MODEL_DIR = "model"  # the run as an MLflow model
+# The run-level files later stages read, checked against run.json's checksums (fold files have fold.json).
+CHECKED_FILES = (
+    CONFIG_FILE, FOLDS_FILE, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE, ENSEMBLE_FILE,
+    POSTPROCESS_FILE,
+)  # fmt: skip
 FOLDS_DIR = "folds"
 # Inside folds/fold_K/:
 FOLD_MODEL_DIR = "model"
@@ -108,6 +113,9 @@ class RunMeta(BaseModel):
     started_at: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
     timings: dict[str, float] = Field(default_factory=dict)
     members: list[str] = Field(default_factory=list)  # ensembles: member run ids, in order
+    # sha256 of the run-level files (CHECKED_FILES), written when the run is scored; a later read
+    # of a changed file is refused. Runs of questlab <= 0.9.0 have none (nothing to check).
+    checksums: dict[str, str] = Field(default_factory=dict)
     collected_from: list[str] = Field(default_factory=list)  # collect: the single-fold runs
 
     def check_same_data(self, part: Literal["train", "test"], data: Any) -> None:
@@ -192,6 +200,30 @@ class RunFolder:
         missing = [n for n in names if not (self.path / n).exists()]
         if missing:
             raise RunFormatError(f"run {self.run_id} has no {', '.join(missing)}: it did not finish scoring")
+
+    def checksums(self) -> dict[str, str]:
+        """The sha256 of each run-level file that run.json recorded when the run was scored."""
+        try:
+            recorded = json.loads((self.path / META_FILE).read_text()).get("checksums") or {}
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
+
+    def take_checksums(self) -> dict[str, str]:
+        """The sha256 of the run-level files present now (what :meth:`verified` checks later)."""
+        return {n: file_sha256(self.path / n) for n in CHECKED_FILES if (self.path / n).is_file()}
+
+    def verified(self, name: str) -> Path:
+        """The path of run-level file ``name``, which must exist and match its recorded sha256."""
+        self._need(name)
+        path = self.path / name
+        digest = self.checksums().get(name)
+        if digest is not None and file_sha256(path) != digest:
+            raise RunFormatError(
+                f"run {self.run_id}: {name} changed since the run was recorded (sha256 differs): "
+                "it cannot be trusted; re-run the run (or restore the file)"
+            )
+        return path
 
     # --- run.json and config -----------------------------------------------------------------
     def read_meta(self) -> RunMeta:
@@ -324,8 +356,7 @@ class RunFolder:
 
     def read_folds(self) -> pd.DataFrame:
         """folds.csv as recorded (qa_id, group, fold)."""
-        self._need(FOLDS_FILE)
-        return pd.read_csv(self.path / FOLDS_FILE)
+        return pd.read_csv(self.verified(FOLDS_FILE))
 
     # --- scored outputs ------------------------------------------------------------------------
     def write_outputs(
@@ -341,8 +372,7 @@ class RunFolder:
 
     def read_oof(self) -> pd.DataFrame:
         """qa_id, group, fold and the 30 OOF predictions, in recorded (train) row order."""
-        self._need(OOF_FILE)
-        frame = pd.read_csv(self.path / OOF_FILE)
+        frame = pd.read_csv(self.verified(OOF_FILE))
         missing = [c for c in (ID, "group", "fold", *TARGETS) if c not in frame.columns]
         if missing:
             raise RunFormatError(f"run {self.run_id}: {OOF_FILE} has no column {missing[0]!r}; re-run it")
@@ -350,31 +380,28 @@ class RunFolder:
 
     def read_truth(self, ids: pd.Series | None = None) -> pd.DataFrame:
         """qa_id + the 30 ratings of the scored rows; aligned row by row to ``ids`` when given."""
-        self._need(TRUTH_FILE)
-        truth = pd.read_csv(self.path / TRUTH_FILE)
+        truth = pd.read_csv(self.verified(TRUTH_FILE))
         if ids is not None:
             truth = pd.DataFrame({ID: np.asarray(ids)}).merge(truth, on=ID, how="left")
         return truth
 
     def read_scores(self) -> dict[str, Any]:
         """scores.json as written: ``null`` where a number is undefined (``NaN`` in older runs)."""
-        self._need(SCORES_FILE)
-        return json.loads((self.path / SCORES_FILE).read_text())
+        return json.loads(self.verified(SCORES_FILE).read_text())
 
     def write_submission(self, frame: pd.DataFrame) -> None:
         frame.to_csv(self.path / SUBMISSION_FILE, index=False)
 
     def read_submission(self) -> pd.DataFrame | None:
         path = self.path / SUBMISSION_FILE
-        return read_predictions(path) if path.exists() else None
+        return read_predictions(self.verified(SUBMISSION_FILE)) if path.exists() else None
 
     # --- ensembles -----------------------------------------------------------------------------
     def write_ensemble(self, spec: dict[str, Any]) -> None:
         _write_text(self.path / ENSEMBLE_FILE, strict_json(spec))
 
     def read_ensemble(self) -> dict[str, Any]:
-        self._need(ENSEMBLE_FILE)
-        return json.loads((self.path / ENSEMBLE_FILE).read_text())
+        return json.loads(self.verified(ENSEMBLE_FILE).read_text())
 
 
 def _write_text(path: Path, text: str) -> None:
