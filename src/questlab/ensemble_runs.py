@@ -34,7 +34,7 @@ from questlab.ensemble.combine import (
 from questlab.ensemble.report import EnsembleReport
 from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, question_groups
-from questlab.metric import CVScore, mean_spearman
+from questlab.metric import CVScore, mean_spearman, without_fold_offsets
 from questlab.provenance import git_commit
 from questlab.recording import RunWriter
 from questlab.rundir import (
@@ -151,28 +151,31 @@ def build_ensemble(
     say(f"fitting on {len(truth)} OOF rows, nested over {len(np.unique(folds))} folds")
     res = nested_fit(x, truth, folds, groups, spec, refs)
 
-    member_scores = [mean_spearman(truth, xi) for xi in x]
+    # Scored as the runs score themselves: a column constant inside every fold counts 0 (metric.score_cv).
+    scored = [without_fold_offsets(xi, folds) for xi in x]
+    nested, blend, in_sample = (without_fold_offsets(p, folds) for p in (res.nested, res.nested_blend, res.in_sample))
+    member_scores = [mean_spearman(truth, xi) for xi in scored]
     best = int(np.argmax(member_scores))
-    base = x[best]  # gains are measured against the best member alone (for one member: the run itself)
+    base = scored[best]  # gains are measured against the best member alone (for one member: the run itself)
     report = EnsembleReport(
         members={m.record.run_id: s for m, s in zip(members, member_scores, strict=True)},
         best_member=members[best].record.run_id,
-        nested_score=mean_spearman(truth, res.nested),
-        nested_score_before_postprocess=mean_spearman(truth, res.nested_blend),
-        in_sample_score=mean_spearman(truth, res.in_sample),
-        nested_gain=gain_summary(truth, base, res.nested, groups, n_boot, spec.seed),
+        nested_score=mean_spearman(truth, nested),
+        nested_score_before_postprocess=mean_spearman(truth, blend),
+        in_sample_score=mean_spearman(truth, in_sample),
+        nested_gain=gain_summary(truth, base, nested, groups, n_boot, spec.seed),
         # the same nested predictions scored fold by fold, then averaged (see metric.fold_mean_score)
-        nested_fold_mean=fold_mean_summary(truth, base, res.nested, folds, groups, n_boot, spec.seed),
-        in_sample_gain=gain_summary(truth, base, res.in_sample, groups, n_boot, spec.seed),
+        nested_fold_mean=fold_mean_summary(truth, base, nested, folds, groups, n_boot, spec.seed),
+        in_sample_gain=gain_summary(truth, base, in_sample, groups, n_boot, spec.seed),
         notes=res.notes,
     )
     if spec.question_share:
         report.question_share_nested_gain = gain_summary(
-            truth, res.nested_unshared, res.nested_blend, groups, n_boot, spec.seed
+            truth, without_fold_offsets(res.nested_unshared, folds), blend, groups, n_boot, spec.seed
         )
         report.question_share_chosen = res.final.question_share.chosen()
     if spec.postprocess != "none":
-        report.postprocess_nested_gain = gain_summary(truth, res.nested_blend, res.nested, groups, n_boot, spec.seed)
+        report.postprocess_nested_gain = gain_summary(truth, blend, nested, groups, n_boot, spec.seed)
         report.postprocess_chosen = res.final.postprocessor.chosen()
         report.postprocess_mapped_folds = res.mapped_folds
         # mapped in some outer folds only: pooled, their rows mix two scales (metric.fold_mean_score)

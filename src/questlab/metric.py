@@ -278,6 +278,20 @@ def constant_in_every_fold(y_pred: np.ndarray, folds: np.ndarray) -> np.ndarray:
     return np.all([is_constant(y_pred[folds == k]) for k in np.unique(folds)], axis=0)
 
 
+def without_fold_offsets(y_pred: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """``y_pred`` with each column that is constant inside every fold made constant overall.
+
+    Pooled, such a column would rank fold offsets, not rows; :func:`score_cv` counts it 0, and
+    :func:`mean_spearman` of the returned array does too (a report's figures then match the run's).
+    """
+    cols = constant_in_every_fold(y_pred, folds)
+    if not cols.any():
+        return y_pred
+    out = np.array(y_pred, dtype=np.float64, copy=True)
+    out[:, cols] = 0.0
+    return out
+
+
 def score_cv(
     y_true: np.ndarray,
     y_pred: np.ndarray,
