@@ -127,3 +127,28 @@ def test_a_link_out_of_the_bundle_is_refused(new_bundle: Path, tmp_path: Path) -
     fold.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(QuestlabError, match="outside the bundle"):
         load_bundle(bundle)
+
+
+def test_a_killed_exports_half_built_bundle_is_cleaned_up(new_bundle: Path, tmp_path: Path) -> None:
+    """SIGKILL leaves the hidden build folder behind; the next export beside it removes it."""
+    import subprocess
+    import sys
+
+    import questlab as ql
+    from questlab.export import export_run
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".bundle.tmp-{dead.stdout.strip()}-abcd1234"
+    (stale / "predictor").mkdir(parents=True)
+    live = tmp_path / f".bundle.tmp-{os.getpid()}-efgh5678"  # a build in progress (this process) is kept
+    live.mkdir()
+    run = ql.load_run(json.loads((RECORDED / "expected" / "runs.json").read_text())["tfidf"], store=_store(tmp_path))
+    export_run(run.record.store, run.id, tmp_path / "bundle")
+    assert not stale.exists() and live.exists() and (tmp_path / "bundle" / MANIFEST).exists()
+
+
+def _store(tmp_path: Path):
+    from questlab.store import Store
+
+    shutil.copytree(RECORDED / "store", tmp_path / "store")
+    return Store(tmp_path / "store" / "mlflow.db", create=False)

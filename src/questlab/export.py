@@ -6,8 +6,10 @@ forwards to :mod:`questlab.mlflow_model`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from questlab.bundle import BUNDLE_FORMAT, BundleModel, load_bundle, read_manifest, write_bundle
@@ -31,7 +33,8 @@ def export_run(store: Store, run_id: str, dest: Path) -> Path:
     if record.status != "FINISHED":
         raise BundleError(f"run {record.run_id} is {record.status.lower()}: only finished runs can be exported")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    _remove_stale_builds(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     try:
         write_bundle(store, record.run_id, tmp)
         if dest.exists():
@@ -41,3 +44,25 @@ def export_run(store: Store, run_id: str, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _remove_stale_builds(dest: Path) -> None:
+    """Remove half-built bundles beside ``dest`` left by an export that was killed (SIGKILL cannot
+    be caught): their names carry the building process's id, and that process is gone."""
+    for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
+        pid = tmp.name.removeprefix(f".{dest.name}.tmp-").split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue  # another export is building it now
+        if not pid.isdigit() and time.time() - tmp.stat().st_mtime < 3600:
+            continue  # an older questlab's name (no pid): only when clearly abandoned
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
