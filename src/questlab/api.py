@@ -228,10 +228,11 @@ def recipe(
     """
     from questlab.recipes import run_recipe
 
-    st = as_store(store, create=True)
+    # run_recipe opens (creates) the store only once the recipe, the data and the submission are checked.
     outcome = run_recipe(
-        recipe, train, test, store=st, submission=submission, say=console.quiet if quiet else console.stderr
+        recipe, train, test, store=store, submission=submission, say=console.quiet if quiet else console.stderr
     )
+    st = as_store(store)
     return Run(st.get(outcome.ensemble_id), st)
 
 

@@ -18,7 +18,7 @@ import gzip
 import io
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -246,3 +246,27 @@ def check_output_file(option: str, path: Path, example: str = "submission.csv") 
         raise UsageError(f"{option} {path}: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK):
         raise UsageError(f"{option} {path}: cannot create files in {ancestor} (permission denied)")
+
+
+def check_not_an_input(option: str, path: str | Path, inputs: Mapping[str, object]) -> None:
+    """Refuse, before any work, an output that is one of the command's input files: writing it
+    would destroy the input. ``inputs`` maps each input's option (``--train``) to its path; ``None``
+    and what is not a path (a DataFrame) are skipped. The same file is found through a symlink or a
+    hard link too (the same device and inode), and a path not created yet by its resolved form.
+    """
+    for name, given in inputs.items():
+        if isinstance(given, str | os.PathLike) and _same_file(Path(path), Path(given)):
+            shown = "" if str(given) == str(path) else f" ({given})"
+            raise UsageError(
+                f"{option} {path} is the {name} file{shown}: it would be overwritten; write the output elsewhere"
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same (st_dev, st_ino), or the same resolved path."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)  # symlinks followed; hard links share the inode
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # an unreadable path or a symlink loop: not provably the same
+        return False

@@ -15,7 +15,7 @@ from pathlib import Path
 from questlab.bundle import BUNDLE_FORMAT, BundleModel, load_bundle, read_manifest, write_bundle
 from questlab.errors import BundleError
 from questlab.mlflow_model import _load_pyfunc
-from questlab.store import Store
+from questlab.store import Store, liveness
 
 __all__ = ["BUNDLE_FORMAT", "BundleError", "BundleModel", "_load_pyfunc", "export_run", "load_bundle", "read_manifest"]
 
@@ -30,6 +30,11 @@ def export_run(store: Store, run_id: str, dest: Path) -> Path:
         kind = "a file" if not dest.is_dir() else "a folder that is not empty"
         raise BundleError(f"{dest} is {kind}: export into a new or empty folder (nothing was written)")
     record = store.get(run_id)
+    if liveness.is_dead(record.status, record.tags):  # still marked RUNNING, but its process is gone
+        fix = (f"resume it with questlab run --resume {record.run_id} --train TRAIN.csv, then export it"
+               if record.kind == "cv" else "make it again, then export the new run")  # fmt: skip
+        gone = f"its process is gone or stalled: {liveness.describe(record.tags)}"
+        raise BundleError(f"run {record.run_id} is dead, not running ({gone}): {fix}")
     if record.status != "FINISHED":
         raise BundleError(f"run {record.run_id} is {record.status.lower()}: only finished runs can be exported")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from questlab.cli.common import StoreOpt, fail, guard, open_store
-from questlab.csvfile import check_output_file
+from questlab.csvfile import check_not_an_input, check_output_file
 
 
 def _load_predictor(run_id: str | None, model: Path | None, store: str | None):
@@ -44,6 +44,7 @@ def predict(
     to_stdout = str(output) == "-"  # `--output -`: the CSV on stdout, for pipes
     if not to_stdout:
         check_output_file("--output", output)
+        check_not_an_input("--output", output, {"--input": input})
     predictor = _load_predictor(run_id, model, store)
     # Read, predicted and written piece by piece: flat memory for any size of file.
     rows = stream_predictions(predictor, input, sys.stdout if to_stdout else output)

@@ -25,13 +25,15 @@ def pseudo_label(
     Writes the mean label and each teacher fold's label per pair; a student run given
     `--pseudo FILE` on the teacher's folds trains fold k on teacher fold k's labels only.
     """
-    from questlab.csvfile import check_output_file
+    from questlab.csvfile import check_not_an_input, check_output_file
     from questlab.pseudo import sidecar_path
     from questlab.teacher import pseudo_label as make
 
     if unlabelled is None or output is None:
         fail("give --unlabelled (a test-format CSV) and -o/--output (the pseudo-label CSV to write)")
     check_output_file("--output", output, "pseudo.csv")  # before any work, as predict --output is
+    check_not_an_input("--output", output, {"--unlabelled": unlabelled})
+    check_not_an_input(f"--output {output}: its sidecar", sidecar_path(output), {"--unlabelled": unlabelled})
     meta = make(open_store(store, create=False), teacher, unlabelled, output, chunk_rows=chunk_rows, say=say)
     typer.echo(f"teacher {meta.teacher_run}, folds {meta.folds}, {meta.rows} rows -> {output}", err=True)
     typer.echo(str(sidecar_path(output)))

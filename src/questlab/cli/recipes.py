@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, guard, open_store, say
+from questlab.cli.common import StoreOpt, guard, say
 from questlab.cli.reports import print_ensemble_report
 
 
@@ -39,7 +39,8 @@ def recipe(
     """Run a recipe: its members (reused / resumed when already recorded), the ensemble, the submission."""
     from questlab.recipes import run_recipe
 
-    outcome = run_recipe(name, train, test, store=open_store(store), submission=submission, say=say)
+    # The store is opened (created) by run_recipe once the recipe and the data are checked.
+    outcome = run_recipe(name, train, test, store=store, submission=submission, say=say)
     _print_summary(outcome)
     typer.echo(outcome.ensemble_id)
 

@@ -10,7 +10,7 @@ import typer
 
 from questlab.cli.common import StoreOpt, fail, guard, open_store
 from questlab.config import load_config
-from questlab.csvfile import check_output_file
+from questlab.csvfile import check_not_an_input, check_output_file
 
 
 @guard
@@ -38,7 +38,7 @@ def run(
 
     from questlab.cv import run_cv
     from questlab.data import Dataset, check_pair
-    from questlab.pseudo import PseudoLabels
+    from questlab.pseudo import PseudoLabels, sidecar_path
     from questlab.rundir import SUBMISSION_FILE
 
     if train is None or (resume is None and config is None):
@@ -49,6 +49,10 @@ def run(
         fail("--set changes a config; a resumed run keeps the one it was started with")
     if submission is not None:
         check_output_file("--submission", submission)
+        inputs = {"--train": train, "--test": test, "CONFIG": config, "--pseudo": pseudo}
+        if pseudo is not None:
+            inputs["--pseudo sidecar"] = sidecar_path(pseudo)
+        check_not_an_input("--submission", submission, inputs)
     cfg = load_config(config, overrides=set_) if resume is None else None
     if cfg is not None and not (cfg.folds.from_run or cfg.folds.from_file):
         unknown = [k for k in fold or [] if not 0 <= k < cfg.folds.n_splits]

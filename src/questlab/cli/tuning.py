@@ -12,6 +12,39 @@ import typer
 from questlab.cli.common import StoreOpt, fail, guard, open_store
 
 
+def _check_storage(url: str) -> None:
+    """Refuse an Optuna storage URL that cannot be opened, without opening it: it is checked before
+    the store is created, so a mistyped ``--storage`` leaves nothing behind (Optuna opens it later).
+    A URL that parses, names an installed driver and, for SQLite, a folder that exists passes."""
+    from sqlalchemy.engine import make_url
+
+    from questlab.errors import StudyError
+    from questlab.tuning.storage import redact
+
+    try:
+        parsed = make_url(url)
+        parsed.get_dialect().import_dbapi()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise StudyError(f"storage {redact(url)}: Optuna cannot open it ({type(exc).__name__}: {first})") from None
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+        folder = Path(database).parent
+        if not folder.is_dir():
+            raise StudyError(f"storage {redact(url)}: Optuna cannot open it (no folder {folder} for the database)")
+
+
+def _best_config_path(given: Path | None, config: Path, study: str | None, set_: list[str] | None) -> Path:
+    """Where the best config will be written: ``--best-config``, else ``STUDY-best.yaml`` here."""
+    if given is not None:
+        return given
+    if study is None:
+        from questlab.config import load_config
+
+        study = load_config(config, overrides=set_).name
+    return Path(f"{study}-best.yaml")
+
+
 @guard
 def tune(
     config: Annotated[Path | None, typer.Argument(help="YAML run config to tune (see configs/)")] = None,
@@ -48,11 +81,14 @@ def tune(
     store: StoreOpt = None,
 ) -> None:
     """Search a config's hyper-parameters: each trial a recorded run, the best scored on untouched questions."""
+    from questlab.csvfile import check_not_an_input
     from questlab.tuning import join_study
     from questlab.tuning import tune as run_study
 
     if train is None:
         fail("give --train (the labelled CSV every trial is cut from)")
+    if storage is not None:
+        _check_storage(storage)  # before any store is opened or created
     try:
         if join:
             if study is None and config is None:
@@ -70,6 +106,11 @@ def tune(
             return
         if config is None or space is None:
             fail("give a CONFIG and --space (a search space YAML)")
+        check_not_an_input(
+            "--best-config" if best_config is not None else "the best config (default --best-config)",
+            _best_config_path(best_config, config, study, set_),
+            {"--train": train, "CONFIG": config, "--space": space},
+        )
         result = run_study(
             config,
             space,

@@ -20,7 +20,7 @@ import pandas as pd
 
 from questlab.config import RunConfig, parse_config
 from questlab.console import Say, stderr
-from questlab.csvfile import check_output_file
+from questlab.csvfile import check_not_an_input, check_output_file
 from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
 from questlab.ensemble.combine import EnsembleSpec
@@ -30,16 +30,14 @@ from questlab.errors import EncoderNotFoundError, QuestlabError, UsageError
 from questlab.folds import question_groups
 from questlab.models import build_model
 from questlab.models.pretrained import resolve_encoder
-from questlab.recipes.spec import RecipeSpec, load_recipe
+from questlab.recipes.spec import RecipeSpec, fitted_part, load_recipe
 from questlab.rundir import TAG_COMPLETE
 from questlab.schema import ID
-from questlab.store import RunRecord, Store
+from questlab.store import RunRecord, Store, as_store
 from questlab.store.liveness import describe, is_dead
 
 TAG_MEMBER_KEY = "questlab.recipe_member_key"
 TAG_RECIPE = "questlab.recipe"
-# Config keys that do not change what a member fits or records as its score.
-_NOT_IN_KEY = ("name", "description", "parallel_folds", "log_model", "overrides", "folds")
 
 
 @dataclass
@@ -69,8 +67,9 @@ class RecipeOutcome:
 
 def member_key(config: RunConfig, folds_sha: str, train_sha: str, test_sha: str | None) -> str:
     """The sha256 that identifies a member's run: what is fitted, on which data and folds."""
-    fitted = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
-    blob = json.dumps({"config": fitted, "folds": folds_sha, "train": train_sha, "test": test_sha}, sort_keys=True)
+    blob = json.dumps(
+        {"config": fitted_part(config), "folds": folds_sha, "train": train_sha, "test": test_sha}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -125,15 +124,16 @@ def run_recipe(
     recipe: RecipeSpec | str | Path,
     train: Data,
     test: Data | None = None,
-    store: Store | None = None,
-    submission: Path | None = None,
+    store: Store | str | Path | None = None,
+    submission: str | Path | None = None,
     say: Say = stderr,
     cuda: bool | None = None,
 ) -> RecipeOutcome:
     """Run a recipe end to end; return what each member did and the ensemble run.
 
     ``recipe`` is a :class:`RecipeSpec`, a built-in name or a YAML path; ``cuda`` None detects the
-    device for members marked ``device: cuda|cpu``.
+    device for members marked ``device: cuda|cpu``. ``store`` (a Store, URI or folder; default
+    ./questlab-store) is opened, and created if need be, only once every input has been checked.
     """
     t0 = time.perf_counter()
     spec = recipe if isinstance(recipe, RecipeSpec) else load_recipe(recipe)
@@ -143,11 +143,12 @@ def run_recipe(
         if test is None:
             raise UsageError("--submission needs --test: the test pairs to predict")
         check_output_file("--submission", Path(submission))
-    store = store or Store()
+        check_not_an_input("--submission", submission, _input_files(spec, recipe, train, test))
     train_data = Dataset.read(train, "train")
     test_data = Dataset.read(test, "test") if test is not None else None
     if test_data is not None:
         check_pair(train_data.frame, test_data.frame, test_data.name)
+    store = as_store(store, create=True)
     say(f"recipe {spec.name}: {len(configs)} member(s) on shared folds, then {spec.ensemble.method}")
     outcomes: list[MemberOutcome] = []
     # Every member runs on the first member's folds: the key names their content, not how they were made.
@@ -178,6 +179,17 @@ def run_recipe(
     t_end = time.perf_counter()
     seconds = {"members": t_members - t0, "ensemble": t_end - t_members, "total": t_end - t0}
     return RecipeOutcome(spec.name, outcomes, ensemble_id, report, submission, seconds)
+
+
+def _input_files(spec: RecipeSpec, recipe: RecipeSpec | str | Path, train: Data, test: Data | None) -> dict:
+    """The files a recipe reads, by what names them: the data, the recipe file, members' config files."""
+    files: dict[str, object] = {"--train": train, "--test": test}
+    if not isinstance(recipe, RecipeSpec) and spec.base is not None:  # a file, not a built-in name
+        files["recipe"] = recipe
+    for i, m in enumerate(spec.members):
+        if isinstance(m.config, str):
+            files[f"members.{i}.config"] = Path(m.config) if spec.base is None else spec.base / m.config
+    return files
 
 
 def _check_encoders(recipe: str, configs: list[RunConfig]) -> None:

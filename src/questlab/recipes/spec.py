@@ -20,6 +20,7 @@ files inside this package, found by name.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,14 @@ from questlab.config import RunConfig, load_config, parse_config, read_yaml, to_
 from questlab.errors import ConfigError
 
 Device = Literal["any", "cpu", "cuda"]
+# Config keys that do not change what a member fits or records as its score (its run's key leaves them out).
+NOT_FITTED = ("name", "description", "parallel_folds", "log_model", "overrides", "folds")
+
+
+def fitted_part(config: RunConfig) -> dict[str, Any]:
+    """What a member's run fits: its resolved config without ``NOT_FITTED`` (every member shares the
+    first member's folds, so two members with equal parts would be one run given twice)."""
+    return {k: v for k, v in config.model_dump(mode="json").items() if k not in NOT_FITTED}
 
 
 class _Strict(BaseModel):
@@ -68,20 +77,34 @@ class RecipeSpec(_Strict):
     base: Path | None = Field(None, exclude=True, description="the folder member paths are relative to")
 
     def member_configs(self, cuda: bool | None = None) -> list[RunConfig]:
-        """The resolved run configs of the members used on this device (``cuda`` None: detect it)."""
+        """The resolved run configs of the members used on this device (``cuda`` None: detect it).
+
+        Two members that resolve to the same fitted config (:func:`fitted_part`) are refused here,
+        before any fit: the second would only find the first's run again.
+        """
         if cuda is None and any(m.device != "any" for m in self.members):
             cuda = cuda_available()
-        out = []
+        out: list[RunConfig] = []
+        seen: dict[str, int] = {}  # fitted part (as JSON) -> index of the member that has it
         for i, m in enumerate(self.members):
             if m.device != "any" and (m.device == "cuda") != cuda:
                 continue
             where = f"{self.source}, members.{i}.config"
             overrides = to_overrides(m.set)
             if isinstance(m.config, dict):
-                out.append(parse_config(dict(m.config), source=where, overrides=overrides))
+                config = parse_config(dict(m.config), source=where, overrides=overrides)
             else:
                 path = Path(m.config) if self.base is None else self.base / m.config
-                out.append(load_config(path, overrides=overrides))
+                config = load_config(path, overrides=overrides)
+            fitted = json.dumps(fitted_part(config), sort_keys=True)
+            if fitted in seen:
+                raise ConfigError(
+                    f"{self.source}: members.{seen[fitted]} and members.{i} resolve to the same config "
+                    "(only names, descriptions or folds differ): "
+                    "one run would be given twice to the ensemble; remove one or change what it fits"
+                )
+            seen[fitted] = i
+            out.append(config)
         if not out:
             raise ConfigError(f"{self.source}: no member is meant for this device ({'cuda' if cuda else 'cpu'})")
         return out
