@@ -278,6 +278,19 @@ def test_a_refused_recipe_or_storage_creates_no_store(
     assert not (here / "questlab-store").exists() and not (here / "given").exists()
 
 
+def test_a_storage_in_the_stores_own_database_is_refused(here: Path) -> None:
+    """Optuna would add its 13 tables to MLflow's database."""
+    import sqlite3
+
+    _recipe_file(TWO_MEMBERS)
+    Store(here / "given")
+    db = here / "given" / "mlflow.db"
+    before = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    refused(here, [*TUNE, "--store", "given", "--storage", f"sqlite:///{db}"], "the MLflow store's own database")
+    after = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert after == before
+
+
 def test_the_python_api_recipe_creates_no_store_for_bad_input(here: Path) -> None:
     _recipe_file(TWO_MEMBERS)
     with pytest.raises(DataError, match="no such file"):

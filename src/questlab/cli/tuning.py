@@ -12,10 +12,11 @@ import typer
 from questlab.cli.common import StoreOpt, fail, guard, open_store
 
 
-def _check_storage(url: str) -> None:
+def _check_storage(url: str, store: str | None) -> None:
     """Refuse an Optuna storage URL that cannot be opened, without opening it: it is checked before
     the store is created, so a mistyped ``--storage`` leaves nothing behind (Optuna opens it later).
-    A URL that parses, names an installed driver and, for SQLite, a folder that exists passes."""
+    A URL that parses, names an installed driver and, for SQLite, a folder that exists passes; the
+    MLflow store's own database is refused (Optuna would add its tables to it)."""
     from sqlalchemy.engine import make_url
 
     from questlab.errors import StudyError
@@ -32,6 +33,14 @@ def _check_storage(url: str) -> None:
         folder = Path(database).parent
         if not folder.is_dir():
             raise StudyError(f"storage {redact(url)}: Optuna cannot open it (no folder {folder} for the database)")
+        from questlab.store.backend import resolve_store_uri
+
+        store_uri = resolve_store_uri(store)
+        if store_uri.startswith("sqlite:///") and Path(database).resolve() == Path(store_uri[10:]).resolve():
+            raise StudyError(
+                f"storage {redact(url)} is the MLflow store's own database: Optuna would add its tables to it; "
+                "leave --storage out (the study then gets optuna.db beside the store) or name another file"
+            )
 
 
 def _best_config_path(given: Path | None, config: Path, study: str | None, set_: list[str] | None) -> Path:
@@ -88,7 +97,7 @@ def tune(
     if train is None:
         fail("give --train (the labelled CSV every trial is cut from)")
     if storage is not None:
-        _check_storage(storage)  # before any store is opened or created
+        _check_storage(storage, store)  # before any store is opened or created
     try:
         if join:
             if study is None and config is None:
