@@ -8,7 +8,6 @@ refused whatever its name: the very path, a symlink to it, a hard link to it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -17,11 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 import questlab as ql
 from helpers.paths import require_quest
-from questlab.cli import app
+from helpers.refusals import refused, snapshot
 from questlab.errors import ConfigError, DataError, UsageError
 from questlab.recipes import load_recipe, run_recipe
 from questlab.schema import TRAIN_COLUMNS
@@ -44,31 +42,6 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     Path("config.yaml").write_text(yaml.safe_dump(CONFIG))
     Path("space.yaml").write_text(yaml.safe_dump(SPACE))
     return tmp_path
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every path under ``folder`` with a digest of its bytes (folders and links marked as such)."""
-
-    def what(p: Path) -> str:
-        if p.is_symlink():
-            return f"link -> {os.readlink(p)}"
-        return "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-
-    return {str(p.relative_to(folder)): what(p) for p in sorted(folder.rglob("*"))}
-
-
-def refused(folder: Path, argv: list[str], *words: str) -> str:
-    """Run ``questlab argv`` in ``folder``: exit 2, one error line holding ``words``, nothing written."""
-    before = snapshot(folder)
-    result = CliRunner().invoke(app, argv)
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert "Traceback" not in result.output
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    missing = [w for w in words if w not in lines[0]]
-    assert not missing, f"{missing} not in: {lines[0]}"
-    assert snapshot(folder) == before, "something was written or overwritten"
-    return lines[0]
 
 
 def symlink(target: str, name: str) -> str:

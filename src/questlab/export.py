@@ -56,18 +56,8 @@ def _remove_stale_builds(dest: Path) -> None:
     be caught): their names carry the building process's id, and that process is gone."""
     for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
         pid = tmp.name.removeprefix(f".{dest.name}.tmp-").split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and liveness.pid_alive(int(pid)):
             continue  # another export is building it now
         if not pid.isdigit() and time.time() - tmp.stat().st_mtime < 3600:
             continue  # an older questlab's name (no pid): only when clearly abandoned
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True

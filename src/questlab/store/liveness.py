@@ -32,7 +32,8 @@ LOCK_FILE = ".questlab-run.lock"
 T = TypeVar("T")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,7 +49,7 @@ def is_dead(status: str, tags: dict[str, str], now: float | None = None) -> bool
         return False
     now = time.time() if now is None else now
     same_host = tags.get(TAG_HOST) == socket.gethostname() and tags.get(TAG_PID, "").isdigit()
-    if same_host and not _pid_alive(int(tags[TAG_PID])):
+    if same_host and not pid_alive(int(tags[TAG_PID])):
         return True
     return now - float(tags[TAG_HEARTBEAT]) > STALE_S
 
