@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from helpers.paths import REPO
-from questlab.config import ConfigError, load_config, parse_config
+from questlab.config import ConfigError, load_config, parse_config, read_yaml
 from questlab.models import get_model_class
 
 ROOT = REPO
@@ -58,3 +58,16 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="no such config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\nmodel:\n  name: tfidf\n  params: {alpha: 1.0, alpha: 30.0}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (
+        f"{path}: not valid YAML at line 4, column 24: key 'alpha' is given twice (first at line 4): keep one"
+    )
+    # the same key in two mappings is fine, and so is a mapping's own key over a merged one (<<)
+    path.write_text("a: &b {name: x, seed: 1}\nc:\n  <<: *b\n  seed: 3\nd: {name: y}\n")
+    assert read_yaml(path) == {"a": {"name": "x", "seed": 1}, "c": {"name": "x", "seed": 3}, "d": {"name": "y"}}

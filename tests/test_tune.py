@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -37,6 +38,7 @@ from questlab.tuning import (
 )
 from questlab.tuning import storage as tune_storage
 from questlab.tuning import study as tune_study
+from questlab.tuning import trials as tune_trials
 
 SMALL_TFIDF = {
     "name": "tfidf-small",
@@ -93,6 +95,12 @@ def _counted(study: optuna.Study) -> list:
         ("params:\n  model.params.min_df: {int: [1, 2.5]}\n", "params: model.params.min_df.int.1"),
         ("params:\n  model.params.alpha: {choice: [1, 1]}\n", "listed twice"),
         ("params:\n  folds.n_splits: {int: [3, 5]}\n", "the study fixes folds itself"),
+        ("params:\n  model.params.min_df: {int: [1, 3], step: 5}\n", "step 5 is larger than the range [1, 3]"),
+        ("params:\n  model.params.alpha: {float: [0.1, 0.5], step: 1}\n", "step 1 is larger than the range"),
+        (
+            "params:\n  model.params.alpha: {float: [1, 3]}\n  model.params.alpha: {float: [5, 9]}\n",
+            "line 3, column 3: key 'model.params.alpha' is given twice (first at line 2)",
+        ),
     ],
 )
 def test_space_file_errors_name_the_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -120,6 +128,33 @@ def test_space_keys_and_values_are_checked_against_the_config() -> None:
     with pytest.raises(ConfigError, match="ngram_max"):
         check_space(too_far, base, "s.yaml")
     check_space(load_space(REPO / "configs" / "spaces" / "tfidf.yaml"), base)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        # edge values 1.0 and 3.0 pass as ints: only the type check stops trial 0 getting 2.71
+        ({"float": [1, 3]}, "model.params.ngram_max: a float range, but ngram_max takes an int: use {int: [1, 3]}"),
+        ({"choice": [1, True]}, "model.params.ngram_max: choice true is a bool, but ngram_max takes an int"),
+        ({"choice": [1, 2.0]}, "model.params.ngram_max: choice 2.0 is a float, but ngram_max takes an int"),
+    ],
+)
+def test_space_values_must_be_of_the_kind_the_parameter_declares(spec: dict, expected: str) -> None:
+    base = parse_config(SMALL_TFIDF)
+    space = load_space({"params": {"model.params.ngram_max": spec}})
+    with pytest.raises(ConfigError) as err:
+        check_space(space, base, "s.yaml")
+    assert str(err.value) == f"s.yaml: params: {expected}"
+    # what a parameter of that type does take
+    for key, fine in [
+        ("model.params.alpha", {"int": [1, 5]}),  # whole numbers for a float
+        ("model.params.alpha", {"choice": [1, 2.5]}),
+        ("model.params.ngram_max", {"choice": [1, 2]}),
+        ("seed", {"choice": [1, 2]}),
+    ]:
+        check_space(load_space({"params": {key: fine}}), base, "s.yaml")
+    with pytest.raises(ConfigError, match=r"s.yaml: params: seed: choice \"a\" is a string, but seed takes an int"):
+        check_space(load_space({"params": {"seed": {"choice": [1, "a"]}}}), base, "s.yaml")
 
 
 def test_holdout_split_keeps_questions_whole_and_is_seeded() -> None:
@@ -242,6 +277,81 @@ def test_bad_trials_are_pruned_and_their_runs_marked_killed(store: Store, tmp_pa
         run = store.get(t.user_attrs["run_id"])
         assert run.status == "KILLED" and run.tags["questlab.error"].startswith("stopped: pruned")
     assert result.best_config.model.params["noise"] == 0.05
+
+
+def test_trials_whose_settings_cannot_fit_are_failed_with_the_reason_and_the_study_goes_on(
+    store: Store, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # 240 tuning rows, 3 folds: 160 training rows a fold; a min_df in the hundreds keeps no term
+    space = {"params": {"model.params.min_df": {"int": [1, 500], "log": True}}}
+    said: list[str] = []
+    result = tune(
+        SMALL_TFIDF,
+        space,
+        train_slice(),
+        trials=3,
+        seed=1,
+        store=store,
+        best_config_path=tmp_path / "b.yaml",
+        say=said.append,
+    )
+    trials = sorted(result.study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]  # seed 1: 438, 8, 1
+    first = trials[0]
+    reason = first.user_attrs["cannot_fit"]
+    assert reason.startswith(f"fold 0: model.params.min_df={first.params['model.params.min_df']} leaves no ")
+    assert "lower min_df" in reason
+    run = store.get(first.user_attrs["run_id"])
+    assert run.status == "FAILED" and run.tags["questlab.error"] == f"SettingsCannotFitError: {reason}"
+    assert any(m.startswith("trial 0: failed, its settings cannot fit: fold 0: model.params.min_df=") for m in said)
+    # the failed trial counts: 3 trials in all, and the report says one failed
+    assert (result.n_complete, result.n_pruned, result.n_failed) == (2, 0, 1)
+    assert "2 complete, 0 pruned, 1 failed" in result.summary()
+    assert store.get(result.parent_run_id).status == "FINISHED"
+    assert result.best_config.model.params["min_df"] in {t.params["model.params.min_df"] for t in trials[1:]}
+    assert "leaves no" in (store.get(result.parent_run_id).dir / "report.html").read_text()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Trial 0 failed" not in err  # questlab's one line, not Optuna's warning
+
+
+def test_a_study_where_no_settings_fit_ends_with_the_reason(store: Store, tmp_path: Path) -> None:
+    space = {"params": {"model.params.min_df": {"int": [400, 500]}}}
+    with pytest.raises(StudyError) as err:
+        tune(SMALL_TFIDF, space, train_slice(), trials=2, store=store, best_config_path=tmp_path / "b.yaml", say=quiet)
+    message = str(err.value)
+    assert (
+        "no trial completed (0 pruned, 2 failed): nothing to choose; trial 0: fold 0: model.params.min_df=" in message
+    )
+    assert [r.status for r in store.list_runs() if r.kind == "study"] == ["FAILED"]
+    assert [r.status for r in store.list_runs() if "questlab.trial" in r.tags] == ["FAILED", "FAILED"]
+
+
+def test_parallel_folds_report_each_fold_under_its_own_step(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tune_trials.run_cv
+
+    def racing(*args, on_fold, **kwargs):  # type: ignore[no-untyped-def]
+        # Two folds at once: when the first is reported, the other may be recorded already.
+        def seen_late(k: int, score: float, scores: list[float]) -> None:
+            on_fold(k, score, [*scores, score] if len(scores) == 1 else scores)
+
+        return real(*args, on_fold=seen_late, **kwargs)
+
+    monkeypatch.setattr(tune_trials, "run_cv", racing)
+    config = {**SMALL_TFIDF, "parallel_folds": 2}  # the fold workers import questlab's own models only
+    space = {"params": {"model.params.alpha": {"float": [1, 10]}}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune(
+            config, space, train_slice(), trials=1, store=store, best_config_path=tmp_path / "b.yaml", say=quiet
+        )
+    assert not [w for w in caught if "already reported" in str(w.message)]
+    (trial,) = result.study.trials
+    assert sorted(trial.intermediate_values) == [1, 2, 3]  # one step per fold: none lost to the pruner
+    folds = store.folder(trial.user_attrs["run_id"])
+    scores = [folds.read_fold_summary(k)["score"] for k in range(3)]
+    assert trial.intermediate_values[3] == pytest.approx(sum(scores) / 3)
 
 
 def test_trials_of_a_dead_process_are_failed_and_replaced(
@@ -411,6 +521,30 @@ def test_cli_user_errors_are_one_line_and_exit_2(
     assert out.exit_code == 2, out.output
     last = out.output.strip().splitlines()[-1]
     assert last.startswith("error: ") and expected in last and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize(
+    ("space_text", "expected"),
+    [
+        ("params:\n  model.params.ngram_max: {float: [1, 3]}\n", "a float range, but ngram_max takes an int"),
+        ("params:\n  model.params.ngram_max: {choice: [1, true]}\n", "choice true is a bool"),
+        ("params:\n  model.params.min_df: {int: [1, 3], step: 5}\n", "step 5 is larger than the range"),
+        ("params:\n  model.params.alpha: {float: [1, 3]}\n  model.params.alpha: {float: [1, 9]}\n", "given twice"),
+    ],
+)
+def test_cli_space_type_errors_exit_2_in_one_line_before_anything_is_written(
+    tmp_path: Path, space_text: str, expected: str
+) -> None:
+    config, space = tmp_path / "c.yaml", tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump(SMALL_TFIDF))
+    space.write_text(space_text)
+    before = sorted(tmp_path.iterdir())
+    argv = ["tune", str(config), "--space", str(space), "--train", str(train_slice()), "--store", str(tmp_path / "s")]
+    out = CliRunner().invoke(_cli(), [*argv, "--best-config", str(tmp_path / "best.yaml")])
+    assert out.exit_code == 2, out.output
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {space}") and expected in lines[0]
+    assert sorted(tmp_path.iterdir()) == before  # no store, no best config
 
 
 def test_space_round_trips_through_its_yaml() -> None:

@@ -87,11 +87,33 @@ class RunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last,
+    silently: a config or search space would quietly lose the first value). Merge keys (``<<``)
+    may still be overridden by the mapping's own keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[tuple[str, Any], int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            identity = (key_node.tag, key_node.value)
+            if identity in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key_node.value!r} is given twice (first at line {seen[identity] + 1}): keep one",
+                    key_node.start_mark,
+                )
+            seen[identity] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, what: str = "config") -> Any:
     """Parse a YAML file; a problem with it is a one-line ``ConfigError`` naming the file.
 
-    Missing, a folder, unreadable, not UTF-8 (a UTF-8 byte-order mark is allowed) or not valid
-    YAML (with the line and column of the error).
+    Missing, a folder, unreadable, not UTF-8 (a UTF-8 byte-order mark is allowed), not valid
+    YAML (with the line and column of the error) or a key given twice in one mapping.
     """
     path = Path(path)
     if path.is_dir():
@@ -111,7 +133,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
             "re-save it as UTF-8"
         ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: builds plain data only
     except yaml.YAMLError as exc:
         # PyYAML's own message spans several lines (it quotes the source): keep where, and what
         mark = getattr(exc, "problem_mark", None)

@@ -22,7 +22,7 @@ from questlab.config import RunConfig, parse_config
 from questlab.console import Say, stderr, stderr_console
 from questlab.data import Data, Dataset, check_pair
 from questlab.ddp import is_main_process, leave_process_group
-from questlab.errors import UsageError
+from questlab.errors import SettingsCannotFitError, UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
@@ -89,7 +89,10 @@ def _fit_fold(
     log.info["seed"] = seed
     _seed_everything(seed + k)
     t0 = time.perf_counter()
-    model.fit(train_rows.reset_index(drop=True), valid_rows.reset_index(drop=True), log)
+    try:
+        model.fit(train_rows.reset_index(drop=True), valid_rows.reset_index(drop=True), log)
+    except SettingsCannotFitError as exc:  # the settings, not a bug: say which fold's rows they cannot fit
+        raise SettingsCannotFitError(f"fold {k}: {exc}") from None
     t1 = time.perf_counter()
     valid_pred = check_predictions(model.predict(valid_rows.reset_index(drop=True)), len(valid_rows), model.name)
     t2 = time.perf_counter()

@@ -22,6 +22,12 @@ class ConfigError(QuestlabError, ValueError):
     """A config file that cannot be used: which file, which key, what is accepted."""
 
 
+class SettingsCannotFitError(ConfigError):
+    """A model's settings that cannot fit the rows it is given (``min_df`` above the number of
+    training rows, say): which parameter, its value, and what to do. Not a bug: the CLI exits 2,
+    and a study records the trial as FAILED with this message and goes on to the next one."""
+
+
 class DataError(QuestlabError, ValueError):
     """Bad input data: which file, column and row, and what to do about it."""
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import yaml
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
+from typer.testing import CliRunner
 
-from questlab.models import tfidf
-from questlab.models.tfidf import HASH_BUCKETS, frequent_columns, hashed_counts, select_columns
+from helpers.paths import REPO
+from helpers.runs import train_slice
+from questlab.cli import app
+from questlab.data import load_train
+from questlab.errors import ConfigError, SettingsCannotFitError
+from questlab.models import FitLog, tfidf
+from questlab.models.tfidf import HASH_BUCKETS, TfidfModel, frequent_columns, hashed_counts, select_columns
+from questlab.store import Store
 
 DOCS = [
     "How do I parse JSON in Python?",
@@ -87,3 +97,33 @@ def test_select_columns_renumbers_and_drops_the_rest() -> None:
     out = select_columns(counts, np.array([8, 100]))
     assert out.shape == (3, 2)
     np.testing.assert_array_equal(out.toarray(), [[2.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+
+
+# --- settings that cannot fit the rows ------------------------------------------------------------
+def test_min_df_above_what_the_rows_hold_is_a_settings_error_naming_the_value_and_what_to_do() -> None:
+    rows = load_train(train_slice()).head(120)
+    with pytest.raises(SettingsCannotFitError) as err:
+        TfidfModel({"min_df": 500}).fit(rows, None, FitLog())
+    message = str(err.value)
+    assert isinstance(err.value, ConfigError) and "\n" not in message
+    assert message.startswith("model.params.min_df=500 leaves no question_title terms in the 120 training rows")
+    top = int(message.rsplit("at most ", 1)[1])
+    assert 1 <= top < 120 and "lower min_df" in message
+    TfidfModel({"min_df": top}).fit(rows, None, FitLog())  # the value it names fits
+
+
+def test_run_cli_with_min_df_above_the_fold_rows_exits_2_in_one_line_and_marks_the_run_failed(
+    tmp_path: Path,
+) -> None:
+    config = yaml.safe_load((REPO / "configs" / "tfidf.yaml").read_text())
+    assert config["parallel_folds"] == 2  # the folds are fitted in worker processes: the error crosses back
+    uri = str(tmp_path / "store")
+    argv = ["run", str(REPO / "configs" / "tfidf.yaml"), "--train", str(train_slice()), "--store", uri]
+    out = CliRunner().invoke(app, [*argv, "--set", "model.params.min_df=500"])
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and "internal error" not in out.output
+    last = out.output.strip().splitlines()[-1]
+    assert last.startswith("error: fold ") and "model.params.min_df=500 leaves no " in last
+    assert "in the 240 training rows" in last and "lower min_df to at most" in last  # 300 rows, 5 folds
+    (run,) = Store(uri).list_runs()
+    assert run.status == "FAILED" and run.tags["questlab.error"].startswith("SettingsCannotFitError: fold ")

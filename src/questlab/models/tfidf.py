@@ -29,7 +29,7 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from questlab.errors import RunFormatError
+from questlab.errors import RunFormatError, SettingsCannotFitError
 from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
 from questlab.models.legacy_pickle import load_legacy_joblib
 from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TARGETS, TITLE
@@ -123,6 +123,20 @@ def text_statistics(frame: pd.DataFrame) -> np.ndarray:
     ).astype(np.float64)
 
 
+def _no_terms(part: str, counts: sp.csr_matrix, min_df: int) -> SettingsCannotFitError:
+    """The error when ``min_df`` keeps no term of ``part``: the most any term reaches, what to do."""
+    n_rows = counts.shape[0]
+    top = int(np.bincount(counts.indices, minlength=1).max()) if counts.nnz else 0
+    if top == 0:
+        return SettingsCannotFitError(
+            f"the {n_rows} training rows hold no {part} word of two letters or more: TF-IDF has nothing to fit"
+        )
+    return SettingsCannotFitError(
+        f"model.params.min_df={min_df} leaves no {part} terms in the {n_rows} training rows "
+        f"(the most common is in {top} of them): lower min_df to at most {top}"
+    )
+
+
 class TfidfModel(Model):
     """Word TF-IDF per text part + one-hot category/host + text statistics → multi-output ridge."""
 
@@ -136,6 +150,8 @@ class TfidfModel(Model):
             counts = hashed_counts(frame[part].tolist(), p.ngram_max)
             if fit:
                 self.columns_[part] = frequent_columns(counts, p.min_df, p.max_features)
+                if not len(self.columns_[part]):
+                    raise _no_terms(part, counts, p.min_df)
                 self.idf_[part] = TfidfTransformer(sublinear_tf=True)
             counts = select_columns(counts, self.columns_[part])
             idf = self.idf_[part]

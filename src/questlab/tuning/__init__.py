@@ -19,8 +19,10 @@ the end the best config, ``report.html`` and the metrics ``best_cv`` / ``holdout
 and the holdout run are its MLflow child runs (``mlflow.parentRunId``).
 
 **Distributed, resumable.** The study lives in an Optuna storage (SQLite beside the store by
-default, any database URL to share it between machines). Trials counted are COMPLETE + PRUNED,
-so ``trials`` is the total however many processes or sessions add to it; re-running the same
+default, any database URL to share it between machines). Trials counted are COMPLETE + PRUNED
+and those FAILED because their settings cannot fit the data (``min_df`` above a fold's training
+rows, say: the reason is their ``cannot_fit`` user attr and their run's error, and the study goes
+on), so ``trials`` is the total however many processes or sessions add to it; re-running the same
 command resumes. Trials left RUNNING by a killed process stop sending heartbeats and are marked
 FAIL (then replaced) once :data:`GRACE_PERIOD_S` has passed. ``workers=N`` runs N processes on
 this machine; other machines join with :func:`join_study` (CLI: ``--join``).
@@ -36,6 +38,7 @@ are read in their own module: patch them there, not here.
 from questlab.console import Say
 from questlab.errors import StudyError
 from questlab.tuning.common import (
+    ATTR_CANNOT_FIT,
     ATTR_CONFIG_SHA,
     ATTR_HOLDOUT,
     ATTR_HOLDOUT_LOOKS,
@@ -78,6 +81,7 @@ from questlab.tuning.study import (
 )
 
 __all__ = [
+    "ATTR_CANNOT_FIT",
     "ATTR_CONFIG_SHA",
     "ATTR_HOLDOUT",
     "ATTR_HOLDOUT_LOOKS",

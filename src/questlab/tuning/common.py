@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from questlab.store import Store
 
@@ -47,8 +47,22 @@ ATTR_HOLDOUT_RUN = "questlab.holdout_run_id"
 ATTR_HOLDOUT_TRIAL = "questlab.holdout_trial"
 ATTR_HOLDOUT_LOOKS = "questlab.holdout_looks"
 
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "trials" counts
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "trials" counts, with the trials that cannot fit
 LIVE = (*COUNTED, TrialState.RUNNING, TrialState.WAITING)  # counted, or on their way to it
+# A trial's user attr: why its settings cannot fit the data (Optuna state FAIL). Such a trial was
+# run and answered, so it counts towards ``trials``; a trial that failed otherwise (its process
+# died) is replaced.
+ATTR_CANNOT_FIT = "cannot_fit"
+
+
+def is_counted(trial: FrozenTrial) -> bool:
+    """A trial the study's ``trials`` counts: complete, pruned, or failed because its settings cannot fit."""
+    return trial.state in COUNTED or (trial.state == TrialState.FAIL and ATTR_CANNOT_FIT in trial.user_attrs)
+
+
+def is_live(trial: FrozenTrial) -> bool:
+    """Counted, or on its way to it (running or waiting)."""
+    return is_counted(trial) or trial.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
 def sha_of(obj: Any) -> str:

@@ -64,7 +64,7 @@ class JoinResult:
 
     study_name: str
     parent_run_id: str
-    trials_run: int  # counted trials (complete + pruned) this process ran
+    trials_run: int  # counted trials (complete, pruned, failed as cannot fit) this process ran
 
 
 @dataclass

@@ -14,6 +14,7 @@ from questlab.cv import run_cv
 from questlab.errors import StudyError
 from questlab.recording import RunWriter
 from questlab.tuning.common import (
+    ATTR_CANNOT_FIT,
     ATTR_HOLDOUT_LOOKS,
     ATTR_HOLDOUT_RUN,
     ATTR_HOLDOUT_TRIAL,
@@ -43,8 +44,10 @@ def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> Tu
     )
     if n_complete == 0:
         mark_parent(store, ctx.parent_id, "FAILED", "no trial completed")
+        cannot_fit = [t for t in study.get_trials(deepcopy=False) if ATTR_CANNOT_FIT in t.user_attrs]
+        why = f"; trial {cannot_fit[0].number}: {cannot_fit[0].user_attrs[ATTR_CANNOT_FIT]}" if cannot_fit else ""
         raise StudyError(
-            f"study {ctx.name}: no trial completed ({n_pruned} pruned, {n_failed} failed): nothing to choose"
+            f"study {ctx.name}: no trial completed ({n_pruned} pruned, {n_failed} failed): nothing to choose{why}"
         )
     best = study.best_trial
     best_run = str(best.user_attrs.get("run_id", ""))

@@ -32,7 +32,6 @@ from questlab.tuning.common import (
     ATTR_TRAIN_SHA,
     ATTR_TRIALS,
     CONFIG_FILE,
-    COUNTED,
     HOLDOUT_FILE,
     KIND_STUDY,
     SPACE_FILE,
@@ -43,7 +42,7 @@ from questlab.tuning.common import (
 )
 from questlab.tuning.context import StudyContext
 from questlab.tuning.space import SearchSpace
-from questlab.tuning.storage import count_trials, redact
+from questlab.tuning.storage import count_counted, redact
 
 
 def split_holdout(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
@@ -139,7 +138,7 @@ def prepare_study(
             store.reopen(parent_id)
         study.set_user_attr(ATTR_TRIALS, trials)
         split = load_split(store, parent_id, data.frame) if holdout > 0 else None
-        done = count_trials(study, COUNTED)
+        done = count_counted(study)
         say(f"resuming study {name} (parent run {parent_id}): {done} of {trials} trials done")
     else:
         split = split_holdout(data.frame, holdout, seed) if holdout > 0 else None

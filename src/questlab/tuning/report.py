@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from questlab.tuning.common import COUNTED, fmt_value
+from questlab.tuning.common import ATTR_CANNOT_FIT, COUNTED, fmt_value
 from questlab.tuning.context import StudyContext, TuneResult
 from questlab.tuning.space import SearchSpace
 from questlab.tuning.storage import redact
@@ -26,6 +26,7 @@ def _trial_frame(study: optuna.Study) -> pd.DataFrame:
             {
                 "number": t.number,
                 "state": t.state.name,
+                "why": t.user_attrs.get(ATTR_CANNOT_FIT, ""),  # a FAIL whose settings cannot fit: the reason
                 # Optuna gives a pruned trial its last intermediate value: not a CV, shown apart
                 "value": t.value if t.state == TrialState.COMPLETE and t.value is not None else math.nan,
                 "last_step": max(steps) if steps else 0,
@@ -177,7 +178,7 @@ def study_report(ctx: StudyContext, result: TuneResult) -> str:
     table_rows = [
         [
             str(r["number"]),
-            escape(r["state"]),
+            escape(r["state"] + (f": {r['why']}" if r["why"] else "")),
             "" if math.isnan(r["value"]) else f"{r['value']:.4f}",
             f"{r['last_step']} ({r['last_mean']:.4f})" if r["last_step"] else "",
             *[escape(fmt_value(r.get(f"p:{k}", ""))) for k in keys],

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import optuna
 import yaml
@@ -22,7 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from questlab.config import ConfigError, RunConfig, parse_config, read_yaml, to_overrides
+from questlab.config import ConfigError, ModelConfig, RunConfig, parse_config, read_yaml, to_overrides
+from questlab.models import get_model_class
 from questlab.tuning.common import sha_of
 
 # Keys a study fixes itself: its folds, the trials' names and records.
@@ -69,6 +72,11 @@ class ParamSpec(BaseModel):
             raise ValueError("give log or step, not both")
         if self.int_ is not None and self.step is not None and self.step != int(self.step):
             raise ValueError(f"an int range takes a whole step (got {self.step})")
+        if self.step is not None and self.step > high - low:
+            raise ValueError(
+                f"step {self.step:g} is larger than the range [{low}, {high}] (width {high - low:g}): "
+                "give a smaller step or a wider range"
+            )
         return self
 
     @property
@@ -171,10 +179,16 @@ def overrides_for(values: Mapping[str, Any]) -> list[str]:
 
 
 def check_space(space: SearchSpace, base: RunConfig, source: str = "search space") -> None:
-    """Apply every end of every range (and every choice) to ``base``, one key at a time, then all
-    lows and all highs together: an unknown key or a value the config rejects is a ConfigError
-    before any trial runs (an unknown key lists the accepted ones)."""
+    """Check each key's kind of values against the type the config declares for it (a float range
+    for an int parameter, a bool among an int's choices), then apply every end of every range (and
+    every choice) to ``base``, one key at a time, then all lows and all highs together: an unknown
+    key, a kind the parameter does not take or a value the config rejects is a ConfigError before
+    any trial runs (an unknown key lists the accepted ones)."""
     data = base.model_dump(mode="json")
+    for key, spec in space.params.items():
+        problem = _kind_problem(key, spec, declared_type(key, base))
+        if problem:
+            raise ConfigError(f"{source}: params: {key}: {problem}")
     for key, spec in space.params.items():
         for value in spec.edge_values():
             parse_config(data, source=f"{source}: params: {key}", overrides=to_overrides({key: value}))
@@ -183,3 +197,89 @@ def check_space(space: SearchSpace, base: RunConfig, source: str = "search space
         parse_config(
             data, source=f"{source} ({'lows' if end == 0 else 'highs'} together)", overrides=overrides_for(values)
         )
+
+
+def declared_type(key: str, base: RunConfig) -> Any:
+    """The type annotation the config declares for ``key`` (``model.params.*``: the params class of
+    ``base``'s model family); ``None`` where the key is unknown or free-form (then the config's own
+    validation has the last word)."""
+    schema: type[BaseModel] | None = RunConfig
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if schema is None or part not in schema.model_fields:
+            return None
+        if i == len(parts) - 1:
+            return schema.model_fields[part].annotation
+        if schema is ModelConfig and part == "params":
+            try:
+                schema = get_model_class(base.model.name).Params
+            except KeyError:
+                return None
+            continue
+        annotation = schema.model_fields[part].annotation
+        schema = next(
+            (c for c in (annotation, *get_args(annotation)) if isinstance(c, type) and issubclass(c, BaseModel)),
+            None,
+        )
+    return None
+
+
+_KIND_OF_TYPE = {bool: {"bool"}, int: {"int"}, float: {"int", "float"}, str: {"str"}, type(None): {"null"}}
+_ARTICLE = {"bool": "a bool", "int": "an int", "float": "a float", "str": "a string", "null": "null"}
+
+
+def _value_kind(value: Any) -> str:
+    return "null" if value is None else {bool: "bool", int: "int", float: "float"}.get(type(value), "str")
+
+
+def _accepted_kinds(annotation: Any) -> set[str] | None:
+    """The kinds of scalar (bool, int, float, str, null) a parameter of this type takes; ``None``
+    where its type is not one of these (a list, a path, ``Any``): not checked here."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _accepted_kinds(get_args(annotation)[0])
+    if origin is Literal:
+        return {_value_kind(v) for v in get_args(annotation)}
+    if origin is Union or origin is types.UnionType:
+        kinds: set[str] = set()
+        for member in get_args(annotation):
+            member_kinds = _accepted_kinds(member)
+            if member_kinds is None:
+                return None
+            kinds |= member_kinds
+        return kinds
+    return _KIND_OF_TYPE.get(annotation)
+
+
+def _type_name(annotation: Any, kinds: set[str]) -> str:
+    if get_origin(annotation) is Literal:
+        return "one of " + json.dumps(list(get_args(annotation)))
+    names = [_ARTICLE[k] for k in ("bool", "int", "float", "str", "null") if k in kinds]
+    if "float" in kinds:
+        names.remove("an int")  # a float parameter takes whole numbers too
+    return " or ".join(names)
+
+
+def _kind_problem(key: str, spec: ParamSpec, annotation: Any) -> str | None:
+    """Why ``spec`` samples values of a kind the parameter does not take (None: it does not)."""
+    name = key.rsplit(".", 1)[-1]
+    kinds = _accepted_kinds(annotation) if annotation is not None else None
+    if spec.choice is None:
+        if kinds is None or spec.kind in kinds:
+            return None
+        low, high = spec.float_ or spec.int_  # type: ignore[misc]
+        whole = (math.ceil(low), math.floor(high))
+        hint = f": use {{int: [{whole[0]}, {whole[1]}]}}" if "int" in kinds and whole[0] <= whole[1] else ""
+        return f"a {spec.kind} range, but {name} takes {_type_name(annotation, kinds)}{hint}"
+    if kinds is None:  # no declared scalar type: at least the choices must be of one kind
+        found = {"number" if k in ("int", "float") else k for k in map(_value_kind, spec.choice)} - {"null"}
+        if len(found) > 1:
+            return f"choice {json.dumps(spec.choice)} mixes kinds ({' and '.join(sorted(found))}): give one kind"
+        return None
+    for value in spec.choice:
+        if _value_kind(value) not in kinds:
+            return (
+                f"choice {json.dumps(value)} is {_ARTICLE[_value_kind(value)]}, but {name} takes "
+                f"{_type_name(annotation, kinds)}"
+            )
+    return None

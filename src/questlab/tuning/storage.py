@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from questlab.errors import StudyError
 from questlab.store import Store
+from questlab.tuning.common import is_counted, is_live
 
 HEARTBEAT_S = 15  # a running trial's process writes a heartbeat this often
 GRACE_PERIOD_S = 90  # a RUNNING trial with no heartbeat for this long is marked FAIL (its process died)
@@ -58,3 +59,13 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
     return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+def count_counted(study: optuna.Study) -> int:
+    """Trials the study's ``trials`` counts (see :func:`~questlab.tuning.common.is_counted`)."""
+    return sum(map(is_counted, study.get_trials(deepcopy=False)))
+
+
+def count_live(study: optuna.Study) -> int:
+    """Counted trials and those running or waiting."""
+    return sum(map(is_live, study.get_trials(deepcopy=False)))

@@ -27,7 +27,6 @@ from questlab.tuning.common import (
     ATTR_SEED,
     ATTR_TRIALS,
     CONFIG_FILE,
-    COUNTED,
     SPACE_FILE,
     StoreLike,
     sha_of,
@@ -36,7 +35,7 @@ from questlab.tuning.context import JoinResult, StudyContext, TuneResult
 from questlab.tuning.finish import finalize_study
 from questlab.tuning.parent import check_train, load_split, mark_parent, parent_record, prepare_study, tuning_rows
 from questlab.tuning.space import SearchSpace, check_space, load_space
-from questlab.tuning.storage import count_trials, default_storage, open_storage, redact
+from questlab.tuning.storage import count_counted, default_storage, open_storage, redact
 from questlab.tuning.trials import optimize, run_until_done
 from questlab.tuning.workers import spawn_workers, thread_limit, wait_for_workers, write_frame
 
@@ -141,7 +140,7 @@ def tune(
         study.sampler = _sampler(seed, 0, len(study.trials))
         if holdout == 0:
             say("warning: holdout 0: no questions are kept out, so the best CV (chosen among trials) is optimistic")
-        todo = trials - count_trials(study, COUNTED)
+        todo = trials - count_counted(study)
         procs: list[subprocess.Popen] = []
         tmp = tempfile.TemporaryDirectory(prefix="questlab-tune-")
         try:

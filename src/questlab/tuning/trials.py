@@ -4,9 +4,11 @@ study has its ``trials``, across workers.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,24 +18,54 @@ from optuna.trial import FrozenTrial, TrialState
 from questlab.config import parse_config
 from questlab.console import quiet
 from questlab.cv import run_cv
+from questlab.errors import SettingsCannotFitError
 from questlab.store import RunStopped
-from questlab.tuning.common import COUNTED, LIVE, TAG_PARENT, TAG_STUDY, TAG_TRIAL, fmt_value
+from questlab.tuning.common import ATTR_CANNOT_FIT, TAG_PARENT, TAG_STUDY, TAG_TRIAL, fmt_value, is_counted, is_live
 from questlab.tuning.context import StudyContext
 from questlab.tuning.space import overrides_for
-from questlab.tuning.storage import count_trials, fail_stale_trials
+from questlab.tuning.storage import count_counted, count_live, count_trials, fail_stale_trials
 
 
 class _SurplusTrial(Exception):
     """Raised when another worker already took the last trial slot (the trial is marked FAIL)."""
 
 
+# Trial failures the objective has already reported in one line: Optuna's own warning for them
+# (with a traceback) would read as a crash.
+HANDLED_FAILURES = (_SurplusTrial, SettingsCannotFitError)
+
+
+class _HandledFailures(logging.Filter):
+    """Drops Optuna's "Trial N failed ..." warnings for the trials in ``numbers``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {n} failed ") for n in self.numbers)
+
+
+@contextlib.contextmanager
+def _handled_failures_quiet() -> Iterator[_HandledFailures]:
+    log = logging.getLogger("optuna.study._optimize")  # where Optuna logs a failed trial
+    handled = _HandledFailures()
+    log.addFilter(handled)
+    try:
+        yield handled
+    finally:
+        log.removeFilter(handled)
+
+
 def run_until_done(ctx: StudyContext) -> None:
-    """Optimise until the study counts ``trials`` COMPLETE + PRUNED trials (waiting for other
-    workers' running trials, and replacing any that failed)."""
+    """Optimise until the study counts ``trials`` trials: COMPLETE, PRUNED or FAIL because their
+    settings cannot fit (waiting for other workers' running trials, and replacing any that
+    failed otherwise)."""
     while True:
         optimize(ctx)
         _wait_for_running(ctx)
-        if count_trials(ctx.study, COUNTED) >= ctx.trials:
+        if count_counted(ctx.study) >= ctx.trials:
             return
 
 
@@ -44,18 +76,28 @@ def optimize(ctx: StudyContext) -> int:
 
     def count_ran(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal ran
-        ran += trial.state in COUNTED
+        ran += is_counted(trial)
 
-    while True:
-        fail_stale_trials(study)
-        if count_trials(study, LIVE) >= ctx.trials:
-            return ran
-        study.optimize(
-            lambda trial: _objective(ctx, trial),
-            callbacks=[optuna.study.MaxTrialsCallback(ctx.trials, states=LIVE), count_ran],
-            catch=(_SurplusTrial,),
-            gc_after_trial=False,
-        )
+    def stop_when_full(study: optuna.Study, trial: FrozenTrial) -> None:
+        if count_live(study) >= ctx.trials:
+            study.stop()
+
+    with _handled_failures_quiet() as handled:
+
+        def objective(trial: optuna.Trial) -> float:
+            try:
+                return _objective(ctx, trial)
+            except HANDLED_FAILURES:
+                handled.numbers.add(trial.number)
+                raise
+
+        while True:
+            fail_stale_trials(study)
+            if count_live(study) >= ctx.trials:
+                return ran
+            study.optimize(
+                objective, callbacks=[stop_when_full, count_ran], catch=HANDLED_FAILURES, gc_after_trial=False
+            )
 
 
 def _wait_for_running(ctx: StudyContext, poll_s: float = 2.0) -> None:
@@ -80,7 +122,7 @@ def _objective(ctx: StudyContext, trial: optuna.Trial) -> float:
     """One trial: a recorded CV run of the base config with the sampled values, pruned by fold."""
     study, n = ctx.study, trial.number
     # Exactly ``trials`` in total across workers: of concurrent trials, the lowest numbers win.
-    live_before = [t for t in study.get_trials(deepcopy=False, states=LIVE) if t.number <= n]
+    live_before = [t for t in study.get_trials(deepcopy=False) if t.number <= n and is_live(t)]
     if len(live_before) > ctx.trials:
         trial.set_user_attr("surplus", True)
         study.stop()
@@ -92,14 +134,18 @@ def _objective(ctx: StudyContext, trial: optuna.Trial) -> float:
         source=f"study {ctx.name} trial {n}",
         overrides=overrides_for(values),
     )
-    steps: list[float] = []
+    fold_scores: list[float] = []
+    steps: list[float] = []  # the mean after each fold, in the order the folds are reported
 
     def on_fold(k: int, score: float, scores: list[float]) -> None:
-        mean = float(np.mean(scores))
+        # Step n = the mean of the first n folds reported. Not len(scores) (every fold recorded so
+        # far): with parallel folds another fold may be on disk already, and two reports would share a step.
+        fold_scores.append(score)
+        mean = float(np.mean(fold_scores))
         steps.append(mean)
-        trial.report(mean, step=len(scores))
+        trial.report(mean, step=len(steps))
         if trial.should_prune():
-            raise RunStopped(f"pruned by the median rule after {len(scores)} fold(s) (mean {mean:.4f})")
+            raise RunStopped(f"pruned by the median rule after {len(steps)} fold(s) (mean {mean:.4f})")
 
     tags = {TAG_PARENT: ctx.parent_id, TAG_STUDY: ctx.name, TAG_TRIAL: str(n)}
     t0 = time.perf_counter()
@@ -114,6 +160,16 @@ def _objective(ctx: StudyContext, trial: optuna.Trial) -> float:
             f"{time.perf_counter() - t0:.1f} s"
         )
         raise optuna.TrialPruned() from None
+    except SettingsCannotFitError as exc:  # the sampled settings, not a bug: FAIL this trial, go on
+        trial.set_user_attr(ATTR_CANNOT_FIT, str(exc))
+        run_id = _find_trial_run(ctx, n)
+        if run_id:
+            trial.set_user_attr("run_id", run_id)
+        ctx.say(
+            f"trial {n}: failed, its settings cannot fit: {exc} [{_params_text(values)}] "
+            f"{time.perf_counter() - t0:.1f} s" + (f", run {run_id[:8]}" if run_id else "")
+        )
+        raise
     metrics = ctx.store.get(run_id).metrics
     value = float(metrics["cv_score"])
     trial.set_user_attr("run_id", run_id)
