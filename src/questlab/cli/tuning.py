@@ -63,7 +63,10 @@ def tune(
     train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
     trials: Annotated[
         int | None,
-        typer.Option(help="trials in total (complete + pruned), across workers and resumes (default 40)"),
+        typer.Option(
+            help="trials in total (complete, pruned, or failed because their settings cannot fit), "
+            "across workers and resumes (default 40)"
+        ),
     ] = None,
     storage: Annotated[
         str | None,
