@@ -127,3 +127,63 @@ def test_run_cli_with_min_df_above_the_fold_rows_exits_2_in_one_line_and_marks_t
     assert "in the 240 training rows" in last and "lower min_df to at most" in last  # 300 rows, 5 folds
     (run,) = Store(uri).list_runs()
     assert run.status == "FAILED" and run.tags["questlab.error"].startswith("SettingsCannotFitError: fold ")
+
+
+def test_the_memo_is_lru_bounded_by_texts_and_by_bytes() -> None:
+    row = (np.arange(100, dtype=np.int32), np.ones(100, dtype=np.float32))  # 800 bytes of arrays
+    memo = tfidf._CountsMemo(max_texts=3, max_bytes=10**9)
+    for text in "abcd":
+        memo.put(text, row)
+    assert len(memo) == 3 and "a" not in memo  # the oldest went first
+    memo.get_many(["b"])  # a hit makes "b" the most recent ...
+    memo.put("e", row)
+    assert "b" in memo and "c" not in memo  # ... so "c" went instead
+    by_bytes = tfidf._CountsMemo(max_texts=1000, max_bytes=10_000)
+    for k in range(100):
+        by_bytes.put(f"text {k}", row)
+    assert by_bytes.nbytes <= 10_000 and 5 <= len(by_bytes) < 12 and "text 99" in by_bytes
+    assert by_bytes.nbytes == sum(by_bytes._size(t, r) for t, r in by_bytes._rows.items())
+
+
+def test_a_long_text_is_read_to_max_text_chars_before_it_is_hashed_or_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tfidf, "_COUNTS_MEMO", {})
+    hashed: list[int] = []
+    real = HashingVectorizer.transform
+
+    def counting(self, raw):  # type: ignore[no-untyped-def]
+        hashed.extend(len(t) for t in raw)
+        return real(self, raw)
+
+    monkeypatch.setattr(HashingVectorizer, "transform", counting)
+    long = " ".join(f"w{i}" for i in range(3_000_000))  # ~21 MB of unique words
+    counts = hashed_counts([long, DOCS[0]], ngram_max=2)
+    assert max(hashed) == tfidf.MAX_TEXT_CHARS
+    assert max(len(t) for t in tfidf._COUNTS_MEMO[2]._rows) == tfidf.MAX_TEXT_CHARS
+    cut = hashed_counts([long[: tfidf.MAX_TEXT_CHARS], DOCS[0]], ngram_max=2)
+    assert (counts != cut).nnz == 0
+
+
+def test_predictions_of_real_texts_are_unchanged_by_the_length_cap(
+    monkeypatch: pytest.MonkeyPatch, raw_train, raw_test
+) -> None:
+    """Every QUEST text is shorter than the cap, so the model reads it whole, as before the cap."""
+    from questlab.models.base import FitLog
+    from questlab.models.registry import build_model
+    from questlab.schema import ANSWER, TARGETS
+
+    longest = max(int(f[c].str.len().max()) for f in (raw_train, raw_test) for c in tfidf.TEXT_PARTS)
+    assert longest == 22_636 and longest < tfidf.MAX_TEXT_CHARS / 4
+    train = raw_train.head(300).copy()
+    train[list(TARGETS)] = train[list(TARGETS)].astype(float)
+    test = raw_test.head(50).copy()
+    model = build_model("tfidf", {"max_features": 2000}).fit(train, None, FitLog())
+    capped = model.predict(test)
+    monkeypatch.setattr(tfidf, "_COUNTS_MEMO", {})  # nothing remembered from the capped run
+    monkeypatch.setattr(tfidf, "MAX_TEXT_CHARS", 10**12)  # no cap: every text read whole
+    np.testing.assert_array_equal(model.predict(test), capped)
+    monkeypatch.undo()
+    # A text over the cap predicts as its first MAX_TEXT_CHARS characters (statistics included).
+    huge = test.head(2).copy()
+    huge[ANSWER] = [" ".join(f"w{i}" for i in range(2_000_000))] * 2
+    cut = huge.assign(**{ANSWER: huge[ANSWER].str.slice(0, tfidf.MAX_TEXT_CHARS)})
+    np.testing.assert_array_equal(model.predict(huge), model.predict(cut))

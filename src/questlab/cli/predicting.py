@@ -65,18 +65,50 @@ def serve(
         float, typer.Option(help="ms concurrent requests may wait to share a model pass", min=0)
     ] = 5.0,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="predict each request on its own")] = False,
+    large_body_bytes: Annotated[
+        int, typer.Option(help="bodies over this many bytes are handled --large-concurrency at a time", min=1)
+    ] = 1_000_000,
+    large_concurrency: Annotated[int, typer.Option(help="large bodies read and predicted at once", min=1)] = 1,
+    body_timeout: Annotated[
+        float, typer.Option(help="s to receive a whole body once the headers are in (else 408)", min=0.001)
+    ] = 30.0,
+    header_timeout: Annotated[
+        float, typer.Option(help="s to receive the request headers from their first byte (else 408)", min=0.001)
+    ] = 10.0,
+    keep_alive: Annotated[
+        float, typer.Option(help="s an idle connection (no request in progress) stays open", min=0.001)
+    ] = 5.0,
+    request_timeout: Annotated[
+        float,
+        typer.Option(help="s a request may take, first byte to last byte of its answer (else dropped)", min=0.001),
+    ] = 120.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            help="open connections at most (lowered to `ulimit -n` - 128); at the cap the one idle longest "
+            "(or stuck in its headers) is closed, and if every one has a request running, a 503",
+            min=1,
+        ),
+    ] = 1000,
     store: StoreOpt = None,
 ) -> None:
     """Serve a run's (or a bundle's) predictions over HTTP: POST /predict, GET /health (docs at /docs)."""
-    import uvicorn
-
-    from questlab.serve import create_app
+    from questlab.serve import create_app, run_server
+    from questlab.serve.connections import ConnectionLimits
 
     predictor = _load_predictor(run_id, model, store)
     typer.echo(f"serving run {predictor.run_id} on http://{host}:{port} (POST /predict)", err=True)
     window = None if no_batching else batch_window_ms
-    server_app = create_app(predictor, max_body_bytes=max_body_bytes, batch_window_ms=window)
-    uvicorn.run(server_app, host=host, port=port, log_level="warning")
+    server_app = create_app(
+        predictor,
+        max_body_bytes=max_body_bytes,
+        batch_window_ms=window,
+        body_timeout_s=body_timeout,
+        large_body_bytes=large_body_bytes,
+        large_concurrency=large_concurrency,
+    )
+    limits = ConnectionLimits(keep_alive, header_timeout, request_timeout, max_connections)
+    run_server(server_app, host, port, limits)
 
 
 @guard

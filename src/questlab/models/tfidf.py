@@ -6,7 +6,13 @@ frequent, sub-linear TF-IDF with IDF from the training rows only. Hashing makes 
 counts independent of the fold, so each text is tokenised once per process (``hashed_counts``
 memoises them): the five folds of a CV run share the tokenisation instead of redoing it, and no
 vocabulary dict has to be built, sorted or pickled. Collisions are rare (a few hundred thousand
-n-grams in 2**20 buckets) and cost nothing measurable in CV.
+n-grams in 2**20 buckets) and cost nothing measurable in CV. The memo is a least-recently-used
+cache bounded by texts and by bytes, so a long-lived server fed unique texts stays flat.
+
+The model reads the first ``MAX_TEXT_CHARS`` (100,000) characters of each title, body and answer:
+4.4 times the longest QUEST text (answer, 22,636 characters), so every real text is read whole
+and predicted exactly as before, while a 9 MB answer costs what 100,000 characters cost (the cut
+comes before hashing, the memo and the text statistics).
 
 One multi-output ridge (the same alpha for all 30 targets) solved in its dual form: with ~4k rows
 and ~100k features the n x n kernel system is far cheaper than the primal, and one Cholesky
@@ -18,6 +24,9 @@ length-normalised, so without them the model cannot see how long an answer is.
 from __future__ import annotations
 
 import json
+import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,13 +45,67 @@ from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TARGETS, TITLE
 
 TEXT_PARTS = (TITLE, BODY, ANSWER)
 HASH_BUCKETS = 2**20
-# Per-process memo of hashed counts: {ngram_max: {text: (bucket indices, counts)}}. Bounded so a
-# long-lived server cannot grow it without limit; the CV on train.csv holds ~13k texts.
-_COUNTS_MEMO: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+# Characters of a text the model reads (module doc): QUEST's longest text is 22,636 characters.
+MAX_TEXT_CHARS = 100_000
+# Bounds of the per-process memo of hashed counts (each n-gram setting has its own). The CV on
+# train.csv holds ~18k texts, ~60 MB; a server fed unique texts evicts the least recently used.
 _MEMO_MAX_TEXTS = 100_000
 # Saved state: arrays and settings, never a pickle (questlab <= 0.9.0 wrote tfidf.joblib).
 STATE_ARRAYS, STATE_JSON, LEGACY_STATE = "tfidf.npz", "tfidf.json", "tfidf.joblib"
 STATE_FORMAT = 2
+_MEMO_MAX_BYTES = 128 * 2**20
+
+
+class _CountsMemo:
+    """{text: (bucket indices, counts)}, least recently used first out, bounded by entries and bytes.
+
+    A text's bytes are its characters (as stored by Python) plus its two arrays. Thread-safe: an
+    unbatched server predicts in several threads at once.
+    """
+
+    def __init__(self, max_texts: int = _MEMO_MAX_TEXTS, max_bytes: int = _MEMO_MAX_BYTES) -> None:
+        self.max_texts, self.max_bytes = max_texts, max_bytes
+        self.nbytes = 0
+        self._rows: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, text: object) -> bool:
+        return text in self._rows
+
+    @staticmethod
+    def _size(text: str, row: tuple[np.ndarray, np.ndarray]) -> int:
+        return sys.getsizeof(text) + row[0].nbytes + row[1].nbytes
+
+    def get_many(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        with self._lock:
+            out = []
+            for text in texts:
+                row = self._rows.get(text)
+                if row is not None:
+                    self._rows.move_to_end(text)
+                out.append(row)
+            return out
+
+    def put(self, text: str, row: tuple[np.ndarray, np.ndarray]) -> None:
+        with self._lock:
+            if text in self._rows:
+                return
+            self._rows[text] = row
+            self.nbytes += self._size(text, row)
+            while len(self._rows) > self.max_texts or (self.nbytes > self.max_bytes and len(self._rows) > 1):
+                old, old_row = self._rows.popitem(last=False)
+                self.nbytes -= self._size(old, old_row)
+
+
+_COUNTS_MEMO: dict[int, _CountsMemo] = {}
+
+
+def read_part(texts: Sequence[str]) -> list[str]:
+    """What the model reads of each text: its first ``MAX_TEXT_CHARS`` characters."""
+    return [t if len(t) <= MAX_TEXT_CHARS else t[:MAX_TEXT_CHARS] for t in texts]
 
 
 class TfidfParams(ModelParams):
@@ -60,12 +123,12 @@ def hashed_counts(texts: Sequence[str], ngram_max: int) -> sp.csr_matrix:
     """Word 1..``ngram_max``-gram counts of ``texts`` in ``HASH_BUCKETS`` columns, memoised per text.
 
     Tokenisation is sklearn's default (lower-cased, accents stripped, ``\\b\\w\\w+\\b`` tokens).
+    Only the first ``MAX_TEXT_CHARS`` characters of a text are read.
     """
-    memo = _COUNTS_MEMO.setdefault(ngram_max, {})
-    missing = [t for t in dict.fromkeys(texts) if t not in memo]
-    if len(memo) + len(missing) > _MEMO_MAX_TEXTS:
-        memo.clear()
-        missing = list(dict.fromkeys(texts))
+    memo = _COUNTS_MEMO.setdefault(ngram_max, _CountsMemo())
+    texts = read_part(texts)
+    found = dict(zip(texts, memo.get_many(texts), strict=True))
+    missing = [t for t, row in found.items() if row is None]
     if missing:
         hasher = HashingVectorizer(
             ngram_range=(1, ngram_max),
@@ -78,8 +141,9 @@ def hashed_counts(texts: Sequence[str], ngram_max: int) -> sp.csr_matrix:
         m = hasher.transform(missing)  # duplicate buckets summed, one entry per (row, bucket)
         for i, text in enumerate(missing):
             lo, hi = m.indptr[i], m.indptr[i + 1]
-            memo[text] = (m.indices[lo:hi].copy(), m.data[lo:hi].copy())
-    rows = [memo[t] for t in texts]
+            found[text] = (m.indices[lo:hi].copy(), m.data[lo:hi].copy())
+            memo.put(text, found[text])
+    rows = [found[t] for t in texts]
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum([len(r[0]) for r in rows], out=indptr[1:])
     indices = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32)
@@ -145,6 +209,9 @@ class TfidfModel(Model):
 
     def _features(self, frame: pd.DataFrame, fit: bool) -> sp.csr_matrix:
         p = self.params
+        long = [c for c in TEXT_PARTS if (frame[c].str.len() > MAX_TEXT_CHARS).any()]
+        if long:  # read what the model reads (MAX_TEXT_CHARS), statistics included
+            frame = frame.assign(**{c: read_part(frame[c].tolist()) for c in long})
         blocks = []
         for part in TEXT_PARTS:
             counts = hashed_counts(frame[part].tolist(), p.ngram_max)

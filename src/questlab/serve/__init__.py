@@ -16,6 +16,14 @@ Input is checked in two steps, so HTTP and CSV input follow one set of rules:
 Every refusal is a 422 naming the field and the pair's index (0-based), never echoing the input;
 a body over ``max_body_bytes`` is a 413 before any of it is parsed.
 
+Abusive clients are bounded (``questlab serve`` options, defaults in ``limits`` and
+``connections``): a body must arrive within ``body_timeout_s`` (else a 408); bodies over
+``large_body_bytes`` are handled ``large_concurrency`` at a time, so back-to-back 9 MB requests
+cannot starve small ones (:class:`BodyLimit`); the models read a bounded length of each text and
+cache a bounded number of bytes (TF-IDF: ``questlab.models.tfidf``), so unique large texts do not
+grow the process; and :func:`run_server` bounds idle, header and whole-request time and the number
+of open connections (:mod:`questlab.serve.connections`).
+
 User names: an omitted, null or blank ``question_user_name`` / ``answer_user_name`` is *unknown*,
 and an unknown name matches no other name, the other unknown one included. So "the asker wrote
 the answer" holds only when both names are given and equal: a pair without names is predicted
@@ -49,8 +57,12 @@ from questlab.errors import DataError, PredictionError
 from questlab.predict import Predictor
 from questlab.schema import ID, TARGETS
 from questlab.serve.batching import MicroBatcher, serve_batch
+from questlab.serve.connections import ACCEPT_BACKLOG, ConnectionLimits, GuardedH11Protocol
 from questlab.serve.limits import (
     DEFAULT_BATCH_WINDOW_MS,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_LARGE_BODY_BYTES,
+    DEFAULT_LARGE_CONCURRENCY,
     DEFAULT_MAX_BATCH_PAIRS,
     DEFAULT_MAX_BODY_BYTES,
     INLINE_PAIRS,
@@ -61,6 +73,7 @@ from questlab.serve.limits import (
     PredictRequest,
     PredictResponse,
     TooLarge,
+    TooSlow,
     Unparsable,
 )
 from questlab.serve.validation import (
@@ -93,15 +106,22 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     batch_window_ms: float | None = DEFAULT_BATCH_WINDOW_MS,
     max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES,
+    large_concurrency: int = DEFAULT_LARGE_CONCURRENCY,
 ) -> FastAPI:
     """A FastAPI app serving one loaded predictor (a run's or an exported bundle's).
 
     ``max_body_bytes``: larger request bodies get a 413. ``batch_window_ms``: how long a request
     may wait for others to share a validation and model pass with (``None``: no batching, each
     request on its own in the thread pool, as in 0.2); ``max_batch_pairs`` caps a shared pass.
+    ``body_timeout_s``: a body not received in full within this time gets a 408. Bodies over
+    ``large_body_bytes`` are handled ``large_concurrency`` at a time (:class:`BodyLimit`).
     """
-    if max_body_bytes < 1 or max_batch_pairs < 1 or (batch_window_ms is not None and batch_window_ms < 0):
-        raise ValueError("max_body_bytes and max_batch_pairs must be positive, batch_window_ms >= 0 or None")
+    if min(max_body_bytes, max_batch_pairs, large_body_bytes, large_concurrency) < 1:
+        raise ValueError("max_body_bytes, max_batch_pairs, large_body_bytes and large_concurrency must be positive")
+    if body_timeout_s <= 0 or (batch_window_ms is not None and batch_window_ms < 0):
+        raise ValueError("body_timeout_s must be positive, batch_window_ms >= 0 or None")
     app = FastAPI(
         lifespan=_frozen_heap,
         title="questlab",
@@ -111,7 +131,13 @@ def create_app(
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=max_body_bytes,
+        timeout_s=body_timeout_s,
+        large_bytes=large_body_bytes,
+        large_concurrency=large_concurrency,
+    )
 
     def process(requests: list[list[Pair]]) -> list[np.ndarray | Exception]:
         return serve_batch(predictor, requests)
@@ -134,6 +160,7 @@ def create_app(
 
     errors = {
         400: {"model": Unparsable, "description": "body is not JSON text (bytes that do not decode)"},
+        408: {"model": TooSlow, "description": "body not received in time"},
         413: {"model": TooLarge, "description": "body over the size limit"},
         422: {"model": ErrorResponse, "description": "a field or pair that breaks the input rules"},
     }
@@ -163,6 +190,14 @@ def create_app(
         return docs_page(app.openapi())
 
     return app
+
+
+def run_server(app: FastAPI, host: str, port: int, limits: ConnectionLimits | None = None) -> None:
+    """Serve ``app`` with uvicorn (h11) until stopped, with the connection bounds of ``limits``."""
+    import uvicorn
+
+    protocol = GuardedH11Protocol.bounded(limits or ConnectionLimits())
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol, backlog=ACCEPT_BACKLOG)
 
 
 def _rows(ids: list[int], pred: np.ndarray) -> list[dict[str, Any]]:

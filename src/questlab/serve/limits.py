@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import weakref
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
@@ -12,6 +15,11 @@ from questlab.schema import INPUT_COLUMNS, TARGETS
 
 DEFAULT_MAX_BODY_BYTES = 10_000_000  # ~4,000 typical pairs; a 10,000-pair request of short texts fits
 DEFAULT_BATCH_WINDOW_MS = 5.0
+DEFAULT_BODY_TIMEOUT_S = 30.0  # the whole body, once the headers are in
+# Bodies over this many bytes are read, parsed and predicted DEFAULT_LARGE_CONCURRENCY at a time
+# (BodyLimit): ~400 typical pairs; QUEST's longest pair is ~40 KB.
+DEFAULT_LARGE_BODY_BYTES = 1_000_000
+DEFAULT_LARGE_CONCURRENCY = 1
 DEFAULT_MAX_BATCH_PAIRS = 256
 MAX_PAIRS = 10_000
 MAX_ERRORS = 20  # errors listed in a 422 (the total is given too)
@@ -160,6 +168,12 @@ class TooLarge(BaseModel):
     detail: str
 
 
+class TooSlow(BaseModel):
+    """A body not received in full within the body timeout."""
+
+    detail: str
+
+
 class Unparsable(BaseModel):
     """A body that is not JSON text at all (bytes that do not decode): FastAPI's own answer."""
 
@@ -177,37 +191,86 @@ class ErrorResponse(BaseModel):
 
 
 class BodyLimit:
-    """ASGI middleware: refuse a request body over ``max_bytes`` with a 413, before it is parsed.
+    """ASGI middleware: a request body is refused over ``max_bytes`` (413) or when slow (408).
 
     The declared Content-Length is checked first; the body is then read here, counting the bytes
     actually received (a chunked upload declares no length), and handed on only when complete and
-    within the limit. So at most ``max_bytes`` of a body is ever held.
+    within the limit. So at most ``max_bytes`` of a body is ever held. The whole body must arrive
+    within ``timeout_s`` of the headers.
+
+    Large bodies are isolated: a request whose body is over ``large_bytes`` (declared, or counted
+    as it arrives) waits for one of ``large_concurrency`` slots before it is read further, and
+    holds it until its response is sent. So however many clients send big bodies, at most
+    ``large_concurrency`` of them are read, parsed and predicted at a time, the bodies held in
+    memory stay under ``large_concurrency * max_bytes`` plus ``large_bytes`` per connection, and
+    the small requests of everyone else keep their share of the event loop and the models.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        large_bytes: int = DEFAULT_LARGE_BODY_BYTES,
+        large_concurrency: int = DEFAULT_LARGE_CONCURRENCY,
+    ) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+        self.large_bytes, self.large_concurrency = large_bytes, large_concurrency
+        self._slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
+        self.large_requests = 0  # bodies that went through the large-body slots (tests, curiosity)
+
+    def _large_slots(self) -> asyncio.Semaphore:
+        return self._slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(self.large_concurrency))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        async with contextlib.AsyncExitStack() as stack:
+            await self._limited(scope, receive, send, stack)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, stack: contextlib.AsyncExitStack) -> None:
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        length = int(declared) if declared is not None and declared.strip().isdigit() else None
+        if length is not None and length > self.max_bytes:
+            await _refuse(
+                send, 413, f"request body over the limit of {self.max_bytes} bytes: send fewer pairs per request"
+            )
             return
+        large = False
+
+        async def enter_large() -> None:
+            nonlocal large
+            large = True
+            self.large_requests += 1
+            await stack.enter_async_context(self._large_slots())
+
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        if length is not None and length > self.large_bytes:
+            await enter_large()  # waiting for a slot is not the client's slowness: the clock starts after
+            deadline = asyncio.get_running_loop().time() + self.timeout_s
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await _refuse(send, 408, f"request body not received within {self.timeout_s:g} s")
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._refuse(send)
+                await _refuse(
+                    send, 413, f"request body over the limit of {self.max_bytes} bytes: send fewer pairs per request"
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            if size > self.large_bytes and not large:
+                await enter_large()
         replayed = False
 
         async def replay() -> Message:
@@ -219,13 +282,13 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        reason = f"request body over the limit of {self.max_bytes} bytes: send fewer pairs per request"
-        body = json.dumps({"detail": reason}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        # The unread rest of the body makes the connection unusable: say it will be closed.
-        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+
+async def _refuse(send: Send, status: int, reason: str) -> None:
+    """A one-line JSON error; the connection is closed after it (the unread rest of the body makes it unusable)."""
+    body = json.dumps({"detail": reason}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 # --- prediction: several requests in one pass, each getting its own exact numbers ---------------
