@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from questlab.rundir import FORMAT_VERSION, RunFolder, RunFormatError, parse_meta
+from questlab.run_meta import FORMAT_VERSION, parse_meta
+from questlab.rundir import RunFolder, RunFormatError
 
 V1_META = {  # run.json as questlab 0.2.0 wrote it
     "run_id": "abc",
