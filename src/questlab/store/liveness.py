@@ -39,7 +39,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:  # a killed process not yet reaped (a zombie) runs nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux)
+        return True
 
 
 def is_dead(status: str, tags: dict[str, str], now: float | None = None) -> bool:
