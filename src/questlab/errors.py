@@ -62,6 +62,10 @@ class StoreError(QuestlabError, ValueError):
     """A store that cannot be opened or used: missing, unreachable, not an MLflow database."""
 
 
+class StoreUnreachable(StoreError):
+    """A tracking server that stopped answering while a run was recorded (what it had is kept)."""
+
+
 class RunFormatError(QuestlabError, ValueError):
     """A run folder this questlab cannot read (missing files, an unknown or newer format)."""
 

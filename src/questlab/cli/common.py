@@ -95,10 +95,25 @@ def guard(fn):
             _bug()
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
-        except Exception:
+        except Exception as exc:
+            _store_failure(exc)
             _bug()
 
     return wrapper
+
+
+def _store_failure(exc: Exception) -> None:
+    """A tracking server that stopped answering, or a read-only store, is not a bug: one line, exit 2."""
+    from questlab.store.backend import first_line, is_read_only_error, unreachable_kind
+
+    kind = unreachable_kind(exc)
+    if kind is not None:
+        fail(
+            f"the tracking store stopped answering ({kind}; {first_line(exc)}); what was recorded is kept: "
+            "run the command again once it answers"
+        )
+    if is_read_only_error(exc):
+        fail(f"the store is read-only ({first_line(exc)}): it can be read, not written; give a writable --store")
 
 
 def _bug() -> None:

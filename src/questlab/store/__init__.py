@@ -31,10 +31,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from questlab.errors import StoreError
+from questlab.errors import StoreError, StoreUnreachable
 from questlab.rundir import TAG_COMPLETE, TAG_ERROR, TAG_KIND, TAG_MODEL, RunFolder
 from questlab.store import liveness
 from questlab.store.artifacts import Artifacts
+from questlab.store.backend import unreachable_kind
 from questlab.store.tracking import EXPERIMENT, RunRecord, Tracking
 
 __all__ = [
@@ -178,12 +179,12 @@ class Store:
         with (
             liveness.run_lock(self.writer(run_id).path, run_id, record.tags),
             liveness.heartbeat(self.tracking.new_client, run_id),
-            self._marking_the_end(run_id),
+            self._marking_the_end(run_id, record.kind),
         ):
             yield
 
     @contextmanager
-    def _marking_the_end(self, run_id: str) -> Iterator[None]:
+    def _marking_the_end(self, run_id: str, kind: str = "cv") -> Iterator[None]:
         try:
             yield
         except RunStopped as exc:
@@ -193,8 +194,17 @@ class Store:
             self._fail(run_id, "KILLED", f"interrupted ({type(exc).__name__})")
             raise
         except BaseException as exc:
-            self._fail(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
-            raise
+            unreachable = unreachable_kind(exc)
+            if unreachable is None:
+                self._fail(run_id, "FAILED", f"{type(exc).__name__}: {exc}")
+                raise
+            # Marking the run would wait for the server again: it stays RUNNING, DEAD once this
+            # process is gone (its heartbeat), and resumable.
+            resume = f": resume it with questlab run --resume {run_id} --train TRAIN.csv" if kind == "cv" else ""
+            raise StoreUnreachable(
+                f"the tracking store {self.uri} stopped answering while run {run_id} was recorded "
+                f"({unreachable}); what was recorded is kept{resume}"
+            ) from None
         else:
             self.finish(run_id, "FINISHED")
 

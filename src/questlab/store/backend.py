@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,43 @@ def configure_http() -> None:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+_API_FAILED = re.compile(r"API request to \S+ failed with (timeout )?exception")
+
+
+def unreachable_kind(exc: BaseException) -> str | None:
+    """``ConnectionError`` or ``Timeout`` when ``exc`` comes of a tracking server that stopped
+    answering (refused, reset, no answer in time, errors on every retry); else None."""
+    try:
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+        from requests.exceptions import RetryError, Timeout
+    except ImportError:  # no MLflow, so no tracking server
+        return None
+    for e in _chain(exc):
+        if isinstance(e, Timeout):
+            return "Timeout"
+        if isinstance(e, RequestsConnectionError | RetryError):
+            return "ConnectionError"
+        found = _API_FAILED.search(str(e)) if type(e).__name__ == "MlflowException" else None
+        if found:
+            return "Timeout" if found.group(1) else "ConnectionError"
+    return None
+
+
+def is_read_only_error(exc: BaseException) -> bool:
+    """SQLite refusing to write (a store on a read-only mount, or a read-only copy)."""
+    return any("readonly database" in str(e) or "read-only file system" in str(e).lower() for e in _chain(exc))
 
 
 def current_user() -> str:

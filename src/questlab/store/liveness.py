@@ -40,7 +40,10 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    try:  # a killed process not yet reaped (a zombie) runs nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux)
+        return True
 
 
 def is_dead(status: str, tags: dict[str, str], now: float | None = None) -> bool:
@@ -80,13 +83,17 @@ def run_lock(folder: Path, run_id: str, tags: dict[str, str]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def first_beat() -> dict[str, str]:
+    """The liveness tags of a run this process starts recording now (host, pid, heartbeat)."""
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid()), TAG_HEARTBEAT: f"{time.time():.0f}"}
+
+
 @contextmanager
 def heartbeat(client_factory: Any, run_id: str) -> Iterator[None]:
     """Tag the run with this host and pid, and renew its heartbeat from a daemon thread."""
     client = client_factory()
-    client.set_tag(run_id, TAG_HOST, socket.gethostname())
-    client.set_tag(run_id, TAG_PID, str(os.getpid()))
-    client.set_tag(run_id, TAG_HEARTBEAT, f"{time.time():.0f}")
+    for tag, value in first_beat().items():
+        client.set_tag(run_id, tag, value)
     stop = threading.Event()
 
     def beat() -> None:
@@ -104,17 +111,39 @@ def heartbeat(client_factory: Any, run_id: str) -> Iterator[None]:
         thread.join(timeout=5)
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
     """In a worker process: be killed when the process that started it dies (Linux), so a killed
-    run leaves no orphaned fold workers holding memory."""
+    run leaves no orphaned workers holding memory.
+
+    Call it first thing in the worker (a pool's initializer, a worker's ``main``), before any work.
+    ``parent_pid``: the pid of the process that started this one (``os.getpid()`` there, passed
+    down). A parent that died before the signal was armed sends nothing: then this process has
+    already been reparented, and it exits at once.
+    """
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: nothing to do
-        pass
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent is already gone: nothing to work for, nobody to report to
+
+
+# die_with_parent as a pool worker's initializer: stdlib only, so the worker arms it within
+# milliseconds of starting (unpickling questlab.store.liveness would import questlab.store, over a
+# second on a busy machine, during which a killed parent leaves the worker orphaned).
+_ARM_IN_WORKER = """
+import ctypes, os, signal
+try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+except (OSError, AttributeError):
+    pass
+else:
+    if os.getppid() != {parent}:
+        os._exit(1)
+"""
 
 
 @contextmanager
@@ -165,7 +194,12 @@ def in_workers(fn: Callable[..., T], calls: list[tuple], n_jobs: int) -> Iterato
     threads = str(max(1, (os.cpu_count() or 1) // n_jobs))  # as joblib does: no BLAS oversubscription
     env = {v: threads for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     with sigint_ignored():  # loky starts every worker inside the first submit: they inherit SIG_IGN
-        executor = ProcessPoolExecutor(max_workers=n_jobs, env=env)
+        # die_with_parent in the initializer, before any task is taken: a run killed while its
+        # workers were still starting must not leave them (nor, through them, loky's resource
+        # trackers, which exit when the last process holding their pipe is gone) running.
+        executor = ProcessPoolExecutor(
+            max_workers=n_jobs, env=env, initializer=exec, initargs=(_ARM_IN_WORKER.format(parent=os.getpid()),)
+        )
         futures = [executor.submit(fn, *args) for args in calls]
     try:
         for future in as_completed(futures):

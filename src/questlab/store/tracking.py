@@ -88,10 +88,13 @@ class Tracking:
         self.root: Path | None = None  # a local store's folder (artifacts under root/artifacts)
         self.reader = reader
         self._experiments: dict[str, str] = {}
+        self.read_only = False
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
             self.root = db.parent
             self.client = open_sqlite(MlflowClient, self.uri, db, create)
+            # a read-only mount or copy (a Kaggle dataset): read, never recorded into
+            self.read_only = db.exists() and not (os.access(db.parent, os.W_OK) and os.access(db, os.W_OK))
         else:
             if urlparse(self.uri).scheme in ("http", "https"):
                 configure_http()
@@ -111,6 +114,14 @@ class Tracking:
 
         return MlflowClient(tracking_uri=self.uri)
 
+    def check_writable(self, what: str) -> None:
+        """Refuse, in one line, to ``what`` in a read-only local store."""
+        if self.read_only:
+            raise StoreError(
+                f"the store at {self.root} is read-only (a read-only mount or copy): it can be read, "
+                f"not written, so cannot {what} there; give a writable --store (or a copy of it)"
+            )
+
     # --- experiments and runs ---------------------------------------------------------------
     def experiment_id(self, name: str = EXPERIMENT) -> str:
         """The id of experiment ``name``, created (artifacts beside a local store) if missing."""
@@ -128,11 +139,18 @@ class Tracking:
         """A new RUNNING run with questlab's tags and MLflow's standard ones (user, name, commit)."""
         from questlab.provenance import git_commit
 
+        self.check_writable("record a new run")
+
         commit = git_commit()
         standard = {"mlflow.runName": name, "mlflow.user": current_user(), "mlflow.source.name": "questlab"}
         if commit != "unknown":
             standard["mlflow.source.git.commit"] = commit.removesuffix("+dirty")
-        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags={**standard, **tags})
+        from questlab.store import liveness
+
+        # Who creates it, from the start: a process killed before its first heartbeat leaves a
+        # run that shows DEAD (resumable), not one RUNNING for ever.
+        alive = liveness.first_beat()
+        run = self.client.create_run(self.experiment_id(experiment), run_name=name, tags={**standard, **alive, **tags})
         return run.info.run_id
 
     def run_info(self, run_id: str) -> Any:
@@ -219,6 +237,7 @@ class Tracking:
         """Mark a failed, killed or dead run as running again (``--resume``); refuse a live one."""
         from questlab.store import liveness
 
+        self.check_writable(f"resume run {run_id}")
         record = self.get(run_id)
         alive = liveness.TAG_HEARTBEAT in record.tags and not liveness.is_dead(record.status, record.tags)
         if record.status == "RUNNING" and alive:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import tempfile
@@ -18,8 +19,8 @@ import yaml
 from questlab.config import ConfigError, RunConfig, parse_config, resolve_config
 from questlab.console import Say, stderr
 from questlab.data import Data, Dataset
-from questlab.errors import StudyError
-from questlab.store import as_store
+from questlab.errors import StoreUnreachable, StudyError
+from questlab.store import as_store, liveness
 from questlab.tuning.common import (
     ATTR_HOLDOUT,
     ATTR_PARENT,
@@ -37,7 +38,7 @@ from questlab.tuning.parent import check_train, load_split, mark_parent, parent_
 from questlab.tuning.space import SearchSpace, check_space, load_space
 from questlab.tuning.storage import count_counted, default_storage, open_storage, redact
 from questlab.tuning.trials import optimize, run_until_done
-from questlab.tuning.workers import spawn_workers, thread_limit, wait_for_workers, write_frame
+from questlab.tuning.workers import spawn_workers, stop_workers, thread_limit, wait_for_workers, write_frame
 
 JOIN_WAIT_S = 120  # how long a joining worker waits for the first process to set the study up
 PRUNE_STARTUP_TRIALS = 5  # the median pruner compares only once this many trials have finished
@@ -68,14 +69,34 @@ def _pruner(prune: bool) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=0)
 
 
+class _NoInterruptedTrialLog(logging.Filter):
+    """Drop Optuna's warnings (a traceback, then "failed with value None") about a trial stopped by
+    Ctrl-C or SIGTERM: the stop is reported once, by questlab, and the trial's run marked KILLED."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted.add(message.split(" failed", 1)[0])  # "Trial 3"
+            return False
+        return message.split(" failed", 1)[0] not in self.interrupted
+
+
 @contextlib.contextmanager
 def _optuna_quiet() -> Iterator[None]:
     """Optuna logs every trial at INFO; questlab prints its own one line per trial."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial_log = logging.getLogger("optuna.study._optimize")
+    interrupted = _NoInterruptedTrialLog()
+    trial_log.addFilter(interrupted)
     try:
         yield
     finally:
+        trial_log.removeFilter(interrupted)
         optuna.logging.set_verbosity(level)
 
 
@@ -144,27 +165,33 @@ def tune(
         procs: list[subprocess.Popen] = []
         tmp = tempfile.TemporaryDirectory(prefix="questlab-tune-")
         try:
-            n_children = min(workers, max(todo, 0)) - 1
-            threads = max(1, (os.cpu_count() or 1) // max(1, n_children + 1))
-            if n_children > 0:
-                train_path = train if not isinstance(train, pd.DataFrame) else write_frame(data, Path(tmp.name))
-                procs = spawn_workers(ctx, n_children, Path(train_path), threads)
-                say(f"study {name}: {todo} trial(s) to run in {n_children + 1} processes")
-            elif todo > 0:
-                say(f"study {name}: {todo} trial(s) to run")
-            limit = thread_limit(threads) if procs else contextlib.nullcontext()
-            with limit:
-                run_until_done(ctx)
-            wait_for_workers(procs, say)
-            procs = []
-            result = finalize_study(ctx, best_config_path)
+            # SIGTERM (a scheduler, kill) stops the study as Ctrl-C does: workers told to stop, the
+            # trials and the parent run marked KILLED. The parent run's heartbeat (host, pid) shows
+            # it DEAD, so resumable, once this process is SIGKILLed: its workers die with it.
+            with liveness.sigterm_as_interrupt(), liveness.heartbeat(st.tracking.new_client, ctx.parent_id):
+                n_children = min(workers, max(todo, 0)) - 1
+                threads = max(1, (os.cpu_count() or 1) // max(1, n_children + 1))
+                if n_children > 0:
+                    train_path = train if not isinstance(train, pd.DataFrame) else write_frame(data, Path(tmp.name))
+                    procs = spawn_workers(ctx, n_children, Path(train_path), threads)
+                    say(f"study {name}: {todo} trial(s) to run in {n_children + 1} processes")
+                elif todo > 0:
+                    say(f"study {name}: {todo} trial(s) to run")
+                limit = thread_limit(threads) if procs else contextlib.nullcontext()
+                with limit:
+                    run_until_done(ctx)
+                wait_for_workers(procs, say)
+                procs = []
+                result = finalize_study(ctx, best_config_path)
         except BaseException as exc:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait()
-            if isinstance(exc, KeyboardInterrupt | SystemExit):
-                mark_parent(st, ctx.parent_id, "KILLED", "interrupted: re-run the same command to resume the study")
+            stop_workers(procs)
+            if isinstance(exc, StoreUnreachable):
+                pass  # marking it would wait for the server again; it shows DEAD once this process is gone
+            elif isinstance(exc, KeyboardInterrupt | SystemExit):
+                why = f" ({exc})" if str(exc).startswith("signal") else ""
+                mark_parent(
+                    st, ctx.parent_id, "KILLED", f"interrupted{why}: re-run the same command to resume the study"
+                )
             else:
                 mark_parent(st, ctx.parent_id, "FAILED", f"{type(exc).__name__}: {exc}")
             raise

@@ -10,12 +10,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from questlab.console import Say
 from questlab.data import Dataset
 from questlab.tuning.context import StudyContext
+
+STOP_GRACE_S = 30.0  # how long a stopped worker may take to mark its trial before it is killed
 
 
 def write_frame(data: Dataset, folder: Path) -> Path:
@@ -49,6 +52,7 @@ def spawn_workers(ctx: StudyContext, count: int, train_path: Path, threads: int)
             "train": str(Path(train_path).resolve()),
             "trials": ctx.trials,
             "worker": i,
+            "parent_pid": os.getpid(),  # the worker dies with this process (PR_SET_PDEATHSIG)
         }
         procs.append(
             subprocess.Popen(
@@ -56,6 +60,21 @@ def spawn_workers(ctx: StudyContext, count: int, train_path: Path, threads: int)
             )
         )
     return procs
+
+
+def stop_workers(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """Tell the workers to stop (SIGTERM: each marks its running trial KILLED), wait ``grace_s``,
+    then kill those still running."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def wait_for_workers(procs: list[subprocess.Popen], say: Say) -> None:
