@@ -7,7 +7,9 @@ with the command that finishes it; a partial run made with ``--fold`` predicts w
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.paths import require_quest
+from helpers.paths import REPO, require_quest
 from helpers.processes import start_tfidf_run, wait_for_folds
 from helpers.runs import N_FOLDS
 from helpers.runs import test_slice as slice_of_test
@@ -54,6 +56,22 @@ def test_parallel_folds_record_exactly_what_serial_folds_record(tmp_path: Path) 
     for k in range(N_FOLDS):  # each fold's own files too, whichever process wrote them
         for part in ("valid_pred.csv", "test_pred.csv"):
             assert (parallel.fold_dir(k) / part).read_bytes() == (serial.fold_dir(k) / part).read_bytes()
+
+
+# OpenBLAS picks its kernel from the CPU: these force others (they failed the test above before a
+# fold's fit ran with the same BLAS threads in both modes), with 2 BLAS threads even on 1 core.
+OTHER_BLAS = {"haswell": {"OPENBLAS_CORETYPE": "Haswell"}, "prescott": {"OPENBLAS_CORETYPE": "Prescott"}}
+
+
+@pytest.mark.parametrize("blas", sorted(OTHER_BLAS))
+def test_parallel_folds_equal_serial_ones_under_another_blas_kernel(tmp_path: Path, blas: str) -> None:
+    """The test above in a fresh process (OpenBLAS reads its settings when it loads) under ``blas``."""
+    slice_of_train()  # fails here, naming the path, when the data is missing
+    env = {**os.environ, **OTHER_BLAS[blas], "OPENBLAS_NUM_THREADS": "2"}
+    test = f"{Path(__file__).resolve()}::{test_parallel_folds_record_exactly_what_serial_folds_record.__name__}"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider", test]
+    done = subprocess.run([*cmd, "--basetemp", str(tmp_path / "t")], env=env, cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals")

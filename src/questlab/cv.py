@@ -33,6 +33,7 @@ from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, predic
 from questlab.schema import ID, PSEUDO, TARGETS
 from questlab.store import Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
+from questlab.threads import fold_threads
 
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
 
@@ -88,18 +89,19 @@ def _fit_fold(
     log.workdir.mkdir(parents=True, exist_ok=True)
     log.info["seed"] = seed
     _seed_everything(seed + k)
-    t0 = time.perf_counter()
-    try:
-        model.fit(train_rows.reset_index(drop=True), valid_rows.reset_index(drop=True), log)
-    except SettingsCannotFitError as exc:  # the settings, not a bug: say which fold's rows they cannot fit
-        raise SettingsCannotFitError(f"fold {k}: {exc}") from None
-    t1 = time.perf_counter()
-    valid_pred = check_predictions(model.predict(valid_rows.reset_index(drop=True)), len(valid_rows), model.name)
-    t2 = time.perf_counter()
-    test_pred = None
-    if data.test is not None:
-        test_pred = check_predictions(model.predict(data.test), len(data.test), model.name)
-    t3 = time.perf_counter()
+    with fold_threads():  # the same BLAS threads serially and in a fold worker: the same numbers
+        t0 = time.perf_counter()
+        try:
+            model.fit(train_rows.reset_index(drop=True), valid_rows.reset_index(drop=True), log)
+        except SettingsCannotFitError as exc:  # the settings, not a bug: say which fold's rows they cannot fit
+            raise SettingsCannotFitError(f"fold {k}: {exc}") from None
+        t1 = time.perf_counter()
+        valid_pred = check_predictions(model.predict(valid_rows.reset_index(drop=True)), len(valid_rows), model.name)
+        t2 = time.perf_counter()
+        test_pred = None
+        if data.test is not None:
+            test_pred = check_predictions(model.predict(data.test), len(data.test), model.name)
+        t3 = time.perf_counter()
     timings = {"fit_s": t1 - t0, "predict_valid_s": t2 - t1, "predict_test_s": t3 - t2}
     log.timings.update(timings)
     return valid_pred, test_pred, log, timings

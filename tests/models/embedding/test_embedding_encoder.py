@@ -114,3 +114,25 @@ def test_own_load_measures_this_processes_cpu(monkeypatch):
     assert encoder.own_load() == pytest.approx(5.0 / 90.0)
     clock.update(wall=200.5, cpu=75.2)  # under a second since the last sample: too short to say
     assert encoder.own_load() == pytest.approx(0.0)
+
+
+def _texts_of_many_lengths() -> list[str]:
+    words = ["why", "does", "the", "kernel", "pick", "another", "block", "size", "when", "the", "batch"] * 4
+    # 1 to 44 words, and one-word texts of one token each: few rows, where MKL sums in another order
+    return [" ".join(words[: 1 + (5 * i) % len(words)]) for i in range(24)] + ["how", "what", "when"]
+
+
+@pytest.mark.parametrize("long_text", ["head_tail", "chunks"])
+@pytest.mark.parametrize("bf16", [True, False])
+def test_a_texts_vector_does_not_depend_on_the_other_texts_in_its_batch(tiny_encoder, long_text, bf16):  # noqa: F811
+    """Bit for bit: a bundle with an empty cache embeds the test texts in other batches than the
+    run did, and its predictions must equal the run's (README: to 1e-6). bf16 is what runs use
+    (active only on CPUs with native bf16); fp32 shows padding alone already moves the last bits."""
+    settings = EncoderSettings(max_tokens=24, long_text=long_text, bf16=bf16)
+    texts = _texts_of_many_lengths()
+    enc = SentenceEncoder(str(tiny_encoder), settings, batch_size=1, threads=1)  # 1 thread: fast under load
+    alone = np.vstack([enc.encode([t], progress=False).vectors for t in texts])
+    for enc.batch_size in (5, 32):  # neighbours of other lengths; then every text in one call
+        np.testing.assert_array_equal(enc.encode(texts, progress=False).vectors, alone)
+        mixed = enc.encode([*texts[::-1], "another text, of another length, in the batch"], progress=False)
+        np.testing.assert_array_equal(mixed.vectors[: len(texts)][::-1], alone)

@@ -3,7 +3,8 @@
 What makes it faster than ``SentenceTransformer.encode`` on the same model:
 
 - tokenise once, all texts, without truncation (we need the true length for head + tail);
-- sort the windows by length and batch neighbours, so padding is minimal (dynamic padding);
+- batch only windows of the same token length: no padding at all, and a text's vector does
+  not depend on what else is embedded with it (see ``same_length_batches``);
 - bf16 autocast on CPUs with native bf16 (AVX512-BF16 / AMX), fp32 pooling after it;
 - ``torch.inference_mode`` and no per-batch Python-side conversions.
 
@@ -39,6 +40,7 @@ _POOLING_KEYS = {  # sentence-transformers' 1_Pooling/config.json flags
     "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
 }
 POOLING_MODES = tuple(_POOLING_KEYS)
+MIN_ROWS = 64  # token rows (batch x window length) of the smallest forward pass; see encode
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,8 @@ class SentenceEncoder:
     def cache_namespace(self) -> str:
         """Encoder fingerprint + settings: vectors under one namespace are interchangeable."""
         norm = "-norm" if self.normalize else ""
-        return f"{encoder_fingerprint(self.folder)}-{self.settings.key()}-{self.pooling}{norm}"
+        # "-samelen": vectors of same-length batches (questlab <= 0.9.0 padded batches: other last bits)
+        return f"{encoder_fingerprint(self.folder)}-{self.settings.key()}-{self.pooling}{norm}-samelen"
 
     # --- windows ------------------------------------------------------------------------
     def _windows(self, ids: list[int]) -> list[list[int]]:
@@ -172,36 +175,34 @@ class SentenceEncoder:
         kept = np.zeros(len(texts), dtype=int)
         np.add.at(kept, owner, [len(w) - self.n_special for w in windows])
 
-        # Longest first: the peak-memory batch comes at once, and the ETA is pessimistic, not rosy.
-        order = np.argsort([-len(w) for w in windows], kind="stable")
         pooled = np.zeros((len(windows), self.dim), dtype=np.float32)
-        pad = self.tokenizer.pad_token_id or 0
         bar = _progress(len(windows), desc, progress)
         with (
             torch_threads(pick_threads(self.threads)),
             torch.inference_mode(),
             torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16),
         ):
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                width = len(windows[idx[0]])
-                input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for row, j in enumerate(idx):
-                    input_ids[row, : len(windows[j])] = torch.tensor(windows[j])
-                    mask[row, : len(windows[j])] = 1
+            for idx in same_length_batches([len(w) for w in windows], self.batch_size):
+                input_ids = torch.tensor([windows[j] for j in idx], dtype=torch.long)
+                # MKL's fp32 GEMM sums a matrix of few rows (batch x tokens: under about 4 per
+                # thread) in another order than a taller one: repeat a small batch's rows (the
+                # cost of one short forward) so a short window alone gets its in-batch vector.
+                input_ids = input_ids.repeat(-(-MIN_ROWS // input_ids.numel()), 1)
+                mask = torch.ones_like(input_ids)
                 hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-                pooled[idx] = self._pool(hidden, mask).numpy()
+                pooled[idx] = self._pool(hidden, mask)[: len(idx)].numpy()
                 bar.update(len(idx))
         bar.close()
 
         if len(windows) == len(texts):
             vectors = pooled
-        else:  # chunks: token-weighted mean of each text's windows
+        else:  # chunks: token-weighted mean of each text's windows; a text of one window keeps its own
             weights = np.array([len(w) - self.n_special for w in windows], dtype=np.float32)
             vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
             np.add.at(vectors, owner, pooled * weights[:, None])
             vectors /= np.maximum(np.bincount(owner, weights, minlength=len(texts)), 1)[:, None].astype(np.float32)
+            single = np.bincount(owner, minlength=len(texts)) == 1
+            vectors[single] = pooled[np.isin(owner, np.flatnonzero(single))]
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return EncodedTexts(vectors.astype(np.float32), n_tokens, kept)
@@ -214,6 +215,23 @@ class SentenceEncoder:
             return hidden.masked_fill(m == 0, -1e9).max(dim=1).values
         summed, count = (hidden * m).sum(1), m.sum(1).clamp(min=1)
         return summed / (count.sqrt() if self.pooling == "mean_sqrt_len" else count)
+
+
+def same_length_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:
+    """Indices of windows to embed together: only windows of one token length share a batch.
+
+    So no window is padded, and a window's vector is the one it gets alone, whatever else is
+    embedded with it. Padding to a batch's longest window changed the float arithmetic of the
+    shorter ones (the attention and pooling sums run over more, masked, positions): under bf16,
+    MiniLM vectors moved by up to 1e-3, and a bundle embedding the test texts with an empty cache
+    predicted up to 0.005 away from its run. Longest first: the peak-memory batch comes at once,
+    and the ETA is pessimistic, not rosy.
+    """
+    if not lengths:
+        return []
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(np.asarray(lengths)[order])) + 1)
+    return [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
 
 
 # (wall, CPU) samples of this process: its own share of the load average (see own_load).
