@@ -34,7 +34,8 @@ def world(tmp_path_factory) -> dict:
     labelled = pd.read_csv(QUEST_DIR / "train.csv").iloc[300:420].reset_index(drop=True)
     path = folder / "labelled.csv"
     labelled.to_csv(path, index=False)
-    return {"run": run, "store": store, "labelled": labelled, "path": path, "folder": folder}
+    bundle = run.export(folder / "bundle")
+    return {"run": run, "store": store, "labelled": labelled, "path": path, "folder": folder, "bundle": bundle}
 
 
 def test_evaluate_equals_score_cv_of_the_same_predictions(world) -> None:
@@ -58,8 +59,9 @@ def test_evaluate_equals_score_cv_of_the_same_predictions(world) -> None:
     assert "<table" in result._repr_html_() and "question_well_written" in result._repr_html_()
     # the same from the file, and from an exported bundle
     assert run.evaluate(world["path"], n_boot=50).score == result.score
-    bundle = ql.load_bundle(run.export(world["folder"] / "bundle"))
+    bundle = ql.load_bundle(world["bundle"])
     assert ql.evaluate(bundle, labelled, n_boot=50).score == pytest.approx(result.score, abs=1e-12)
+    assert ql.evaluate(run.id[:8], labelled, n_boot=50, store=world["store"]).score == result.score
 
 
 def test_rows_the_run_was_trained_on_are_noted(world) -> None:
@@ -80,6 +82,9 @@ def test_the_command_prints_one_line_and_the_table(world) -> None:
     data = json.loads(CliRunner().invoke(app, [*argv, "--bootstrap", "50", "--json"]).stdout)
     assert data["score"] == pytest.approx(expected.score) and data["n_rows"] == 120
     assert [r["target"] for r in data["per_target"]] == list(TARGETS)
+    bundled = CliRunner().invoke(app, ["evaluate", str(world["bundle"]), "--input", str(world["path"]), "--json"])
+    assert bundled.exit_code == 0, bundled.output
+    assert json.loads(bundled.stdout)["score"] == pytest.approx(expected.score, abs=1e-12)
 
 
 @pytest.mark.parametrize("drop", [list(TARGETS), ["answer_helpful", "answer_plausible"]], ids=["test-format", "two"])

@@ -328,8 +328,11 @@ def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = N
     return compare_runs(st, ids[0], ids[1], n_boot=n_boot)
 
 
-def evaluate(model: Run | Any, data: DataLike, n_boot: int = 200) -> Any:
-    """Score a run or a loaded bundle (``ql.load_bundle``) on labelled pairs: see :meth:`Run.evaluate`."""
+def evaluate(model: Run | str | Path | Any, data: DataLike, n_boot: int = 200, store: StoreLike = None) -> Any:
+    """Score a run (a ``Run`` or a run id) or a bundle (``ql.load_bundle``'s model, or its folder) on
+    labelled pairs: see :meth:`Run.evaluate`."""
+    if isinstance(model, str | Path):
+        model = load_bundle(model) if Path(model).is_dir() else load_run(str(model), store)
     if isinstance(model, Run):
         return model.evaluate(data, n_boot=n_boot)
     from questlab.evaluation import evaluate as score
