@@ -3,7 +3,7 @@
 The public API (see :mod:`questlab.api`) is importable from the package top::
 
     import questlab as ql
-    run = ql.run("configs/tfidf.yaml", train="train.csv")
+    run = ql.run("tfidf", train="train.csv")   # a shipped config by name, or a YAML path
 
 It is loaded on first use, so ``import questlab`` (and the CLI's light commands) stay fast.
 """
@@ -14,7 +14,19 @@ from typing import Any
 
 __version__ = "0.9.0"
 
-_API = ("Run", "Verdicts", "compare", "load_bundle", "load_run", "recipe", "run", "runs", "tune")
+_API = (
+    "Run",
+    "Verdicts",
+    "compare",
+    "evaluate",
+    "load_bundle",
+    "load_run",
+    "model_params",
+    "recipe",
+    "run",
+    "runs",
+    "tune",
+)
 
 
 def __getattr__(name: str) -> Any:

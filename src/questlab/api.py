@@ -3,8 +3,9 @@
     import questlab as ql
     run = ql.run("configs/tfidf.yaml", train=train_df, test=test_df, set={"model.params.alpha": 3})
     run.cv, run.ci, run.fold_scores, run.per_target, run.oof
-    run.predict(new_df); run.diagnose(); run.export("bundle/")
+    run.predict(new_df); run.evaluate(labelled_df); run.diagnose(); run.export("bundle/")
     ql.compare(run, other); ql.runs(sort="cv"); ql.load_run(run_id); ql.load_bundle("bundle/")
+    ql.run("tfidf", train=train_df)   # a config shipped with questlab, by name; ql.model_params(): every parameter
 
 Inputs are validated exactly like files (a bad cell names its column and row). Every function
 takes ``store=`` (a folder, an MLflow tracking URI, or a :class:`~questlab.store.Store`); the
@@ -146,11 +147,34 @@ class Run:
         return load_predictor(self.store, self.id)
 
     def predict(self, pairs: DataLike) -> pd.DataFrame:
-        """Predict new pairs (a test-format DataFrame or CSV): qa_id + 30 columns, submission order."""
-        from questlab.data import Dataset
-        from questlab.predict import predict_frame
+        """Predict new pairs (a test-format DataFrame or CSV): qa_id + 30 columns, submission order.
 
-        return predict_frame(self.predictor, Dataset.read(pairs, "test").frame)
+        A labelled (train-format) input predicts too: its targets are ignored, and a line on stderr says so.
+        """
+        return _predict_pairs(self.predictor, pairs)
+
+    def evaluate(self, data: DataLike, n_boot: int = 200) -> Any:
+        """Score the run's model on labelled pairs (a train-format DataFrame or CSV) against their own
+        targets: an :class:`~questlab.evaluation.Evaluation` (score, ci, per_target, n_rows).
+
+        Mean Spearman as the run's CV computes it, the interval resampling questions. Rows the run
+        was trained on are counted in ``notes`` (their score is optimistic).
+        """
+        from questlab.evaluation import evaluate
+
+        return evaluate(self.predictor, data, n_boot=n_boot, run_id=self.id, trained_on=self.trained_on())
+
+    def trained_on(self) -> np.ndarray | None:
+        """The qa_ids of the rows the run was fitted on (its folds' rows), None where not recorded."""
+        from questlab.errors import QuestlabError
+        from questlab.folds import FOLDS_FILE
+
+        folder = self.record.folder
+        try:
+            frame = folder.read_folds() if folder.has(FOLDS_FILE) else folder.read_oof()
+        except (QuestlabError, OSError, ValueError, KeyError):
+            return None
+        return frame[ID].to_numpy() if ID in frame.columns else None
 
     def diagnose(self, n_boot: int = 200) -> Verdicts:
         """Verdicts on the run (constant predictions, weak folds, fitting, imbalance, ...)."""
@@ -194,7 +218,8 @@ def run(
     quiet: bool = False,
     pseudo: str | Path | Any | None = None,
 ) -> Run:
-    """Run grouped CV for a config (a YAML path, a dict or a RunConfig) and record it.
+    """Run grouped CV for a config (a YAML path, a shipped config's name such as ``"tfidf"``, a dict or
+    a RunConfig) and record it.
 
     ``train``/``test`` are QUEST CSV paths or DataFrames; ``set`` overrides config keys
     (``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]``); ``folds`` runs only those.
@@ -303,6 +328,39 @@ def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = N
     return compare_runs(st, ids[0], ids[1], n_boot=n_boot)
 
 
+def evaluate(model: Run | str | Path | Any, data: DataLike, n_boot: int = 200, store: StoreLike = None) -> Any:
+    """Score a run (a ``Run`` or a run id) or a bundle (``ql.load_bundle``'s model, or its folder) on
+    labelled pairs: see :meth:`Run.evaluate`."""
+    if isinstance(model, str | Path):
+        model = load_bundle(model) if Path(model).is_dir() else load_run(str(model), store)
+    if isinstance(model, Run):
+        return model.evaluate(data, n_boot=n_boot)
+    from questlab.evaluation import evaluate as score
+
+    return score(getattr(model, "predictor", model), data, n_boot=n_boot)
+
+
+def model_params(family: str | None = None) -> pd.DataFrame:
+    """Every model family's parameters (or one family's): family, parameter, type, default, meaning.
+
+    Generated from the families' typed params: what a config's ``model.params`` accepts. (Not
+    ``ql.models``: that name is the ``questlab.models`` package.)
+    """
+    from questlab.models.catalog import parameters
+
+    return parameters(family)
+
+
+def _predict_pairs(predictor: Any, pairs: DataLike) -> pd.DataFrame:
+    """Predictions for a file or frame of pairs; a labelled one's targets are dropped, saying so once."""
+    from questlab.data import Dataset
+    from questlab.predict import predict_file, predict_frame, without_targets
+
+    if isinstance(pairs, pd.DataFrame):
+        return predict_frame(predictor, Dataset.read(without_targets(pairs, "DataFrame", console.stderr), "test").frame)
+    return predict_file(predictor, Path(pairs), None)
+
+
 def load_bundle(path: str | Path) -> Any:
     """An exported bundle (or MLflow model folder) as a model: ``predict(frame)`` -> qa_id + 30 columns.
 
@@ -313,4 +371,4 @@ def load_bundle(path: str | Path) -> Any:
     return BundleModel(Path(path))
 
 
-__all__ = ["Run", "Verdicts", "compare", "load_bundle", "load_run", "recipe", "run", "runs"]
+__all__ = ["Run", "Verdicts", "compare", "evaluate", "load_bundle", "load_run", "model_params", "recipe", "run", "runs"]

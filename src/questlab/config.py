@@ -17,6 +17,8 @@ import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
@@ -145,9 +147,33 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read and validate a YAML run config; every problem is a ``ConfigError`` naming the file.
 
+    ``path`` is a YAML file or, where no such file exists, the name of a config shipped with
+    questlab (``tfidf``, see :func:`shipped_config_names`): a path that exists always wins.
     ``overrides`` (``key.path=value`` strings) are applied to the file's mapping before validation.
     """
-    return parse_config(read_yaml(path), source=str(path), overrides=overrides)
+    text = str(path)
+    if not Path(path).exists():
+        if text in shipped_config_names():
+            resource = resources.files("questlab.configs") / f"{text}.yaml"
+            with resources.as_file(resource) as shipped:
+                return parse_config(read_yaml(shipped), source=f"shipped config {text!r}", overrides=overrides)
+        raise ConfigError(_no_config_message(Path(path)))
+    return parse_config(read_yaml(path), source=text, overrides=overrides)
+
+
+@cache
+def shipped_config_names() -> tuple[str, ...]:
+    """The run configs shipped in the package (``questlab/configs/*.yaml``), by name: ``tfidf``, ..."""
+    folder = resources.files("questlab.configs")
+    return tuple(sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")))
+
+
+def _no_config_message(path: Path) -> str:
+    """A missing config file: the shipped names, and the closest one to what was given."""
+    names = shipped_config_names()
+    close = difflib.get_close_matches(path.name.removesuffix(".yaml").removesuffix(".yml"), names, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{path}: no such config file{hint}; give a YAML file or a shipped config by name: {', '.join(names)}"
 
 
 def to_overrides(values: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
@@ -165,7 +191,8 @@ def to_overrides(values: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
 def resolve_config(
     config: str | Path | Mapping[str, Any] | RunConfig, overrides: Mapping[str, Any] | Sequence[str] | None = None
 ) -> RunConfig:
-    """A RunConfig from a YAML path, a mapping or a RunConfig, with ``overrides`` applied."""
+    """A RunConfig from a YAML path, a shipped config's name (``"tfidf"``), a mapping or a RunConfig,
+    with ``overrides`` applied."""
     extra = to_overrides(overrides)
     if isinstance(config, RunConfig):
         return parse_config(config.model_dump(mode="json"), source=f"config {config.name!r}", overrides=extra)

@@ -8,6 +8,9 @@ Files are read in pieces (:func:`read_test_chunks`, ``CHUNK_ROWS`` rows at a tim
 predictions written piece by piece (:func:`stream_predictions`), so any size of file predicts in
 flat memory. Each piece is validated with the rules of a whole file, row numbers counting from the
 top of the file, and a ``qa_id`` repeated across pieces is refused like one repeated inside one.
+
+A labelled (train-format) file predicts too: its target columns are dropped before validation,
+and the ``say`` callback is told so once (``questlab evaluate`` is what scores against them).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
+from questlab import console
+from questlab.console import Say
 from questlab.csvfile import CHUNK_ROWS, iter_csv
 from questlab.data import validate_frame
 from questlab.errors import DataError
 from questlab.predictors import EnsemblePredictor, FoldAverage, Predictor, load_predictor
 from questlab.rundir import predictions_frame
-from questlab.schema import ID
+from questlab.schema import ID, TARGETS
 
 __all__ = [
     "EnsemblePredictor",
@@ -39,6 +44,7 @@ __all__ = [
     "predict_frame",
     "read_test_chunks",
     "stream_predictions",
+    "without_targets",
     "writing",
 ]
 
@@ -48,15 +54,36 @@ def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     return predictions_frame(frame[ID], predictor.predict(frame))
 
 
-def read_test_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def labelled_note(source: str | Path, n_targets: int) -> str:
+    """The one line said when pairs to predict carry target columns."""
+    return (
+        f"note: {source} carries {n_targets} target column{'s' if n_targets > 1 else ''}: ignored for predicting "
+        "(questlab evaluate scores predictions against them)"
+    )
+
+
+def without_targets(frame: pd.DataFrame, source: str | Path, say: Say | None) -> pd.DataFrame:
+    """``frame`` without its target columns, saying so (``say`` None: the frame as it is, for the
+    test-format check to refuse)."""
+    labelled = [c for c in frame.columns if str(c).strip() in TARGETS]
+    if not labelled or say is None:
+        return frame
+    say(labelled_note(source, len(labelled)))
+    return frame.drop(columns=labelled)
+
+
+def read_test_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS, say: Say | None = None) -> Iterator[pd.DataFrame]:
     """A test-format CSV as validated pieces of at most ``chunk_rows`` rows (``load_test``'s rules).
 
     Errors name the row in the whole file; a ``qa_id`` seen in an earlier piece is a duplicate
-    (the ids seen are kept as one sorted int64 array: 8 bytes a row).
+    (the ids seen are kept as one sorted int64 array: 8 bytes a row). With ``say``, a labelled file
+    is read too: its target columns are dropped and ``say`` is told once; without, it is refused.
     """
     seen = np.empty(0, dtype=np.int64)
     id_chunks: list[np.ndarray] = []
     for first_row, text in iter_csv(path, chunk_rows):
+        text = without_targets(text, path, say)
+        say = console.quiet if say is not None else None  # told once, on the first piece
         try:
             frame = validate_frame(text, "test", source=str(path))
         except DataError as exc:
@@ -97,7 +124,7 @@ def needs_whole_file(predictor: Predictor) -> bool:
 
 
 def iter_predictions(
-    predictor: Predictor, input_path: str | Path, chunk_rows: int = CHUNK_ROWS
+    predictor: Predictor, input_path: str | Path, chunk_rows: int = CHUNK_ROWS, say: Say = console.stderr
 ) -> Iterator[pd.DataFrame]:
     """qa_id + 30 predictions for each piece of a test-format CSV, in file order.
 
@@ -105,10 +132,11 @@ def iter_predictions(
     ensemble's constant-column fallback (see ``EnsemblePredictor.predict``) is decided per piece.
     An ensemble with a question share averages over a question's answers wherever they are in the
     file, so such a predictor reads the file as one piece (memory then grows with the file).
+    A labelled file's targets are ignored, and ``say`` told so once.
     """
     if needs_whole_file(predictor):
         chunk_rows = sys.maxsize
-    for frame in read_test_chunks(input_path, chunk_rows):
+    for frame in read_test_chunks(input_path, chunk_rows, say=say):
         yield predict_frame(predictor, frame)
 
 
@@ -128,15 +156,19 @@ def writing(path: Path) -> Iterator[TextIO]:
 
 
 def stream_predictions(
-    predictor: Predictor, input_path: str | Path, output: str | Path | TextIO, chunk_rows: int = CHUNK_ROWS
+    predictor: Predictor,
+    input_path: str | Path,
+    output: str | Path | TextIO,
+    chunk_rows: int = CHUNK_ROWS,
+    say: Say = console.stderr,
 ) -> int:
     """Predict a test-format CSV piece by piece into ``output`` (a path, written atomically, or an
     open text stream such as stdout); return the number of rows. Memory holds one piece."""
     if isinstance(output, (str, Path)):
         with writing(Path(output)) as fh:
-            return stream_predictions(predictor, input_path, fh, chunk_rows)
+            return stream_predictions(predictor, input_path, fh, chunk_rows, say)
     rows = 0
-    for out in iter_predictions(predictor, input_path, chunk_rows):
+    for out in iter_predictions(predictor, input_path, chunk_rows, say):
         out.to_csv(output, header=rows == 0, index=False)
         rows += len(out)
     if output is sys.stdout:
@@ -145,12 +177,16 @@ def stream_predictions(
 
 
 def predict_file(
-    predictor: Predictor, input_path: Path, output_path: Path | None, chunk_rows: int = CHUNK_ROWS
+    predictor: Predictor,
+    input_path: Path,
+    output_path: Path | None,
+    chunk_rows: int = CHUNK_ROWS,
+    say: Say = console.stderr,
 ) -> pd.DataFrame:
     """Validate ``input_path`` (a test-format CSV), predict; write qa_id + 30 targets to ``output_path``
     (when given) and return them. The input is read in pieces; the predictions are held in
     memory to be returned (``stream_predictions`` holds none)."""
-    out = pd.concat(list(iter_predictions(predictor, input_path, chunk_rows)), ignore_index=True)
+    out = pd.concat(list(iter_predictions(predictor, input_path, chunk_rows, say)), ignore_index=True)
     if output_path is not None:
         with writing(Path(output_path)) as fh:
             out.to_csv(fh, index=False)

@@ -12,7 +12,19 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli import analysis, data, ensembling, predicting, pretrain, pseudo, recipes, running, tuning
+from questlab.cli import (
+    analysis,
+    catalog,
+    data,
+    ensembling,
+    evaluating,
+    predicting,
+    pretrain,
+    pseudo,
+    recipes,
+    running,
+    tuning,
+)
 from questlab.cli.common import OneLineErrors
 
 app = typer.Typer(
@@ -45,6 +57,8 @@ def _main(
 data.register(app)  # check
 running.register(app)  # run, collect, runs
 predicting.register(app)  # predict, serve, export
+evaluating.register(app)  # evaluate
+catalog.register(app)  # models
 analysis.register(app)  # diagnose, compare, findings, finding add
 ensembling.register(app)  # postprocess, ensemble
 tuning.register(app)  # tune

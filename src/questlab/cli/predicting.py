@@ -29,7 +29,9 @@ def _load_predictor(run_id: str | None, model: Path | None, store: str | None):
 @guard
 def predict(
     run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="test-format CSV of new pairs")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", help="CSV of pairs (test format; a labelled file's targets are ignored)")
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", help="where to write qa_id + 30 predictions")] = None,
     model: Annotated[
         Path | None, typer.Option("--model", help="an exported bundle (or MLflow model) folder instead of a run")

@@ -9,13 +9,17 @@ from typing import Annotated
 import typer
 
 from questlab.cli.common import StoreOpt, fail, guard, open_store
-from questlab.config import load_config
+from questlab.config import load_config, shipped_config_names
 from questlab.csvfile import check_not_an_input, check_output_file
+
+_SHIPPED = ", ".join(shipped_config_names())  # questlab/configs/*.yaml, listed in `run --help`
 
 
 @guard
 def run(
-    config: Annotated[Path | None, typer.Argument(help="YAML run config (see configs/)")] = None,
+    config: Annotated[
+        Path | None, typer.Argument(help=f"a YAML run config, or a shipped one by name: {_SHIPPED}")
+    ] = None,
     train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
     test: Annotated[Path | None, typer.Option(help="unlabelled test CSV to predict with the fold models")] = None,
     submission: Annotated[Path | None, typer.Option(help="also write the test predictions here")] = None,

@@ -35,41 +35,52 @@ class EmbeddingParams(ModelParams):
     encoder: str = "all-MiniLM-L6-v2"  # known name or local HF folder (see questlab.models.pretrained)
     # What changes a vector: defaults from EncoderSettings, the one place they are written.
     max_tokens: int = Field(EncoderSettings.max_tokens, ge=8, le=512)  # token budget per window (MiniLM trained to 256)
-    long_text: LongText = EncoderSettings.long_text
+    long_text: LongText = Field(
+        EncoderSettings.long_text,
+        description="texts over max_tokens: head_tail keeps start + end, chunks averages windows",
+    )
     head_share: float = Field(EncoderSettings.head_share, ge=0.0, le=1.0)  # head_tail: share for the text's start
     bf16: bool = EncoderSettings.bf16  # bf16 autocast while embedding (only where the CPU has native bf16)
-    embed_batch_size: int = Field(32, ge=1)
+    embed_batch_size: int = Field(32, ge=1, description="texts per encoder batch while embedding")
     # body adds nothing over title_body in CV and costs a quarter of the embedding time
-    parts: list[Part] = Field(default_factory=lambda: ["title", "answer", "title_body"])
-    features: list[FeatureGroup] = Field(default_factory=lambda: list(DEFAULT_FEATURE_GROUPS))
+    parts: list[Part] = Field(
+        default_factory=lambda: ["title", "answer", "title_body"], description="texts embedded, one vector each"
+    )
+    features: list[FeatureGroup] = Field(
+        default_factory=lambda: list(DEFAULT_FEATURE_GROUPS), description="hand-made feature groups beside the vectors"
+    )
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
-    head: Literal["ridge", "mlp", "mlp+ridge"] = "mlp+ridge"
+    head: Literal["ridge", "mlp", "mlp+ridge"] = Field("mlp+ridge", description="the model on the vectors + features")
     ridge_weight: float = Field(0.3, ge=0.0, le=1.0)  # mlp+ridge: the ridge's share of the blend
     # Share of the final blend given to a word n-gram TF-IDF ridge over title, body and answer
     # (questlab's `tfidf` model, fitted on the same rows): n-grams see exact terms (names, code,
     # error messages) that sentence vectors blur. 0 = off.
-    ngram_weight: float = Field(0.0, ge=0.0, lt=1.0)
+    ngram_weight: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of a word n-gram TF-IDF ridge in the final blend (0 = off)"
+    )
     split_question_head: bool = False  # question targets get their own head over question inputs only
-    ridge_alpha: float = Field(10.0, gt=0)
+    ridge_alpha: float = Field(10.0, gt=0, description="ridge penalty")
     hidden: int = Field(512, ge=1)  # MLP hidden width
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    batch_size: int = Field(64, ge=1)
-    max_epochs: int = Field(60, ge=1)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="MLP dropout")
+    lr: float = Field(1e-3, gt=0, description="MLP learning rate (AdamW)")
+    weight_decay: float = Field(1e-2, ge=0, description="MLP weight decay (AdamW)")
+    batch_size: int = Field(64, ge=1, description="MLP rows per training batch")
+    max_epochs: int = Field(60, ge=1, description="MLP epochs at most (early stopping ends sooner)")
     patience: int = Field(8, ge=1)  # epochs without a better early-stopping score before stopping
     # Rows the MLP's early stopping watches. "valid": the fold's valid rows (the original spec):
     # the epoch is picked on the rows that are scored, so CV is optimistic. "holdout": a share of
     # the fold's train questions, held out whole (grouped); the valid rows are then only scored.
-    early_stopping: Literal["valid", "holdout"] = "valid"
+    early_stopping: Literal["valid", "holdout"] = Field(
+        "valid", description="MLP stops on: the scored valid rows (optimistic) or held-out train questions"
+    )
     holdout_share: float = Field(0.1, gt=0.0, lt=0.5)  # early_stopping: holdout: share of questions
     n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)
-    seed: int = 42
+    seed: int = Field(42, description="seed of the heads (init, batch order, held-out questions)")
     threads: int = Field(0, ge=0)  # torch threads; 0: the cores the load of other processes leaves free
     # fit on CPU: glibc malloc keeps big blocks (questlab/models/cpu_malloc.py): MPNet embeds
     # 11.8 seq/s instead of 9.2 on 2 cores (docs/embedding.md). Not applied by predict alone (a
     # server stays lean).
-    malloc_tuning: bool = True
+    malloc_tuning: bool = Field(True, description="CPU fit: glibc malloc keeps big blocks (faster embedding)")
     progress: bool = True  # progress bar with ETA while embedding
 
 

@@ -1,0 +1,62 @@
+"""CLI command that scores a finished run (or a bundle) on a labelled file: ``questlab evaluate``.
+
+One line (mean Spearman, its 95% question-bootstrap interval, rows) on stdout, then the per-target
+table; ``--json`` prints the same as JSON instead.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from questlab.cli.common import StoreOpt, fail, guard, open_store
+
+
+@guard
+def evaluate(
+    run_or_bundle: Annotated[
+        str | None, typer.Argument(metavar="RUN|BUNDLE", help="a recorded run (id or prefix) or a bundle folder")
+    ] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="a labelled CSV (train format: the 30 targets)")] = None,
+    bootstrap: Annotated[int, typer.Option(help="question resamples for the 95% interval (0: none)", min=0)] = 200,
+    json_: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Score a run's (or a bundle's) predictions on a labelled file against its own targets."""
+    from questlab.evaluation import evaluate as score
+    from questlab.evaluation import read_labelled
+    from questlab.strictjson import strict_json
+
+    if run_or_bundle is None or input is None:
+        fail("give a RUN_ID (or a bundle folder) and --input (a labelled CSV)")
+    data = read_labelled(input)  # input mistakes first, before a store is opened or a model loaded
+    trained_on = None
+    if Path(run_or_bundle).is_dir():
+        from questlab.export import load_bundle
+
+        predictor = load_bundle(Path(run_or_bundle))
+    else:
+        from questlab.api import Run
+
+        st = open_store(store, create=False)
+        run = Run(st.get(run_or_bundle), st)
+        predictor, trained_on = run.predictor, run.trained_on()
+    result = score(predictor, data, n_boot=bootstrap, trained_on=trained_on)
+    if json_:
+        typer.echo(strict_json(result.to_dict()))
+        return
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(result.summary())
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("target", "Spearman", "status")
+    for target, r in result.per_target.iterrows():
+        table.add_row(target, "-" if r.spearman != r.spearman else f"{r.spearman:.4f}", r.status)
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``evaluate`` to the questlab CLI."""
+    app.command("evaluate")(evaluate)
