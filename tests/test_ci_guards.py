@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import paths
-from helpers.paths import ENV_ALLOW_MISSING, ENV_DATA, ENV_REQUIRE_CHROMIUM, REPO
+from helpers.paths import ENV_ALLOW_MISSING, ENV_DATA, ENV_REQUIRE_CHROMIUM, ENV_REQUIRE_POSTGRES, REPO
 
 # A test that needs the real data and nothing else: its fixture fails (or skips) before any work.
 DATA_TEST = "tests/test_cv.py::test_mean_run_is_recorded_and_constant_everywhere"
@@ -103,6 +103,34 @@ def test_ci_stops_when_chromium_cannot_be_installed(tmp_path: Path, apt_rc: int,
     env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
     done = subprocess.run(["/bin/bash", str(REPO / ".ci" / "chromium")], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "could not install chromium" in done.stderr and says in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "outcome"),
+    [
+        ({}, pytest.skip.Exception),
+        ({"CI": "true"}, pytest.fail.Exception),
+        ({ENV_REQUIRE_POSTGRES: "1"}, pytest.fail.Exception),
+    ],
+)
+def test_missing_postgres_fails_under_ci_or_when_required(monkeypatch: pytest.MonkeyPatch, env, outcome) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv(ENV_REQUIRE_POSTGRES, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(outcome, match="PostgreSQL server binaries not found"):
+        paths.require_postgres(None)
+    assert paths.require_postgres(Path("/pg/bin")) == Path("/pg/bin")
+
+
+@pytest.mark.parametrize(("apt_rc", "says"), [(100, "apt-get install -y postgresql failed"), (0, "no initdb is under")])
+def test_ci_stops_when_postgres_cannot_be_installed(tmp_path: Path, apt_rc: int, says: str) -> None:
+    """.ci/postgres with no initdb anywhere and an apt-get that fails (or installs nothing) exits 1."""
+    (tmp_path / "apt-get").write_text(f"#!/bin/sh\nexit {apt_rc}\n")
+    (tmp_path / "apt-get").chmod(0o755)
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "QUESTLAB_POSTGRES_LIB": str(tmp_path / "lib")}
+    done = subprocess.run(["/bin/bash", str(REPO / ".ci" / "postgres")], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "could not install postgresql" in done.stderr and says in done.stderr
 
 
 def test_the_session_cache_is_a_temp_folder_not_the_users(tmp_path_factory: pytest.TempPathFactory) -> None:

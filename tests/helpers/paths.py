@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENV_DATA = "QUEST_DATA"  # the folder holding train.csv and test.csv, if not ../shared/quest
 ENV_ALLOW_MISSING = "QUESTLAB_ALLOW_MISSING_DATA"  # "1": skip (not fail) tests whose data is missing
 ENV_REQUIRE_CHROMIUM = "QUESTLAB_REQUIRE_CHROMIUM"  # "1": the report test fails (not skips) without chromium
+ENV_REQUIRE_POSTGRES = "QUESTLAB_REQUIRE_POSTGRES"  # "1": the PostgreSQL test fails (not skips) without it
 # CI keeps the competition data beside the checkout; QUEST_DATA points elsewhere.
 QUEST_DIR = Path(os.environ.get(ENV_DATA, REPO.parent / "shared" / "quest")).resolve()
 
@@ -80,4 +81,19 @@ def require_chromium() -> str:
     if in_ci() or flag(ENV_REQUIRE_CHROMIUM):
         by = "CI" if in_ci() else ENV_REQUIRE_CHROMIUM
         pytest.fail(f"{what}; {how} ({by} is set: the report test fails, never skips)", pytrace=False)
+    pytest.skip(f"{what}; {how}")
+
+
+def require_postgres(bin_dir: Path | None) -> Path:
+    """PostgreSQL's server binaries folder (``bin_dir``, found by ``helpers.postgres.find_bin_dir``).
+
+    Without it the test skips, except under CI or with ``QUESTLAB_REQUIRE_POSTGRES=1``, where it fails.
+    """
+    if bin_dir is not None:
+        return bin_dir
+    what = "PostgreSQL server binaries not found (no initdb on PATH nor under /usr/lib/postgresql/*/bin)"
+    how = "install them (Debian: apt-get install -y postgresql, or run .ci/postgres)"
+    if in_ci() or flag(ENV_REQUIRE_POSTGRES):
+        by = "CI" if in_ci() else ENV_REQUIRE_POSTGRES
+        pytest.fail(f"{what}; {how} ({by} is set: the PostgreSQL test fails, never skips)", pytrace=False)
     pytest.skip(f"{what}; {how}")

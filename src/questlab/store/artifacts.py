@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,10 @@ class Artifacts:
         if run_id in self._staged:  # written by this process: the staging folder is complete
             return RunFolder(self._staged[run_id], run_id)
         dst = self.cache_dir("downloads", run_id)
+        if run.info.status != "FINISHED":
+            # Downloaded afresh on every read, as it may change: into this process's own folder,
+            # since other processes on this machine (a study's workers) refresh theirs meanwhile.
+            dst = dst.with_name(f"{run_id}.pid{os.getpid()}")
         mark = {"status": run.info.status, "end_time": run.info.end_time}
         mark_path = dst / _DOWNLOAD_MARK
         if mark_path.exists():
@@ -98,10 +104,20 @@ class Artifacts:
             same = old.get("end_time") == mark["end_time"] and old.get("status") == mark["status"] == "FINISHED"
             if same and (old.get("models") or not models):
                 return RunFolder(dst, run_id)
+        # Downloaded beside it, then renamed into place: a reader never sees half a folder.
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        try:
+            self._download(run_id, "", tmp, models)
+            (tmp / _DOWNLOAD_MARK).write_text(json.dumps({**mark, "models": models}))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
-        self._download(run_id, "", dst, models)
-        mark_path.write_text(json.dumps({**mark, "models": models}))
+        try:
+            tmp.rename(dst)
+        except OSError:  # another process on this machine renamed its download of the finished run there first
+            shutil.rmtree(tmp, ignore_errors=True)
         return RunFolder(dst, run_id)
 
     def attach(self, run_id: str, text: str, name: str) -> Path:
