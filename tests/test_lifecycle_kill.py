@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers.mlflow_server import free_port, start_mlflow_server
 from helpers.paths import QUEST_DIR, REPO, require_quest
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG and /proc are Linux-only")
@@ -231,36 +232,9 @@ def test_sigkill_of_a_study_ends_its_workers_and_a_resume_continues_it(tmp_path:
 # --- 10. a store that stops answering, a store that is read-only -----------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _mlflow_server(root: Path, port: int) -> subprocess.Popen:
     """A real ``mlflow server`` on 127.0.0.1:port (proxied artifacts), once it answers."""
-    import urllib.request
-
-    root.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "a"),  # noqa: SIM115
-    )  # fmt: skip
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            assert proc.poll() is None, (root / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mlflow server did not start in 120 s")
+    return start_mlflow_server(f"sqlite:///{root / 'server.db'}", root, port)[0]
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -280,7 +254,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_a_tracking_server_killed_mid_run_is_one_line_exit_2_and_the_run_resumes(tmp_path: Path) -> None:
     require_quest()
-    port, root = _free_port(), tmp_path / "server"
+    port, root = free_port(), tmp_path / "server"
     url = f"http://127.0.0.1:{port}"
     server = _mlflow_server(root, port)
     cfg, train = tmp_path / "c.yaml", _train_rows(tmp_path, 1500)

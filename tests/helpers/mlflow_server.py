@@ -24,12 +24,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
-    """``mlflow server`` on ``backend_store_uri`` with artifacts under ``root/artifacts``; yields its URL."""
-    port = free_port()
+def start_mlflow_server(backend_store_uri: str, root: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """Start ``mlflow server`` on ``backend_store_uri`` (artifacts under ``root/artifacts``, its log
+    appended to ``root/mlflow-server.log``) and wait until it answers; return the process and its URL."""
+    port = port or free_port()
+    root.mkdir(parents=True, exist_ok=True)
     log = root / "mlflow-server.log"
-    with open(log, "w") as err:
+    with open(log, "a") as err:
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
@@ -38,20 +39,27 @@ def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **NO_JOBS},
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited ({proc.returncode}): {log.read_text()[-3000:]}") from None
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(
+                    f"mlflow server did not answer in {START_TIMEOUT_S} s: {log.read_text()[-3000:]}"
+                ) from None
+            time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri: str, root: Path) -> Iterator[str]:
+    """``mlflow server`` on ``backend_store_uri`` with artifacts under ``root/artifacts``; yields its URL."""
+    proc, url = start_mlflow_server(backend_store_uri, root)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"mlflow server exited ({proc.returncode}): {log.read_text()[-3000:]}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server did not answer in {START_TIMEOUT_S} s: {log.read_text()[-3000:]}"
-                    ) from None
-                time.sleep(0.5)
         yield url
     finally:
         proc.terminate()

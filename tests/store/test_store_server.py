@@ -6,10 +6,6 @@ part; readers download it. A fresh cache (another machine) sees the same runs.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -17,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from helpers.mlflow_server import mlflow_server
 from helpers.runs import N_FOLDS, tiny_run
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import train_slice as slice_of_train
@@ -28,42 +25,12 @@ from questlab.store import Store
 TFIDF = {"max_features": 2000}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A real MLflow tracking server with proxied artifacts; yields its URL."""
+    """A real MLflow tracking server with proxied artifacts; yields its URL and folder."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-        ],
-        stdout=subprocess.DEVNULL, stderr=open(root / "server.log", "w"),  # noqa: SIM115
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}") from None
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not start in 120 s")
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=30)
+    with mlflow_server(f"sqlite:///{root / 'server.db'}", root) as url:
+        yield url, root
 
 
 @pytest.fixture()
