@@ -150,3 +150,27 @@ def test_ctrl_c_names_the_run_to_resume(tmp_path: Path, monkeypatch) -> None:
     verdicts = {v.code for v in ql.load_run(run_id, store=store).diagnose(n_boot=20)}
     assert "run.interrupted" in verdicts and "run.partial" not in verdicts
     assert json.loads((Store(store).folder(run_id) / "run.json").read_text())["run_id"] == run_id
+
+
+def test_temp_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_path) -> None:
+    """A SIGKILLed export or tune cannot clean up its temp folder; the next one beside it does."""
+    import os
+    import subprocess
+    import sys
+
+    from questlab.store import liveness
+    from questlab.tuning.study import TUNE_TMP_PREFIX
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    orphan = tmp_path / f"{TUNE_TMP_PREFIX}{dead}-abc"
+    orphan.mkdir()
+    (orphan / "train.csv").write_text("rows")
+    mine = liveness.owned_temp_dir(TUNE_TMP_PREFIX, tmp_path)
+    old_unnamed = tmp_path / f"{TUNE_TMP_PREFIX}xyz"  # an older questlab's name: kept until untouched an hour
+    old_unnamed.mkdir()
+    liveness.remove_orphaned_dirs(tmp_path, TUNE_TMP_PREFIX)
+    assert not orphan.exists() and mine.exists() and old_unnamed.exists()
+    assert mine.name.startswith(f"{TUNE_TMP_PREFIX}{os.getpid()}-")
+    os.utime(old_unnamed, (0, 0))
+    liveness.remove_orphaned_dirs(tmp_path, TUNE_TMP_PREFIX)
+    assert not old_unnamed.exists() and mine.exists()

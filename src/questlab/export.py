@@ -6,10 +6,7 @@ forwards to :mod:`questlab.mlflow_model`.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
 from questlab.bundle import BUNDLE_FORMAT, BundleModel, load_bundle, read_manifest, write_bundle
@@ -38,8 +35,9 @@ def export_run(store: Store, run_id: str, dest: Path) -> Path:
     if record.status != "FINISHED":
         raise BundleError(f"run {record.run_id} is {record.status.lower()}: only finished runs can be exported")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
+    # a killed export's half-built bundle (SIGKILL cannot be caught) is removed by the next one
+    liveness.remove_orphaned_dirs(dest.parent, f".{dest.name}.tmp-")
+    tmp = liveness.owned_temp_dir(f".{dest.name}.tmp-", dest.parent)
     try:
         write_bundle(store, record.run_id, tmp)
         if dest.exists():
@@ -49,15 +47,3 @@ def export_run(store: Store, run_id: str, dest: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
-
-
-def _remove_stale_builds(dest: Path) -> None:
-    """Remove half-built bundles beside ``dest`` left by an export that was killed (SIGKILL cannot
-    be caught): their names carry the building process's id, and that process is gone."""
-    for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
-        pid = tmp.name.removeprefix(f".{dest.name}.tmp-").split("-", 1)[0]
-        if pid.isdigit() and liveness.pid_alive(int(pid)):
-            continue  # another export is building it now
-        if not pid.isdigit() and time.time() - tmp.stat().st_mtime < 3600:
-            continue  # an older questlab's name (no pid): only when clearly abandoned
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +46,25 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):  # no /proc (not Linux)
         return True
+
+
+def owned_temp_dir(prefix: str, parent: Path | None = None) -> Path:
+    """A new temporary folder named ``PREFIX<pid>-<random>``: :func:`remove_orphaned_dirs` can tell
+    when the process that made it is gone (a SIGKILL leaves it behind)."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+
+
+def remove_orphaned_dirs(parent: Path, prefix: str, unnamed_after_s: float = 3600) -> None:
+    """Remove the folders :func:`owned_temp_dir` made in ``parent`` whose process is gone; folders
+    with the prefix but no pid (older versions) only once untouched for ``unnamed_after_s``."""
+    for folder in Path(parent).glob(f"{prefix}*"):
+        pid = folder.name.removeprefix(prefix).split("-", 1)[0]
+        if pid.isdigit() and pid_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            if not pid.isdigit() and time.time() - folder.stat().st_mtime < unnamed_after_s:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_dead(status: str, tags: dict[str, str], now: float | None = None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -39,6 +40,8 @@ from questlab.tuning.space import SearchSpace, check_space, load_space
 from questlab.tuning.storage import count_counted, default_storage, open_storage, redact
 from questlab.tuning.trials import optimize, run_until_done
 from questlab.tuning.workers import spawn_workers, stop_workers, thread_limit, wait_for_workers, write_frame
+
+TUNE_TMP_PREFIX = "questlab-tune-"  # the workers' copy of a DataFrame's rows, in the system temp folder
 
 JOIN_WAIT_S = 120  # how long a joining worker waits for the first process to set the study up
 PRUNE_STARTUP_TRIALS = 5  # the median pruner compares only once this many trials have finished
@@ -163,7 +166,9 @@ def tune(
             say("warning: holdout 0: no questions are kept out, so the best CV (chosen among trials) is optimistic")
         todo = trials - count_counted(study)
         procs: list[subprocess.Popen] = []
-        tmp = tempfile.TemporaryDirectory(prefix="questlab-tune-")
+        # the workers' copy of a DataFrame's rows; a SIGKILLed tune's copy is removed by the next tune
+        liveness.remove_orphaned_dirs(Path(tempfile.gettempdir()), TUNE_TMP_PREFIX)
+        tmp: Path | None = None
         try:
             # SIGTERM (a scheduler, kill) stops the study as Ctrl-C does: workers told to stop, the
             # trials and the parent run marked KILLED. The parent run's heartbeat (host, pid) shows
@@ -172,7 +177,9 @@ def tune(
                 n_children = min(workers, max(todo, 0)) - 1
                 threads = max(1, (os.cpu_count() or 1) // max(1, n_children + 1))
                 if n_children > 0:
-                    train_path = train if not isinstance(train, pd.DataFrame) else write_frame(data, Path(tmp.name))
+                    if isinstance(train, pd.DataFrame):
+                        tmp = liveness.owned_temp_dir(TUNE_TMP_PREFIX)
+                    train_path = train if tmp is None else write_frame(data, tmp)
                     procs = spawn_workers(ctx, n_children, Path(train_path), threads)
                     say(f"study {name}: {todo} trial(s) to run in {n_children + 1} processes")
                 elif todo > 0:
@@ -196,7 +203,8 @@ def tune(
                 mark_parent(st, ctx.parent_id, "FAILED", f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            tmp.cleanup()
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
     say(result.summary())
     say(f"done in {time.perf_counter() - t_start:.0f} s")
     return result
