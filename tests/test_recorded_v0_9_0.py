@@ -64,3 +64,29 @@ def test_recorded_mlflow_model_predicts_as_0_9_0_did(store: Store) -> None:
     test = load_test(RECORDED / "test.csv")
     model_dir = store.folder(RUNS["ensemble"]).path / "model"
     assert _csv(BundleModel(model_dir).predict(test)) == (RECORDED / "expected" / "ensemble.csv").read_text()
+
+
+def test_loading_runs_uri_leaves_nothing_in_the_temp_folder(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow downloads runs:/ models into the system temp folder and keeps them; questlab's loader
+    moves the bundle into its cache (once per content) and removes the download."""
+    import tempfile
+
+    import mlflow
+
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    monkeypatch.setenv("QUESTLAB_CACHE", str(tmp_path / "cache"))
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", store.uri)  # as set_tracking_uri, undone after
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    test = load_test(RECORDED / "test.csv")
+    expected = (RECORDED / "expected" / "ensemble.csv").read_text()
+    for _ in range(2):
+        model = mlflow.pyfunc.load_model(f"runs:/{RUNS['ensemble']}/model")
+        assert _csv(model.predict(test)) == expected
+        assert not [p for p in system_temp.iterdir() if p.name.startswith("tmp")], list(system_temp.iterdir())
+    assert len(list((tmp_path / "cache" / "bundles").iterdir())) == 1

@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from questlab import __version__
-from questlab.bundle import MLFLOW_BUNDLE_DIR, BundleModel, write_bundle
+from questlab.bundle import MANIFEST, MLFLOW_BUNDLE_DIR, BundleModel, write_bundle
+from questlab.models.pretrained import cache_root
+from questlab.provenance import file_sha256
 from questlab.rundir import MLFLOW_MODEL_DIR
 from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS
 from questlab.store import Store
@@ -79,4 +83,29 @@ def write_pyfunc_files(folder: Path, run_id: str | None = None) -> None:
 def _load_pyfunc(data_path: str) -> BundleModel:
     """MLflow's loader entry point (``loader_module``; models logged by questlab 0.9.0 name
     ``questlab.export``, which forwards here)."""
-    return BundleModel(Path(data_path))
+    return BundleModel(_out_of_mlflow_download(Path(data_path)))
+
+
+def _out_of_mlflow_download(bundle: Path) -> Path:
+    """Where to load ``bundle`` from, leaving no copy in the system temp folder.
+
+    ``mlflow.pyfunc.load_model("runs:/...")`` downloads the model into a new ``tmp*`` folder of the
+    system temp folder and never removes it (tens of MB per load). Such a bundle is moved into
+    questlab's cache, one copy per bundle content (its manifest's sha256; every file is verified
+    on load), and the download is removed. A bundle anywhere else is loaded where it is.
+    """
+    model_dir = bundle.resolve().parent
+    download = model_dir.parent
+    temp = Path(tempfile.gettempdir()).resolve()
+    if download.parent != temp or not download.name.startswith("tmp") or not (bundle / MANIFEST).is_file():
+        return bundle
+    dest = cache_root() / "bundles" / file_sha256(bundle / MANIFEST)
+    if not (dest / MANIFEST).is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=dest.parent))
+        shutil.move(str(bundle), str(staging / "bundle"))
+        with contextlib.suppress(OSError):  # another process put the same bundle there first
+            (staging / "bundle").rename(dest)
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(download, ignore_errors=True)
+    return dest
