@@ -39,7 +39,7 @@ from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT
 from questlab.store import Store
 from questlab.strictjson import strict_json
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 1: questlab <= 0.9.0 (pickled TF-IDF state); 2: no pickle anywhere
 MANIFEST = "bundle.json"
 PREDICTOR_DIR = "predictor"
 ENCODERS_DIR = "encoders"

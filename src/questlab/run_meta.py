@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from questlab import __version__
 from questlab.errors import RunFormatError, UsageError
 
-FORMAT_VERSION = 2  # 1: questlab 0.2.0 (absolute data paths, no version field)
+FORMAT_VERSION = 3  # 1: questlab 0.2.0 (absolute data paths, no version field); 2: <= 0.9.0 (pickled TF-IDF folds)
 
 
 class RunMeta(BaseModel):
