@@ -25,7 +25,7 @@ from questlab.cli import (
     running,
     tuning,
 )
-from questlab.cli.common import OneLineErrors
+from questlab.cli.common import OneLineErrors, examples
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -33,6 +33,12 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="questlab: QUEST Q&A rating workbench.",
+    epilog=examples(
+        "questlab check train.csv",
+        "questlab run tfidf --train train.csv --test test.csv --submission submission.csv",
+        "questlab runs --sort cv",
+    )
+    + "\n\nEvery command's --help ends with its own examples.",
 )
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, guard, open_store
+from questlab.cli.common import OneLineErrors, StoreOpt, examples, guard, open_store
 from questlab.errors import UsageError
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
@@ -172,9 +172,29 @@ def findings(
 
 def register(app: typer.Typer) -> None:
     """Add ``diagnose``, ``compare``, ``findings`` and the ``finding`` group (``finding add``) to the questlab CLI."""
-    app.command("diagnose")(diagnose)
-    app.command("compare")(compare)
-    app.command("findings")(findings)
-    finding_app = typer.Typer(no_args_is_help=True, help="The findings log (a lab notebook kept with the runs).")
-    finding_app.command("add")(finding_add)
+    app.command(
+        "diagnose",
+        epilog=examples(
+            "questlab diagnose RUN_ID",
+            "questlab diagnose RUN_ID --record --train train.csv",
+            "questlab diagnose RUN_ID --json --no-report",
+        ),
+    )(diagnose)
+    app.command(
+        "compare",
+        epilog=examples(
+            "questlab compare RUN_A RUN_B", "questlab compare RUN_A RUN_B --n-boot 2000 --json --out compare.html"
+        ),
+    )(compare)
+    app.command(
+        "findings", epilog=examples("questlab findings", "questlab findings --run RUN_ID --tag ensemble --json")
+    )(findings)
+    add_example = 'questlab finding add "stacking helps the answer_* targets" --run RUN_A --run RUN_B --tag ensemble'
+    finding_app = typer.Typer(
+        cls=OneLineErrors,
+        no_args_is_help=True,
+        help="The findings log (a lab notebook kept with the runs).",
+        epilog=examples(add_example),
+    )
+    finding_app.command("add", epilog=examples(add_example, "questlab finding add TEXT --run RUN_ID"))(finding_add)
     app.add_typer(finding_app, name="finding")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import guard
+from questlab.cli.common import examples, guard
 
 
 @guard
@@ -48,4 +48,6 @@ def models(
 
 def register(app: typer.Typer) -> None:
     """Add ``models`` to the questlab CLI."""
-    app.command("models")(models)
+    app.command(
+        "models", epilog=examples("questlab models", "questlab models tfidf", "questlab models embedding --json")
+    )(models)

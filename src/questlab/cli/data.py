@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import guard
+from questlab.cli.common import examples, guard
 
 
 @guard
@@ -51,4 +51,4 @@ def check(path: Annotated[Path, typer.Argument(help="a train or test CSV in QUES
 
 def register(app: typer.Typer) -> None:
     """Add ``check`` to the questlab CLI."""
-    app.command("check")(check)
+    app.command("check", epilog=examples("questlab check train.csv", "questlab check test.csv"))(check)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store, say
+from questlab.cli.common import StoreOpt, examples, fail, guard, open_store, say
 from questlab.cli.reports import print_ensemble_report
 from questlab.errors import UsageError
 
@@ -92,5 +92,18 @@ def ensemble(
 
 def register(app: typer.Typer) -> None:
     """Add ``postprocess`` and ``ensemble`` to the questlab CLI."""
-    app.command("postprocess")(postprocess)
-    app.command("ensemble")(ensemble)
+    app.command(
+        "postprocess",
+        epilog=examples(
+            "questlab postprocess RUN_ID",
+            "questlab postprocess RUN_ID --method auto --question-share --test test.csv --name tfidf-pp",
+        ),
+    )(postprocess)
+    app.command(
+        "ensemble",
+        epilog=examples(
+            "questlab ensemble RUN_A RUN_B",
+            "questlab ensemble RUN_A RUN_B --weights auto --per-target --average rank --postprocess distribution",
+            "questlab ensemble RUN_A RUN_B RUN_C --method stack --question-share --test test.csv",
+        ),
+    )(ensemble)

@@ -9,15 +9,15 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, examples, fail, guard, open_store
 
 
 @guard
 def evaluate(
     run_or_bundle: Annotated[
-        str | None, typer.Argument(metavar="RUN|BUNDLE", help="a recorded run (id or prefix) or a bundle folder")
-    ] = None,
-    input: Annotated[Path | None, typer.Option("--input", help="a labelled CSV (train format: the 30 targets)")] = None,
+        str, typer.Argument(metavar="RUN|BUNDLE", help="a recorded run (id or prefix) or a bundle folder")
+    ],
+    input: Annotated[Path, typer.Option("--input", help="a labelled CSV (train format: the 30 targets)")],
     bootstrap: Annotated[int, typer.Option(help="question resamples for the 95% interval (0: none)", min=0)] = 200,
     json_: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     store: StoreOpt = None,
@@ -59,4 +59,10 @@ def evaluate(
 
 def register(app: typer.Typer) -> None:
     """Add ``evaluate`` to the questlab CLI."""
-    app.command("evaluate")(evaluate)
+    app.command(
+        "evaluate",
+        epilog=examples(
+            "questlab evaluate RUN_ID --input LABELLED_CSV",
+            "questlab evaluate BUNDLE_DIR --input LABELLED_CSV --bootstrap 1000 --json",
+        ),
+    )(evaluate)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, examples, fail, guard, open_store
 from questlab.csvfile import check_not_an_input, check_output_file
 
 
@@ -28,11 +28,13 @@ def _load_predictor(run_id: str | None, model: Path | None, store: str | None):
 
 @guard
 def predict(
-    run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
-    input: Annotated[
-        Path | None, typer.Option("--input", help="CSV of pairs (test format; a labelled file's targets are ignored)")
+    run_id: Annotated[
+        str | None, typer.Argument(help="a recorded run (id or unique prefix); required unless --model")
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", help="where to write qa_id + 30 predictions")] = None,
+    input: Annotated[
+        Path, typer.Option("--input", help="CSV of pairs (test format; a labelled file's targets are ignored)")
+    ] = ...,
+    output: Annotated[Path, typer.Option("--output", help="where to write qa_id + 30 predictions (-: stdout)")] = ...,
     model: Annotated[
         Path | None, typer.Option("--model", help="an exported bundle (or MLflow model) folder instead of a run")
     ] = None,
@@ -56,7 +58,9 @@ def predict(
 
 @guard
 def serve(
-    run_id: Annotated[str | None, typer.Argument(help="a recorded run (id or unique prefix)")] = None,
+    run_id: Annotated[
+        str | None, typer.Argument(help="a recorded run (id or unique prefix); required unless --model")
+    ] = None,
     model: Annotated[Path | None, typer.Option("--model", help="an exported bundle folder instead of a run")] = None,
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8000,
@@ -135,6 +139,24 @@ def export(
 
 def register(app: typer.Typer) -> None:
     """Add ``predict``, ``serve`` and ``export`` to the questlab CLI."""
-    app.command("predict")(predict)
-    app.command("serve")(serve)
-    app.command("export")(export)
+    app.command(
+        "predict",
+        epilog=examples(
+            "questlab predict RUN_ID --input test.csv --output submission.csv",
+            "questlab predict --model BUNDLE_DIR --input test.csv --output -",
+        ),
+    )(predict)
+    app.command(
+        "serve",
+        epilog=examples(
+            "questlab serve RUN_ID --port 8000",
+            "questlab serve --model BUNDLE_DIR --host 0.0.0.0 --port 8080 --max-connections 200",
+        ),
+    )(serve)
+    app.command(
+        "export",
+        epilog=examples(
+            "questlab export RUN_ID bundle/",
+            "questlab predict --model bundle/ --input test.csv --output submission.csv",
+        ),
+    )(export)

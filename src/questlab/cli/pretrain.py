@@ -5,14 +5,18 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import fail, guard
+from questlab.cli.common import examples, fail, guard
 
 
 @guard
 def pretrain(
     output: Annotated[Path, typer.Option("--output", help="new (or empty) folder for the adapted encoder")],
-    train: Annotated[Path | None, typer.Option(help="train CSV: titles, bodies, answers (labels unread)")] = None,
-    test: Annotated[Path | None, typer.Option(help="test CSV: its titles, bodies and answers")] = None,
+    train: Annotated[
+        Path | None, typer.Option(help="train CSV: titles, bodies, answers (labels unread); this or --test or both")
+    ] = None,
+    test: Annotated[
+        Path | None, typer.Option(help="test CSV: its titles, bodies and answers; this or --train or both")
+    ] = None,
     encoder: Annotated[str, typer.Option(help="a known encoder name or a local HF model folder")] = "all-MiniLM-L6-v2",
     epochs: Annotated[int, typer.Option(min=1, help="passes over the texts")] = 1,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
@@ -54,4 +58,10 @@ def pretrain(
 
 def register(app: typer.Typer) -> None:
     """Add ``pretrain`` to the questlab CLI."""
-    app.command("pretrain")(pretrain)
+    app.command(
+        "pretrain",
+        epilog=examples(
+            "questlab pretrain --train train.csv --test test.csv --output my-encoder/",
+            "questlab pretrain --encoder all-MiniLM-L6-v2 --test test.csv --max-steps 500 --output my-encoder/",
+        ),
+    )(pretrain)

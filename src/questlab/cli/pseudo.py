@@ -5,18 +5,16 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store, say
+from questlab.cli.common import StoreOpt, examples, fail, guard, open_store, say
 
 
 @guard
 def pseudo_label(
     teacher: Annotated[str, typer.Argument(help="a finished CV run with all its folds (id or unique prefix)")],
-    unlabelled: Annotated[
-        Path | None, typer.Option("--unlabelled", help="test-format CSV of pairs to label (no targets)")
-    ] = None,
+    unlabelled: Annotated[Path, typer.Option("--unlabelled", help="test-format CSV of pairs to label (no targets)")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="the pseudo-label CSV to write (a .json goes beside it)")
-    ] = None,
+        Path, typer.Option("--output", "-o", help="the pseudo-label CSV to write (a .json goes beside it)")
+    ],
     chunk_rows: Annotated[int, typer.Option(help="rows read and labelled at a time", min=1)] = 5_000,
     store: StoreOpt = None,
 ) -> None:
@@ -41,4 +39,10 @@ def pseudo_label(
 
 def register(app: typer.Typer) -> None:
     """Add ``pseudo-label`` to the questlab CLI."""
-    app.command("pseudo-label")(pseudo_label)
+    app.command(
+        "pseudo-label",
+        epilog=examples(
+            "questlab pseudo-label TEACHER_RUN_ID --unlabelled test.csv -o pseudo.csv",
+            "questlab run tfidf --train train.csv --pseudo pseudo.csv --set folds.from_run=TEACHER_RUN_ID",
+        ),
+    )(pseudo_label)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, guard, say
+from questlab.cli.common import StoreOpt, examples, guard, say
 from questlab.cli.reports import print_ensemble_report
 
 
@@ -47,4 +47,11 @@ def recipe(
 
 def register(app: typer.Typer) -> None:
     """Add ``recipe`` to the questlab CLI."""
-    app.command("recipe")(recipe)
+    app.command(
+        "recipe",
+        epilog=examples(
+            "questlab recipe fast --train train.csv --test test.csv --submission submission.csv",
+            "questlab recipe best --train train.csv --test test.csv --submission submission.csv",
+            "questlab recipe RECIPE_YAML --train train.csv --store STORE",
+        ),
+    )(recipe)

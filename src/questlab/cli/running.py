@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, examples, fail, guard, open_store
 from questlab.config import load_config, shipped_config_names
 from questlab.csvfile import check_not_an_input, check_output_file
 
@@ -18,9 +18,10 @@ _SHIPPED = ", ".join(shipped_config_names())  # questlab/configs/*.yaml, listed 
 @guard
 def run(
     config: Annotated[
-        Path | None, typer.Argument(help=f"a YAML run config, or a shipped one by name: {_SHIPPED}")
+        Path | None,
+        typer.Argument(help=f"a YAML run config, or a shipped one by name: {_SHIPPED}; required unless --resume"),
     ] = None,
-    train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
+    train: Annotated[Path, typer.Option(help="labelled train CSV (with --resume: the run's own)")] = ...,
     test: Annotated[Path | None, typer.Option(help="unlabelled test CSV to predict with the fold models")] = None,
     submission: Annotated[Path | None, typer.Option(help="also write the test predictions here")] = None,
     fold: Annotated[list[int] | None, typer.Option("--fold", help="run only this fold (repeatable)")] = None,
@@ -153,6 +154,25 @@ def runs(
 
 def register(app: typer.Typer) -> None:
     """Add ``run``, ``collect`` and ``runs`` to the questlab CLI."""
-    app.command("run")(run)
-    app.command("collect")(collect)
-    app.command("runs")(runs)
+    app.command(
+        "run",
+        epilog=examples(
+            "questlab run tfidf --train train.csv --test test.csv --submission submission.csv",
+            "questlab run embedding --train train.csv --set folds.n_splits=3 --fold 0",
+            "questlab run --resume RUN_ID --train train.csv",
+        ),
+    )(run)
+    app.command(
+        "collect",
+        epilog=examples(
+            "questlab collect RUN_A RUN_B RUN_C RUN_D RUN_E --train train.csv --test test.csv --name tfidf"
+        ),
+    )(collect)
+    app.command(
+        "runs",
+        epilog=examples(
+            "questlab runs",
+            "questlab runs --sort cv --limit 10 --model 'tfidf*'",
+            "questlab runs --tag questlab.study=tfidf --status finished --json",
+        ),
+    )(runs)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, fail, guard, open_store
+from questlab.cli.common import StoreOpt, examples, fail, guard, open_store
 
 
 def _check_storage(url: str, store: str | None) -> None:
@@ -56,11 +56,17 @@ def _best_config_path(given: Path | None, config: Path, study: str | None, set_:
 
 @guard
 def tune(
-    config: Annotated[Path | None, typer.Argument(help="YAML run config to tune (see configs/)")] = None,
-    space: Annotated[
-        Path | None, typer.Option("--space", help="search space YAML (see configs/spaces/, docs/tune.md)")
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="YAML run config to tune (see configs/), or a shipped one by name; required unless --join --study"
+        ),
     ] = None,
-    train: Annotated[Path | None, typer.Option(help="labelled train CSV")] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option("--space", help="search space YAML (see configs/spaces/, docs/tune.md); required unless --join"),
+    ] = None,
+    train: Annotated[Path, typer.Option(help="labelled train CSV")] = ...,
     trials: Annotated[
         int | None,
         typer.Option(
@@ -149,4 +155,11 @@ def tune(
 
 def register(app: typer.Typer) -> None:
     """Add ``tune`` to the questlab CLI."""
-    app.command("tune")(tune)
+    app.command(
+        "tune",
+        epilog=examples(
+            "questlab tune tfidf --space configs/spaces/tfidf.yaml --train train.csv --trials 40",
+            "questlab tune tfidf --space configs/spaces/tfidf.yaml --train train.csv --set folds.n_splits=3",
+            "questlab tune --join --study tfidf --train train.csv --storage postgresql://USER@HOST/optuna",
+        ),
+    )(tune)
