@@ -185,3 +185,14 @@ def test_report_prints_the_path_and_opens_it(board, monkeypatch):
     assert path.name == "report.html" and path.is_file()
     assert opened == [path.resolve().as_uri()]
     assert os.path.getsize(path) > 0
+
+
+def test_postprocess_prints_where_results_are_before_its_run_id(board):
+    store, ids = board
+    res = CliRunner().invoke(app, ["postprocess", ids["good"], "--bootstrap", "20", "--store", store.uri])
+    assert res.exit_code == 0, res.output
+    new_id = res.stdout.strip().splitlines()[-1]
+    assert len(new_id) == 32
+    assert f"export MLFLOW_TRACKING_URI={store.uri}" in res.stderr and f"questlab diagnose {new_id[:8]}" in res.stderr
+    row = ql.runs(store).set_index("run_id").loc[new_id]
+    assert row["rows"] == 300 and row["folds_id"] == store.get(ids["good"]).tags[TAG_SPLIT]
