@@ -115,7 +115,7 @@ def test_cli_set_and_leaderboard_json(api_run: ql.Run, tmp_path: Path) -> None:
     listed = CliRunner().invoke(app, ["runs", "--store", store, "--sort", "cv", "--limit", "2", "--json"])
     rows = json.loads(listed.stdout)
     assert len(rows) == 2 and rows[0]["cv"] >= rows[1]["cv"]
-    only = CliRunner().invoke(app, ["runs", "--store", store, "--name", "cli", "--json"])
+    only = CliRunner().invoke(app, ["runs", "--store", store, "--name", "cli[max_features=1500,n_splits=4]", "--json"])
     assert [r["run_id"] for r in json.loads(only.stdout)] == [run.id]
     bad = CliRunner().invoke(app, ["runs", "--store", store, "--tag", "novalue"])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output

@@ -169,6 +169,28 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
     yield from in_workers(_fit_and_record_fold, calls, min(config.parallel_folds, len(todo)))
 
 
+def default_run_name(config: RunConfig) -> str:
+    """The config's name and its ``--set`` overrides, each key by its last part: ``tfidf[alpha=30]``
+    (``tfidf`` without overrides; an override of ``name`` itself is the name already)."""
+    shown = []
+    for item in config.overrides:
+        key, _, value = item.partition("=")
+        if key.strip() != "name":
+            shown.append(f"{key.strip().rsplit('.', 1)[-1]}={value.strip()}")
+    return f"{config.name}[{','.join(shown)}]" if shown else config.name
+
+
+def unique_run_name(store: Store, name: str) -> str:
+    """``name`` if no run in the store has it, else the first free of ``name-2``, ``name-3``, ..."""
+    taken = {r.name for r in store.list_runs()}
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}-{i}" in taken:
+        i += 1
+    return f"{name}-{i}"
+
+
 def run_cv(
     config: RunConfig | None,
     train: Data,
@@ -180,6 +202,7 @@ def run_cv(
     on_fold: OnFold | None = None,
     tags: dict[str, str] | None = None,
     pseudo: PseudoLabels | None = None,
+    name: str | None = None,
 ) -> str:
     """Run (or resume) grouped CV for ``config`` and record it; returns the run id.
 
@@ -190,6 +213,7 @@ def run_cv(
     data must be what the run was made from. ``on_fold(k, score, scores_so_far)`` is called as
     each fold is recorded; raising :class:`~questlab.store.RunStopped` there stops the run
     (marked KILLED). ``tags`` are added to a new run's tags. ``pseudo``: see :mod:`questlab.pseudo`.
+    ``name``: the new run's name (default: the config's name; see :func:`run_name` for the CLI's).
     """
     store = store or Store()
     train_data = Dataset.read(train, "train")
@@ -222,11 +246,11 @@ def run_cv(
     else:
         record = data.pseudo.provenance() if data.pseudo else None
         writer = RunWriter.create(
-            store, config.name, "cv", config.model.name, tags={**pseudo_tags(record), **(tags or {})}
+            store, name or config.name, "cv", config.model.name, tags={**pseudo_tags(record), **(tags or {})}
         )
 
     try:
-        _record_run(writer, plan, config, data, train_data, test_data, all_folds, selected, say, on_fold)
+        _record_run(writer, plan, config, data, train_data, test_data, all_folds, selected, say, on_fold, name)
     except KeyboardInterrupt as exc:
         exc.questlab_run_id = writer.run_id  # type: ignore[attr-defined]  # the CLI names it in "--resume RUN_ID"
         raise
@@ -245,6 +269,7 @@ def _record_run(
     selected: list[int],
     say: Say,
     on_fold: OnFold | None,
+    name: str | None = None,
 ) -> None:
     """Fit, score and record the run under its lock and heartbeat; marks how it ended."""
     t_start = time.perf_counter()
@@ -253,7 +278,7 @@ def _record_run(
             writer.restore(plan.run)
         else:
             writer.start(
-                _run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected),
+                _run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected, name),
                 folds=data.folds,
                 params=flatten(config.model_dump(mode="json")),
                 config_yaml=config.to_yaml(),
@@ -310,12 +335,13 @@ def _run_meta(
     test: Dataset | None,
     all_folds: list[int],
     selected: list[int],
+    name: str | None = None,
 ) -> RunMeta:
     """A new CV run's ``run.json``."""
     return RunMeta(
         run_id=run_id,
         kind="cv",
-        name=config.name,
+        name=name or config.name,
         model=config.model.name,
         config=config.model_dump(mode="json"),
         seed=config.seed,

@@ -51,6 +51,7 @@ from questlab.rundir import (
     WORK_DIR,
     RunFolder,
     RunMeta,
+    comparability,
     fold_part,
     predictions_frame,
 )
@@ -209,7 +210,12 @@ class RunWriter:
         )
         self.update_meta(checksums=run.take_checksums())  # what later stages check before reading
         self.store.set_tags(
-            self.run_id, {TAG_COMPLETE: str(complete).lower(), TAG_FOLDS_DONE: ",".join(map(str, selected))}
+            self.run_id,
+            {
+                TAG_COMPLETE: str(complete).lower(),
+                TAG_FOLDS_DONE: ",".join(map(str, selected)),
+                **comparability(run, oof),  # rows, data and folds: what the leaderboard groups by
+            },
         )
         return cv
 

@@ -84,6 +84,46 @@ TAG_VERSION = "questlab.version"
 TAG_PSEUDO_FILE = "questlab.pseudo_file"
 TAG_PSEUDO_SHA256 = "questlab.pseudo_sha256"
 TAG_PSEUDO_TEACHER = "questlab.pseudo_teacher"
+# What makes two runs' scores comparable (the leaderboard ranks together only runs that share all three):
+TAG_ROWS = "questlab.rows"  # the number of out-of-fold rows scored
+TAG_DATA = "questlab.data"  # the train file's sha256, short (:func:`short_sha`)
+TAG_SPLIT = "questlab.folds_id"  # sha256 of the qa_id -> fold assignment (:func:`folds_fingerprint`), short
+SHORT_SHA = 12  # hex digits kept of a fingerprint
+
+
+def short_sha(digest: str | None) -> str:
+    """A sha256 as the leaderboard shows it: its first 12 hex digits ("" for none)."""
+    return (digest or "")[:SHORT_SHA]
+
+
+def folds_fingerprint(frame: pd.DataFrame) -> str:
+    """sha256 (short) of a qa_id -> fold assignment (folds.csv, or an OOF frame's ``qa_id``/``fold``),
+    independent of row order: two runs with the same fingerprint were split the same way."""
+    import hashlib
+
+    rows = frame[[ID, "fold"]].astype("int64").sort_values(ID, kind="stable")  # as recipes' folds_key
+    return short_sha(hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest())
+
+
+def comparability(folder: RunFolder, oof: pd.DataFrame | None = None) -> dict[str, str]:
+    """The tags saying what a run was scored on: rows scored, data (train sha256) and folds
+    fingerprints, from its files (``oof`` when already read); a part that cannot be read is left out."""
+    out: dict[str, str] = {}
+    try:
+        if oof is None and folder.has(OOF_FILE):
+            oof = pd.read_csv(folder / OOF_FILE, usecols=[ID, "fold"])
+        if oof is not None:
+            out[TAG_ROWS] = str(len(oof))
+        folds = pd.read_csv(folder / FOLDS_FILE, usecols=[ID, "fold"]) if folder.has(FOLDS_FILE) else oof
+        if folds is not None:
+            out[TAG_SPLIT] = folds_fingerprint(folds)
+        if folder.has(META_FILE):
+            data = short_sha(folder.read_meta().train_sha256)
+            if data:
+                out[TAG_DATA] = data
+    except (OSError, ValueError, KeyError, RunFormatError):
+        pass
+    return out
 
 
 # --- predictions ------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class Comparison:
     per_fold: pd.DataFrame | None  # index fold; same columns (None when the runs used other folds)
     config_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    differences: list[str] = field(default_factory=list)  # what differs (parameters, data, folds, rows), first
 
     def to_dict(self) -> dict[str, Any]:
         def table(frame: pd.DataFrame | None) -> list[dict[str, Any]] | None:
@@ -54,6 +55,7 @@ class Comparison:
             "per_fold": table(self.per_fold),
             "config_diff": [{"key": k, "a": va, "b": vb} for k, va, vb in self.config_diff],
             "notes": self.notes,
+            "differences": self.differences,
         }
 
 
@@ -104,6 +106,45 @@ def config_diff(a: RunRecord, b: RunRecord) -> list[tuple[str, Any, Any]]:
     return [(k, ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]
 
 
+def differences(a: RunRecord, b: RunRecord, diff: list[tuple[str, Any, Any]]) -> list[str]:
+    """A few lines on what differs between A and B: parameters, data, folds and rows scored.
+
+    The paired bootstrap needs the same rows with the same ratings (:func:`paired_oof` refuses
+    others); other data or other folds on those rows are said here, as a warning: the pairing
+    holds, but the runs were not trained on the same splits of the same file.
+    """
+    from questlab.rundir import TAG_DATA, TAG_ROWS, TAG_SPLIT, comparability
+
+    seen = []
+    for r in (a, b):
+        tags = {k: r.tags[k] for k in (TAG_ROWS, TAG_DATA, TAG_SPLIT) if r.tags.get(k)}
+        seen.append({**comparability(r.folder), **tags} if len(tags) < 3 else tags)
+    sa, sb = seen
+    lines = []
+    params = [k for k, _, _ in diff if k not in ("name", "description")]
+    if params:
+        shown = ", ".join(f"{k}: {va!r} -> {vb!r}" for k, va, vb in diff if k in params[:4])
+        more = f" (and {len(params) - 4} more)" if len(params) > 4 else ""
+        lines.append(f"parameters: {shown}{more}")
+    else:
+        lines.append("parameters: the same")
+    for tag, what in ((TAG_DATA, "data (train sha256)"), (TAG_SPLIT, "folds (qa_id -> fold sha256)"),
+                      (TAG_ROWS, "rows scored")):  # fmt: skip
+        va, vb = sa.get(tag, "?"), sb.get(tag, "?")
+        lines.append(f"{what}: {va}" if va == vb else f"{what}: {va} vs {vb}: DIFFERENT")
+    if sa.get(TAG_DATA) != sb.get(TAG_DATA):
+        lines.append(
+            "warning: other train files (or unknown): the rows and ratings match, so the paired bootstrap holds, "
+            "but the runs did not learn from the same file: not a clean comparison"
+        )
+    if sa.get(TAG_SPLIT) != sb.get(TAG_SPLIT):
+        lines.append(
+            "warning: other folds: each row is paired, but each run trained on other rows around it; "
+            "the difference mixes the models and the splits (no per-fold comparison; reuse folds with folds.from_run)"
+        )
+    return lines
+
+
 def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed: int = 0) -> Comparison:
     """Per-target, per-fold and overall score differences of B against A, with paired intervals."""
     if n_boot < 20:
@@ -111,7 +152,13 @@ def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed:
     a, b = store.get(run_a), store.get(run_b)
     if a.run_id == b.run_id:
         raise UsageError("give two different runs")
-    oof_a, oof_b, truth = paired_oof(a, b)
+    diff = config_diff(a, b)
+    said = differences(a, b, diff)
+    try:
+        oof_a, oof_b, truth = paired_oof(a, b)
+    except UsageError as exc:
+        apart = [line for line in said if line.endswith("DIFFERENT")]
+        raise UsageError(f"{exc}{' (' + '; '.join(apart) + ')' if apart else ''}") from None
     y = truth[list(TARGETS)].to_numpy(dtype=np.float64)
     pa, pb = (o[list(TARGETS)].to_numpy(dtype=np.float64) for o in (oof_a, oof_b))
     groups = oof_a["group"].to_numpy()
@@ -142,4 +189,4 @@ def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed:
         per_fold = pd.DataFrame.from_dict(rows, orient="index").rename_axis("fold")
     else:
         notes.append("the runs used different folds: no per-fold comparison (reuse folds with folds.from_run)")
-    return Comparison(a, b, len(y), n_boot, overall, per_target, per_fold, config_diff(a, b), notes)
+    return Comparison(a, b, len(y), n_boot, overall, per_target, per_fold, diff, notes, said)

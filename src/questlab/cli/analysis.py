@@ -1,4 +1,4 @@
-"""CLI commands of the analysis: ``diagnose``, ``compare``, ``finding add``, ``findings``.
+"""CLI commands of the analysis: ``diagnose``, ``compare``, ``report``, ``finding add``, ``findings``.
 
 ``questlab.cli`` calls ``register(app)``; user errors are one line and exit 2 (``common.guard``).
 """
@@ -107,6 +107,10 @@ def compare(
 
     console = _stdout_console()
     console.print(f"A = {cmp.a.run_id} ({cmp.a.name}), B = {cmp.b.run_id} ({cmp.b.name}); {cmp.n_rows} shared rows")
+    from rich.markup import escape
+
+    for line in cmp.differences:  # what differs, before any score
+        console.print(f"[yellow]{escape(line)}[/yellow]" if line.startswith("warning") else escape(line))
     head = ("", "A", "B", "B - A", "95% CI (paired)", "verdict")
     overall = Table(*head, title="overall")
     overall.add_row(*row("mean Spearman", cmp.overall))
@@ -127,6 +131,37 @@ def compare(
         diff.add_row(k, str(a), str(b))
     console.print(diff if cmp.config_diff else "configs: identical")
     typer.echo(f"report: {path}", err=True)
+
+
+@guard
+def report(
+    run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
+    n_boot: Annotated[int, typer.Option("--n-boot", help="question resamples for the per-target intervals")] = 200,
+    train: Annotated[
+        Path | None, typer.Option("--train", help="the run's train CSV: adds per-category and per-host scores")
+    ] = None,
+    store: StoreOpt = None,
+    open_: Annotated[bool, typer.Option("--open", help="open the report in a web browser")] = False,
+) -> None:
+    """Write the run's report.html (what `diagnose` writes) and print its path on stdout."""
+    from questlab.analysis import report as rep
+    from questlab.analysis.diagnose import analyse
+    from questlab.analysis.findings import list_findings
+    from questlab.analysis.groups import read_inputs
+
+    if n_boot < 20:
+        raise UsageError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
+    st = open_store(store, create=False)
+    diag = analyse(st, run_id, n_boot=n_boot)
+    run_id = diag.run.record.run_id
+    inputs = read_inputs(diag.run, train) if train is not None else None
+    path = st.attach(run_id, rep.run_report(diag, list_findings(st, run=run_id), inputs), "report.html")
+    typer.echo(str(path))
+    if open_:
+        import webbrowser
+
+        if not webbrowser.open(Path(path).resolve().as_uri()):
+            typer.echo(f"no web browser here: open {path} yourself", err=True)
 
 
 @guard
@@ -171,7 +206,7 @@ def findings(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``diagnose``, ``compare``, ``findings`` and the ``finding`` group (``finding add``) to the questlab CLI."""
+    """Add ``diagnose``, ``compare``, ``report``, ``findings`` and the ``finding`` group (``finding add``)."""
     app.command(
         "diagnose",
         epilog=examples(
@@ -186,6 +221,7 @@ def register(app: typer.Typer) -> None:
             "questlab compare RUN_A RUN_B", "questlab compare RUN_A RUN_B --n-boot 2000 --json --out compare.html"
         ),
     )(compare)
+    app.command("report", epilog=examples("questlab report RUN_ID", "questlab report RUN_ID --open"))(report)
     app.command(
         "findings", epilog=examples("questlab findings", "questlab findings --run RUN_ID --tag ensemble --json")
     )(findings)

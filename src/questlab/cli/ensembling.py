@@ -11,6 +11,7 @@ import typer
 
 from questlab.cli.common import StoreOpt, examples, fail, guard, open_store, say
 from questlab.cli.reports import print_ensemble_report
+from questlab.cli.running import found_results
 from questlab.errors import UsageError
 
 QuestionShareOpt = Annotated[
@@ -55,6 +56,7 @@ def postprocess(
         test=test,
     )  # fmt: skip
     print_ensemble_report(report)
+    found_results(open_store(store, create=False), new_id)
     typer.echo(new_id)
 
 
@@ -87,6 +89,7 @@ def ensemble(
     )
     new_id, report = build_ensemble(open_store(store), run_ids, spec, name=name, n_boot=bootstrap, say=say, test=test)
     print_ensemble_report(report)
+    found_results(open_store(store, create=False), new_id)
     typer.echo(new_id)
 
 

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from questlab.cli.common import StoreOpt, examples, guard, say
+from questlab.cli.common import StoreOpt, examples, guard, open_store, say
 from questlab.cli.reports import print_ensemble_report
+from questlab.cli.running import found_results
 
 
 def _print_summary(outcome) -> None:
@@ -42,6 +43,7 @@ def recipe(
     # The store is opened (created) by run_recipe once the recipe and the data are checked.
     outcome = run_recipe(name, train, test, store=store, submission=submission, say=say)
     _print_summary(outcome)
+    found_results(open_store(store, create=False), outcome.ensemble_id)
     typer.echo(outcome.ensemble_id)
 
 

@@ -37,11 +37,18 @@ def run(
         typer.Option(help="pseudo-labels from `questlab pseudo-label` (the teacher's folds are required)"),
     ] = None,
     store: StoreOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="the run's name (default: the config's name and its --set overrides, e.g. tfidf[alpha=30]);"
+            " a name another run of the store has gets the first free suffix: tfidf[alpha=30]-2, -3, ..."
+        ),
+    ] = None,
 ) -> None:
     """Run grouped CV for a config, record it, and print the run id on the last line."""
     import shutil
 
-    from questlab.cv import run_cv
+    from questlab.cv import default_run_name, run_cv, unique_run_name
     from questlab.data import Dataset, check_pair
     from questlab.pseudo import PseudoLabels, sidecar_path
     from questlab.rundir import SUBMISSION_FILE
@@ -52,6 +59,8 @@ def run(
         fail("--submission needs --test (the file whose pairs are predicted)")
     if resume is not None and set_:
         fail("--set changes a config; a resumed run keeps the one it was started with")
+    if resume is not None and name is not None:
+        fail("--name names a new run; a resumed run keeps its name")
     if submission is not None:
         check_output_file("--submission", submission)
         inputs = {"--train": train, "--test": test, "CONFIG": config, "--pseudo": pseudo}
@@ -76,8 +85,11 @@ def run(
         except OSError as exc:
             fail(f"--submission {submission}: cannot create its folder ({exc.strerror or exc})")
     st = open_store(store, create=resume is None)
+    run_name = unique_run_name(st, name or default_run_name(cfg)) if cfg is not None else None
     try:
-        run_id = run_cv(cfg, train_data, test_data, store=st, only_folds=fold, resume=resume, pseudo=pseudo_labels)
+        run_id = run_cv(
+            cfg, train_data, test_data, store=st, only_folds=fold, resume=resume, pseudo=pseudo_labels, name=run_name
+        )
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "questlab_run_id", "RUN_ID")
         typer.echo(
@@ -93,7 +105,26 @@ def run(
             fail("no submission was made: give --test")
         shutil.copy(src, submission)
         typer.echo(f"submission written to {submission}", err=True)
-    typer.echo(run_id)
+    found_results(st, run_id)
+    typer.echo(run_id)  # alone on the last line of stdout: scripts chain on it
+
+
+def found_results(store, run_id: str) -> None:
+    """One line on stderr: where the run is and what to do next (list, diagnose, browse in MLflow).
+
+    ``export MLFLOW_TRACKING_URI=...`` makes ``mlflow.pyfunc.load_model("runs:/RUN_ID/model")`` and
+    ``mlflow ui`` find this store from any folder (without it MLflow would open ./mlflow.db).
+    """
+    import shlex
+
+    where = f"--store {shlex.quote(str(store.root))}" if store.is_local else f"--store {shlex.quote(store.uri)}"
+    uri = shlex.quote(store.uri)
+    typer.echo(
+        f"run {run_id} is in {store.root if store.is_local else store.uri}: questlab runs {where}; "
+        f"questlab diagnose {run_id[:8]} {where}; "
+        f"export MLFLOW_TRACKING_URI={uri}; mlflow ui --backend-store-uri {uri}",
+        err=True,
+    )
 
 
 @guard
@@ -139,17 +170,26 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("run id", "name", "model", "kind", "status", "CV", "95% CI", "folds", "started")
+    table = Table(
+        "run id", "name", "model", "kind", "status", "CV", "95% CI", "rank", "rows", "data", "folds", "started"
+    )
     for r in frame.itertuples():
         scored = r.cv == r.cv  # NaN: no score (failed, running, partial before scoring)
-        folds = r.folds + (" (partial)" if r.folds and not r.complete else "")
+        folds = r.folds_id + (f" {r.folds} (partial)" if r.folds and not r.complete else "")
         table.add_row(
             r.run_id, r.name, r.model, r.kind, r.status,
             f"{r.cv:.4f}" if scored else "-",
             f"{r.ci_low:.4f}..{r.ci_high:.4f}" if r.ci_low == r.ci_low else "",
+            f"{r.group}{int(r.rank)}" if r.group else "", str(r.rows), r.data,
             folds, r.started.strftime("%Y-%m-%d %H:%M"),
         )  # fmt: skip
-    Console(width=200).print(table)
+    console = Console(width=220)
+    console.print(table)
+    if sort == "cv" and len(frame):
+        console.print(
+            "rank: A1 is the best of group A; a group is whole runs scored on the same data, folds and rows, "
+            "so only scores inside one group compare; partial, unscored and unknown (?) runs are listed after, unranked"
+        )
 
 
 def register(app: typer.Typer) -> None:
