@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from questlab.console import progress_enabled
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
 from questlab.models.cpu_malloc import tune_malloc
@@ -227,7 +228,7 @@ def train_network(
         total=n_batches * p.epochs,
         initial=n_batches * progress.epoch,
         desc=f"stage {stage}",
-        disable=not (p.progress and accelerator.is_main_process),
+        disable=not (p.progress and accelerator.is_main_process and progress_enabled()),
         dynamic_ncols=True,
     )
     writer = CheckpointWriter(background=p.background_checkpoints)
