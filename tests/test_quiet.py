@@ -116,3 +116,16 @@ def test_tune_prints_no_blank_lines_between_trials(tmp_path: Path) -> None:
     lines = done.stderr.splitlines()
     assert sum(line.startswith("trial") for line in lines) >= 3, done.stderr
     assert all(line.strip() for line in lines), done.stderr  # one line per trial, none blank
+
+
+def test_the_global_verbose_option_sets_verbose_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from questlab import console
+    from questlab.cli import app
+
+    monkeypatch.delenv(console.ENV_VERBOSE, raising=False)
+    assert not console.verbose()
+    CliRunner().invoke(app, ["--verbose", "findings", "--store", str(tmp_path / "no-store")])
+    assert console.verbose()
+    monkeypatch.delenv(console.ENV_VERBOSE)
