@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from helpers.paths import REPO
 from helpers.runs import test_slice as slice_of_test
 from helpers.runs import tiny_run
 from questlab import __version__
@@ -67,7 +68,9 @@ def server(runs: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest)
     cmd = [*_questlab(), "serve", run_id, "--host", "127.0.0.1", "--port", str(port), "--store", runs["uri"]]
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ), cwd=tmp_path)
+        # this checkout's questlab, whichever one the console script was installed from
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_S
@@ -116,3 +119,15 @@ def test_the_real_server_answers_like_questlab_predict(server: tuple[str, str, P
     bad = httpx.post(f"{url}/predict", json={"pairs": [{**pairs[0], "answer": ""}]}, timeout=30)
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "answer"
     assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("server", ["member"], indirect=True)
+def test_a_request_logs_one_access_line_and_no_progress_bar(server: tuple[str, str, Path]) -> None:
+    url, _, log_path = server
+    raw = pd.read_csv(slice_of_test(), dtype=str, keep_default_na=False).head(3)
+    pairs = [{**row, ID: int(row[ID])} for row in raw.to_dict(orient="records")]
+    assert httpx.post(f"{url}/predict", json={"pairs": pairs}, timeout=120).status_code == 200
+    time.sleep(0.5)  # the access line is written after the response
+    log = log_path.read_text()
+    assert sum('"POST /predict HTTP/1.1" 200' in line for line in log.splitlines()) == 1, log
+    assert "\r" not in log and "\x1b[" not in log and "it/s" not in log and "seq/s" not in log, log

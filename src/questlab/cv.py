@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from questlab.config import RunConfig, parse_config
-from questlab.console import Say, stderr, stderr_console
+from questlab.console import Say, progress_enabled, stderr, stderr_console
 from questlab.data import Data, Dataset, check_pair
 from questlab.ddp import is_main_process, leave_process_group
 from questlab.errors import SettingsCannotFitError, UsageError
@@ -375,6 +375,7 @@ def _fit_folds_with_progress(
         TimeRemainingColumn(),
         transient=True,
         console=stderr_console(),
+        disable=not progress_enabled(),  # elsewhere the fold lines say it all (no blank line left behind)
     )
     run = writer.folder
     todo = []

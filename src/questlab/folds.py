@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from questlab.errors import UsageError
 from questlab.schema import BODY, CATEGORY, ID, PSEUDO, TITLE, URL
@@ -69,6 +68,8 @@ def make_folds(frame: pd.DataFrame, n_splits: int = 5, seed: int = 42) -> pd.Dat
         raise UsageError(f"n_splits must be at least 2, got {n_splits}")
     if n_groups < n_splits:
         raise UsageError(f"only {n_groups} distinct questions: cannot make {n_splits} grouped folds")
+    from sklearn.model_selection import StratifiedGroupKFold  # slow (~0.3 s): not for `questlab runs`
+
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.full(len(frame), -1, dtype=np.int64)
     for k, (_, valid_idx) in enumerate(splitter.split(np.zeros(len(frame)), frame[CATEGORY], groups)):

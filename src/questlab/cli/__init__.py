@@ -3,6 +3,9 @@
 Bad input (data, config, unknown run) exits with code 2 and one line on stderr, never a
 traceback. ``run`` prints the run id alone on the last line of stdout, so scripts can chain.
 
+Quiet by default: progress bars only when stderr is a terminal (plain lines elsewhere), and
+third-party load reports / notices only under ``questlab --verbose ...`` or ``QUESTLAB_VERBOSE=1``.
+
 Every command is a module-level function under ``@guard`` in the module of its stage; each module's
 ``register(app)`` adds its commands. typer reads the commands' annotations, so those modules import
 their types at module level and do not use ``from __future__ import annotations``.
@@ -55,8 +58,19 @@ def _main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="keep third-party logs (transformers' load reports, hub notices); same as QUESTLAB_VERBOSE=1",
+        ),
+    ] = False,
 ) -> None:
     """questlab: QUEST Q&A rating workbench."""
+    if verbose:
+        from questlab.console import set_verbose
+
+        set_verbose()
 
 
 # The order of `questlab --help` (typer lists the `finding` group after the commands).

@@ -7,21 +7,59 @@ what combining gained. The recorded runs they make are :mod:`questlab.ensemble_r
 run writer); the maths here records nothing, so predictors use it.
 """
 
-from questlab.ensemble.combine import (
-    Combiner,
-    EnsembleSpec,
-    NestedResult,
-    fit_combiner,
-    fit_weights,
-    fold_mean_summary,
-    gain_summary,
-    nested_fit,
-    simplex_grid,
-    to_quantiles,
-)
-from questlab.ensemble.question_share import QuestionShare, fit_question_share
-from questlab.ensemble.report import EnsembleReport
-from questlab.ensemble.stack import Stacker, fit_stacker
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from questlab.ensemble.combine import (
+        Combiner,
+        EnsembleSpec,
+        NestedResult,
+        fit_combiner,
+        fit_weights,
+        fold_mean_summary,
+        gain_summary,
+        nested_fit,
+        simplex_grid,
+        to_quantiles,
+    )
+    from questlab.ensemble.question_share import QuestionShare, fit_question_share
+    from questlab.ensemble.report import EnsembleReport
+    from questlab.ensemble.stack import Stacker, fit_stacker
+
+# Loaded on first use (PEP 562): ``combine`` imports scipy.stats (~0.7 s), which reading a run's
+# ensemble report (``questlab.ensemble.report``, e.g. from ``questlab runs``) does not need.
+_HOME = {
+    **dict.fromkeys(
+        [
+            "Combiner",
+            "EnsembleSpec",
+            "NestedResult",
+            "fit_combiner",
+            "fit_weights",
+            "fold_mean_summary",
+            "gain_summary",
+            "nested_fit",
+            "simplex_grid",
+            "to_quantiles",
+        ],
+        "combine",
+    ),
+    "QuestionShare": "question_share",
+    "fit_question_share": "question_share",
+    "EnsembleReport": "report",
+    "Stacker": "stack",
+    "fit_stacker": "stack",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"questlab.ensemble.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Combiner",

@@ -14,6 +14,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from questlab.console import silence_third_party
 from questlab.errors import EncoderNotFoundError
 
 # Set before transformers / huggingface_hub are imported anywhere: never reach for the hub.
@@ -21,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+silence_third_party()  # load reports and hub notices only under --verbose / QUESTLAB_VERBOSE=1
 
 MINILM = "all-MiniLM-L6-v2"
 MPNET = "all-mpnet-base-v2"

@@ -194,10 +194,25 @@ def create_app(
 
 def run_server(app: FastAPI, host: str, port: int, limits: ConnectionLimits | None = None) -> None:
     """Serve ``app`` with uvicorn (h11) until stopped, with the connection bounds of ``limits``."""
-    import uvicorn
+    import copy
+    import os
 
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    from questlab.console import ENV_QUIET
+
+    os.environ[ENV_QUIET] = "1"  # requests log an access line each, never an embedding progress bar
     protocol = GuardedH11Protocol.bounded(limits or ConnectionLimits())
-    uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol, backlog=ACCEPT_BACKLOG)
+    # uvicorn's own messages from warnings up; one access line per request (uvicorn.access, INFO)
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    log_config["loggers"]["uvicorn.access"]["level"] = "INFO"
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # unbuffered, beside the other logs
+    uvicorn.run(
+        app, host=host, port=port, log_config=log_config, log_level=None, access_log=True,
+        http=protocol, backlog=ACCEPT_BACKLOG,
+    )  # fmt: skip
 
 
 def _rows(ids: list[int], pred: np.ndarray) -> list[dict[str, Any]]:

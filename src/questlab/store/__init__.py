@@ -59,6 +59,16 @@ class RunStopped(Exception):
     """
 
 
+class _LazyClient:
+    """The tracking client, opened when first used (listing a local store needs no MLflow)."""
+
+    def __init__(self, tracking: Tracking) -> None:
+        self._tracking = tracking
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracking.client, name)
+
+
 def as_store(store: str | Path | Store | None, create: bool = False) -> Store:
     """``store`` if it is a Store, else the store at that URI or folder.
 
@@ -76,7 +86,7 @@ class Store:
 
     def __init__(self, uri: str | Path | None = None, *, create: bool = True) -> None:
         self.tracking = Tracking(uri, create=create, reader=self)
-        self.artifacts = Artifacts(self.tracking.client, self.tracking.uri, self.tracking.root)
+        self.artifacts = Artifacts(_LazyClient(self.tracking), self.tracking.uri, self.tracking.root)
 
     @property
     def uri(self) -> str:

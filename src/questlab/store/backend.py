@@ -134,7 +134,8 @@ def _check_mlflow_tables(db: Path) -> None:
         raise StoreError(f"{db} is an SQLite database of something else (no MLflow tables): give the store's mlflow.db")
 
 
-def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
+def check_sqlite(db: Path, create: bool) -> None:
+    """Refuse, in one line, what cannot be this store's database (before MLflow touches it)."""
     if not db.exists():
         if not create:
             raise StoreError(
@@ -151,6 +152,10 @@ def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
             raise StoreError(f"{db} is not an SQLite database, so not an MLflow store (give another --store)")
         if not create and head:
             _check_mlflow_tables(db)
+
+
+def open_sqlite(client_class: Any, uri: str, db: Path, create: bool) -> Any:
+    check_sqlite(db, create)
     writable = os.access(db.parent, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
     try:
         if writable:

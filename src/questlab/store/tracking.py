@@ -9,7 +9,10 @@ tags), reads them as :class:`RunRecord` and records into them. Where a run's fil
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from questlab.rundir import TAG_KIND, RunFolder
 from questlab.store.backend import (
     ENV_HTTP_RETRIES,
     ENV_HTTP_TIMEOUT,
+    check_sqlite,
     configure_http,
     current_user,
     first_line,
@@ -68,6 +72,17 @@ class RunRecord:
         return self.folder.path
 
 
+def _mlflow_client() -> Any:
+    """MLflow's client class (a slow import: only when MLflow itself is needed)."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    # MLflow logs "Creating initial MLflow database tables..." on every new store: noise on stderr
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    return MlflowClient
+
+
 class Tracking:
     """An MLflow tracking client on one store, speaking in questlab's terms.
 
@@ -77,28 +92,28 @@ class Tracking:
     """
 
     def __init__(self, uri: str | Path | None = None, *, create: bool = True, reader: Store | None = None) -> None:
-        import logging
-
-        from mlflow.tracking import MlflowClient  # slow import (~2 s): only when a store is actually used
-
-        # MLflow logs "Creating initial MLflow database tables..." on every new store: noise on stderr
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-
         self.uri = resolve_store_uri(uri)
         self.root: Path | None = None  # a local store's folder (artifacts under root/artifacts)
         self.reader = reader
         self._experiments: dict[str, str] = {}
+        self._client: Any = None
+        self._db: Path | None = None
         self.read_only = False
         if self.uri.startswith("sqlite:///"):
             db = Path(self.uri.removeprefix("sqlite:///"))
-            self.root = db.parent
-            self.client = open_sqlite(MlflowClient, self.uri, db, create)
+            self.root, self._db = db.parent, db
+            if create:
+                self._client = open_sqlite(_mlflow_client(), self.uri, db, create)
+            else:
+                # Reading commands (``runs``, ``findings``) list runs straight from SQLite (see
+                # ``list_runs``): MLflow (~1.5 s to import and open) loads on first other use.
+                check_sqlite(db, create)
             # a read-only mount or copy (a Kaggle dataset): read, never recorded into
             self.read_only = db.exists() and not (os.access(db.parent, os.W_OK) and os.access(db, os.W_OK))
         else:
             if urlparse(self.uri).scheme in ("http", "https"):
                 configure_http()
-            self.client = MlflowClient(tracking_uri=self.uri)
+            self._client = _mlflow_client()(tracking_uri=self.uri)
             try:
                 self.client.search_experiments(max_results=1)
             except Exception as exc:  # any failure to talk to the server: one line, not a traceback
@@ -107,6 +122,14 @@ class Tracking:
                     f"{os.environ.get('MLFLOW_HTTP_REQUEST_MAX_RETRIES', '?')} times "
                     f"(set ${ENV_HTTP_RETRIES} / ${ENV_HTTP_TIMEOUT} to wait longer)"
                 ) from None
+
+    @property
+    def client(self) -> Any:
+        """The MLflow client on this store (opened on first use for a store opened to read)."""
+        if self._client is None:
+            assert self._db is not None
+            self._client = open_sqlite(_mlflow_client(), self.uri, self._db, False)
+        return self._client
 
     def new_client(self) -> Any:
         """A fresh MLflow client on this store (for another thread, e.g. the heartbeat)."""
@@ -177,11 +200,63 @@ class Tracking:
 
     def list_runs(self, experiment: str = EXPERIMENT) -> list[RunRecord]:
         """All runs of the experiment, newest first."""
+        if self._client is None and self._db is not None:
+            try:
+                return self._list_runs_sqlite(experiment)
+            except sqlite3.Error:  # a schema this reader does not know: ask MLflow
+                pass
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             return []
         runs = self.client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=5000)
         return [self._record(r) for r in runs]
+
+    def _list_runs_sqlite(self, experiment: str) -> list[RunRecord]:
+        """``list_runs`` read from a local store's tables, read-only, without importing MLflow.
+
+        The same rows as MLflow's ``search_runs`` (active runs, newest first, latest metrics).
+        """
+        assert self._db is not None
+        uri = f"{self._db.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as con:
+            exp = con.execute("SELECT experiment_id FROM experiments WHERE name = ?", (experiment,)).fetchone()
+            if exp is None:
+                return []
+            where = "SELECT run_uuid FROM runs WHERE experiment_id = ? AND lifecycle_stage = 'active'"
+            rows = con.execute(
+                "SELECT run_uuid, name, status, start_time, end_time FROM runs WHERE experiment_id = ? "
+                "AND lifecycle_stage = 'active' ORDER BY start_time DESC, run_uuid LIMIT 5000",
+                (exp[0],),
+            ).fetchall()
+            tags: dict[str, dict[str, str]] = {r[0]: {} for r in rows}
+            params: dict[str, dict[str, str]] = {r[0]: {} for r in rows}
+            metrics: dict[str, dict[str, float]] = {r[0]: {} for r in rows}
+            for run_id, key, value in con.execute(
+                f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({where})", exp
+            ):
+                tags.get(run_id, {})[key] = value
+            for run_id, key, value in con.execute(
+                f"SELECT run_uuid, key, value FROM params WHERE run_uuid IN ({where})", exp
+            ):
+                params.get(run_id, {})[key] = value
+            for run_id, key, value, is_nan in con.execute(
+                f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({where})", exp
+            ):
+                metrics.get(run_id, {})[key] = math.nan if is_nan else float(value)
+        return [
+            RunRecord(
+                run_id=run_id,
+                name=name or "",
+                status=status,
+                start_time=(start or 0) / 1000,
+                end_time=(end / 1000) if end else None,
+                tags={k: v for k, v in tags[run_id].items() if not k.startswith("mlflow.")},
+                params=params[run_id],
+                metrics=metrics[run_id],
+                store=self.reader,
+            )
+            for run_id, name, status, start, end in rows
+        ]
 
     def find_run(self, tags: dict[str, str], experiment: str = EXPERIMENT) -> str | None:
         """The id of a run of the experiment having all these tags (the newest), or None.

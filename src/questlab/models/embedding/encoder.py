@@ -93,6 +93,9 @@ class SentenceEncoder:
     def __init__(
         self, spec: str, settings: EncoderSettings | None = None, batch_size: int = 32, threads: int = 0
     ) -> None:
+        from questlab.console import silence_third_party
+
+        silence_third_party()  # before transformers loads: no load report, no hub notices
         import torch
         from transformers import AutoConfig, AutoTokenizer
 
@@ -306,11 +309,19 @@ def _cpu_has_bf16() -> bool:
 
 
 class _progress:
-    """A tqdm bar with rate and ETA when asked (and on a terminal or log), else a no-op."""
+    """When asked: a tqdm bar with rate and ETA on a terminal, one plain line at the end elsewhere.
+
+    The switch is :func:`questlab.console.progress_enabled` (stderr a terminal): a log or a pipe
+    gets ``embed train: 6079 sequences in 41.2 s``, never ``\r`` redraws or escape codes.
+    """
 
     def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        from questlab.console import progress_enabled, quiet_mode
+
         self.bar = None
-        if enabled:
+        self.line = enabled and not progress_enabled() and not quiet_mode() and total > 0
+        self.total, self.desc, self.started = total, desc, time.perf_counter()
+        if enabled and progress_enabled():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, unit="seq", mininterval=2.0, smoothing=0.1)
@@ -322,3 +333,7 @@ class _progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        elif self.line:
+            from questlab.console import stderr
+
+            stderr(f"{self.desc}: {self.total} sequences in {time.perf_counter() - self.started:.1f} s")

@@ -21,6 +21,8 @@ import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from questlab.console import silence_third_party
+
 Pooling = Literal["cls", "mean", "layers", "attention"]
 POOLINGS: tuple[str, ...] = ("cls", "mean", "layers", "attention")
 logger = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def load_encoder(folder: Path | str, pretrained: bool = True, sdpa: bool = True)
     ``pretrained=False`` builds the architecture from ``config.json`` only: ``load`` then fills
     in the fine-tuned weights.
     """
+    silence_third_party()  # no LOAD REPORT for the pooler left out on purpose (--verbose keeps it)
     for attention in ("sdpa", None):
         # a fresh config per attempt: a refused SDPA attempt leaves "sdpa" written into the one it got
         config = AutoConfig.from_pretrained(folder)

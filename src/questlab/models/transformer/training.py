@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from questlab.console import progress_enabled, quiet_mode, stderr
 from questlab.metric import OK, spearman_per_target
 from questlab.models.base import FitLog
 from questlab.models.cpu_malloc import tune_malloc
@@ -227,7 +228,7 @@ def train_network(
         total=n_batches * p.epochs,
         initial=n_batches * progress.epoch,
         desc=f"stage {stage}",
-        disable=not (p.progress and accelerator.is_main_process),
+        disable=not (p.progress and accelerator.is_main_process and progress_enabled()),
         dynamic_ncols=True,
     )
     writer = CheckpointWriter(background=p.background_checkpoints)
@@ -273,6 +274,12 @@ def train_network(
             row["valid_score"], row["valid_undefined_targets"] = score_with_undefined(valid.targets, pred)
         row["seconds"] = time.perf_counter() - started
         log.log_epoch(**row)
+        if p.progress and accelerator.is_main_process and not progress_enabled() and not quiet_mode():
+            valid_text = f", valid {row['valid_score']:.4f}" if "valid_score" in row else ""
+            stderr(
+                f"stage {stage} epoch {epoch + 1}/{p.epochs}: train loss {row['train_loss']:.4f}{valid_text} "
+                f"({row['seconds']:.0f} s)"
+            )  # a plain line per epoch where no bar is drawn (a log, a pipe)
         progress.history.append(log.epochs[-1])
         score = row.get("valid_score", float("nan"))
         if not p.select_best_epoch or valid is None or (not math.isnan(score) and score > progress.best_score):
