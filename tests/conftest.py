@@ -62,3 +62,23 @@ def store(tmp_path: Path):
     from questlab.store import Store
 
     return Store(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_left_as_found() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` is process-global (and writes $MLFLOW_TRACKING_URI): a test that
+    sets it must not choose the store of the tests after it."""
+    import os
+    import sys
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    before = utils._tracking_uri if utils is not None else None
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = before
+    if env is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = env

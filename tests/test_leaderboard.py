@@ -167,9 +167,10 @@ def test_cli_run_names_prints_where_results_are_and_writes_no_stray_mlflow_db(tm
     assert not any(p.name.startswith("mlflow.db") for p in cwd.iterdir()), list(cwd.iterdir())
     # the README's MLflow line works as written once the printed URI is exported
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)  # as in a fresh process: the environment decides
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
-    mlflow.set_tracking_uri(None)  # re-read from the environment
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     assert model is not None
     assert not (cwd / "mlflow.db").exists()
