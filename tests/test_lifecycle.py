@@ -174,3 +174,22 @@ def test_temp_folders_of_killed_processes_are_removed_and_live_ones_kept(tmp_pat
     os.utime(old_unnamed, (0, 0))
     liveness.remove_orphaned_dirs(tmp_path, TUNE_TMP_PREFIX)
     assert not old_unnamed.exists() and mine.exists()
+
+
+def test_an_interrupt_turned_into_a_library_error_still_marks_the_run_killed(tmp_path) -> None:
+    """SIGTERM landing inside an MLflow database commit comes out as the library's own error with the
+    interrupt in its context (seen in CI): the run is KILLED and the interrupt goes on, never a bug."""
+    import pytest
+
+    from questlab.store import Store
+    from questlab.store.liveness import interrupted_by
+
+    store = Store(tmp_path / "store")
+    run_id = store.create_run("x", tags={})
+    with pytest.raises(KeyboardInterrupt, match="signal 15"), store.recording(run_id):
+        try:
+            raise KeyboardInterrupt("signal 15")
+        except KeyboardInterrupt:
+            raise RuntimeError("Transaction is not on the active transaction list") from None
+    assert store.get(run_id).status == "KILLED"
+    assert interrupted_by(ValueError("plain")) is None

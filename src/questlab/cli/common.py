@@ -123,6 +123,11 @@ def guard(fn):
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
+            from questlab.store.liveness import interrupted_by
+
+            interrupt = interrupted_by(exc)
+            if interrupt is not None:  # Ctrl-C or SIGTERM inside a library call: an interruption, not a bug
+                raise interrupt from None
             _store_failure(exc)
             _bug()
 

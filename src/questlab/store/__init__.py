@@ -204,6 +204,10 @@ class Store:
             self._fail(run_id, "KILLED", f"interrupted ({type(exc).__name__})")
             raise
         except BaseException as exc:
+            interrupt = liveness.interrupted_by(exc)
+            if interrupt is not None:  # a signal that landed inside MLflow's own calls
+                self._fail(run_id, "KILLED", "interrupted (KeyboardInterrupt)")
+                raise interrupt from None
             unreachable = unreachable_kind(exc)
             if unreachable is None:
                 self._fail(run_id, "FAILED", f"{type(exc).__name__}: {exc}")

@@ -167,6 +167,21 @@ else:
 """
 
 
+def interrupted_by(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM through :func:`sigterm_as_interrupt`) behind ``exc``.
+
+    A signal can land inside a library call (a database commit); the library's clean-up then raises
+    its own error with the interrupt only in its context. Such an error is an interruption, not a bug.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (a job scheduler stopping us) into KeyboardInterrupt so the run is marked KILLED."""

@@ -192,6 +192,10 @@ def tune(
                 result = finalize_study(ctx, best_config_path)
         except BaseException as exc:
             stop_workers(procs)
+            interrupt = liveness.interrupted_by(exc)
+            if interrupt is not None and interrupt is not exc:  # a signal that landed inside a library
+                mark_parent(st, ctx.parent_id, "KILLED", "interrupted: re-run the same command to resume the study")
+                raise interrupt from None
             if isinstance(exc, StoreUnreachable):
                 pass  # marking it would wait for the server again; it shows DEAD once this process is gone
             elif isinstance(exc, KeyboardInterrupt | SystemExit):
