@@ -216,9 +216,16 @@ def test_sigkill_of_a_study_ends_its_workers_and_a_resume_continues_it(tmp_path:
     proc.wait()
     survivors = _survivors(marker, within=5)
     assert not survivors, f"workers of the killed study still alive 5 s later: {survivors}"
-    runs = _runs(store)
+    # a worker killed by its parent-death signal may still be tearing down (its /proc entry not yet a
+    # zombie) for a moment after it stops running anything: its run shows DEAD once it is gone
+    deadline = time.monotonic() + 30
+    while True:
+        runs = _runs(store)
+        trials = {name: row["status"] for name, row in runs.items() if name != "stopme"}
+        if "RUNNING" not in trials.values() or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert runs["stopme"]["status"] == "DEAD", runs["stopme"]
-    trials = {name: row["status"] for name, row in runs.items() if name != "stopme"}
     assert "RUNNING" not in trials.values() and "DEAD" in trials.values(), trials
     # resume: the dead trials (no Optuna heartbeat for longer than the grace period) are replaced
     monkeypatch.setattr(storage, "GRACE_PERIOD_S", 1)
