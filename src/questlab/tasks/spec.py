@@ -123,6 +123,7 @@ class Task(_Strict):
     name: str
     description: str = ""
     id: str
+    id_type: Literal["integer", "string"] = "string"  # what the id column holds (HTTP and MLflow schemas)
     texts: list[TextColumn] = Field(min_length=1)
     features: list[str] = []  # categorical columns models may use
     optional: list[str] = []  # columns a file may carry that models ignore (may be missing or empty)
