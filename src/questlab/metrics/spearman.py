@@ -16,7 +16,6 @@ from questlab.metrics.base import (
     CONSTANT_PREDICTION,
     CONSTANT_TRUTH,
     OK,
-    CVScore,
     Metric,
 )
 from questlab.metrics.base import group_weights as _group_weights
@@ -269,20 +268,3 @@ class SpearmanMetric(Metric):
 
 
 SPEARMAN = SpearmanMetric()
-
-
-def score_cv(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    folds: np.ndarray,
-    groups: np.ndarray,
-    n_boot: int = 1000,
-    seed: int = 0,
-    targets: tuple[str, ...] | None = None,
-) -> CVScore:
-    """Mean-Spearman CV score (the 0.9.0 signature); ``targets`` default to QUEST's."""
-    if targets is None:
-        from questlab.tasks import load_task
-
-        targets = load_task("quest").target_names
-    return SPEARMAN.score_cv(y_true, y_pred, folds, groups, targets, n_boot=n_boot, seed=seed)

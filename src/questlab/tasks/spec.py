@@ -132,6 +132,7 @@ class Task(_Strict):
     targets: list[Target] = Field(min_length=1)
     routes: list[Route] = []
     metric: str
+    columns: list[str] | None = None  # the input columns in file order (default: texts, features, optional, groups)
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -180,6 +181,14 @@ class Task(_Strict):
             for pattern in _patterns(route):
                 if not fnmatch.filter(self.target_names, pattern):
                     raise ValueError(f"routes: {pattern!r} matches no target")
+        if self.columns is not None and sorted(self.columns) != sorted(self._listed_inputs):
+            extra = sorted(set(self.columns) - set(self._listed_inputs))
+            missing = sorted(set(self._listed_inputs) - set(self.columns))
+            raise ValueError(
+                "columns: must list each input column once "
+                + (f"(not a text, feature, optional or group column: {', '.join(extra)})" if extra else "")
+                + (f"(missing: {', '.join(missing)})" if missing else "")
+            )
         if self.metric == "rmse" and len(self.targets) != 1:
             raise ValueError(f"metric rmse scores one target, this task has {len(self.targets)}: use mcrmse")
         return self
@@ -220,9 +229,13 @@ class Task(_Strict):
         return tuple(dict.fromkeys(c for key in keys for c in key if c not in listed))
 
     @property
-    def input_columns(self) -> tuple[str, ...]:
-        """Every column a row may carry besides id and targets: texts, features, optional, group columns."""
+    def _listed_inputs(self) -> tuple[str, ...]:
         return (*self.text_names, *self.features, *self.optional, *self.group_columns)
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """Every column a row may carry besides id and targets, in file order (``columns``, where given)."""
+        return tuple(self.columns) if self.columns is not None else self._listed_inputs
 
     @property
     def train_columns(self) -> tuple[str, ...]:
