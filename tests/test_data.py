@@ -141,7 +141,11 @@ def test_cli_check_bad_input_is_one_line_exit_2(small: pd.DataFrame, tmp_path: P
 def test_cli_check_prints_summary(quest_dir: Path) -> None:
     result = CliRunner().invoke(app, ["check", str(quest_dir / "train.csv")])
     assert result.exit_code == 0, result.output
-    assert "unique questions 2856" in result.output and "question_type_spelling" in result.output
+    assert (
+        "unique groups 2856" in result.output
+        and "task 'quest'" in result.output
+        and "question_type_spelling" in result.output
+    )
 
 
 def test_pairs_to_predict_may_leave_out_the_optional_inputs(tmp_path: Path, raw_test: pd.DataFrame) -> None:
