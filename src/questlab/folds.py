@@ -79,7 +79,7 @@ def save_folds(folds: pd.DataFrame, folder: Path) -> Path:
 def load_folds(path: Path, frame: pd.DataFrame, task: TaskRef = None) -> pd.DataFrame:
     """Load saved folds and align them to ``frame``'s rows by the task's id; every id must be covered."""
     ID = load_task(task).id  # the id column, as schema.ID was
-    text_ids = frame[ID].dtype == object  # text ids stay text ("007" is not 7)
+    text_ids = not pd.api.types.is_integer_dtype(frame[ID])  # text ids stay text ("007" is not 7)
     saved = pd.read_csv(path, dtype={ID: str} if text_ids else None, keep_default_na=not text_ids)
     for col in (ID, "group", "fold"):
         if col not in saved.columns:
