@@ -231,3 +231,26 @@ def test_task_init_round_trip_on_an_ell_slice_and_the_cli(ell_slice: pd.DataFram
     bad = CliRunner().invoke(app, ["task", "init", str(_write(tmp_path, one[["text_id", "grammar"]], "x.csv"))])
     assert bad.exit_code == 2 and "no column of long text" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_checks_read_the_task_targets_ranges_and_levels(reviews) -> None:
+    from questlab.analysis.checks.folds import constant_predictions
+    from questlab.analysis.checks.health import check_prediction_values
+    from questlab.analysis.checks.targets import imbalance_table
+
+    frame = validate_frame(make_frame(60), "train", task=reviews)
+    names = list(reviews.target_names)
+    y_true = frame[names].to_numpy()
+    y_true[:, 2] += 1e-9  # float noise on an ordinal target: still its levels
+    y_pred = y_true + np.random.default_rng(0).normal(0, 0.1, y_true.shape)
+    table = imbalance_table(y_true, y_pred, reviews)
+    assert list(table.index) == names
+    assert table.loc["clear", "distinct"] == len(np.unique(frame["clear"]))
+    folds = np.arange(60) % 3
+    assert list(constant_predictions(y_pred, folds, reviews).columns) == names
+    oof = pd.DataFrame(y_pred, columns=names).assign(fold=folds)
+    test = pd.DataFrame({"helpful": [5.0, 11.0], "polite": [1.0, 5.0], "clear": [0.5, 3.0]})
+    (verdict,) = check_prediction_values(oof, {"test.csv": test}, reviews)
+    assert verdict.code == "test.range" and "2 outside their targets' ranges" in verdict.message
+    (ok,) = check_prediction_values(oof, {"test.csv": test.clip(1, 5)}, reviews)
+    assert ok.severity == "ok" and "test predictions in their targets' ranges" in ok.message
