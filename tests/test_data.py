@@ -141,7 +141,11 @@ def test_cli_check_bad_input_is_one_line_exit_2(small: pd.DataFrame, tmp_path: P
 def test_cli_check_prints_summary(quest_dir: Path) -> None:
     result = CliRunner().invoke(app, ["check", str(quest_dir / "train.csv")])
     assert result.exit_code == 0, result.output
-    assert "unique questions 2856" in result.output and "question_type_spelling" in result.output
+    assert (
+        "unique groups 2856" in result.output
+        and "task 'quest'" in result.output
+        and "question_type_spelling" in result.output
+    )
 
 
 def test_pairs_to_predict_may_leave_out_the_optional_inputs(tmp_path: Path, raw_test: pd.DataFrame) -> None:
@@ -170,14 +174,14 @@ def test_frame_refusals_are_the_exact_one_line_messages(small: pd.DataFrame) -> 
     assert _refusal(small.drop(columns=list(TARGETS[:6]))) == (
         "f.csv, column 'question_asker_intent_understanding': missing target column (and 5 more: "
         "question_body_critical, question_conversational, question_expect_short_answer...). a train file needs "
-        "qa_id, question_title, question_body, question_user_name, ... (see questlab.schema)"
+        "qa_id, question_title, question_body, question_user_name, ... (see: questlab task show quest)"
     )
     assert _refusal(small.drop(columns=["answer", "host"])) == (
         "f.csv, column 'answer': missing input column (and 1 more: host). a train file needs qa_id, "
-        "question_title, question_body, question_user_name, ... (see questlab.schema)"
+        "question_title, question_body, question_user_name, ... (see: questlab task show quest)"
     )
     assert _refusal(small[list(TEST_COLUMNS)].drop(columns=["answer"]), "test").endswith(
-        "a test file needs qa_id and the 5 required inputs (title, body, answer, category, host)"
+        "a test file needs qa_id and the 5 required inputs (question_title, question_body, answer, category, host)"
     )
     assert _refusal(small.assign(a=1, b=2)) == (
         "f.csv, column 'a': unknown column (2 unknown: a, b). a train file holds only qa_id, the 10 input "
@@ -201,13 +205,13 @@ def test_frame_refusals_are_the_exact_one_line_messages(small: pd.DataFrame) -> 
     )
     assert _refusal(set_cell("answer", 2, " ")(small)).startswith(
         f"f.csv, column 'answer', row 2 (qa_id {small['qa_id'].iloc[1]}): empty or missing text (1 such rows). "
-        "every pair needs a title, body, answer, category and host"
+        "every row needs question_title, question_body, answer, category and host"
     )
     assert _refusal(set_cell("answer_helpful", 3, "lots")(small)) == (
         f"f.csv, column 'answer_helpful', row 3 (qa_id {small['qa_id'].iloc[2]}): non-numeric target value 'lots'"
     )
     assert _refusal(set_cell("answer_helpful", 2, "1.25")(small)).endswith(
-        "target value 1.25 outside [0, 1]. targets are fractions of raters"
+        "target value 1.25 outside [0, 1]. task 'quest' rates answer_helpful in [0, 1]"
     )
     assert _refusal(set_cell("answer_helpful", 2, " ")(small)).endswith("missing target value")
 

@@ -64,7 +64,7 @@ def test_leaky_folds_are_caught() -> None:
     folds = pd.DataFrame({"qa_id": [1, 2, 3], "group": [0, 0, 1], "fold": [0, 1, 1]})
     with pytest.raises(ValueError, match="leak"):
         check_grouped(folds)
-    with pytest.raises(ValueError, match="distinct questions"):
+    with pytest.raises(ValueError, match="distinct groups"):
         make_folds(
             pd.DataFrame(
                 {
@@ -128,7 +128,7 @@ def test_make_folds_defaults_to_five_folds() -> None:
 def test_make_folds_refuses_fewer_than_two_folds_or_too_few_questions() -> None:
     with pytest.raises(ValueError, match=r"^n_splits must be at least 2, got 1$"):
         make_folds(_questions(10), n_splits=1)
-    with pytest.raises(ValueError, match=r"^only 2 distinct questions: cannot make 3 grouped folds$"):
+    with pytest.raises(ValueError, match=r"^only 2 distinct groups: cannot make 3 grouped folds$"):
         make_folds(_questions(2), n_splits=3)
 
 
@@ -156,7 +156,7 @@ def test_load_folds_names_what_is_wrong(tmp_path: Path) -> None:
 
 def test_check_grouped_names_the_leaking_group() -> None:
     folds = pd.DataFrame({"qa_id": [1, 2, 3, 4], "group": [0, 1, 1, 2], "fold": [0, 0, 1, 1]})
-    with pytest.raises(ValueError, match=r"^question group 1 spans several folds: the folds leak$"):
+    with pytest.raises(ValueError, match=r"^group 1 spans several folds: the folds leak$"):
         check_grouped(folds)
     check_grouped(folds.assign(fold=[0, 1, 1, 0]))  # grouped: no error
 
@@ -171,7 +171,7 @@ def test_holdout_rows_hold_out_whole_questions() -> None:
     assert not np.array_equal(mask, holdout_rows(groups, 0.25, seed=2))
     assert np.unique(groups[holdout_rows(groups, 0.1, seed=1)]).size == 4  # round(0.1 * 40)
     assert np.unique(groups[holdout_rows(groups, 0.001, seed=1)]).size == 1  # at least one question
-    with pytest.raises(ValueError, match=r"1 question\(s\) in the fit: too few to hold out 0\.25 "):
+    with pytest.raises(ValueError, match=r"1 group\(s\) in the fit: too few to hold out 0\.25 "):
         holdout_rows(np.zeros(5, dtype=int), 0.25, seed=1)
     assert holdout_rows(np.arange(2), 0.5, seed=1).sum() == 1  # 1 of 2 questions: fine
     with pytest.raises(ValueError, match="too few"):
@@ -188,7 +188,7 @@ def test_holdout_rows_draw_only_eligible_questions_and_pseudo_rows_are_read_from
         assert len(held) == round(0.25 * 19) and held.min() >= 20 and 25 not in held
     as_ints = eligible.astype(int)  # a 0/1 mask means the same (never ~1 == -2 as an index)
     np.testing.assert_array_equal(holdout_rows(groups, 0.25, 3, as_ints), holdout_rows(groups, 0.25, 3, eligible))
-    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit.*use more rows, or early_stopping: valid$"):
+    with pytest.raises(ValueError, match=r"^0 group\(s\) in the fit.*use more rows, or early_stopping: valid$"):
         holdout_rows(groups, 0.25, seed=0, eligible=np.zeros(len(groups), dtype=bool))
     frame = pd.DataFrame({"qa_id": [1, 2, 3]})
     assert pseudo_rows(frame).dtype == bool and pseudo_rows(frame.assign(questlab_pseudo=[0, 1, 0])).dtype == bool

@@ -1,4 +1,4 @@
-"""Reading a QUEST CSV file as text, safely: encodings, gzip, delimiters, ragged rows.
+"""Reading a task's CSV file (QUEST's by default) as text, safely: encodings, gzip, delimiters, ragged rows.
 
 Every problem is a ``DataError`` naming the file, the line and what to do; ``questlab.data``
 validates the columns and values of what this returns. ``read_csv`` reads a whole file;
@@ -25,22 +25,23 @@ from typing import Literal
 import pandas as pd
 
 from questlab.errors import DataError, UsageError
-from questlab.schema import ID, TRAIN_COLUMNS
+from questlab.tasks import TaskRef, builtin_task_names, load_task
 
 Kind = Literal["train", "test"]
 CHUNK_ROWS = 5_000  # rows per piece of iter_csv: ~10 MB of QUEST text
 _HEAD_BYTES = 1 << 16  # what iter_csv looks at before streaming (the same checks as _read_text)
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
+def read_csv(path: str | Path, task: TaskRef = None) -> pd.DataFrame:
     """Read a CSV as strings; I/O, encoding, layout and parse failures become DataErrors.
 
     A gzip file is unpacked whatever its name; a UTF-8/16/32 byte-order mark is honoured, else the
-    text must be UTF-8. The layout is checked with the csv module first (``_check_layout``).
+    text must be UTF-8. The layout is checked with the csv module first (``_check_layout``); the
+    task's columns (QUEST's by default) let it recognise a file separated by ';' or tabs.
     """
     path = Path(path)
     text = _read_text(path)
-    _check_layout(path, text)
+    _check_layout(path, text, task)
     return _parse(path, text)
 
 
@@ -54,7 +55,9 @@ def _parse(path: Path, text: str) -> pd.DataFrame:
     return frame
 
 
-def iter_csv(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
+def iter_csv(
+    path: str | Path, chunk_rows: int = CHUNK_ROWS, task: TaskRef = None
+) -> Iterator[tuple[int, pd.DataFrame]]:
     """``read_csv`` in pieces: frames of at most ``chunk_rows`` rows (strings), each with the 1-based
     number of its first data row, so that memory holds one piece at a time.
 
@@ -71,14 +74,14 @@ def iter_csv(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[i
         encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), "utf-8")
         if not head.strip() or (encoding == "utf-8" and b"\x00" in head[:4096]):
             # empty, binary or UTF-16 without a mark: the whole-file reader names it
-            frame = read_csv(path)
+            frame = read_csv(path, task)
             for start in range(0, max(len(frame), 1), chunk_rows):
                 yield start + 1, frame.iloc[start : start + chunk_rows].reset_index(drop=True)
             return
         first_line = _first_line(head.decode(encoding, errors="replace"))
         with _unpacked(path) as raw, io.TextIOWrapper(raw, encoding=_CODEC.get(encoding, encoding), newline="") as fh:
             lines = _LineTee(fh)
-            records = _checked_records(path, _records_of(lines), first_line)
+            records = _checked_records(path, _records_of(lines), first_line, task)
             next(records)  # the header (checked)
             header_text, n_rows, start = lines.take(), 0, 1
             for _ in records:
@@ -152,7 +155,7 @@ def _read_text(path: Path) -> str:
         what = "a damaged gzip file" if packed else "cannot be read"
         raise DataError(path, f"{what} ({getattr(exc, 'strerror', None) or exc})") from None
     if not data.strip():
-        raise DataError(path, "the file is empty", hint="expected a header line with qa_id and the input columns")
+        raise DataError(path, "the file is empty", hint="expected a header line with the id and the input columns")
     encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
     if encoding == "utf-8" and b"\x00" in data[:4096]:
         if max(data[:4096:2].count(0), data[1:4096:2].count(0)) > min(len(data), 4096) // 4:  # every other byte
@@ -197,9 +200,9 @@ def _records_of(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
         line = reader.line_num + 1
 
 
-def _check_layout(path: Path, text: str) -> None:
+def _check_layout(path: Path, text: str, task: TaskRef = None) -> None:
     """Separator, repeated header names, row widths: pandas would mangle a name (``x.1``), pad a short row."""
-    for _ in _checked_records(path, _records(text), _first_line(text)):
+    for _ in _checked_records(path, _records(text), _first_line(text), task):
         pass
 
 
@@ -207,12 +210,24 @@ def _first_line(text: str) -> str:
     return text.lstrip("\ufeff\r\n \t").partition("\n")[0]
 
 
-def _checked_records(path: Path, records: Iterator[tuple[int, list[str]]], first_line: str) -> Iterator[list[str]]:
+def _known_columns(task: TaskRef) -> tuple[str, set[str]]:
+    """The task's id column, and the columns of the task and of every built-in task (to spot a wrong separator)."""
+    resolved = load_task(task)
+    known = set(resolved.train_columns)
+    for name in builtin_task_names():
+        known |= set(load_task(name).train_columns)
+    return resolved.id, known
+
+
+def _checked_records(
+    path: Path, records: Iterator[tuple[int, list[str]]], first_line: str, task: TaskRef = None
+) -> Iterator[list[str]]:
     """The header, then each data record, each checked as it is reached (``_check_layout``'s rules)."""
+    ID, known = _known_columns(task)  # the id column's name, as schema.ID was
     try:
         header = [c.strip() for c in next(records, (1, []))[1]]
         for sep, name in ((";", "';'"), ("\t", "tabs")):
-            if ID not in header and len({c.strip(' "') for c in first_line.split(sep)} & set(TRAIN_COLUMNS)) > 1:
+            if ID not in header and len({c.strip(' "') for c in first_line.split(sep)} & known) > 1:
                 raise DataError(
                     path, f"the columns are separated by {name}, not commas", hint="save it comma-separated"
                 )

@@ -39,8 +39,10 @@ class DataError(QuestlabError, ValueError):
         row: int | None = None,
         qa_id: object | None = None,
         hint: str | None = None,
+        id_name: str = "qa_id",
     ) -> None:
         self.file, self.column, self.row, self.qa_id, self.hint = str(file), column, row, qa_id, hint
+        self.id_name = id_name  # the task's id column: how the row's id is labelled
         self.message = message
         super().__init__(str(self))
 
@@ -49,7 +51,7 @@ class DataError(QuestlabError, ValueError):
         if self.column is not None:
             where.append(f"column {self.column!r}")
         if self.row is not None:
-            where.append(f"row {self.row}" + (f" (qa_id {self.qa_id})" if self.qa_id is not None else ""))
+            where.append(f"row {self.row}" + (f" ({self.id_name} {self.qa_id})" if self.qa_id is not None else ""))
         text = f"{', '.join(where)}: {self.message}"
         return f"{text}. {self.hint}" if self.hint else text
 

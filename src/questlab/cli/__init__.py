@@ -26,6 +26,7 @@ from questlab.cli import (
     pseudo,
     recipes,
     running,
+    tasks,
     tuning,
 )
 from questlab.cli.common import OneLineErrors, examples
@@ -85,6 +86,7 @@ tuning.register(app)  # tune
 pretrain.register(app)  # pretrain
 pseudo.register(app)  # pseudo-label
 recipes.register(app)  # recipe
+tasks.register(app)  # task init, task show, task list
 
 
 def main() -> None:

@@ -166,7 +166,7 @@ def test_holdout_never_holds_out_pseudo_labelled_rows(slice_, tiny_encoder, cach
     marked, no question is left to hold out."""
     train, valid = slice_
     p = params(tiny_encoder, head="mlp", early_stopping="holdout")
-    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit"):
+    with pytest.raises(ValueError, match=r"^0 group\(s\) in the fit"):
         build_model("embedding", p).fit(train.assign(questlab_pseudo=True), valid, FitLog())
     log = FitLog()
     build_model("embedding", p).fit(train.assign(questlab_pseudo=False), valid, log)

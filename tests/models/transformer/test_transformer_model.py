@@ -121,5 +121,5 @@ def test_holdout_early_stopping_never_reads_the_valid_labels(tiny_encoder, make_
     _, log_last = _fit_scores(tiny_encoder, train, valid, early_stopping="holdout", select_best_epoch=False)
     assert "early_stopping" not in log_last.info
     # rows the CV runner marks as pseudo-labelled are never held out
-    with pytest.raises(ValueError, match=r"^0 question\(s\) in the fit"):
+    with pytest.raises(ValueError, match=r"^0 group\(s\) in the fit"):
         _fit_scores(tiny_encoder, train.assign(questlab_pseudo=True), valid, early_stopping="holdout")

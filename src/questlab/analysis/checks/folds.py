@@ -9,7 +9,7 @@ import pandas as pd
 
 from questlab.analysis.verdict import Verdict, fmt, folds_text, rounded
 from questlab.metric import CONSTANT_TRUTH, is_constant, spearman_per_target
-from questlab.schema import TARGETS
+from questlab.tasks import TaskRef, load_task
 
 NEAR_CONSTANT_SHARE = 0.9
 FAILED_FOLD_RATIO = 0.5
@@ -22,56 +22,64 @@ SCALE_GAP = 0.05
 
 
 # --- constant predictions ---------------------------------------------------------------------
-def fold_statuses(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+def fold_statuses(
+    y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, task: TaskRef = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per fold and target: Spearman (NaN where undefined) and status, recomputed from the OOF rows."""
+    names = load_task(task).target_names  # the task's targets, in order
     rho, status = {}, {}
     for k in np.unique(folds):
         sel = folds == k
         r, s = spearman_per_target(y_true[sel], y_pred[sel])
-        rho[int(k)], status[int(k)] = dict(zip(TARGETS, r, strict=True)), dict(zip(TARGETS, s, strict=True))
+        rho[int(k)], status[int(k)] = dict(zip(names, r, strict=True)), dict(zip(names, s, strict=True))
     return (
         pd.DataFrame.from_dict(rho, orient="index").rename_axis("fold"),
         pd.DataFrame.from_dict(status, orient="index").rename_axis("fold"),
     )
 
 
-def constant_predictions(y_pred: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
+def constant_predictions(y_pred: np.ndarray, folds: np.ndarray, task: TaskRef = None) -> pd.DataFrame:
     """Per fold (rows) and target (columns): True where the prediction is constant in that fold.
 
     Judged on the predictions alone: a fold where truth is constant too still had a model that
     predicted a constant (the metric's status shows only "constant truth" there).
     """
     return pd.DataFrame(
-        {int(k): is_constant(y_pred[folds == k]) for k in np.unique(folds)}, index=list(TARGETS)
+        {int(k): is_constant(y_pred[folds == k]) for k in np.unique(folds)}, index=list(load_task(task).target_names)
     ).T.rename_axis("fold")
 
 
-def _cost(reference: pd.Series) -> float | None:
-    """What undefined targets cost a fold: their Spearman in the other folds, over 30 (None if unscored there)."""
+def _cost(reference: pd.Series, n_targets: int) -> float | None:
+    """What undefined targets cost a fold: their Spearman in the other folds, over the number of
+    targets (QUEST: 30; None if unscored there)."""
     known = reference.dropna()
-    return float(known.sum()) / len(TARGETS) if len(known) else None
+    return float(known.sum()) / n_targets if len(known) else None
 
 
-def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> list[Verdict]:
+def check_constant_predictions(
+    y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, task: TaskRef = None
+) -> list[Verdict]:
     """Constant and near-constant prediction columns per fold, and truth constant in a fold.
 
     The cost of a constant column is what that target scored in the other folds (it counts 0
-    here instead), divided by 30; for a whole fold, also the CV score with and without its rows.
+    here instead), divided by the number of targets (QUEST: 30); for a whole fold, also the CV
+    score with and without its rows.
     """
     from questlab.metric import mean_spearman
 
-    rho, status = fold_statuses(y_true, y_pred, folds)
-    is_const = constant_predictions(y_pred, folds)
+    names = load_task(task).target_names  # the task's targets, in order
+    rho, status = fold_statuses(y_true, y_pred, folds, task)
+    is_const = constant_predictions(y_pred, folds, task)
     fold_list = list(rho.index)
     out: list[Verdict] = []
     all_const = bool(is_const.to_numpy().all())
     for k in fold_list:
         others = [j for j in fold_list if j != k]
-        reference = rho.loc[others].median(axis=0) if others else pd.Series(np.nan, index=list(TARGETS))
+        reference = rho.loc[others].median(axis=0) if others else pd.Series(np.nan, index=list(names))
         sel = folds == k
-        const = [t for t in TARGETS if is_const.loc[k, t]]
+        const = [t for t in names if is_const.loc[k, t]]
         if const and not all_const:
-            lost = _cost(reference[const])
+            lost = _cost(reference[const], len(names))
             ev: dict[str, Any] = {
                 "fold": k,
                 "targets": const,
@@ -80,7 +88,7 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
                 "reference_spearman": {t: rounded(reference[t]) for t in const},
             }
             msg = (
-                f"fold {k}: predictions constant on {len(const)}/{len(TARGETS)} targets"
+                f"fold {k}: predictions constant on {len(const)}/{len(names)} targets"
                 f" ({', '.join(const[:3])}{', ...' if len(const) > 3 else ''}); they count 0, costing"
                 f" {fmt(lost)} of the fold score {ev['fold_score']:.3f} (what they scored in the other folds)"
             )
@@ -91,7 +99,7 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
             out.append(Verdict("error", "const.pred", msg, ev))
         pred_k = y_pred[sel]
         near = []
-        for j, t in enumerate(TARGETS):
+        for j, t in enumerate(names):
             if is_const.loc[k, t]:
                 continue
             _, counts = np.unique(pred_k[:, j], return_counts=True)
@@ -108,11 +116,11 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
                     {"fold": k, "targets": {t: rounded(s) for t, s in near}},
                 )
             )
-        truth_const = [t for t in TARGETS if status.loc[k, t] == CONSTANT_TRUTH]
+        truth_const = [t for t in names if status.loc[k, t] == CONSTANT_TRUTH]
         if truth_const:
-            vals = {t: rounded(y_true[sel][0, TARGETS.index(t)]) for t in truth_const}
+            vals = {t: rounded(y_true[sel][0, names.index(t)]) for t in truth_const}
             rated = ", ".join(f"{t} (all {int(sel.sum())} rows rate {v:.3g})" for t, v in vals.items())
-            lost = _cost(reference[truth_const])
+            lost = _cost(reference[truth_const], len(names))
             out.append(
                 Verdict(
                     "warning",
@@ -131,7 +139,7 @@ def check_constant_predictions(y_true: np.ndarray, y_pred: np.ndarray, folds: np
             Verdict(
                 "error",
                 "const.pred",
-                f"predictions constant on all {len(TARGETS)} targets in every fold (folds {folds_text(fold_list)}):"
+                f"predictions constant on all {len(names)} targets in every fold (folds {folds_text(fold_list)}):"
                 " the model ranks nothing; every fold and the CV score 0 (the pooled OOF columns differ only"
                 " by the fold constants, which rank nothing)",
                 {
@@ -210,22 +218,23 @@ def check_weak_folds(
 
 
 # --- folds on different scales ----------------------------------------------------------------
-def check_fold_scales(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> list[Verdict]:
+def check_fold_scales(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, task: TaskRef = None) -> list[Verdict]:
     """Targets that rank well inside each fold but worse pooled: the folds' predictions are on
     different scales (an ensemble that post-processed a target in some outer folds only), so the
     pooled CV score understates them (``metric.fold_mean_score`` is the per-fold estimate)."""
     from questlab.metric import fold_mean_score, mean_spearman
 
+    names = load_task(task).target_names  # the task's targets, in order
     if len(np.unique(folds)) < 2:
         return []
     pooled, _ = spearman_per_target(y_true, y_pred)
-    rho, _ = fold_statuses(y_true, y_pred, folds)
-    inside = rho[list(TARGETS)].mean(axis=0, skipna=True).to_numpy()  # NaN where no fold defines it
+    rho, _ = fold_statuses(y_true, y_pred, folds, task)
+    inside = rho[list(names)].mean(axis=0, skipna=True).to_numpy()  # NaN where no fold defines it
     gap = inside - pooled
     flagged = [j for j in np.argsort(-np.nan_to_num(gap, nan=-1.0)) if gap[j] > SCALE_GAP]
     if not flagged:
         return []
-    listed = ", ".join(f"{TARGETS[j]} (pooled {pooled[j]:.3f}, folds' mean {inside[j]:.3f})" for j in flagged)
+    listed = ", ".join(f"{names[j]} (pooled {pooled[j]:.3f}, folds' mean {inside[j]:.3f})" for j in flagged)
     pooled_score, fold_mean = mean_spearman(y_true, y_pred), fold_mean_score(y_true, y_pred, folds)
     return [
         Verdict(
@@ -236,7 +245,7 @@ def check_fold_scales(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray)
             f" so the pooled CV {pooled_score:.4f} understates them; the mean of the folds' scores is {fold_mean:.4f}",
             {
                 "targets": {
-                    TARGETS[j]: {"pooled": rounded(pooled[j]), "folds_mean": rounded(inside[j])} for j in flagged
+                    names[j]: {"pooled": rounded(pooled[j]), "folds_mean": rounded(inside[j])} for j in flagged
                 },
                 "pooled_score": rounded(pooled_score),
                 "fold_mean_score": rounded(fold_mean),

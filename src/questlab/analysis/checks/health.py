@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from questlab.analysis.verdict import Verdict, folds_text
-from questlab.schema import TARGETS
 from questlab.store import TAG_ERROR, RunRecord
+from questlab.tasks import TaskRef, load_task
 
 
 # --- run health -------------------------------------------------------------------------------
@@ -68,12 +68,26 @@ def check_status(record: RunRecord, meta: dict[str, Any], done_folds: list[int])
     return out
 
 
-def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.DataFrame]) -> list[Verdict]:
-    """NaN in the out-of-fold predictions; NaN or values outside [0, 1] in the test predictions."""
+def _range_text(task) -> str:
+    """The targets' range as a verdict says it: ``[0, 1]`` where they share one, else "their ranges"."""
+    pairs = {(t.low, t.high) for t in task.targets}
+    if len(pairs) == 1:
+        low, high = pairs.pop()
+        return f"[{low:g}, {high:g}]"
+    return "their targets' ranges"
+
+
+def check_prediction_values(
+    oof: pd.DataFrame | None, test_preds: dict[str, pd.DataFrame], task: TaskRef = None
+) -> list[Verdict]:
+    """NaN in the out-of-fold predictions; NaN or values outside the targets' ranges (QUEST: [0, 1])
+    in the test predictions."""
+    task = load_task(task)
+    names = task.target_names
     out = []
     if oof is None:
         return [Verdict("error", "pred.missing", "no out-of-fold predictions (oof.csv): nothing can be scored", {})]
-    pred = oof[list(TARGETS)].to_numpy(dtype=np.float64)
+    pred = oof[list(names)].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(pred)
     if bad.any():
         rows, cols = np.nonzero(bad)
@@ -82,20 +96,20 @@ def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.D
                 "error",
                 "pred.nan",
                 f"{int(bad.sum())} out-of-fold predictions are NaN/inf (first: fold {int(oof['fold'].iloc[rows[0]])},"
-                f" {TARGETS[cols[0]]})",
-                {"n": int(bad.sum()), "targets": sorted({TARGETS[c] for c in cols})},
+                f" {names[cols[0]]})",
+                {"n": int(bad.sum()), "targets": sorted({names[c] for c in cols})},
             )
         )
     for name, frame in test_preds.items():
-        values = frame[list(TARGETS)].to_numpy(dtype=np.float64)
+        values = frame[list(names)].to_numpy(dtype=np.float64)
         n_nan = int((~np.isfinite(values)).sum())
-        n_out = int(((values < 0) | (values > 1)).sum())
+        n_out = int(((values < task.lows) | (values > task.highs)).sum())
         if n_nan or n_out:
             out.append(
                 Verdict(
                     "error",
                     "test.range",
-                    f"test predictions ({name}): {n_nan} NaN, {n_out} outside [0, 1]"
+                    f"test predictions ({name}): {n_nan} NaN, {n_out} outside {_range_text(task)}"
                     f" (range {np.nanmin(values):.3g}..{np.nanmax(values):.3g})",
                     {"file": name, "n_nan": n_nan, "n_out_of_range": n_out},
                 )
@@ -103,7 +117,10 @@ def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.D
     if not out:
         out.append(
             Verdict(
-                "ok", "pred.values", f"predictions finite; test predictions in [0, 1] ({len(test_preds)} files)", {}
+                "ok",
+                "pred.values",
+                f"predictions finite; test predictions in {_range_text(task)} ({len(test_preds)} files)",
+                {},
             )
         )
     return out

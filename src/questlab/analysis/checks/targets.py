@@ -8,7 +8,7 @@ import pandas as pd
 from questlab.analysis.checks.folds import constant_predictions
 from questlab.analysis.verdict import Verdict, fmt, rounded
 from questlab.metric import bootstrap_target_scores, spearman_per_target
-from questlab.schema import TARGETS
+from questlab.tasks import TaskRef, load_task
 
 IMBALANCED_SHARE = 0.9
 SQUASHED_RATIO = 0.1
@@ -17,7 +17,7 @@ N_WORST = 5
 
 # --- targets ----------------------------------------------------------------------------------
 def target_intervals(
-    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_boot: int = 200, seed: int = 0
+    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_boot: int = 200, seed: int = 0, task: TaskRef = None
 ) -> pd.DataFrame:
     """Per-target Spearman with a 95% bootstrap interval (questions resampled)."""
     rho, status = spearman_per_target(y_true, y_pred)
@@ -29,7 +29,7 @@ def target_intervals(
             "high": np.percentile(boots, 97.5, axis=0),
             "status": status,
         },
-        index=pd.Index(TARGETS, name="target"),
+        index=pd.Index(load_task(task).target_names, name="target"),
     )
 
 
@@ -44,17 +44,26 @@ def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def imbalance_table(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
-    """Per target: share of the most common rating, distinct ratings, and AUC of rare vs common rows."""
+def imbalance_table(y_true: np.ndarray, y_pred: np.ndarray, task: TaskRef = None) -> pd.DataFrame:
+    """Per target: share of the most common rating, distinct ratings, and AUC of rare vs common rows.
+
+    An ordinal target's ratings are its levels (a value within 1e-6 of a level counts as that level).
+    """
     rows = []
-    for j, t in enumerate(TARGETS):
-        values, counts = np.unique(y_true[:, j], return_counts=True)
+    for j, target in enumerate(load_task(task).targets):
+        t = target.name
+        truth = y_true[:, j]
+        if target.levels:  # on its levels: float noise never splits a rating in two
+            levels = np.asarray(target.levels)
+            nearest = levels[np.abs(truth[:, None] - levels[None, :]).argmin(axis=1)]
+            truth = np.where(np.abs(nearest - truth) <= 1e-6, nearest, truth)
+        values, counts = np.unique(truth, return_counts=True)
         common = values[np.argmax(counts)]
-        rare = y_true[:, j] != common
+        rare = truth != common
         # Oriented by the truth: 1.0 when every rare row is predicted on the side of the common
         # rating it lies on (above it for a common 0, below it for a common 1), 0.5 is chance.
         auc = _auc(y_pred[:, j], rare)
-        if rare.any() and y_true[rare, j].mean() < common:
+        if rare.any() and truth[rare].mean() < common:
             auc = 1 - auc
         rows.append(
             {
@@ -68,9 +77,11 @@ def imbalance_table(y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("target")
 
 
-def check_imbalance(y_true: np.ndarray, y_pred: np.ndarray, intervals: pd.DataFrame) -> list[Verdict]:
+def check_imbalance(
+    y_true: np.ndarray, y_pred: np.ndarray, intervals: pd.DataFrame, task: TaskRef = None
+) -> list[Verdict]:
     """Imbalanced targets (>= 90% one rating) and whether the predictions rank them at all."""
-    table = imbalance_table(y_true, y_pred).join(intervals)
+    table = imbalance_table(y_true, y_pred, task).join(intervals)
     # A target with one rating in every row is "constant truth" (reported per fold), not imbalanced.
     imbalanced = table[(table["majority_share"] >= IMBALANCED_SHARE) & (table["distinct"] > 1)]
     out, ranked = [], []
@@ -119,11 +130,12 @@ def check_imbalance(y_true: np.ndarray, y_pred: np.ndarray, intervals: pd.DataFr
     return out
 
 
-def check_spread(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray) -> list[Verdict]:
+def check_spread(y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, task: TaskRef = None) -> list[Verdict]:
     """Predictions squashed towards the mean: std of predictions against std of the truth, per target."""
-    always_const = constant_predictions(y_pred, folds).all(axis=0).to_numpy()
+    names = load_task(task).target_names
+    always_const = constant_predictions(y_pred, folds, task).all(axis=0).to_numpy()
     truth_std = y_true.std(axis=0)
-    ratio = pd.Series(y_pred.std(axis=0) / np.where(truth_std > 0, truth_std, 1.0), index=list(TARGETS))
+    ratio = pd.Series(y_pred.std(axis=0) / np.where(truth_std > 0, truth_std, 1.0), index=list(names))
     # Constant predictions are reported by their own check; a constant truth has no spread to match.
     judged = ratio[~always_const & (truth_std > 0)]
     if judged.empty:
