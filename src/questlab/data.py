@@ -122,18 +122,10 @@ def detect_kind(path: str | Path, task: TaskRef = None) -> Kind:
 
 
 def column_order(task: TaskRef, kind: Kind) -> list[str]:
-    """A validated frame's columns, in order: the task's ``train_columns`` / ``test_columns``.
-
-    A task whose columns are QUEST's keeps 0.9.0's order (``questlab.schema``, QUEST's own file),
-    so validated frames and the sha256 a run records for a frame stay byte-identical. (A spec key
-    giving the order would let this go: a request to the tasks/ owner.)
-    """
-    from questlab import schema
-
+    """A validated frame's columns, in order: the task's ``train_columns`` / ``test_columns``
+    (the spec's ``columns`` key keeps a file's own order: QUEST's frames and hashes are 0.9.0's)."""
     task = load_task(task)
-    columns = list(task.train_columns if kind == "train" else task.test_columns)
-    legacy = list(schema.TRAIN_COLUMNS if kind == "train" else schema.TEST_COLUMNS)
-    return legacy if task.id == schema.ID and set(columns) == set(legacy) else columns
+    return list(task.train_columns if kind == "train" else task.test_columns)
 
 
 def _may_leave_out(task: Task, kind: Kind) -> tuple[str, ...]:
