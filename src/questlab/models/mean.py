@@ -36,7 +36,8 @@ class MeanModel(Model):
         return np.tile(self.means_, (len(frame), 1))
 
     def _save_state(self, folder: Path) -> None:
-        (folder / "means.json").write_text(json.dumps(dict(zip(self.task.target_names, self.means_.tolist(), strict=True))))
+        means = dict(zip(self.task.target_names, self.means_.tolist(), strict=True))
+        (folder / "means.json").write_text(json.dumps(means))
 
     def _load_state(self, folder: Path) -> None:
         means = json.loads((folder / "means.json").read_text())
