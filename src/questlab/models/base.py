@@ -8,6 +8,7 @@ class, its params, the questlab version) plus whatever state the family writes b
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from questlab import __version__
 from questlab.errors import ConfigError, QuestlabError, RunFormatError
+from questlab.metrics import Metric
 from questlab.strictjson import number
 from questlab.tasks import Task, TaskRef, load_task
 
@@ -280,3 +282,39 @@ def to_target_range(raw: np.ndarray, task: Task, margin: float = 0.01) -> np.nda
     lows, highs = task.lows, task.highs
     width = highs - lows
     return lows + to_unit_interval((raw - lows) / width, margin) * width
+
+
+@dataclass(frozen=True)
+class UnitScorer:
+    """Scores 0..1-scale predictions of some targets in the task's own units, with the task's metric.
+
+    Heads fit targets scaled to [0, 1] (``lows`` + value * ``widths`` is the task's value); the
+    early-stopping score and the logged ``valid_score`` are the task metric's. QUEST's targets are
+    already in [0, 1] and its metric is Spearman: the numbers are 0.9.0's.
+    """
+
+    metric: Metric
+    lows: np.ndarray
+    widths: np.ndarray
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return self.metric.score(self.lows + y_true * self.widths, self.lows + y_pred * self.widths)
+
+    def score_with_undefined(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, int]:
+        """The score and how many targets were undefined in it (constant columns, for Spearman)."""
+        y_true, y_pred = self.lows + y_true * self.widths, self.lows + y_pred * self.widths
+        values, status = self.metric.per_target(y_true, y_pred)
+        return self.metric.combine(values), sum(st != "ok" for st in status)
+
+    def improves(self, score: float, best: float | None) -> bool:
+        """True when ``score`` beats ``best`` (None or -inf: nothing yet, so any defined score does)."""
+        if math.isnan(score):
+            return False
+        return best is None or best == -math.inf or self.metric.better(score, best)
+
+    @classmethod
+    def of(cls, task: Task, columns: np.ndarray | None = None) -> UnitScorer:
+        """The scorer of ``task``'s targets (those at ``columns``; all by default)."""
+        cols = np.arange(task.n_targets) if columns is None else np.asarray(columns)
+        lows, highs = task.lows[cols], task.highs[cols]
+        return cls(task.scorer, lows, highs - lows)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from questlab.errors import ConfigError
-from questlab.schema import ANSWER, BODY, TITLE
+from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TITLE
 from questlab.tasks import Task
 
 # QUEST's column names (its own spec, tasks/quest.yaml): kept here, read only where a task has them.
@@ -75,6 +75,8 @@ __all__ = [
     "ANSWER",
     "ASKER_COLUMNS",
     "BODY",
+    "CATEGORY",
+    "HOST",
     "ID_COLUMNS",
     "QUEST_TEXTS",
     "TITLE",

@@ -37,15 +37,19 @@ import pandas as pd
 
 from questlab.errors import ConfigError
 from questlab.models.parts import (
+    ANSWER,
     ASKER_COLUMNS,
+    BODY,
+    CATEGORY,
+    HOST,
     ID_COLUMNS,
+    TITLE,
     asker_answered,
     has_columns,
     quest_layout,
     require_columns,
     short_name,
 )
-from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TITLE
 from questlab.tasks import Task, load_task
 
 FeatureGroup = Literal[

@@ -5,39 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from questlab.errors import RunFormatError
-from questlab.metrics import Metric, get_metric
-from questlab.models.base import FitLog, ModelParams
+from questlab.metrics import get_metric
+from questlab.models.base import FitLog, ModelParams, UnitScorer
 from questlab.models.embedding.encoder import pick_threads, torch_threads
-
-
-@dataclass(frozen=True)
-class UnitScorer:
-    """Scores 0..1-scale predictions of some targets in the task's own units, with the task's metric.
-
-    Heads fit targets scaled to [0, 1] (``lows`` + value * ``widths`` is the task's value); the
-    early-stopping score and the logged ``valid_score`` are the task metric's. QUEST's targets are
-    already in [0, 1] and its metric is Spearman: the numbers are 0.9.0's.
-    """
-
-    metric: Metric
-    lows: np.ndarray
-    widths: np.ndarray
-
-    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-        return self.metric.score(self.lows + y_true * self.widths, self.lows + y_pred * self.widths)
-
-    def improves(self, score: float, best: float | None) -> bool:
-        """True when ``score`` beats ``best`` (None: nothing yet, so any defined score does)."""
-        if math.isnan(score):
-            return False
-        return best is None or self.metric.better(score, best)
 
 
 def _default_scorer(n_targets: int) -> UnitScorer:

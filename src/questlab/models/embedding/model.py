@@ -18,7 +18,7 @@ from pydantic import Field
 
 from questlab.errors import ConfigError
 from questlab.folds import holdout_rows, pseudo_rows
-from questlab.models.base import FitLog, Model, ModelParams
+from questlab.models.base import FitLog, Model, ModelParams, UnitScorer
 from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.embedding.cache import EmbeddingCache
 from questlab.models.embedding.encoder import EncoderSettings, LongText, SentenceEncoder
@@ -224,11 +224,8 @@ class EmbeddingModel(Model):
             "answer": (np.flatnonzero(~first), everything[1]),
         }
 
-    def _scorer(self, cols: np.ndarray):
-        from questlab.models.embedding.heads import UnitScorer
-
-        lows, highs = self.task.lows[cols], self.task.highs[cols]
-        return UnitScorer(self.task.scorer, lows, highs - lows)
+    def _scorer(self, cols: np.ndarray) -> UnitScorer:
+        return UnitScorer.of(self.task, cols)
 
     # --- the contract -------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> EmbeddingModel:
