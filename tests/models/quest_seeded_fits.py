@@ -27,12 +27,13 @@ def seeded_predictions(st_encoder: Path, bert_encoder: Path) -> dict[str, np.nda
     emb = {"encoder": str(st_encoder), "max_tokens": 32, "progress": False, "host_min_count": 2}
     emb |= {"max_epochs": 3, "patience": 2, "n_seeds": 2, "hidden": 16}
     groups = ["lengths", "counts", "asker", "category", "host", "question_words", "similarity", "ids"]
+    every = {"features": groups, "parts": ["title", "body", "answer", "title_body"]}
     fits = {
         "mean": ("mean", {}),
         "tfidf": ("tfidf", {"min_df": 1}),
         "tfidf_nostats": ("tfidf", {"min_df": 1, "stats_weight": 0.0, "ngram_max": 1}),
         "embedding_ridge": ("embedding", emb | {"head": "ridge"}),
-        "embedding_all": ("embedding", emb | {"head": "mlp+ridge", "features": groups, "parts": ["title", "body", "answer", "title_body"]}),
+        "embedding_all": ("embedding", emb | {"head": "mlp+ridge"} | every),
         "embedding_split": ("embedding", emb | {"head": "mlp", "split_question_head": True}),
         "transformer_joint": ("transformer", TRANSFORMER | {"encoder": str(bert_encoder)}),
         "transformer_dual": ("transformer", TRANSFORMER | {"encoder": str(bert_encoder), "mode": "dual"}),
