@@ -15,7 +15,7 @@ import pandas as pd
 
 from questlab.models import register
 from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
-from questlab.schema import ANSWER, BODY, TARGETS
+from questlab.schema import ANSWER, BODY
 
 
 class SeededLengthParams(ModelParams):
@@ -29,8 +29,9 @@ class SeededLength(Model):
     Params = SeededLengthParams
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> SeededLength:
-        self.means_ = train[list(TARGETS)].to_numpy(dtype=np.float64).mean(axis=0)
-        self.mix_ = np.random.normal(size=(2, len(TARGETS)))  # the global generator run_cv seeded
+        targets = list(self.task.target_names)  # QUEST's TARGETS unless built with a task
+        self.means_ = train[targets].to_numpy(dtype=np.float64).mean(axis=0)
+        self.mix_ = np.random.normal(size=(2, len(targets)))  # the global generator run_cv seeded
         self.fitted_ = True
         return self
 

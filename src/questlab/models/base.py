@@ -8,6 +8,7 @@ class, its params, the questlab version) plus whatever state the family writes b
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from questlab import __version__
-from questlab.errors import QuestlabError, RunFormatError
-from questlab.schema import N_TARGETS
+from questlab.errors import ConfigError, QuestlabError, RunFormatError
+from questlab.metrics import Metric
 from questlab.strictjson import number
+from questlab.tasks import Task, TaskRef, load_task
+
+# A 0.9.0 check_predictions call names no task: QUEST's 30 targets in [0, 1].
+_DEFAULT_N_TARGETS = 30
 
 
 class ModelParams(BaseModel):
@@ -97,32 +102,36 @@ class FitLog:
 
 
 class Model:
-    """Base class: fit on a frame, predict an (n, 30) array in [0, 1], save to / load from a folder.
+    """Base class: fit on a frame, predict an (n, task.n_targets) array inside each target's range,
+    save to / load from a folder.
 
     Subclasses set ``name`` and ``Params``, implement ``fit``/``predict`` and the two state hooks
-    ``_save_state``/``_load_state``. ``__init__`` only stores params (scikit-learn's rule); what
-    fitting learns lives in attributes that end in ``_``.
+    ``_save_state``/``_load_state``. ``__init__`` only stores params and the task (scikit-learn's
+    rule); what fitting learns lives in attributes that end in ``_``. The task (``quest`` when none
+    is given) says which columns are texts and features and which targets to predict, in order.
     """
 
     name: ClassVar[str] = "base"
     Params: ClassVar[type[ModelParams]] = ModelParams
 
-    def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
+    def __init__(self, params: ModelParams | dict[str, Any] | None = None, task: TaskRef = None) -> None:
         if params is None:
             params = self.Params()
         elif isinstance(params, dict):
             params = self.Params(**params)
         self.params = params
+        self.task: Task = load_task(task)
         self.fitted_ = False
 
     # --- the contract -------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> Model:
-        """Learn from ``train`` (inputs + 30 targets). ``valid`` (with targets) may be used for
+        """Learn from ``train`` (inputs + the task's targets). ``valid`` (with targets) may be used for
         early stopping / epoch selection only; report progress into ``log``. Returns self."""
         raise NotImplementedError
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Return an (len(frame), 30) float array in [0, 1], columns in ``schema.TARGETS`` order."""
+        """Return a (len(frame), task.n_targets) float array, columns in ``task.target_names`` order,
+        each inside its target's [low, high]."""
         raise NotImplementedError
 
     def prepare(self, frames: list[pd.DataFrame]) -> None:
@@ -163,6 +172,7 @@ class Model:
         meta = {
             "model": self.name,
             "params": self.params.model_dump(mode="json"),
+            "task": self.task.to_data(),
             "questlab_version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -182,7 +192,8 @@ class Model:
         try:
             meta = json.loads(meta_path.read_text())
             klass = get_model_class(meta["model"]) if cls is Model else cls
-            model = klass(klass.Params(**meta["params"]))
+            # no "task" key: a model saved before tasks existed (questlab <= 0.9.0), so QUEST's
+            model = klass(klass.Params(**meta["params"]), task=_saved_task(meta, meta_path))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, QuestlabError):
                 raise
@@ -202,16 +213,46 @@ class Model:
         return model
 
 
-def check_predictions(pred: np.ndarray, n_rows: int, who: str) -> np.ndarray:
-    """Validate a model's output at the boundary: shape (n, 30), finite, inside [0, 1]."""
+def _saved_task(meta: dict[str, Any], meta_path: Path) -> Task:
+    """The task a model.json records (QUEST where it records none: saved by questlab <= 0.9.0)."""
+    data = meta.get("task")
+    if data is None:
+        return load_task(None)
+    try:
+        return load_task(dict(data))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise RunFormatError(f"{meta_path}: key task: not a task this questlab reads ({exc})") from None
+
+
+def check_predictions(
+    pred: np.ndarray, n_rows: int, who: str, n_targets: int | None = None, task: Task | None = None
+) -> np.ndarray:
+    """Validate a model's output at the boundary: shape (n, n_targets), finite, inside the ranges.
+
+    With a ``task``: its number of targets and each target's [low, high]; without one, QUEST's
+    30 targets in [0, 1] (``n_targets`` overrides the count).
+    """
     pred = np.asarray(pred, dtype=np.float64)
-    if pred.shape != (n_rows, N_TARGETS):
-        raise ValueError(f"{who} returned predictions of shape {pred.shape}; expected ({n_rows}, 30)")
+    if n_targets is None:
+        n_targets = task.n_targets if task is not None else _DEFAULT_N_TARGETS
+    if pred.shape != (n_rows, n_targets):
+        raise ValueError(f"{who} returned predictions of shape {pred.shape}; expected ({n_rows}, {n_targets})")
     if not np.isfinite(pred).all():
         bad = np.argwhere(~np.isfinite(pred))[0]
         raise ValueError(f"{who} returned a non-finite prediction (row {bad[0]}, target {bad[1]})")
-    if pred.min() < 0 or pred.max() > 1:
-        raise ValueError(f"{who} returned predictions outside [0, 1] ({pred.min():.3g}..{pred.max():.3g})")
+    if task is None:
+        if pred.min() < 0 or pred.max() > 1:
+            raise ValueError(f"{who} returned predictions outside [0, 1] ({pred.min():.3g}..{pred.max():.3g})")
+        return pred
+    lows, highs = task.lows, task.highs
+    outside = (pred < lows) | (pred > highs)
+    if outside.any():
+        row, col = np.argwhere(outside)[0]
+        name = task.target_names[col]
+        raise ValueError(
+            f"{who} returned a prediction outside {name}'s range [{lows[col]:g}, {highs[col]:g}] "
+            f"(row {row}: {pred[row, col]:.3g})"
+        )
     return pred
 
 
@@ -229,3 +270,51 @@ def to_unit_interval(raw: np.ndarray, margin: float = 0.01) -> np.ndarray:
     out[below] = low * np.exp((raw[below] - low) / low)
     out[above] = 1.0 - margin * np.exp(-(raw[above] - high) / margin)
     return out
+
+
+def to_target_range(raw: np.ndarray, task: Task, margin: float = 0.01) -> np.ndarray:
+    """Map unbounded (n, task.n_targets) scores into each target's (low, high), as ``to_unit_interval``
+    maps into (0, 1): scaled to the unit interval, squashed there, scaled back.
+
+    For a target in [0, 1] (every QUEST target) the numbers are exactly ``to_unit_interval``'s.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    lows, highs = task.lows, task.highs
+    width = highs - lows
+    return lows + to_unit_interval((raw - lows) / width, margin) * width
+
+
+@dataclass(frozen=True)
+class UnitScorer:
+    """Scores 0..1-scale predictions of some targets in the task's own units, with the task's metric.
+
+    Heads fit targets scaled to [0, 1] (``lows`` + value * ``widths`` is the task's value); the
+    early-stopping score and the logged ``valid_score`` are the task metric's. QUEST's targets are
+    already in [0, 1] and its metric is Spearman: the numbers are 0.9.0's.
+    """
+
+    metric: Metric
+    lows: np.ndarray
+    widths: np.ndarray
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return self.metric.score(self.lows + y_true * self.widths, self.lows + y_pred * self.widths)
+
+    def score_with_undefined(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, int]:
+        """The score and how many targets were undefined in it (constant columns, for Spearman)."""
+        y_true, y_pred = self.lows + y_true * self.widths, self.lows + y_pred * self.widths
+        values, status = self.metric.per_target(y_true, y_pred)
+        return self.metric.combine(values), sum(st != "ok" for st in status)
+
+    def improves(self, score: float, best: float | None) -> bool:
+        """True when ``score`` beats ``best`` (None or -inf: nothing yet, so any defined score does)."""
+        if math.isnan(score):
+            return False
+        return best is None or best == -math.inf or self.metric.better(score, best)
+
+    @classmethod
+    def of(cls, task: Task, columns: np.ndarray | None = None) -> UnitScorer:
+        """The scorer of ``task``'s targets (those at ``columns``; all by default)."""
+        cols = np.arange(task.n_targets) if columns is None else np.asarray(columns)
+        lows, highs = task.lows[cols], task.highs[cols]
+        return cls(task.scorer, lows, highs - lows)

@@ -1,4 +1,8 @@
-"""TF-IDF of title, body and answer, one-hot category and host, a few text statistics, one ridge.
+"""TF-IDF of each of the task's texts, its feature columns one-hot, a few text statistics, one ridge.
+
+The task (``quest`` by default) says which text columns are parts (QUEST: title, body and answer)
+and which categorical columns are one-hot encoded (QUEST: category and host); predictions are
+squashed into each target's range (``to_target_range``).
 
 Text: word 1..n-gram counts via feature hashing (``HashingVectorizer``, 2**20 buckets), then per
 fold the terms seen in at least ``min_df`` training documents, capped to the ``max_features`` most
@@ -14,11 +18,14 @@ The model reads the first ``MAX_TEXT_CHARS`` (100,000) characters of each title,
 and predicted exactly as before, while a 9 MB answer costs what 100,000 characters cost (the cut
 comes before hashing, the memo and the text statistics).
 
-One multi-output ridge (the same alpha for all 30 targets) solved in its dual form: with ~4k rows
+One multi-output ridge (the same alpha for every target) solved in its dual form: with ~4k rows
 and ~100k features the n x n kernel system is far cheaper than the primal, and one Cholesky
-solve serves all 30 targets. The scaled text statistics (lengths, line and question-mark counts,
-whether the asker answered) lift the mean Spearman by about +0.03 in grouped CV: TF-IDF rows are
-length-normalised, so without them the model cannot see how long an answer is.
+solve serves all targets. The scaled text statistics lift the mean Spearman by about +0.03 in
+grouped CV (QUEST): TF-IDF rows are length-normalised, so without them the model cannot see how
+long an answer is. A task with
+QUEST's texts and user names gets 0.9.0's statistics (lengths of title, body and answer, lines of
+body and answer, question marks of the body, whether the asker answered); any other task, per
+text column its length, its lines and its question marks.
 """
 
 from __future__ import annotations
@@ -39,11 +46,13 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from questlab.errors import RunFormatError, SettingsCannotFitError
-from questlab.models.base import FitLog, Model, ModelParams, to_unit_interval
+from questlab.models.base import FitLog, Model, ModelParams, to_target_range
 from questlab.models.legacy_pickle import load_legacy_joblib
-from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TARGETS, TITLE
+from questlab.models.parts import ANSWER, ASKER_COLUMNS, BODY, QUEST_TEXTS, quest_layout
+from questlab.tasks import Task, load_task
 
-TEXT_PARTS = (TITLE, BODY, ANSWER)
+# QUEST's text parts (0.9.0's name for them); a model reads ``task.text_names``.
+TEXT_PARTS = QUEST_TEXTS
 HASH_BUCKETS = 2**20
 # Characters of a text the model reads (module doc): QUEST's longest text is 22,636 characters.
 MAX_TEXT_CHARS = 100_000
@@ -114,8 +123,8 @@ class TfidfParams(ModelParams):
     ngram_max: int = Field(2, ge=1, le=3, description="word n-grams 1..ngram_max")
     min_df: int = Field(2, ge=1, description="drop terms seen in fewer training documents")
     max_features: int = Field(40_000, ge=100, description="vocabulary cap per text part")
-    alpha: float = Field(10.0, gt=0, description="ridge penalty (shared by the 30 targets)")
-    onehot_weight: float = Field(1.0, ge=0, description="scale of the category/host one-hot block")
+    alpha: float = Field(10.0, gt=0, description="ridge penalty (shared by every target)")
+    onehot_weight: float = Field(1.0, ge=0, description="scale of the one-hot block of the task's feature columns")
     stats_weight: float = Field(0.3, ge=0, description="scale of the standardised text statistics (0 = off)")
 
 
@@ -171,18 +180,28 @@ def frequent_columns(counts: sp.csr_matrix, min_df: int, max_features: int) -> n
     return keep
 
 
-def text_statistics(frame: pd.DataFrame) -> np.ndarray:
-    """Per-row text statistics the TF-IDF blocks cannot see (their rows are length-normalised)."""
+def text_statistics(frame: pd.DataFrame, task: Task | None = None) -> np.ndarray:
+    """Per-row text statistics the TF-IDF blocks cannot see (their rows are length-normalised).
+
+    A task with QUEST's texts and user names (``quest_layout``): 0.9.0's seven columns. Any
+    other: per text column, log length, log line count and question marks (capped at 10).
+    """
+    task = load_task(task)
+    if not quest_layout(task):
+        texts = task.text_names
+        return np.column_stack(
+            [np.log1p(frame[c].str.len()) for c in texts]
+            + [np.log1p(frame[c].str.count("\n")) for c in texts]
+            + [frame[c].str.count(r"\?").clip(0, 10) for c in texts]
+        ).astype(np.float64)
+    asker, answerer = ASKER_COLUMNS
     return np.column_stack(
         [np.log1p(frame[c].str.len()) for c in TEXT_PARTS]
         + [np.log1p(frame[c].str.count("\n")) for c in (BODY, ANSWER)]
         + [
             frame[BODY].str.count(r"\?").clip(0, 10),
             # the asker answered: both names given and equal (two empty names are two unknowns)
-            (
-                (frame["question_user_name"] == frame["answer_user_name"])
-                & (frame["question_user_name"].str.strip() != "")
-            ).astype(float),
+            ((frame[asker] == frame[answerer]) & (frame[asker].str.strip() != "")).astype(float),
         ]
     ).astype(np.float64)
 
@@ -202,18 +221,19 @@ def _no_terms(part: str, counts: sp.csr_matrix, min_df: int) -> SettingsCannotFi
 
 
 class TfidfModel(Model):
-    """Word TF-IDF per text part + one-hot category/host + text statistics → multi-output ridge."""
+    """Word TF-IDF per text part + the feature columns one-hot + text statistics → multi-output ridge."""
 
     name = "tfidf"
     Params = TfidfParams
 
     def _features(self, frame: pd.DataFrame, fit: bool) -> sp.csr_matrix:
         p = self.params
-        long = [c for c in TEXT_PARTS if (frame[c].str.len() > MAX_TEXT_CHARS).any()]
+        parts = self.task.text_names
+        long = [c for c in parts if (frame[c].str.len() > MAX_TEXT_CHARS).any()]
         if long:  # read what the model reads (MAX_TEXT_CHARS), statistics included
             frame = frame.assign(**{c: read_part(frame[c].tolist()) for c in long})
         blocks = []
-        for part in TEXT_PARTS:
+        for part in parts:
             counts = hashed_counts(frame[part].tolist(), p.ngram_max)
             if fit:
                 self.columns_[part] = frequent_columns(counts, p.min_df, p.max_features)
@@ -223,12 +243,13 @@ class TfidfModel(Model):
             counts = select_columns(counts, self.columns_[part])
             idf = self.idf_[part]
             blocks.append(idf.fit_transform(counts) if fit else idf.transform(counts))
-        cats = frame[[CATEGORY, HOST]]
-        # Unseen categories/hosts at predict time become all-zero rows, not a crash.
-        onehot = self.onehot_.fit_transform(cats) if fit else self.onehot_.transform(cats)
-        blocks.append(p.onehot_weight * onehot)
+        if self.task.features:
+            cats = frame[list(self.task.features)]
+            # Unseen values at predict time become all-zero rows, not a crash.
+            onehot = self.onehot_.fit_transform(cats) if fit else self.onehot_.transform(cats)
+            blocks.append(p.onehot_weight * onehot)
         if p.stats_weight > 0:
-            stats = text_statistics(frame)
+            stats = text_statistics(frame, self.task)
             stats = self.scaler_.fit_transform(stats) if fit else self.scaler_.transform(stats)
             blocks.append(sp.csr_matrix(p.stats_weight * stats))
         # float32 throughout: the kernel product and Cholesky solve take ~35% less time than in
@@ -241,7 +262,7 @@ class TfidfModel(Model):
         self.onehot_ = OneHotEncoder(handle_unknown="ignore")
         self.scaler_ = StandardScaler()
         x = self._features(train, fit=True)
-        y = train[list(TARGETS)].to_numpy(dtype=np.float64)
+        y = train[list(self.task.target_names)].to_numpy(dtype=np.float64)
         self.target_mean_ = y.mean(axis=0)
         # Centre y and skip the intercept so sklearn can take the dual Cholesky path on sparse x.
         self.ridge_ = Ridge(alpha=self.params.alpha, fit_intercept=False, solver="cholesky")
@@ -261,22 +282,23 @@ class TfidfModel(Model):
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         self.check_fitted()
-        # Ridge is unbounded; a strictly increasing squash keeps every rank (clipping would tie
-        # half the rows of a rare target at 0).
-        return to_unit_interval(self._raw_predict(self._features(frame, fit=False)))
+        # Ridge is unbounded; a strictly increasing squash into each target's range keeps every
+        # rank (clipping would tie half the rows of a rare target at its low end).
+        return to_target_range(self._raw_predict(self._features(frame, fit=False)), self.task)
 
     def _save_state(self, folder: Path) -> None:
         """Arrays in ``tfidf.npz``, the one-hot categories in ``tfidf.json``: no pickle, nothing to run."""
-        arrays = {f"columns.{p}": self.columns_[p] for p in TEXT_PARTS}
-        arrays |= {f"idf.{p}": self.idf_[p].idf_ for p in TEXT_PARTS}
+        parts = self.task.text_names
+        arrays = {f"columns.{p}": self.columns_[p] for p in parts}
+        arrays |= {f"idf.{p}": self.idf_[p].idf_ for p in parts}
         arrays |= {"ridge.coef": self.ridge_.coef_, "target_mean": self.target_mean_}
         if hasattr(self.scaler_, "mean_"):  # fitted only when the text statistics are used
             arrays |= {"scaler.mean": self.scaler_.mean_, "scaler.scale": self.scaler_.scale_}
             arrays |= {"scaler.var": self.scaler_.var_, "scaler.samples": np.asarray(self.scaler_.n_samples_seen_)}
         np.savez(folder / STATE_ARRAYS, **arrays)
-        categories = {
-            c: [str(v) for v in cats] for c, cats in zip((CATEGORY, HOST), self.onehot_.categories_, strict=True)
-        }
+        features = list(self.task.features)
+        found = self.onehot_.categories_ if features else []
+        categories = {c: [str(v) for v in cats] for c, cats in zip(features, found, strict=True)}
         (folder / STATE_JSON).write_text(json.dumps({"format": STATE_FORMAT, "categories": categories}, indent=1))
 
     def _load_state(self, folder: Path) -> None:
@@ -284,22 +306,25 @@ class TfidfModel(Model):
             self._load_legacy(folder / LEGACY_STATE)
             return
         meta = json.loads((folder / STATE_JSON).read_text())
-        if meta.get("format") != STATE_FORMAT or set(meta.get("categories", {})) != {CATEGORY, HOST}:
+        features = list(self.task.features)
+        if meta.get("format") != STATE_FORMAT or set(meta.get("categories", {})) != set(features):
             raise RunFormatError(f"{folder / STATE_JSON}: not a TF-IDF state this questlab reads; refit the run")
         with np.load(folder / STATE_ARRAYS, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         self.columns_, self.idf_ = {}, {}
-        for part in TEXT_PARTS:
+        for part in self.task.text_names:
             self.columns_[part] = arrays[f"columns.{part}"]
             idf = TfidfTransformer(sublinear_tf=True)
             idf.idf_, idf.n_features_in_ = arrays[f"idf.{part}"], len(self.columns_[part])
             self.idf_[part] = idf
         # The encoder refitted on its own categories: the same categories_ (sorted uniques), the same output.
-        cats = [meta["categories"][c] for c in (CATEGORY, HOST)]
-        width = max(len(c) for c in cats)
-        self.onehot_ = OneHotEncoder(handle_unknown="ignore").fit(
-            pd.DataFrame({col: c + [c[-1]] * (width - len(c)) for col, c in zip((CATEGORY, HOST), cats, strict=True)})
-        )
+        self.onehot_ = OneHotEncoder(handle_unknown="ignore")
+        if features:
+            cats = [meta["categories"][c] for c in features]
+            width = max(len(c) for c in cats)
+            self.onehot_.fit(
+                pd.DataFrame({col: c + [c[-1]] * (width - len(c)) for col, c in zip(features, cats, strict=True)})
+            )
         self.scaler_ = StandardScaler()
         if "scaler.mean" in arrays:
             self.scaler_.mean_, self.scaler_.scale_ = arrays["scaler.mean"], arrays["scaler.scale"]

@@ -1,21 +1,30 @@
 """Hand-made features beside the embeddings, in named groups so each group's CV gain can be measured.
 
-Groups (``FEATURE_GROUPS``):
+The task (``quest`` by default) says which texts and feature columns there are. Groups
+(``FEATURE_GROUPS``):
 
-- ``lengths``: log characters / words / lines of title, body and answer, answer-to-body ratio.
-- ``counts``: per body and answer, question marks, exclamation marks, links, code-like lines,
-  list items, first-person words, digit and upper-case shares; title question marks.
-- ``asker``: whether the asker wrote the answer (the user names match).
-- ``category``: one-hot category; ``host``: one-hot site (hosts seen ``host_min_count`` times).
-  Both vocabularies are learned from the TRAIN rows only; anything else maps to "unknown".
-- ``question_words``: which question word the title uses (how / why / what / which / ...) and
-  "difference", "vs", "or": cheap cues for the question_type_* targets.
+- ``lengths``: per text, log characters / words / lines; for a pair task, the log ratio of the
+  words of the second segment's last text to the first segment's last text (QUEST: answer to body).
+- ``counts``: per text, question marks, exclamation marks, links, code-like lines, list items,
+  first-person words, digit and upper-case shares. A task with QUEST's texts keeps 0.9.0's
+  layout: body and answer counts, and the title's question marks.
+- ``features``: one-hot of every feature column of the task (values seen ``host_min_count``
+  times in train; anything else maps to "unknown").
+- ``category``, ``host``: QUEST's two feature columns one-hot (category: every value seen in
+  train; host: those seen ``host_min_count`` times), where the task has those columns.
+- ``question_words``: which question word the first text uses (how / why / what / which / ...) and
+  "difference", "vs", "or": cheap cues for QUEST's question_type_* targets.
 - ``similarity``: cosine similarities between the embedded parts present (needs the vectors).
+- ``asker``: whether the asker wrote the answer (QUEST's user-name columns must exist).
 - ``ids``: log of the question id (from the url) and of the asker's and answerer's user ids (from
   their pages): per-site sequence numbers, so proxies of question age and account age. A value
-  that does not parse is set to 0 with a ``*_missing`` flag beside it, not silently.
+  that does not parse is set to 0 with a ``*_missing`` flag beside it, not silently. Needs
+  QUEST's url and user-page columns.
+- ``style``: generic grammar and spelling features per text (``questlab.models.text_features``).
 
-Numeric columns are standardised with train means and deviations; one-hots are left as 0/1.
+A config that asks for a group whose columns the task lacks is a ``ConfigError`` naming both.
+Vocabularies are learned from the TRAIN rows only. Numeric columns are standardised with train
+means and deviations; one-hots are left as 0/1.
 """
 
 from __future__ import annotations
@@ -26,12 +35,29 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from questlab.schema import ANSWER, BODY, CATEGORY, HOST, TITLE
+from questlab.errors import ConfigError
+from questlab.models.parts import (
+    ANSWER,
+    ASKER_COLUMNS,
+    BODY,
+    CATEGORY,
+    HOST,
+    ID_COLUMNS,
+    TITLE,
+    asker_answered,
+    has_columns,
+    quest_layout,
+    require_columns,
+    short_name,
+)
+from questlab.tasks import Task, load_task
 
-FeatureGroup = Literal["lengths", "counts", "asker", "category", "host", "question_words", "similarity", "ids"]
+FeatureGroup = Literal[
+    "lengths", "counts", "asker", "category", "host", "question_words", "similarity", "ids", "features", "style"
+]
 FEATURE_GROUPS: tuple[str, ...] = FeatureGroup.__args__
-# What held up in grouped CV (docs/embedding.md): every group but ids and question_words.
-DEFAULT_FEATURE_GROUPS: tuple[str, ...] = tuple(g for g in FEATURE_GROUPS if g not in ("ids", "question_words"))
+# What held up in grouped CV on QUEST (docs/embedding.md): every QUEST group but ids and question_words.
+DEFAULT_FEATURE_GROUPS: tuple[str, ...] = ("lengths", "counts", "asker", "category", "host", "similarity")
 UNKNOWN = "unknown"
 SIMILARITY_PAIRS = (
     ("title", "body"),
@@ -73,52 +99,144 @@ def _text_stats(text: pd.Series, prefix: str) -> dict[str, np.ndarray]:
     }
 
 
-def numeric_group(frame: pd.DataFrame, group: str) -> dict[str, np.ndarray]:
-    """The raw (unscaled) numeric columns of one stateless group."""
-    if group == "lengths":
+def available_groups(task: Task) -> tuple[str, ...]:
+    """The feature groups ``task``'s columns allow (``style`` needs ``questlab.models.text_features``)."""
+    ok = {"lengths", "counts", "similarity", "question_words", "style"}
+    ok |= {"features"} if task.features else set()
+    ok |= {g for g, col in (("category", CATEGORY), ("host", HOST)) if col in task.features}
+    ok |= {"asker"} if has_columns(task, ASKER_COLUMNS) else set()
+    ok |= {"ids"} if has_columns(task, ID_COLUMNS) else set()
+    return tuple(g for g in FEATURE_GROUPS if g in ok)
+
+
+def default_groups(task: Task) -> list[str]:
+    """The groups used when a config names none: QUEST's defaults the task allows, and a one-hot
+    of the task's feature columns where neither ``category`` nor ``host`` covers them."""
+    ok = available_groups(task)
+    groups = [g for g in DEFAULT_FEATURE_GROUPS if g in ok]
+    covered = {c for g, c in (("category", CATEGORY), ("host", HOST)) if g in groups}
+    if set(task.features) - covered:
+        groups.append("features")
+    return groups
+
+
+def check_groups(task: Task, groups: list[str] | tuple[str, ...]) -> None:
+    """A ``ConfigError`` for a group the task's columns do not allow, naming the group and the task."""
+    for group in groups:
+        if group in ("category", "host"):
+            col = CATEGORY if group == "category" else HOST
+            if col not in task.features:
+                raise ConfigError(
+                    f"model.params.features: group {group!r} one-hot encodes column {col!r}, "
+                    f"which is not a feature column of task {task.name!r} (use 'features')"
+                )
+        elif group == "features" and not task.features:
+            raise ConfigError(f"model.params.features: group 'features': task {task.name!r} has no feature columns")
+        elif group == "asker":
+            require_columns(task, ASKER_COLUMNS, "feature group 'asker'", "features")
+        elif group == "ids":
+            require_columns(task, ID_COLUMNS, "feature group 'ids'", "features")
+
+
+def _lengths(frame: pd.DataFrame, task: Task) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for col in task.text_names:
+        text, name = frame[col], short_name(col)
+        out[f"{name}_log_chars"] = np.log1p(text.str.len().to_numpy(float))
+        out[f"{name}_log_words"] = np.log1p(text.str.split().str.len().to_numpy(float))
+        out[f"{name}_log_lines"] = np.log1p(text.str.count("\n").to_numpy(float))
+    if task.is_pair:  # QUEST: answer_body_log_ratio
+        first, second = short_name(task.segment("first")[-1]), short_name(task.segment("second")[-1])
+        out[f"{second}_{first}_log_ratio"] = out[f"{second}_log_words"] - out[f"{first}_log_words"]
+    return out
+
+
+def _counts(frame: pd.DataFrame, task: Task) -> dict[str, np.ndarray]:
+    if not quest_layout(task):
         out: dict[str, np.ndarray] = {}
-        for col, name in ((TITLE, "title"), (BODY, "body"), (ANSWER, "answer")):
-            text = frame[col]
-            out[f"{name}_log_chars"] = np.log1p(text.str.len().to_numpy(float))
-            out[f"{name}_log_words"] = np.log1p(text.str.split().str.len().to_numpy(float))
-            out[f"{name}_log_lines"] = np.log1p(text.str.count("\n").to_numpy(float))
-        out["answer_body_log_ratio"] = out["answer_log_words"] - out["body_log_words"]
+        for col in task.text_names:
+            out |= _text_stats(frame[col], short_name(col))
         return out
+    out = _text_stats(frame[BODY], "body") | _text_stats(frame[ANSWER], "answer")
+    out["title_question_marks"] = frame[TITLE].str.count(r"\?").to_numpy(float)
+    return out
+
+
+def _question_words(frame: pd.DataFrame, task: Task) -> dict[str, np.ndarray]:
+    col = task.segment("first")[0]  # QUEST: the title
+    name, text = short_name(col), frame[col].str.lower()
+    first = text.str.extract(r"^\W*(\w+)", expand=False).fillna("")
+    out = {f"{name}_starts_{w}": (first == w).to_numpy(float) for w in _QUESTION_WORDS}
+    out |= {f"{name}_has_{w}": text.str.contains(w, regex=True).to_numpy(float) for w in _QUESTION_WORDS[:6]}
+    out |= {f"{name}_cue_{k}": text.str.contains(p, regex=True).to_numpy(float) for k, p in _TITLE_CUES.items()}
+    return out
+
+
+def _ids(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    out = {}
+    url, asker_page, answerer_page = ID_COLUMNS
+    for name, col, pattern in (
+        ("question_id", url, r"/questions/(\d+)"),
+        ("asker_id", asker_page, r"/users/(-?\d+)"),
+        ("answerer_id", answerer_page, r"/users/(-?\d+)"),
+    ):
+        raw = pd.to_numeric(frame[col].str.extract(pattern, expand=False), errors="coerce").to_numpy(float)
+        missing = ~np.isfinite(raw) | (raw < 0)
+        out[f"log_{name}"] = np.where(missing, 0.0, np.log1p(np.where(missing, 0.0, raw)))
+        out[f"{name}_missing"] = missing.astype(float)
+    out["answerer_older_than_asker"] = (out["log_answerer_id"] < out["log_asker_id"]).astype(float)
+    return out
+
+
+def _style_group(frame: pd.DataFrame, task: Task) -> dict[str, np.ndarray]:
+    """Generic grammar and spelling features of every text (``questlab.models.text_features``)."""
+    try:
+        from questlab.models import text_features
+    except ImportError:
+        raise ConfigError(
+            "model.params.features: group 'style' needs questlab.models.text_features, "
+            "which this questlab does not have"
+        ) from None
+    vocabulary = text_features.default_vocabulary()
+    out: dict[str, np.ndarray] = {}
+    for col in task.text_names:
+        values = np.asarray(text_features.text_features(frame[col].tolist(), vocabulary), dtype=float)
+        for k, feature in enumerate(text_features.GENERIC_FEATURE_NAMES):
+            out[f"{short_name(col)}_{feature}"] = values[:, k]
+    return out
+
+
+def numeric_group(frame: pd.DataFrame, group: str, task: Task | None = None) -> dict[str, np.ndarray]:
+    """The raw (unscaled) numeric columns of one stateless group of ``task`` (None: quest)."""
+    task = load_task(task)
+    if group == "lengths":
+        return _lengths(frame, task)
     if group == "counts":
-        out = _text_stats(frame[BODY], "body") | _text_stats(frame[ANSWER], "answer")
-        out["title_question_marks"] = frame[TITLE].str.count(r"\?").to_numpy(float)
-        return out
+        return _counts(frame, task)
     if group == "asker":
-        asker = frame["question_user_name"].str.strip()
-        same = (asker == frame["answer_user_name"].str.strip()) & (asker != "")  # two empty names: two unknowns
-        return {"asker_answered": same.to_numpy(float)}
+        return {"asker_answered": asker_answered(frame)}
     if group == "question_words":
-        title = frame[TITLE].str.lower()
-        first = title.str.extract(r"^\W*(\w+)", expand=False).fillna("")
-        out = {f"title_starts_{w}": (first == w).to_numpy(float) for w in _QUESTION_WORDS}
-        out |= {f"title_has_{w}": title.str.contains(w, regex=True).to_numpy(float) for w in _QUESTION_WORDS[:6]}
-        out |= {f"title_cue_{k}": title.str.contains(p, regex=True).to_numpy(float) for k, p in _TITLE_CUES.items()}
-        return out
+        return _question_words(frame, task)
     if group == "ids":
-        out = {}
-        for name, col, pattern in (
-            ("question_id", "url", r"/questions/(\d+)"),
-            ("asker_id", "question_user_page", r"/users/(-?\d+)"),
-            ("answerer_id", "answer_user_page", r"/users/(-?\d+)"),
-        ):
-            raw = pd.to_numeric(frame[col].str.extract(pattern, expand=False), errors="coerce").to_numpy(float)
-            missing = ~np.isfinite(raw) | (raw < 0)
-            out[f"log_{name}"] = np.where(missing, 0.0, np.log1p(np.where(missing, 0.0, raw)))
-            out[f"{name}_missing"] = missing.astype(float)
-        out["answerer_older_than_asker"] = (out["log_answerer_id"] < out["log_asker_id"]).astype(float)
-        return out
+        return _ids(frame)
+    if group == "style":
+        return _style_group(frame, task)
     raise ValueError(f"{group!r} is not a stateless numeric group")
 
 
-def similarity_features(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Cosine similarity of each pair of embedded parts present in ``vectors``."""
+def similarity_features(vectors: dict[str, np.ndarray], task: Task | None = None) -> dict[str, np.ndarray]:
+    """Cosine similarity of each pair of embedded parts present in ``vectors``.
+
+    QUEST's texts: 0.9.0's pairs (``SIMILARITY_PAIRS``); any other task: every pair, in part order.
+    """
+    names = list(vectors)
+    pairs = (
+        SIMILARITY_PAIRS
+        if quest_layout(load_task(task))
+        else [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    )
     out = {}
-    for a, b in SIMILARITY_PAIRS:
+    for a, b in pairs:
         if a in vectors and b in vectors:
             va, vb = vectors[a], vectors[b]
             norm = np.maximum(np.linalg.norm(va, axis=1) * np.linalg.norm(vb, axis=1), 1e-12)
@@ -129,12 +247,15 @@ def similarity_features(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 class FeatureExtractor:
     """Learn vocabularies and scaling on train rows; turn any frame into a feature matrix."""
 
-    def __init__(self, groups: list[str] | tuple[str, ...], host_min_count: int = 10) -> None:
+    def __init__(self, groups: list[str] | tuple[str, ...], host_min_count: int = 10, task: Task | None = None) -> None:
         unknown = [g for g in groups if g not in FEATURE_GROUPS]
         if unknown:
             raise ValueError(f"unknown feature group(s) {unknown}; known: {', '.join(FEATURE_GROUPS)}")
+        self.task = load_task(task)
+        check_groups(self.task, groups)
         self.groups = list(groups)
         self.host_min_count = host_min_count
+        self.feature_vocab_: dict[str, list[str]] = {}
 
     def _numeric(self, frame: pd.DataFrame, vectors: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -142,16 +263,20 @@ class FeatureExtractor:
             if g == "similarity":
                 if vectors is None:
                     raise ValueError("the similarity group needs the part vectors")
-                out |= similarity_features(vectors)
-            elif g not in ("category", "host"):
-                out |= numeric_group(frame, g)
+                out |= similarity_features(vectors, self.task)
+            elif g not in ("category", "host", "features"):
+                out |= numeric_group(frame, g, self.task)
         return out
 
     def fit(self, frame: pd.DataFrame, vectors: dict[str, np.ndarray] | None = None) -> FeatureExtractor:
         """Learn the category/host vocabularies and the numeric means/deviations from train rows."""
         self.categories_ = sorted(frame[CATEGORY].unique()) if "category" in self.groups else []
-        counts = frame[HOST].value_counts()
+        counts = frame[HOST].value_counts() if "host" in self.groups else pd.Series(dtype=int)
         self.hosts_ = sorted(counts.index[counts >= self.host_min_count]) if "host" in self.groups else []
+        self.feature_vocab_ = {}
+        for col in self.task.features if "features" in self.groups else []:
+            seen = frame[col].value_counts()
+            self.feature_vocab_[col] = sorted(seen.index[seen >= self.host_min_count])
         numeric = self._numeric(frame, vectors)
         self.numeric_names_ = list(numeric)
         mat = np.column_stack(list(numeric.values())) if numeric else np.zeros((len(frame), 0))
@@ -167,6 +292,7 @@ class FeatureExtractor:
             self.numeric_names_
             + [f"category={c}" for c in [*self.categories_, UNKNOWN] if self.categories_]
             + [f"host={h}" for h in [*self.hosts_, UNKNOWN] if self.hosts_]
+            + [f"{col}={v}" for col, vocab in self.feature_vocab_.items() for v in [*vocab, UNKNOWN]]
         )
 
     def transform(self, frame: pd.DataFrame, vectors: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -182,6 +308,8 @@ class FeatureExtractor:
             blocks.append(_one_hot(frame[CATEGORY], self.categories_))
         if self.hosts_:
             blocks.append(_one_hot(frame[HOST], self.hosts_))
+        for col, vocab in self.feature_vocab_.items():
+            blocks.append(_one_hot(frame[col], vocab))
         if not blocks:
             return np.zeros((len(frame), 0), dtype=np.float32)
         return np.hstack(blocks).astype(np.float32)
@@ -195,11 +323,12 @@ class FeatureExtractor:
             "numeric_names": self.numeric_names_,
             "mean": self.mean_,
             "std": self.std_,
-        }
+        } | ({"feature_vocab": self.feature_vocab_} if self.feature_vocab_ else {})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FeatureExtractor:
-        fx = cls(data["groups"], data["host_min_count"])
+    def from_dict(cls, data: dict[str, Any], task: Task | None = None) -> FeatureExtractor:
+        fx = cls(data["groups"], data["host_min_count"], task)
+        fx.feature_vocab_ = {c: list(v) for c, v in data.get("feature_vocab", {}).items()}
         fx.categories_, fx.hosts_ = list(data["categories"]), list(data["hosts"])
         fx.numeric_names_, fx.mean_, fx.std_ = list(data["numeric_names"]), data["mean"], data["std"]
         return fx

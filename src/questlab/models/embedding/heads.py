@@ -10,9 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from questlab.errors import RunFormatError
-from questlab.metric import mean_spearman
-from questlab.models.base import FitLog, ModelParams
+from questlab.metrics import get_metric
+from questlab.models.base import FitLog, ModelParams, UnitScorer
 from questlab.models.embedding.encoder import pick_threads, torch_threads
+
+
+def _default_scorer(n_targets: int) -> UnitScorer:
+    """QUEST's: Spearman on targets in [0, 1]."""
+    return UnitScorer(get_metric("spearman"), np.zeros(n_targets), np.ones(n_targets))
 
 
 class RidgeHead:
@@ -24,17 +29,26 @@ class RidgeHead:
         self.alpha = alpha
 
     def fit(
-        self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows: list[np.ndarray] | None = None
+        self,
+        x,
+        y,
+        x_valid,
+        y_valid,
+        log: FitLog,
+        group: int = 0,
+        stop_rows: list[np.ndarray] | None = None,
+        scorer: UnitScorer | None = None,
     ) -> RidgeHead:
         """One fit on all of ``x`` (no epochs, so ``stop_rows`` is not used); logs one entry (MSE
-        losses, valid mean Spearman); ``group`` tags the entry."""
+        losses, valid score of ``scorer``: QUEST's Spearman by default); ``group`` tags the entry."""
         from sklearn.linear_model import Ridge
 
+        scorer = scorer or _default_scorer(y.shape[1])
         self.model_ = Ridge(alpha=self.alpha).fit(x, y)
         entry = {"group": group, "epoch": 0, "train_loss": float(np.mean((self.predict(x) - y) ** 2))}
         if x_valid is not None:
             pred = self.predict(x_valid)
-            entry |= {"valid_loss": float(np.mean((pred - y_valid) ** 2)), "valid_score": mean_spearman(y_valid, pred)}
+            entry |= {"valid_loss": float(np.mean((pred - y_valid) ** 2)), "valid_score": scorer.score(y_valid, pred)}
         log.log_epoch(**entry)
         log.info["head_note"] = "ridge: one closed-form fit (a single log entry; losses are MSE)"
         return self
@@ -78,13 +92,22 @@ class MLPHead:
         self.p = params
 
     def fit(
-        self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows: list[np.ndarray] | None = None
+        self,
+        x,
+        y,
+        x_valid,
+        y_valid,
+        log: FitLog,
+        group: int = 0,
+        stop_rows: list[np.ndarray] | None = None,
+        scorer: UnitScorer | None = None,
     ) -> MLPHead:
         """Train ``n_seeds`` nets; one log entry per epoch and net, tagged with ``group``.
 
         Early stopping watches, per net: ``stop_rows[k]`` of ``x`` when given (a list of boolean
         masks, one per net; those rows are then not trained on by that net, so each net of the
-        bag may hold out different questions), else ``x_valid``, else a random 10% of ``x``.
+        bag may hold out different questions), else ``x_valid``, else a random 10% of ``x``. The
+        epoch kept is the best by ``scorer`` (the task's metric; QUEST's Spearman by default).
         """
         if stop_rows is not None:
             if len(stop_rows) != self.p.n_seeds:
@@ -93,9 +116,11 @@ class MLPHead:
                 if np.shape(mask) != (len(x),) or np.all(mask) or not np.any(mask):
                     raise ValueError(f"stop_rows: each mask must mark some, not all, of the {len(x)} rows")
         with torch_threads(pick_threads(self.p.threads)):
-            return self._fit(x, y, x_valid, y_valid, log, group, stop_rows)
+            return self._fit(x, y, x_valid, y_valid, log, group, stop_rows, scorer or _default_scorer(y.shape[1]))
 
-    def _fit(self, x, y, x_valid, y_valid, log: FitLog, group: int, stop_rows: list[np.ndarray] | None) -> MLPHead:
+    def _fit(
+        self, x, y, x_valid, y_valid, log: FitLog, group: int, stop_rows: list[np.ndarray] | None, scorer: UnitScorer
+    ) -> MLPHead:
         import torch
 
         if stop_rows is None and x_valid is None:
@@ -119,7 +144,7 @@ class MLPHead:
             # and 15% less head time (2,585 steps on 2 cores: 11.6 s instead of 13.7 s)
             opt = torch.optim.AdamW(net.parameters(), lr=self.p.lr, weight_decay=self.p.weight_decay, fused=True)
             loss_fn = torch.nn.BCEWithLogitsLoss()
-            best, best_state, best_epoch, waited = -np.inf, None, 0, 0
+            best, best_state, best_epoch, waited = None, None, 0, 0
             for epoch in range(self.p.max_epochs):
                 net.train()
                 total = 0.0
@@ -133,7 +158,7 @@ class MLPHead:
                 with torch.inference_mode():
                     logits = net(xv)
                     valid_loss = float(loss_fn(logits, yv))
-                score = mean_spearman(y_stop, torch.sigmoid(logits).numpy())
+                score = scorer.score(y_stop, torch.sigmoid(logits).numpy())
                 log.log_epoch(
                     group=group,
                     seed=k,
@@ -142,7 +167,7 @@ class MLPHead:
                     valid_loss=valid_loss,
                     valid_score=score,
                 )
-                if score > best:
+                if scorer.improves(score, best):
                     best, best_state, best_epoch, waited = score, copy.deepcopy(net.state_dict()), epoch, 0
                 else:
                     waited += 1
@@ -196,11 +221,19 @@ class BlendHead:
         self.p = params
 
     def fit(
-        self, x, y, x_valid, y_valid, log: FitLog, group: int = 0, stop_rows: list[np.ndarray] | None = None
+        self,
+        x,
+        y,
+        x_valid,
+        y_valid,
+        log: FitLog,
+        group: int = 0,
+        stop_rows: list[np.ndarray] | None = None,
+        scorer: UnitScorer | None = None,
     ) -> BlendHead:
-        self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group, stop_rows)
+        self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group, stop_rows, scorer)
         ridge_log = FitLog()  # the ridge's one entry would read as an MLP epoch: keep it apart
-        self.ridge_ = RidgeHead(self.p.ridge_alpha).fit(x, y, x_valid, y_valid, ridge_log, group)
+        self.ridge_ = RidgeHead(self.p.ridge_alpha).fit(x, y, x_valid, y_valid, ridge_log, group, scorer=scorer)
         log.info.setdefault("ridge_fits", []).extend(ridge_log.epochs)
         return self
 

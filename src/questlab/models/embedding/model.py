@@ -16,17 +16,22 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from questlab.folds import holdout_rows, pseudo_rows, question_groups
-from questlab.models.base import FitLog, Model, ModelParams
+from questlab.errors import ConfigError
+from questlab.folds import holdout_rows, pseudo_rows
+from questlab.models.base import FitLog, Model, ModelParams, UnitScorer
 from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.embedding.cache import EmbeddingCache
 from questlab.models.embedding.encoder import EncoderSettings, LongText, SentenceEncoder
-from questlab.models.embedding.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup
+from questlab.models.embedding.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup, default_groups
+from questlab.models.parts import short_name
 from questlab.models.pretrained import cache_root
-from questlab.schema import ANSWER, BODY, QUESTION_TARGETS, TARGETS, TITLE
+from questlab.tasks import Task, load_task
+from questlab.tasks.grouping import group_ids
 
-Part = Literal["title", "body", "answer", "title_body"]
-PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")
+# A part is a text of the task (by its short name: QUEST's title, body, answer) or a segment of
+# several texts joined by a blank line, named by their short names joined with "_" (QUEST's title_body).
+Part = str
+PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")  # QUEST's parts
 
 
 class EmbeddingParams(ModelParams):
@@ -42,10 +47,12 @@ class EmbeddingParams(ModelParams):
     head_share: float = Field(EncoderSettings.head_share, ge=0.0, le=1.0)  # head_tail: share for the text's start
     bf16: bool = EncoderSettings.bf16  # bf16 autocast while embedding (only where the CPU has native bf16)
     embed_batch_size: int = Field(32, ge=1, description="texts per encoder batch while embedding")
-    # body adds nothing over title_body in CV and costs a quarter of the embedding time
+    # body adds nothing over title_body in CV and costs a quarter of the embedding time. Not set
+    # in a config and not all in the task: one vector per text of the task.
     parts: list[Part] = Field(
         default_factory=lambda: ["title", "answer", "title_body"], description="texts embedded, one vector each"
     )
+    # Not set in a config: QUEST's defaults the task's columns allow (+ its feature columns one-hot).
     features: list[FeatureGroup] = Field(
         default_factory=lambda: list(DEFAULT_FEATURE_GROUPS), description="hand-made feature groups beside the vectors"
     )
@@ -84,17 +91,27 @@ class EmbeddingParams(ModelParams):
     progress: bool = True  # progress bar with ETA while embedding
 
 
-def part_texts(frame: pd.DataFrame, part: str) -> list[str]:
-    """The text of one part for every row; ``title_body`` is the title, a blank line, the body."""
-    if part == "title":
-        return frame[TITLE].tolist()
-    if part == "body":
-        return frame[BODY].tolist()
-    if part == "answer":
-        return frame[ANSWER].tolist()
-    if part == "title_body":
-        return (frame[TITLE] + "\n\n" + frame[BODY]).tolist()
-    raise ValueError(f"unknown part {part!r}; known: {', '.join(PARTS)}")
+def task_parts(task: Task) -> dict[str, tuple[str, ...]]:
+    """{part name: its text columns} of ``task``: each text, then each segment of 2+ texts."""
+    parts = {short_name(c): (c,) for c in task.text_names}
+    for role in ("first", "second"):
+        columns = task.segment(role)
+        if len(columns) > 1:
+            parts["_".join(short_name(c) for c in columns)] = columns
+    return parts
+
+
+def part_texts(frame: pd.DataFrame, part: str, task: Task | None = None) -> list[str]:
+    """The text of one part for every row; a segment part (QUEST's ``title_body``) is its texts
+    joined by a blank line."""
+    parts = task_parts(load_task(task))
+    if part not in parts:
+        raise ValueError(f"unknown part {part!r}; known: {', '.join(parts)}")
+    columns = parts[part]
+    text = frame[columns[0]]
+    for col in columns[1:]:
+        text = text + "\n\n" + frame[col]
+    return text.tolist()
 
 
 # One loaded encoder per (spec, settings) and process: the CV runner builds a model per fold.
@@ -102,11 +119,43 @@ _ENCODERS: dict[tuple, SentenceEncoder] = {}
 
 
 class EmbeddingModel(Model):
-    """Frozen encoder vectors of title/body/answer (+ features) into a ridge or MLP head."""
+    """Frozen encoder vectors of the task's texts (+ features) into a ridge or MLP head.
+
+    Heads fit the targets scaled to [0, 1] by the task's ranges (QUEST's already are) and their
+    predictions are scaled back.
+    """
 
     name = "embedding"
     Params = EmbeddingParams
     params: EmbeddingParams
+    parts_: list[str] | None = None  # resolved at fit (or read from a saved state)
+
+    # --- what the task allows -----------------------------------------------------------
+    def _parts(self) -> list[str]:
+        """The parts embedded: the configured ones, or one per text where the defaults do not fit the task."""
+        if self.parts_ is not None:
+            return self.parts_
+        known = task_parts(self.task)
+        explicit = "parts" in self.params.model_fields_set
+        wanted = list(self.params.parts)
+        if all(p in known for p in wanted):
+            return wanted
+        if explicit:
+            bad = next(p for p in wanted if p not in known)
+            raise ConfigError(
+                f"model.params.parts: {bad!r} is not a text of task {self.task.name!r}; its parts: {', '.join(known)}"
+            )
+        return [short_name(c) for c in self.task.text_names]
+
+    def _feature_groups(self) -> list[str]:
+        if "features" in self.params.model_fields_set:
+            return list(self.params.features)
+        return default_groups(self.task)
+
+    def _unit_targets(self, frame: pd.DataFrame) -> np.ndarray:
+        """The task's targets of ``frame`` scaled to [0, 1] (QUEST: the values themselves)."""
+        y = frame[list(self.task.target_names)].to_numpy(np.float64)
+        return ((y - self.task.lows) / (self.task.highs - self.task.lows)).astype(np.float32)
 
     # --- embedding ----------------------------------------------------------------------
     def _encoder(self) -> SentenceEncoder:
@@ -122,8 +171,8 @@ class EmbeddingModel(Model):
         enc = self._encoder()
         cache = EmbeddingCache(cache_root(), enc.cache_namespace)
         out = {}
-        for part in self.params.parts:
-            texts = part_texts(frame, part)
+        for part in self._parts():
+            texts = part_texts(frame, part, self.task)
             out[part] = cache.lookup(
                 texts, lambda missing, part=part: enc.encode(missing, self.params.progress, f"embed {part}").vectors
             )
@@ -141,28 +190,42 @@ class EmbeddingModel(Model):
         workers then only read vectors (each would otherwise run the encoder on the same texts)."""
         if self.params.malloc_tuning:
             tune_malloc()
-        self.embed(pd.concat([f[[TITLE, BODY, ANSWER]] for f in frames], ignore_index=True))
+        self.embed(pd.concat([f[list(self.task.text_names)] for f in frames], ignore_index=True))
 
     def _matrix(self, frame: pd.DataFrame, vectors: dict[str, np.ndarray]) -> np.ndarray:
-        blocks = [vectors[p] for p in self.params.parts]
+        blocks = [vectors[p] for p in self._parts()]
         blocks.append(self.features_.transform(frame, vectors))
         return np.hstack(blocks).astype(np.float32)
 
     def _groups(self, n_inputs: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per head: (target columns, input columns). ``split_question_head`` gives the 21 question
-        targets a head that sees only question text, so answer noise cannot fit them."""
-        everything = (np.arange(len(TARGETS)), np.arange(n_inputs))
+        """Per head: (target columns, input columns). ``split_question_head`` gives the targets the
+        task routes to its first segment (QUEST: the 21 question targets) a head that sees only
+        that segment's inputs, so second-segment (answer) noise cannot fit them."""
+        task = self.task
+        everything = (np.arange(task.n_targets), np.arange(n_inputs))
         if not self.params.split_question_head:
             return {"all": everything}
-        is_question = [p != "answer" for p in self.params.parts for _ in range(self._dims_[p])]
-        is_question += ["answer" not in name for name in self.features_.names]
+        first = np.array([task.route_of(t) == "first" for t in task.target_names])
+        if not first.any():
+            raise ConfigError(
+                f"model.params.split_question_head: task {task.name!r} routes no target to its first segment "
+                "(routes: in its spec); set split_question_head: false"
+            )
+        known = task_parts(task)
+        second = {short_name(c) for c in task.segment("second")}
+        is_question = [
+            not set(known[p]) & set(task.segment("second")) for p in self._parts() for _ in range(self._dims_[p])
+        ]
+        is_question += [not any(s in name for s in second) for name in self.features_.names]
         if len(is_question) != n_inputs:
             raise ValueError(f"{n_inputs} inputs where the parts and features make {len(is_question)}")
-        n_q = len(QUESTION_TARGETS)
         return {
-            "question": (np.arange(n_q), np.flatnonzero(is_question)),
-            "answer": (np.arange(n_q, len(TARGETS)), everything[1]),
+            "question": (np.flatnonzero(first), np.flatnonzero(is_question)),
+            "answer": (np.flatnonzero(~first), everything[1]),
         }
+
+    def _scorer(self, cols: np.ndarray) -> UnitScorer:
+        return UnitScorer.of(self.task, cols)
 
     # --- the contract -------------------------------------------------------------------
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> EmbeddingModel:
@@ -177,18 +240,18 @@ class EmbeddingModel(Model):
         vec_valid = self.embed(valid) if valid is not None else None
         log.timings["embed_s"] = time.perf_counter() - t0
 
-        self.features_ = FeatureExtractor(p.features, p.host_min_count).fit(train, vec_train)
-        self._dims_ = {part: int(vec_train[part].shape[1]) for part in p.parts}
+        self.features_ = FeatureExtractor(self._feature_groups(), p.host_min_count, self.task).fit(train, vec_train)
+        self._dims_ = {part: int(vec_train[part].shape[1]) for part in self._parts()}
         x_train = self._matrix(train, vec_train)
-        y_train = train[list(TARGETS)].to_numpy(np.float32)
+        y_train = self._unit_targets(train)
         x_valid = self._matrix(valid, vec_valid) if valid is not None else None
-        y_valid = valid[list(TARGETS)].to_numpy(np.float32) if valid is not None else None
+        y_valid = self._unit_targets(valid) if valid is not None else None
         log.info.update(n_inputs=int(x_train.shape[1]), n_features=len(self.features_.names), head=p.head)
 
         stop_rows = None
         if p.early_stopping == "holdout":
             # each net of the bag holds out other questions: together they learn from every row
-            groups = question_groups(train)
+            groups = group_ids(self.task, train)
             real = ~pseudo_rows(train)  # pseudo-labelled rows are trained on, never stopped on
             stop_rows = [holdout_rows(groups, p.holdout_share, p.seed + k, real) for k in range(p.n_seeds)]
             log.info["early_stopping"] = {"rows": "holdout", "n_holdout": [int(m.sum()) for m in stop_rows]}
@@ -198,7 +261,8 @@ class EmbeddingModel(Model):
             xt, yt = x_train[:, inputs], y_train[:, cols]
             xv = x_valid[:, inputs] if x_valid is not None else None
             yv = y_valid[:, cols] if y_valid is not None else None
-            self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, group=g, stop_rows=stop_rows)
+            scorer = self._scorer(cols)
+            self.heads_[name] = heads.make_head(p).fit(xt, yt, xv, yv, log, g, stop_rows, scorer)
         log.timings["head_s"] = time.perf_counter() - t1
         self.ngram_ = None
         if p.ngram_weight > 0:
@@ -206,7 +270,7 @@ class EmbeddingModel(Model):
 
             t2 = time.perf_counter()
             ngram_log = FitLog()  # its one ridge entry would read as an MLP epoch: keep it apart
-            self.ngram_ = TfidfModel().fit(train, valid, ngram_log)
+            self.ngram_ = TfidfModel(task=self.task).fit(train, valid, ngram_log)
             log.info["ngram"] = {"weight": p.ngram_weight, **ngram_log.info}
             log.timings["ngram_s"] = time.perf_counter() - t2
         self.fitted_ = True
@@ -215,9 +279,10 @@ class EmbeddingModel(Model):
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         self.check_fitted()
         x = self._matrix(frame, self.embed(frame))
-        out = np.full((len(frame), len(TARGETS)), np.nan)
+        out = np.full((len(frame), self.task.n_targets), np.nan)
         for name, (cols, inputs) in self._groups(x.shape[1]).items():
             out[:, cols] = self.heads_[name].predict(x[:, inputs])
+        out = self.task.lows + out * (self.task.highs - self.task.lows)  # back from [0, 1]
         if self.ngram_ is not None:
             w = self.params.ngram_weight
             out = (1 - w) * out + w * self.ngram_.predict(frame)
@@ -230,6 +295,7 @@ class EmbeddingModel(Model):
 
     def _save_state(self, folder: Path) -> None:
         state = {"features": self.features_.to_dict(), "dims": self._dims_, "heads": list(self.heads_)}
+        state["parts"] = self._parts()
         (folder / "state.json").write_text(json.dumps(state, indent=1))
         for name, head in self.heads_.items():
             (folder / f"head_{name}").mkdir(exist_ok=True)
@@ -241,11 +307,13 @@ class EmbeddingModel(Model):
         from questlab.models.embedding import heads
 
         state = json.loads((folder / "state.json").read_text())
-        self.features_ = FeatureExtractor.from_dict(state["features"])
+        self.features_ = FeatureExtractor.from_dict(state["features"], self.task)
         self._dims_ = state["dims"]
+        self.parts_ = list(state.get("parts", self.params.parts))  # 0.9.0 states: the params' parts
         self.heads_ = {name: heads.load_head(folder / f"head_{name}", self.params) for name in state["heads"]}
         self.ngram_ = None
         if self.params.ngram_weight > 0:
             from questlab.models.tfidf import TfidfModel
 
             self.ngram_ = TfidfModel.load(folder / "ngram")
+            self.ngram_.task = self.task  # an ngram folder saved by 0.9.0 records no task

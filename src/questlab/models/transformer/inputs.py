@@ -1,9 +1,12 @@
-"""Turn QUEST rows into cross-encoder inputs: ``[CLS] title [SEP] body [SEP] answer [SEP]``.
+"""Turn a task's rows into cross-encoder inputs: ``[CLS] t1 [SEP] t2 [SEP] ... [SEP]``.
 
-One token budget (``max_length``) is shared by the parts: each part gets an equal share, and
+The texts are the task's first segment in order, then its second (QUEST: ``[CLS] title [SEP]
+body [SEP] answer [SEP]``; a one-text task such as ELL: ``[CLS] text [SEP]`` with the whole
+budget). One token budget (``max_length``) is shared by the parts: each part gets an equal share, and
 what a short part leaves unused flows to the longer ones (water-filling). A part longer than
 its share keeps its head and its tail: the end of a post (the actual question, the summary of
-an answer) matters as much as its beginning. Token type 0 marks the question, 1 the answer.
+an answer) matters as much as its beginning. Token type 0 marks the first segment (QUEST's
+question), 1 the second (the answer).
 
 Tokenising is done once per distinct text per tokenizer and process (``tokenize_texts``): the
 folds of a run and the stages of a dual model see the same titles, bodies and answers again
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from questlab.schema import ANSWER, BODY, TITLE
+from questlab.models.parts import short_name
+from questlab.tasks import Task, load_task
 
 
 def split_budget(lengths: list[int], budget: int) -> list[int]:
@@ -74,20 +78,28 @@ class EncodedPairs:
 
 
 def build_input(
-    parts: list[list[int]], max_length: int, cls_id: int, sep_id: int, head_share: float = 0.5
+    parts: list[list[int]],
+    max_length: int,
+    cls_id: int,
+    sep_id: int,
+    head_share: float = 0.5,
+    n_first: int | None = None,
 ) -> tuple[list[int], list[int], list[int]]:
     """One row's ids ``[CLS] p0 [SEP] p1 [SEP] ...`` within ``max_length``, its token types and kept lengths.
 
-    With three parts (title, body, answer) the answer and its closing [SEP] get token type 1;
-    with two (title, body) everything is type 0.
+    Parts from index ``n_first`` on (the second segment) and their closing [SEP]s get token type 1.
+    ``n_first`` None is 0.9.0's rule for QUEST: with three parts (title, body, answer) the answer
+    is type 1; with two (title, body) everything is type 0.
     """
+    if n_first is None:
+        n_first = 2 if len(parts) == 3 else len(parts)
     n_special = 1 + len(parts)
     if max_length <= n_special:
         raise ValueError(f"max_length {max_length} leaves no room for text after {n_special} special tokens")
     kept = split_budget([len(p) for p in parts], max_length - n_special)
     ids, types = [cls_id], [0]
     for k, (part, keep) in enumerate(zip(parts, kept, strict=True)):
-        segment = 1 if k == 2 else 0
+        segment = 1 if k >= n_first else 0
         piece = [*head_tail(part, keep, head_share), sep_id]
         ids += piece
         types += [segment] * len(piece)
@@ -141,11 +153,19 @@ def tokenize_texts(tokenizer, texts: list[str]) -> list[np.ndarray]:
 
 
 def encode_frame(
-    tokenizer, frame: pd.DataFrame, max_length: int, with_answer: bool, head_share: float = 0.5
+    tokenizer,
+    frame: pd.DataFrame,
+    max_length: int,
+    with_answer: bool,
+    head_share: float = 0.5,
+    task: Task | None = None,
 ) -> EncodedPairs:
-    """Tokenise each row's title, body (and answer) (cached: ``tokenize_texts``), then cut them to the budget."""
-    columns = [TITLE, BODY, ANSWER] if with_answer else [TITLE, BODY]
-    names = ["title", "body", "answer"][: len(columns)]
+    """Tokenise each row's first-segment texts (and, ``with_answer``, its second-segment texts)
+    (cached: ``tokenize_texts``), then cut them to the budget. ``task`` None: QUEST (title, body, answer)."""
+    task = load_task(task)
+    first = list(task.segment("first"))
+    columns = first + (list(task.segment("second")) if with_answer else [])
+    names = [short_name(c) for c in columns]
     tokens = {
         name: tokenize_texts(tokenizer, frame[col].astype(str).tolist())
         for name, col in zip(names, columns, strict=True)
@@ -154,7 +174,9 @@ def encode_frame(
     out = EncodedPairs([], [], {n: z.copy() for n, z in zeros.items()}, zeros)
     for row in range(len(frame)):
         parts = [tokens[n][row].tolist() for n in names]
-        ids, types, kept = build_input(parts, max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, head_share)
+        ids, types, kept = build_input(
+            parts, max_length, tokenizer.cls_token_id, tokenizer.sep_token_id, head_share, n_first=len(first)
+        )
         out.input_ids.append(ids)
         out.token_type_ids.append(types)
         for n, part, k in zip(names, parts, kept, strict=True):

@@ -1,12 +1,17 @@
 """``TransformerModel``: a fine-tuned cross-encoder (or a question + an answer model) behind ``Model``.
 
-Joint mode trains one network on ``[CLS] title [SEP] body [SEP] answer [SEP]`` for all 30
-targets. Dual mode trains a question network on title + body for the 21 question targets and
-an answer network on the full pair for the 9 answer targets (or all 30, its question outputs
-then averaged with the question network's).
+The task says what the network reads and predicts. Joint mode trains one network on the task's
+first segment then its second (QUEST: ``[CLS] title [SEP] body [SEP] answer [SEP]``) for every
+target. Dual mode (a task with ``routes``) trains a "question" network on the first segment for
+the targets routed to it (QUEST: title + body, the 21 question targets) and an "answer" network
+on both segments for the others (or all targets, the routed ones then averaged with the
+question network's). Networks fit the targets scaled to [0, 1] by the task's ranges (BCE on
+sigmoid outputs; QUEST's already are) and predictions are scaled back. The two meta embeddings
+(``use_category``, ``use_host``) read the task's first and second feature columns (QUEST:
+category, host).
 
-Saved folder: ``encoder/`` (encoder config + tokenizer), ``vocab.json`` (category/host
-indices), and per stage ``<stage>/network.json`` + ``<stage>/model.safetensors``.
+Saved folder: ``encoder/`` (encoder config + tokenizer), ``vocab.json`` (the meta vocabularies),
+and per stage ``<stage>/network.json`` + ``<stage>/model.safetensors``.
 """
 
 from __future__ import annotations
@@ -23,46 +28,59 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from questlab.folds import holdout_rows, pseudo_rows, question_groups
-from questlab.models.base import FitLog, Model, check_predictions
+from questlab.errors import ConfigError
+from questlab.folds import holdout_rows, pseudo_rows
+from questlab.models.base import FitLog, Model, UnitScorer, check_predictions
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off before transformers loads
 from questlab.models.transformer.batches import RowDataset
 from questlab.models.transformer.inputs import CACHE_STATS, encode_frame
 from questlab.models.transformer.network import QuestNet, build_vocab, load_encoder, lookup
 from questlab.models.transformer.params import TransformerParams
 from questlab.models.transformer.training import TrainSettings, infer, state_dict_cpu, train_network
-from questlab.schema import ANSWER_TARGETS, CATEGORY, HOST, ID, QUESTION_TARGETS, TARGETS
+from questlab.tasks import Task, load_task
+from questlab.tasks.grouping import group_ids
 
 __all__ = ["Stage", "TransformerModel", "TransformerParams", "combine", "stages_for"]
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One network of the model: its name, whether it reads the answer, the targets it predicts."""
+    """One network of the model: its name, whether it reads the second segment (QUEST's answer),
+    the targets it predicts."""
 
     name: str
     with_answer: bool
     targets: tuple[str, ...]
 
 
-def stages_for(params: TransformerParams) -> list[Stage]:
-    """The networks a mode trains: ``joint`` one, ``dual`` a question and an answer network."""
+def stages_for(params: TransformerParams, task: Task | None = None) -> list[Stage]:
+    """The networks a mode trains for ``task`` (None: quest): ``joint`` one, ``dual`` a question
+    network (the targets routed to the first segment) and an answer network (the others, or all)."""
+    task = load_task(task)
+    targets = task.target_names
     if params.mode == "joint":
-        return [Stage("joint", True, TARGETS)]
-    answer_targets = TARGETS if params.dual_answer_targets == "all" else ANSWER_TARGETS
-    return [Stage("question", False, QUESTION_TARGETS), Stage("answer", True, answer_targets)]
+        return [Stage("joint", True, targets)]
+    first = tuple(t for t in targets if task.route_of(t) == "first")
+    if not first:
+        raise ConfigError(
+            f"model.params.mode: dual needs targets routed to the first segment, and task {task.name!r} "
+            "has no routes: use mode: joint"
+        )
+    answer_targets = targets if params.dual_answer_targets == "all" else tuple(t for t in targets if t not in first)
+    return [Stage("question", False, first), Stage("answer", True, answer_targets)]
 
 
-def combine(stage_preds: dict[Stage, np.ndarray], n_rows: int) -> np.ndarray:
+def combine(stage_preds: dict[Stage, np.ndarray], n_rows: int, task: Task | None = None) -> np.ndarray:
     """Place each stage's columns at their targets' positions; average targets predicted twice."""
-    total = np.zeros((n_rows, len(TARGETS)))
-    count = np.zeros(len(TARGETS))
+    targets = load_task(task).target_names
+    total = np.zeros((n_rows, len(targets)))
+    count = np.zeros(len(targets))
     for stage, pred in stage_preds.items():
-        cols = [TARGETS.index(t) for t in stage.targets]
+        cols = [targets.index(t) for t in stage.targets]
         total[:, cols] += pred
         count[cols] += 1
     if (count == 0).any():
-        raise ValueError(f"no stage predicts {TARGETS[int(np.argmin(count))]}")
+        raise ValueError(f"no stage predicts {targets[int(np.argmin(count))]}")
     return total / count
 
 
@@ -92,28 +110,31 @@ class TransformerModel(Model):
         folder = resolve_encoder(p.encoder)
         self.encoder_folder_ = folder
         self.tokenizer_ = AutoTokenizer.from_pretrained(folder)
+        stages = stages_for(p, self.task)  # a dual mode the task cannot route fails before any work
         # Vocabularies from TRAIN only: an unseen category/host at predict time maps to index 0.
-        self.categories_ = build_vocab(train[CATEGORY].tolist()) if p.use_category else {}
-        self.hosts_ = build_vocab(train[HOST].tolist()) if p.use_host else {}
+        category, host = self._meta_columns()
+        self.categories_ = build_vocab(train[category].tolist()) if category else {}
+        self.hosts_ = build_vocab(train[host].tolist()) if host else {}
         self.networks_: dict[str, QuestNet] = {}
         log.info.update(encoder=str(folder), device=str(accelerator.device), processes=accelerator.num_processes)
         if p.select_best_epoch and p.early_stopping == "holdout":
-            hold = holdout_rows(question_groups(train), p.holdout_share, p.seed, ~pseudo_rows(train))
+            hold = holdout_rows(group_ids(self.task, train), p.holdout_share, p.seed, ~pseudo_rows(train))
             train, valid = train[~hold].reset_index(drop=True), train[hold].reset_index(drop=True)
             log.info["early_stopping"] = {"rows": "holdout", "n_holdout": int(hold.sum()), "n_train": len(train)}
-        log.info["stages"] = [s.name for s in stages_for(p)]
+        log.info["stages"] = [s.name for s in stages]
         checkpoints = self._checkpoint_root(log, accelerator)
         if checkpoints is not None:
             self._claim_checkpoints(checkpoints, train, log, accelerator)
         tokenised = dict(CACHE_STATS)
-        for k, stage in enumerate(stages_for(p)):
+        for k, stage in enumerate(stages):
             train_data = self._dataset(train, stage, log if stage.with_answer else None)
             valid_data = self._dataset(valid, stage, None) if valid is not None else None
             torch.manual_seed(p.seed + k)  # the head's initial weights
             net = self._network(load_encoder(folder), len(stage.targets))
             workdir = None if checkpoints is None else checkpoints / stage.name
             stage_started = time.perf_counter()
-            net = train_network(net, train_data, valid_data, self._settings(), log, accelerator, workdir, stage=k)
+            settings = self._settings(stage)
+            net = train_network(net, train_data, valid_data, settings, log, accelerator, workdir, stage=k)
             log.timings[f"train_{stage.name}_s"] = time.perf_counter() - stage_started
             self.networks_[stage.name] = net
         # Texts tokenised afresh vs found in the process's cache (earlier folds, the other stage).
@@ -128,11 +149,13 @@ class TransformerModel(Model):
         self.check_fitted()
         accelerator = Accelerator(cpu=self.params.cpu)
         settings, preds = TrainSettings(self.params, bf16=self._bf16(accelerator.device)), {}
-        for stage in stages_for(self.params):
+        for stage in stages_for(self.params, self.task):
             net = self.networks_[stage.name].to(accelerator.device)
             data = self._dataset(frame, stage, None)
             preds[stage], _ = infer(net, data, settings, accelerator, shard=False)
-        return check_predictions(combine(preds, len(frame)), len(frame), "TransformerModel")
+        task = self.task
+        out = task.lows + combine(preds, len(frame), task) * (task.highs - task.lows)  # back from [0, 1]
+        return check_predictions(out, len(frame), "TransformerModel", task=task)
 
     # --- helpers ------------------------------------------------------------------------------
     def _bf16(self, device: torch.device) -> bool:
@@ -164,7 +187,7 @@ class TransformerModel(Model):
         """
         fingerprint = hashlib.sha256(
             json.dumps(self.params.model_dump(mode="json"), sort_keys=True).encode()
-            + pd.util.hash_pandas_object(train[ID], index=False).to_numpy().tobytes()
+            + pd.util.hash_pandas_object(train[self.task.id], index=False).to_numpy().tobytes()
         ).hexdigest()
         marker = root / "fit.json"
         if accelerator.is_main_process:
@@ -189,21 +212,36 @@ class TransformerModel(Model):
             n_dropout_samples=p.n_dropout_samples,
         )
 
-    def _settings(self) -> TrainSettings:
-        return TrainSettings(self.params, bf16=self._bf16(self.device_))
+    def _meta_columns(self) -> tuple[str | None, str | None]:
+        """The columns of the two meta embeddings: the task's first and second feature columns."""
+        features = self.task.features
+        category = features[0] if self.params.use_category and len(features) > 0 else None
+        host = features[1] if self.params.use_host and len(features) > 1 else None
+        return category, host
+
+    def _settings(self, stage: Stage) -> TrainSettings:
+        """The loop's settings; early stopping scores the stage's targets with the task's metric."""
+        cols = [self.task.target_names.index(t) for t in stage.targets]
+        return TrainSettings(self.params, bf16=self._bf16(self.device_), scorer=UnitScorer.of(self.task, cols))
 
     def _dataset(self, frame: pd.DataFrame, stage: Stage, log: FitLog | None) -> RowDataset:
         """Encode ``frame`` for ``stage``; with a ``log``, record how much the budget cut per part."""
-        enc = encode_frame(self.tokenizer_, frame, self.params.max_length, stage.with_answer, self.params.head_share)
+        p = self.params
+        enc = encode_frame(self.tokenizer_, frame, p.max_length, stage.with_answer, p.head_share, self.task)
         if log is not None:
             for part in enc.n_tokens:
                 log.record_truncation(part, enc.n_tokens[part], enc.kept[part])
-        targets = frame[list(stage.targets)].to_numpy(np.float32) if set(stage.targets) <= set(frame.columns) else None
+        targets = None
+        if set(stage.targets) <= set(frame.columns):  # scaled to [0, 1] by the task's ranges
+            cols = [self.task.target_names.index(t) for t in stage.targets]
+            lows, highs = self.task.lows[cols], self.task.highs[cols]
+            targets = ((frame[list(stage.targets)].to_numpy(np.float64) - lows) / (highs - lows)).astype(np.float32)
+        category, host = self._meta_columns()
         return RowDataset(
             enc.input_ids,
             enc.token_type_ids,
-            lookup(self.categories_, frame[CATEGORY].tolist()),
-            lookup(self.hosts_, frame[HOST].tolist()),
+            lookup(self.categories_, frame[category].tolist() if category else [""] * len(frame)),
+            lookup(self.hosts_, frame[host].tolist() if host else [""] * len(frame)),
             targets,
             pad_id=self.tokenizer_.pad_token_id or 0,
         )
@@ -227,7 +265,7 @@ class TransformerModel(Model):
         vocab = json.loads((folder / "vocab.json").read_text())
         self.categories_, self.hosts_ = vocab["category"], vocab["host"]
         self.networks_ = {}
-        for stage in stages_for(self.params):
+        for stage in stages_for(self.params, self.task):
             n_out = json.loads((folder / stage.name / "network.json").read_text())["n_out"]
             net = self._network(load_encoder(folder / "encoder", pretrained=False), n_out)
             net.load_state_dict(load_file(str(folder / stage.name / "model.safetensors")))

@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from questlab.console import progress_enabled, quiet_mode, stderr
 from questlab.metric import OK, spearman_per_target
-from questlab.models.base import FitLog
+from questlab.models.base import FitLog, UnitScorer
 from questlab.models.cpu_malloc import tune_malloc
 from questlab.models.transformer.batches import RowDataset, bucket_batches, make_loader, to_device
 from questlab.models.transformer.checkpoints import (
@@ -74,6 +74,9 @@ class TrainSettings:
 
     params: TransformerParams
     bf16: bool
+    # early stopping's score of the stage's targets (in the task's units, with its metric);
+    # None: QUEST's mean Spearman (``score_with_undefined``)
+    scorer: UnitScorer | None = None
 
     @classmethod
     def of(cls, bf16: bool = True, **params: Any) -> TrainSettings:
@@ -174,6 +177,13 @@ def infer(
     return torch.sigmoid(logits).double().cpu().numpy(), loss
 
 
+def _improves(scorer: UnitScorer | None, score: float, best: float) -> bool:
+    """True when the epoch's ``score`` beats ``best`` (-inf: none yet) by the stage's metric."""
+    if scorer is None:
+        return not math.isnan(score) and score > best
+    return scorer.improves(score, best)
+
+
 # --- the loop -----------------------------------------------------------------------------------
 def train_network(
     net: nn.Module,
@@ -271,7 +281,10 @@ def train_network(
         row["lr"] = max(scheduler.get_last_lr())  # highest LR in use at the epoch's end
         if valid is not None:
             pred, row["valid_loss"] = infer(eval_model, valid, s, accelerator, shard=True)
-            row["valid_score"], row["valid_undefined_targets"] = score_with_undefined(valid.targets, pred)
+            if s.scorer is None:
+                row["valid_score"], row["valid_undefined_targets"] = score_with_undefined(valid.targets, pred)
+            else:
+                row["valid_score"], row["valid_undefined_targets"] = s.scorer.score_with_undefined(valid.targets, pred)
         row["seconds"] = time.perf_counter() - started
         log.log_epoch(**row)
         if p.progress and accelerator.is_main_process and not progress_enabled() and not quiet_mode():
@@ -282,7 +295,7 @@ def train_network(
             )  # a plain line per epoch where no bar is drawn (a log, a pipe)
         progress.history.append(log.epochs[-1])
         score = row.get("valid_score", float("nan"))
-        if not p.select_best_epoch or valid is None or (not math.isnan(score) and score > progress.best_score):
+        if not p.select_best_epoch or valid is None or _improves(s.scorer, score, progress.best_score):
             progress.best_score = score if not math.isnan(score) else progress.best_score
             progress.best_epoch, best = epoch + 1, state_dict_cpu(raw)
         progress.epoch = epoch + 1
