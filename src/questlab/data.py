@@ -56,7 +56,7 @@ def load(path: str | Path, kind: Kind) -> pd.DataFrame:
     return _validate(read_csv(path), kind, path)
 
 
-def validate_frame(frame: pd.DataFrame, kind: Kind, source: str = "DataFrame") -> pd.DataFrame:
+def validate_frame(frame: pd.DataFrame, kind: Kind, source: str = "DataFrame", task: object = None) -> pd.DataFrame:
     """Validate an in-memory frame with exactly the rules a file gets; return a clean copy.
 
     Values are taken as their text (as a CSV would hold them; a missing value is empty text), so
@@ -99,7 +99,7 @@ def load_train(path: str | Path) -> pd.DataFrame:
     return load(path, "train")
 
 
-def load_test(path: str | Path) -> pd.DataFrame:
+def load_test(path: str | Path, task: object = None) -> pd.DataFrame:
     """Load an unlabelled QUEST CSV (``qa_id`` and the 10 inputs)."""
     return load(path, "test")
 
