@@ -33,7 +33,7 @@ from questlab.data import validate_frame
 from questlab.errors import BundleError
 from questlab.models.pretrained import encoder_key, register_encoder_folder, resolve_encoder
 from questlab.predict import check_file_task, predict_frame
-from questlab.predictors import Predictor, copy_tree, load_folder, load_predictor
+from questlab.predictors import Predictor, copy_tree, load_folder, load_predictor, task_of
 from questlab.provenance import file_sha256
 from questlab.rundir import TAG_MODEL
 from questlab.store import Store
@@ -75,7 +75,7 @@ def write_bundle(store: Store, run_id: str, folder: Path, link: bool = False) ->
         "run_id": record.run_id,
         "name": record.name,
         "kind": meta.kind,
-        "task": predictor.task.name,
+        "task": task_of(predictor).name,
         "model": record.tags.get(TAG_MODEL, meta.model),
         "cv_score": record.metrics.get("cv_score"),
         "train_file": meta.train_file,
@@ -169,7 +169,7 @@ class BundleModel:
     @property
     def task(self) -> Task:
         """The task the bundle predicts."""
-        return self.predictor.task
+        return task_of(self.predictor)
 
     def __repr__(self) -> str:
         score = self.manifest.get("cv_score")

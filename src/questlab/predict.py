@@ -34,7 +34,7 @@ from questlab.console import Say
 from questlab.csvfile import CHUNK_ROWS, iter_csv
 from questlab.data import validate_frame
 from questlab.errors import DataError, UsageError
-from questlab.predictors import EnsemblePredictor, FoldAverage, Predictor, load_predictor
+from questlab.predictors import EnsemblePredictor, FoldAverage, Predictor, load_predictor, task_of
 from questlab.tasks import Task, TaskRef, builtin_task_names, load_task
 
 __all__ = [
@@ -55,7 +55,8 @@ __all__ = [
 
 def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     """The id + the task's predictions, submission column order, for a validated test-format frame."""
-    return task_predictions_frame(predictor.task, frame[predictor.task.id], predictor.predict(frame))
+    task = task_of(predictor)
+    return task_predictions_frame(task, frame[task.id], predictor.predict(frame))
 
 
 def task_predictions_frame(task: Task, ids: object, pred: np.ndarray) -> pd.DataFrame:
@@ -182,7 +183,7 @@ def iter_predictions(
     if needs_whole_file(predictor):
         chunk_rows = sys.maxsize
     who = f"run {predictor.run_id}"
-    for frame in read_test_chunks(input_path, chunk_rows, say=say, task=predictor.task, who=who):
+    for frame in read_test_chunks(input_path, chunk_rows, say=say, task=task_of(predictor), who=who):
         yield predict_frame(predictor, frame)
 
 

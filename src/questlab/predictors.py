@@ -154,7 +154,7 @@ class EnsemblePredictor:
         self.run_id = run_id
         self.task = load_task(task)
         for i, member in enumerate(members):  # one task through the whole tree
-            check_same_task(self.task, member.task, f"member {i} ({member.run_id}) of ensemble {run_id}")
+            check_same_task(self.task, task_of(member), f"member {i} ({member.run_id}) of ensemble {run_id}")
         self.members = members
         self.state = {k: state[k] for k in PREDICTOR_KEYS if k in state}
         self.references = references
@@ -241,6 +241,11 @@ def check_task_predictions(pred: np.ndarray, n_rows: int, who: str, task: Task) 
             span = f"(target {target.name}: {pred[row, col]:.3g} at row {row})"
         raise ValueError(f"{who} returned predictions outside [{target.low:g}, {target.high:g}] {span}")
     return pred
+
+
+def task_of(predictor: object) -> Task:
+    """A predictor's task; an object predicting without one (a 0.9.0-style predictor) predicts quest."""
+    return load_task(getattr(predictor, "task", None))
 
 
 def check_same_task(expected: Task, found: Task, who: str) -> None:
@@ -357,5 +362,6 @@ __all__ = [
     "read_task_file",
     "run_task",
     "sorted_oof",
+    "task_of",
     "write_task",
 ]

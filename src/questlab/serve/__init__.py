@@ -59,6 +59,7 @@ from starlette.requests import Request
 from questlab import __version__
 from questlab.errors import DataError, PredictionError
 from questlab.predict import Predictor
+from questlab.predictors import task_of
 from questlab.serve.batching import MicroBatcher, serve_batch
 from questlab.serve.connections import ACCEPT_BACKLOG, ConnectionLimits, GuardedH11Protocol
 from questlab.serve.limits import (
@@ -126,7 +127,7 @@ def create_app(
         raise ValueError("max_body_bytes, max_batch_pairs, large_body_bytes and large_concurrency must be positive")
     if body_timeout_s <= 0 or (batch_window_ms is not None and batch_window_ms < 0):
         raise ValueError("body_timeout_s must be positive, batch_window_ms >= 0 or None")
-    task = predictor.task
+    task = task_of(predictor)
     shapes = request_models(task)
     app = FastAPI(
         lifespan=_frozen_heap,
