@@ -21,6 +21,7 @@ from questlab import __version__
 from questlab.errors import QuestlabError, RunFormatError
 from questlab.schema import N_TARGETS
 from questlab.strictjson import number
+from questlab.tasks import TaskRef, load_task
 
 
 class ModelParams(BaseModel):
@@ -107,7 +108,8 @@ class Model:
     name: ClassVar[str] = "base"
     Params: ClassVar[type[ModelParams]] = ModelParams
 
-    def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
+    def __init__(self, params: ModelParams | dict[str, Any] | None = None, task: TaskRef = None) -> None:
+        self.task = load_task(task)
         if params is None:
             params = self.Params()
         elif isinstance(params, dict):
