@@ -14,7 +14,18 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from questlab.serve.limits import INT64_MAX, INT64_MIN, MAX_PAIRS, UNKNOWN_USER, Pair, _optional, _text
+from questlab.serve.limits import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_PAIRS,
+    UNKNOWN_USER,
+    Pair,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    _optional,
+    _text,
+)
 from questlab.tasks import Task, TaskRef, load_task
 
 
@@ -74,20 +85,19 @@ def _is_pair(task: Task) -> bool:
 
 
 def _build(task: Task) -> RequestModels:
-    if _is_pair(task):
-        row: type[BaseModel] = Pair
-    else:
-        fields: dict[str, Any] = {
-            task.id: (
-                int | None,
-                Field(None, ge=INT64_MIN, le=INT64_MAX, description="your id (int64) for the row, echoed back; "
-                      "give it for every row or none (then 0, 1, ...)"),
-            )
-        }  # fmt: skip
-        fields |= {c: (str, _text("must hold visible text")) for c in task.required_inputs}
-        fields |= {c: (str | None, _optional("may be omitted")) for c in task.input_columns if c not in fields}
-        row = create_model("Row", __base__=_Row, __doc__=f"One row of task {task.name!r}.", **fields)
-        row.id_field = task.id
+    if _is_pair(task):  # QUEST's 0.9.0 shapes, word for word
+        return RequestModels(Pair, PredictRequest, Prediction, PredictResponse)
+    fields: dict[str, Any] = {
+        task.id: (
+            int | None,
+            Field(None, ge=INT64_MIN, le=INT64_MAX, description="your id (int64) for the row, echoed back; "
+                  "give it for every row or none (then 0, 1, ...)"),
+        )
+    }  # fmt: skip
+    fields |= {c: (str, _text("must hold visible text")) for c in task.required_inputs}
+    fields |= {c: (str | None, _optional("may be omitted")) for c in task.input_columns if c not in fields}
+    row = create_model("Row", __base__=_Row, __doc__=f"One row of task {task.name!r}.", **fields)
+    row.id_field = task.id
     all_or_none = {
         "anyOf": [
             {"items": {"required": [task.id], "properties": {task.id: {"type": "integer"}}}},
