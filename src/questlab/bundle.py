@@ -4,7 +4,8 @@ A bundle needs no store and no encoder package::
 
     bundle.json          manifest: bundle format, questlab/python/torch versions, the run, its
                          CV score, the encoders it carries, and the sha256 of every file
-    predictor/           the run's predictor folder (:mod:`questlab.predictors`):
+    predictor/           the run's predictor folder (:mod:`questlab.predictors`), with task.json
+                         (the task it predicts; a 0.9.0 bundle has none: quest):
                            a CV run:    predictor.json, fold_K/ (each fold's saved model)
                            an ensemble: predictor.json, members/member_I/ (each a predictor
                                         folder), ensemble.json, references.npz, postprocess.json
@@ -31,13 +32,13 @@ from questlab import __version__
 from questlab.data import validate_frame
 from questlab.errors import BundleError
 from questlab.models.pretrained import encoder_key, register_encoder_folder, resolve_encoder
-from questlab.predict import predict_frame
-from questlab.predictors import Predictor, copy_tree, load_folder, load_predictor
+from questlab.predict import check_file_task, predict_frame
+from questlab.predictors import Predictor, copy_tree, load_folder, load_predictor, task_of
 from questlab.provenance import file_sha256
 from questlab.rundir import TAG_MODEL
-from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT
 from questlab.store import Store
 from questlab.strictjson import strict_json
+from questlab.tasks import Task
 
 BUNDLE_FORMAT = 2  # 1: questlab <= 0.9.0 (pickled TF-IDF state); 2: no pickle anywhere
 MANIFEST = "bundle.json"
@@ -74,6 +75,7 @@ def write_bundle(store: Store, run_id: str, folder: Path, link: bool = False) ->
         "run_id": record.run_id,
         "name": record.name,
         "kind": meta.kind,
+        "task": task_of(predictor).name,
         "model": record.tags.get(TAG_MODEL, meta.model),
         "cv_score": record.metrics.get("cv_score"),
         "train_file": meta.train_file,
@@ -150,11 +152,12 @@ def load_bundle(path: Path, verify: bool = True) -> Predictor:
 
 
 class BundleModel:
-    """A loaded bundle as a model: a frame of pairs in, qa_id + 30 ratings out (submission order).
+    """A loaded bundle as a model: a frame of rows in, the id + the task's targets out (submission
+    order; QUEST: qa_id + 30 ratings).
 
     What ``questlab.load_bundle`` returns and what ``mlflow.pyfunc.load_model`` wraps. Input is
-    validated like a test file; ``qa_id`` and the optional columns (user names and pages, url)
-    may be left out.
+    validated like a test file of the bundle's task; the id and the optional columns (QUEST: user
+    names and pages, url) may be left out.
     """
 
     def __init__(self, root: Path, verify: bool = True) -> None:
@@ -163,6 +166,11 @@ class BundleModel:
         self.predictor = load_bundle(self.root, verify=False)  # verified just above
         self.run_id: str = self.manifest["run_id"]
 
+    @property
+    def task(self) -> Task:
+        """The task the bundle predicts."""
+        return task_of(self.predictor)
+
     def __repr__(self) -> str:
         score = self.manifest.get("cv_score")
         cv = f", cv={score:.4f}" if isinstance(score, float) else ""
@@ -170,11 +178,13 @@ class BundleModel:
         return f"BundleModel({self.run_id[:8]}, {m.get('name')!r}, model={m.get('model')!r}{cv})"
 
     def predict(self, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        task = self.task
         frame = pd.DataFrame(model_input).copy()
-        for column in INPUT_COLUMNS:  # optional columns (user names, pages, url) may be left out
-            if column not in frame.columns and column not in REQUIRED_TEXT:
+        check_file_task(frame.columns, task, "model input")
+        for column in task.input_columns:  # optional columns (QUEST: user names, pages, url) may be left out
+            if column not in frame.columns and column not in task.required_inputs:
                 frame[column] = ""
-        if ID not in frame.columns:
-            frame.insert(0, ID, np.arange(len(frame)))
-        frame = validate_frame(frame, "test", source="model input")
+        if task.id not in frame.columns:
+            frame.insert(0, task.id, np.arange(len(frame)))
+        frame = validate_frame(frame, "test", source="model input", task=task)
         return predict_frame(self.predictor, frame)

@@ -13,13 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from questlab import __version__
-from questlab.bundle import MANIFEST, MLFLOW_BUNDLE_DIR, BundleModel, write_bundle
+from questlab.bundle import MANIFEST, MLFLOW_BUNDLE_DIR, PREDICTOR_DIR, BundleModel, write_bundle
 from questlab.models.pretrained import cache_root
+from questlab.predictors import read_task_file
 from questlab.provenance import file_sha256
 from questlab.rundir import MLFLOW_MODEL_DIR
-from questlab.schema import ID, INPUT_COLUMNS, REQUIRED_TEXT, TARGETS
 from questlab.store import Store
+from questlab.tasks import TaskRef, load_task
 
 # What predicting from a bundle needs (the pyfunc model's requirements.txt); torch is whatever
 # the user has: the exact CPU pin lives in scripts/setup.sh only.
@@ -36,15 +39,24 @@ PREDICT_REQUIREMENTS = [
 ]
 
 
-def pyfunc_signature() -> Any:
-    """The model's input and output schema: the QUEST input columns in, qa_id + 30 ratings out."""
+def pyfunc_signature(task: TaskRef = None) -> Any:
+    """The model's input and output schema, from the task: its id (optional) and input columns
+    (texts and features required) in, the id + its targets out (QUEST: qa_id + 30 ratings)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = [ColSpec("long", ID, required=False)]
-    inputs += [ColSpec("string", c, required=c in REQUIRED_TEXT) for c in INPUT_COLUMNS]
-    outputs = [ColSpec("long", ID)] + [ColSpec("double", t) for t in TARGETS]
+    task = load_task(task)
+    required = set(task.required_inputs)
+    inputs = [ColSpec("long", task.id, required=False)]
+    inputs += [ColSpec("string", c, required=c in required) for c in task.input_columns]
+    outputs = [ColSpec("long", task.id)] + [ColSpec("double", t) for t in task.target_names]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def input_example(task: TaskRef = None) -> dict[str, list[Any]]:
+    """One made-up row with every required column of the task filled (the pyfunc input example)."""
+    task = load_task(task)
+    return {task.id: [0], **{c: [f"some {c}"] for c in task.required_inputs}}
 
 
 def log_run_model(store: Store, run_id: str) -> None:
@@ -58,18 +70,22 @@ def log_run_model(store: Store, run_id: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     write_bundle(store, run_id, tmp / MLFLOW_BUNDLE_DIR, link=True)
-    write_pyfunc_files(tmp, run_id)
+    write_pyfunc_files(tmp, run_id, task=read_task_file(tmp / MLFLOW_BUNDLE_DIR / PREDICTOR_DIR))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     store.sync(run_id, MLFLOW_MODEL_DIR)
 
 
-def write_pyfunc_files(folder: Path, run_id: str | None = None) -> None:
-    """``MLmodel``, requirements and Python env of a pyfunc model whose bundle is in ``folder/bundle``."""
+def write_pyfunc_files(folder: Path, run_id: str | None = None, task: TaskRef = None) -> None:
+    """``MLmodel``, requirements, Python env and input example of a pyfunc model whose bundle
+    (predicting ``task``) is in ``folder/bundle``."""
     import mlflow.pyfunc
     from mlflow.models import Model as MlflowModel
+    from mlflow.models.utils import _save_example
 
-    mlmodel = MlflowModel(artifact_path=MLFLOW_MODEL_DIR, run_id=run_id, signature=pyfunc_signature())
+    task = load_task(task)
+    mlmodel = MlflowModel(artifact_path=MLFLOW_MODEL_DIR, run_id=run_id, signature=pyfunc_signature(task))
+    _save_example(mlmodel, pd.DataFrame(input_example(task)), str(folder))
     mlflow.pyfunc.add_to_model(
         mlmodel, loader_module="questlab.mlflow_model", data=MLFLOW_BUNDLE_DIR, python_env="python_env.yaml"
     )

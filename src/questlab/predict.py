@@ -7,7 +7,11 @@ and the MLflow pyfunc model all predict through the functions here.
 Files are read in pieces (:func:`read_test_chunks`, ``CHUNK_ROWS`` rows at a time) and their
 predictions written piece by piece (:func:`stream_predictions`), so any size of file predicts in
 flat memory. Each piece is validated with the rules of a whole file, row numbers counting from the
-top of the file, and a ``qa_id`` repeated across pieces is refused like one repeated inside one.
+top of the file, and an id repeated across pieces is refused like one repeated inside one.
+
+Every file is read against the predictor's task (``predictor.task``): its id and input columns,
+and the submission is ``[task.id, *task.target_names]``. A file whose columns are another built-in
+task's (none of this task's texts, all of the other's) is refused naming both tasks.
 
 A labelled (train-format) file predicts too: its target columns are dropped before validation,
 and the ``say`` callback is told so once (``questlab evaluate`` is what scores against them).
@@ -29,15 +33,15 @@ from questlab import console
 from questlab.console import Say
 from questlab.csvfile import CHUNK_ROWS, iter_csv
 from questlab.data import validate_frame
-from questlab.errors import DataError
-from questlab.predictors import EnsemblePredictor, FoldAverage, Predictor, load_predictor
-from questlab.rundir import predictions_frame
-from questlab.schema import ID, TARGETS
+from questlab.errors import DataError, UsageError
+from questlab.predictors import EnsemblePredictor, FoldAverage, Predictor, load_predictor, task_of
+from questlab.tasks import Task, TaskRef, builtin_task_names, load_task
 
 __all__ = [
     "EnsemblePredictor",
     "FoldAverage",
     "Predictor",
+    "check_file_task",
     "iter_predictions",
     "load_predictor",
     "predict_file",
@@ -50,8 +54,36 @@ __all__ = [
 
 
 def predict_frame(predictor: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
-    """qa_id + the 30 predictions, submission column order, for a validated test-format frame."""
-    return predictions_frame(frame[ID], predictor.predict(frame))
+    """The id + the task's predictions, submission column order, for a validated test-format frame."""
+    task = task_of(predictor)
+    return task_predictions_frame(task, frame[task.id], predictor.predict(frame))
+
+
+def task_predictions_frame(task: Task, ids: object, pred: np.ndarray) -> pd.DataFrame:
+    """``[task.id, *task.target_names]``: the one format predictions are written in (QUEST: qa_id + 30)."""
+    out = pd.DataFrame(np.asarray(pred), columns=list(task.target_names))
+    out.insert(0, task.id, np.asarray(ids))
+    return out
+
+
+def check_file_task(columns: object, task: Task, source: str | Path, who: str = "this bundle") -> None:
+    """A UsageError when a file's columns belong to another built-in task, naming both tasks.
+
+    "Belongs to another task": the file has none of ``task``'s text columns but every text and
+    feature column of another built-in task. Anything else is left to the data checks (which name
+    the missing column).
+    """
+    names = {str(c).strip() for c in columns}  # type: ignore[union-attr]
+    if names & set(task.text_names):
+        return
+    for name in builtin_task_names():
+        other = load_task(name)
+        if other.fingerprint != task.fingerprint and set(other.required_inputs) <= names:
+            raise UsageError(
+                f"{source}: {who} predicts task {task.name!r}; the file looks like task {other.name!r} "
+                f"(it has {', '.join(other.text_names)}, none of {', '.join(task.text_names)}): "
+                f"predict it with a run of task {other.name!r}"
+            )
 
 
 def labelled_note(source: str | Path, n_targets: int) -> str:
@@ -62,44 +94,58 @@ def labelled_note(source: str | Path, n_targets: int) -> str:
     )
 
 
-def without_targets(frame: pd.DataFrame, source: str | Path, say: Say | None) -> pd.DataFrame:
-    """``frame`` without its target columns, saying so (``say`` None: the frame as it is, for the
-    test-format check to refuse)."""
-    labelled = [c for c in frame.columns if str(c).strip() in TARGETS]
+def without_targets(frame: pd.DataFrame, source: str | Path, say: Say | None, task: TaskRef = None) -> pd.DataFrame:
+    """``frame`` without the task's target columns, saying so (``say`` None: the frame as it is, for
+    the test-format check to refuse)."""
+    targets = set(load_task(task).target_names)
+    labelled = [c for c in frame.columns if str(c).strip() in targets]
     if not labelled or say is None:
         return frame
     say(labelled_note(source, len(labelled)))
     return frame.drop(columns=labelled)
 
 
-def read_test_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS, say: Say | None = None) -> Iterator[pd.DataFrame]:
-    """A test-format CSV as validated pieces of at most ``chunk_rows`` rows (``load_test``'s rules).
+def read_test_chunks(
+    path: str | Path,
+    chunk_rows: int = CHUNK_ROWS,
+    say: Say | None = None,
+    task: TaskRef = None,
+    who: str = "this bundle",
+) -> Iterator[pd.DataFrame]:
+    """A test-format CSV of ``task`` as validated pieces of at most ``chunk_rows`` rows (``load_test``'s rules).
 
-    Errors name the row in the whole file; a ``qa_id`` seen in an earlier piece is a duplicate
-    (the ids seen are kept as one sorted int64 array: 8 bytes a row). With ``say``, a labelled file
-    is read too: its target columns are dropped and ``say`` is told once; without, it is refused.
+    Errors name the row in the whole file; an id seen in an earlier piece is a duplicate (the ids
+    seen are kept as one sorted array). With ``say``, a labelled file is read too: its target
+    columns are dropped and ``say`` is told once; without, it is refused. A file of another
+    built-in task is refused naming both (``who`` is what predicts ``task``).
     """
-    seen = np.empty(0, dtype=np.int64)
+    task = load_task(task)
+    key = task.id
+    seen: np.ndarray | None = None
     id_chunks: list[np.ndarray] = []
     for first_row, text in iter_csv(path, chunk_rows):
-        text = without_targets(text, path, say)
+        if seen is None:
+            check_file_task(text.columns, task, path, who)
+        text = without_targets(text, path, say, task)
         say = console.quiet if say is not None else None  # told once, on the first piece
         try:
-            frame = validate_frame(text, "test", source=str(path))
+            frame = validate_frame(text, "test", source=str(path), task=task)
         except DataError as exc:
             raise _shifted(exc, first_row - 1) from None
-        ids = frame[ID].to_numpy()
+        ids = frame[key].to_numpy()
+        if seen is None:
+            seen = ids[:0]
         again = np.isin(ids, seen)
         if again.any():
             i = int(np.flatnonzero(again)[0])
             first = int(np.flatnonzero(np.concatenate(id_chunks) == ids[i])[0])
             raise DataError(
                 path,
-                f"duplicate qa_id (first seen at row {first + 1})",
-                column=ID,
+                f"duplicate {key} (first seen at row {first + 1})",
+                column=key,
                 row=first_row + i,
-                qa_id=int(ids[i]),
-                hint="each row must have its own qa_id",
+                qa_id=ids[i].item() if hasattr(ids[i], "item") else ids[i],
+                hint=f"each row must have its own {key}",
             )
         id_chunks.append(ids)
         seen = np.union1d(seen, ids)
@@ -126,7 +172,7 @@ def needs_whole_file(predictor: Predictor) -> bool:
 def iter_predictions(
     predictor: Predictor, input_path: str | Path, chunk_rows: int = CHUNK_ROWS, say: Say = console.stderr
 ) -> Iterator[pd.DataFrame]:
-    """qa_id + 30 predictions for each piece of a test-format CSV, in file order.
+    """The id + the task's predictions for each piece of a test-format CSV, in file order.
 
     Rows are predicted independently by every model questlab has, with two exceptions. An
     ensemble's constant-column fallback (see ``EnsemblePredictor.predict``) is decided per piece.
@@ -136,7 +182,8 @@ def iter_predictions(
     """
     if needs_whole_file(predictor):
         chunk_rows = sys.maxsize
-    for frame in read_test_chunks(input_path, chunk_rows, say=say):
+    who = f"run {predictor.run_id}"
+    for frame in read_test_chunks(input_path, chunk_rows, say=say, task=task_of(predictor), who=who):
         yield predict_frame(predictor, frame)
 
 
@@ -183,7 +230,7 @@ def predict_file(
     chunk_rows: int = CHUNK_ROWS,
     say: Say = console.stderr,
 ) -> pd.DataFrame:
-    """Validate ``input_path`` (a test-format CSV), predict; write qa_id + 30 targets to ``output_path``
+    """Validate ``input_path`` (a test-format CSV), predict; write the id + targets to ``output_path``
     (when given) and return them. The input is read in pieces; the predictions are held in
     memory to be returned (``stream_predictions`` holds none)."""
     out = pd.concat(list(iter_predictions(predictor, input_path, chunk_rows, say)), ignore_index=True)

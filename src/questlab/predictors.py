@@ -1,6 +1,8 @@
 """A predictor is a folder: every predictor saves itself into one and loads back from it.
 
-A predictor has ``run_id``, ``predict(frame) -> (n, 30)``, ``notes`` (batch-level remarks of the
+A predictor has ``run_id``, ``task`` (the :class:`~questlab.tasks.Task` it predicts, saved as
+``task.json`` in its folder: a 0.9.0 folder without one predicts ``quest``), ``predict(frame) ->
+(n, task.n_targets)``, ``notes`` (batch-level remarks of the
 last call), ``save(folder)`` and ``encoders()`` (the pretrained encoders its models load). Two
 kinds exist, told apart by the folder's ``predictor.json``:
 
@@ -32,20 +34,20 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from questlab.ensemble.combine import Combiner, restore_combiner
 from questlab.ensemble.postprocess import PostProcessor
-from questlab.errors import BundleError, PredictionError
-from questlab.folds import question_groups
+from questlab.errors import BundleError, PredictionError, UsageError
 from questlab.models import Model, get_model_class
-from questlab.models.base import check_predictions
 from questlab.rundir import FOLD_MODEL_DIR, POSTPROCESS_FILE, RunFolder
-from questlab.schema import TARGETS
 from questlab.store import Store
 from questlab.strictjson import strict_json
+from questlab.tasks import Task, TaskRef, load_task
+from questlab.tasks.grouping import group_ids
 
 TREE_FILE = "predictor.json"  # what kind of predictor a folder holds, and its parts
 ENSEMBLE_STATE_FILE = "ensemble.json"
 REFERENCES_FILE = "references.npz"
 POSTPROCESS_STATE_FILE = "postprocess.json"
 MEMBERS_DIR = "members"
+TASK_FILE = "task.json"  # the task a predictor folder predicts (absent: a 0.9.0 folder, quest)
 # What an ensemble's predictor keeps of the run's ensemble.json (the rest is its record: report, seed).
 PREDICTOR_KEYS = ("members", "average", "weights", "postprocess", "stack", "question_share")
 
@@ -72,6 +74,7 @@ class Predictor(Protocol):
     """What every predictor offers: predict a validated test-format frame, save to a folder."""
 
     run_id: str
+    task: Task
     notes: list[str]
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
@@ -82,14 +85,17 @@ class Predictor(Protocol):
 
 
 class FoldAverage:
-    """The mean of a CV run's fold models, clipped to [0, 1].
+    """The mean of a CV run's fold models, clipped to each target's [low, high].
 
     The models load when first needed: saving a run's predictor (a bundle, an MLflow model)
     copies its fold folders without loading them.
     """
 
-    def __init__(self, run_id: str, model_dirs: list[Path], folds: list[int] | None = None) -> None:
+    def __init__(
+        self, run_id: str, model_dirs: list[Path], folds: list[int] | None = None, task: TaskRef = None
+    ) -> None:
         self.run_id = run_id
+        self.task = load_task(task)
         self.model_dirs = [Path(d) for d in model_dirs]
         self.folds = list(folds) if folds is not None else list(range(len(self.model_dirs)))
         self.notes: list[str] = []
@@ -103,10 +109,12 @@ class FoldAverage:
         for k, model in enumerate(self.models):
             pred = model.predict(frame)  # a ValueError here is a model refusing the input
             try:  # checked as CV checks them: a NaN would pass np.clip and reach the submission
-                preds.append(check_predictions(pred, len(frame), f"fold model {k} of run {self.run_id}"))
+                preds.append(
+                    check_task_predictions(pred, len(frame), f"fold model {k} of run {self.run_id}", self.task)
+                )
             except ValueError as exc:
                 raise PredictionError(f"{exc}: refit the run or re-export it") from None
-        return np.clip(np.mean(preds, axis=0), 0.0, 1.0)
+        return np.clip(np.mean(preds, axis=0), self.task.lows, self.task.highs)
 
     def encoders(self) -> set[str]:
         found: set[str] = set()
@@ -120,12 +128,13 @@ class FoldAverage:
         folder.mkdir(parents=True)
         for k, model_dir in zip(self.folds, self.model_dirs, strict=True):
             copy_tree(model_dir, folder / f"fold_{k}", link)
+        write_task(folder, self.task)
         _write_tree(folder, {"kind": "folds", "run_id": self.run_id, "folds": self.folds})
 
     @classmethod
     def load(cls, folder: Path, tree: _FoldsTree, root: Path) -> FoldAverage:
         dirs = [_inside(root, folder / f"fold_{k}") for k in tree.folds]
-        predictor = cls(tree.run_id, dirs, tree.folds)
+        predictor = cls(tree.run_id, dirs, tree.folds, read_task_file(folder, root))
         predictor.models  # noqa: B018  # load now: a broken model is an error at load time, not later
         return predictor
 
@@ -140,8 +149,12 @@ class EnsemblePredictor:
         state: dict[str, Any],
         references: list[np.ndarray] | None,
         postprocess: Path | None,
+        task: TaskRef = None,
     ) -> None:
         self.run_id = run_id
+        self.task = load_task(task)
+        for i, member in enumerate(members):  # one task through the whole tree
+            check_same_task(self.task, task_of(member), f"member {i} ({member.run_id}) of ensemble {run_id}")
         self.members = members
         self.state = {k: state[k] for k in PREDICTOR_KEYS if k in state}
         self.references = references
@@ -151,13 +164,13 @@ class EnsemblePredictor:
         self.notes: list[str] = []  # constant-column fallbacks of the last batch
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """(n, 30) predictions for a test-format frame; nothing is refitted.
+        """(n, task.n_targets) predictions for a test-format frame; nothing is refitted.
 
         Each row is mapped on its own (ranks against stored OOF, stored weights and maps), with
         one exception that is a property of the batch: a column the maps would make constant over
         a batch whose raw blend varies is left unmapped for that batch (see ``self.notes``).
         """
-        groups = question_groups(frame) if self.combiner.question_share is not None else None  # shared questions
+        groups = group_ids(self.task, frame) if self.combiner.question_share is not None else None  # shared questions
         pred, self.notes = self.combiner.apply(np.stack([m.predict(frame) for m in self.members]), groups)
         return pred
 
@@ -175,6 +188,7 @@ class EnsemblePredictor:
             np.savez(folder / REFERENCES_FILE, *self.references)
         if self.postprocess is not None:
             shutil.copy(self.postprocess, folder / POSTPROCESS_STATE_FILE)
+        write_task(folder, self.task)
         _write_tree(folder, {"kind": "ensemble", "run_id": self.run_id, "members": names})
 
     @classmethod
@@ -185,7 +199,69 @@ class EnsemblePredictor:
         if state["average"] == "rank":
             with np.load(_inside(root, folder / REFERENCES_FILE), allow_pickle=False) as npz:
                 refs = [npz[f"arr_{i}"] for i in range(len(members))]
-        return cls(tree.run_id, members, state, refs, _inside(root, folder / POSTPROCESS_STATE_FILE))
+        postprocess = _inside(root, folder / POSTPROCESS_STATE_FILE)
+        return cls(tree.run_id, members, state, refs, postprocess, read_task_file(folder, root))
+
+
+def write_task(folder: Path, task: Task) -> None:
+    """``folder/task.json``: the resolved task the predictor predicts."""
+    (folder / TASK_FILE).write_text(strict_json(task.to_data()))
+
+
+def read_task_file(folder: Path, root: Path | None = None) -> Task:
+    """The task saved in ``folder/task.json``; a folder without one (questlab 0.9.0) predicts ``quest``."""
+    path = _inside(root if root is not None else folder, folder / TASK_FILE)
+    if not path.exists():
+        return load_task(None)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc}); re-export the run") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: not a task spec (expected a mapping); re-export the run")
+    return load_task(data)
+
+
+def check_task_predictions(pred: np.ndarray, n_rows: int, who: str, task: Task) -> np.ndarray:
+    """A model's output checked at the boundary: shape (n, task.n_targets), finite, inside each
+    target's [low, high] (QUEST: the messages of ``models.base.check_predictions``)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.shape != (n_rows, task.n_targets):
+        raise ValueError(f"{who} returned predictions of shape {pred.shape}; expected ({n_rows}, {task.n_targets})")
+    if not np.isfinite(pred).all():
+        bad = np.argwhere(~np.isfinite(pred))[0]
+        raise ValueError(f"{who} returned a non-finite prediction (row {bad[0]}, target {bad[1]})")
+    off = (pred < task.lows) | (pred > task.highs)
+    if off.any():
+        row, col = np.argwhere(off)[0]
+        target = task.targets[col]
+        if len({(t.low, t.high) for t in task.targets}) == 1:  # one range for all: said as before
+            span = f"({pred.min():.3g}..{pred.max():.3g})"
+        else:
+            span = f"(target {target.name}: {pred[row, col]:.3g} at row {row})"
+        raise ValueError(f"{who} returned predictions outside [{target.low:g}, {target.high:g}] {span}")
+    return pred
+
+
+def task_of(predictor: object) -> Task:
+    """A predictor's task; an object predicting without one (a 0.9.0-style predictor) predicts quest."""
+    return load_task(getattr(predictor, "task", None))
+
+
+def check_same_task(expected: Task, found: Task, who: str) -> None:
+    """A UsageError unless ``found`` is ``expected`` (same resolved spec), naming both tasks."""
+    if found.fingerprint != expected.fingerprint:
+        same = " (same name, another spec)" if found.name == expected.name else ""
+        raise UsageError(f"{who} predicts task {found.name!r}, not task {expected.name!r}{same}: refused")
+
+
+def run_task(run: RunFolder) -> Task:
+    """The task a recorded run was made for (``questlab.rundir.read_task``; no record: ``quest``)."""
+    try:
+        from questlab.rundir import read_task  # helper RUN's reader
+    except ImportError:  # not merged yet: the same file, read here
+        return read_task_file(run.path)
+    return read_task(run.path)
 
 
 def _write_tree(folder: Path, tree: dict[str, Any]) -> None:
@@ -222,9 +298,10 @@ def load_folder(folder: Path, root: Path | None = None) -> Predictor:
     return FoldAverage.load(folder, tree, root)
 
 
-def sorted_oof(run: RunFolder) -> np.ndarray:
+def sorted_oof(run: RunFolder, task: TaskRef = None) -> np.ndarray:
     """A member's OOF predictions, each column sorted: the reference its ranks are taken against."""
-    return np.sort(run.read_oof()[list(TARGETS)].to_numpy(np.float64), axis=0)
+    names = list(load_task(task).target_names)
+    return np.sort(run.read_oof()[names].to_numpy(np.float64), axis=0)
 
 
 def load_predictor(store: Store, run_id: str, load_models: bool = True) -> Predictor:
@@ -235,14 +312,16 @@ def load_predictor(store: Store, run_id: str, load_models: bool = True) -> Predi
     record = store.get(run_id)
     run = store.folder(record.run_id, models=True)
     meta = run.read_meta()
+    task = run_task(run)
     if meta.kind == "ensemble":
         spec = run.read_ensemble()
         members = [load_predictor(store, m, load_models) for m in spec["members"]]
-        refs = [sorted_oof(store.folder(m)) for m in spec["members"]] if spec["average"] == "rank" else None
+        rank = spec["average"] == "rank"
+        refs = [sorted_oof(store.folder(m), task) for m in spec["members"]] if rank else None
         postprocess = run.verified(POSTPROCESS_FILE) if run.has(POSTPROCESS_FILE) else None
-        return EnsemblePredictor(record.run_id, members, spec, refs, postprocess)
+        return EnsemblePredictor(record.run_id, members, spec, refs, postprocess, task)
     dirs = run.fold_model_dirs(meta.folds_selected)
-    predictor = FoldAverage(record.run_id, dirs, meta.folds_selected)
+    predictor = FoldAverage(record.run_id, dirs, meta.folds_selected, task)
     if load_models:
         predictor.models  # noqa: B018  # load now, as a bundle does
     return predictor
@@ -271,11 +350,18 @@ def copy_tree(src: Path, dst: Path, link: bool, skip: re.Pattern | None = None) 
 
 __all__ = [
     "FOLD_MODEL_DIR",
+    "TASK_FILE",
     "EnsemblePredictor",
     "FoldAverage",
     "Predictor",
+    "check_same_task",
+    "check_task_predictions",
     "copy_tree",
     "load_folder",
     "load_predictor",
+    "read_task_file",
+    "run_task",
     "sorted_oof",
+    "task_of",
+    "write_task",
 ]

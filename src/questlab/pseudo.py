@@ -20,7 +20,7 @@ unlabelled file's name and sha256, and the sha256 of the CSV itself (a changed f
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,10 @@ from questlab.console import Say, stderr
 from questlab.csvfile import read_csv
 from questlab.data import validate_frame
 from questlab.errors import DataError, UsageError
-from questlab.folds import question_groups
 from questlab.provenance import file_sha256
 from questlab.rundir import TAG_PSEUDO_FILE, TAG_PSEUDO_SHA256, TAG_PSEUDO_TEACHER, RunMeta
-from questlab.schema import ID, TARGETS, TEST_COLUMNS, TRAIN_COLUMNS
+from questlab.tasks import Task, TaskRef, load_task
+from questlab.tasks.grouping import group_ids
 
 FORMAT_VERSION = 1
 SIDECAR_SUFFIX = ".json"  # pseudo.csv -> pseudo.csv.json
@@ -52,10 +52,14 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def folds_sha256(folds: pd.DataFrame) -> str:
-    """sha256 of the qa_id -> fold assignment (sorted by qa_id): equal iff the same rows sit in the same folds."""
-    table = folds[[ID, "fold"]].astype(np.int64).sort_values(ID, kind="stable")
-    return hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+def folds_sha256(folds: pd.DataFrame, task: TaskRef = None) -> str:
+    """sha256 of the id -> fold assignment (sorted by id): equal iff the same rows sit in the same folds."""
+    key = load_task(task).id
+    table = folds[[key, "fold"]].copy()
+    table["fold"] = table["fold"].astype(np.int64)
+    if pd.api.types.is_numeric_dtype(table[key]):  # QUEST's qa_id: as 0.9.0 hashed it
+        table[key] = table[key].astype(np.int64)
+    return hashlib.sha256(table.sort_values(key, kind="stable").to_csv(index=False).encode()).hexdigest()
 
 
 class PseudoMeta(BaseModel):
@@ -68,6 +72,8 @@ class PseudoMeta(BaseModel):
     teacher_cv: float | None = None
     teacher_train_file: str | None = None
     teacher_train_sha256: str | None = None
+    teacher_task: str = "quest"  # the teacher's task (0.9.0 files: quest)
+    task: dict[str, Any] | None = None  # its resolved spec (Task.to_data())
     folds: list[int]  # the teacher's folds: one label column block per fold
     folds_sha256: str  # of the teacher's qa_id -> fold assignment (folds_sha256)
     unlabelled_file: str
@@ -81,18 +87,22 @@ class PseudoMeta(BaseModel):
 # --- using them ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PseudoLabels:
-    """A pseudo-label file, read and checked: the pairs, each teacher fold's labels, the provenance."""
+    """A pseudo-label file, read and checked: the rows, each teacher fold's labels, the provenance."""
 
-    frame: pd.DataFrame  # qa_id + the 10 input columns
-    labels: dict[int, np.ndarray]  # teacher fold -> (n, 30) labels, rows aligned to ``frame``
+    frame: pd.DataFrame  # the id + the task's input columns
+    labels: dict[int, np.ndarray]  # teacher fold -> (n, n_targets) labels, rows aligned to ``frame``
     meta: PseudoMeta
     name: str  # the file's name
     sha256: str  # the file's sha256
     dropped: int = 0  # rows dropped because their question is in the train data
+    task: Task = field(default_factory=lambda: load_task(None))  # the teacher's task: its targets are the labels
 
     @classmethod
-    def read(cls, path: str | Path) -> PseudoLabels:
-        """Read ``pseudo.csv`` and its sidecar; anything missing, changed or out of range is a DataError."""
+    def read(cls, path: str | Path, task: TaskRef = None) -> PseudoLabels:
+        """Read ``pseudo.csv`` and its sidecar; anything missing, changed or out of range is a DataError.
+
+        ``task`` (the student's, when known): a teacher of another task is refused, naming both.
+        """
         path = Path(path)
         side = sidecar_path(path)
         if not path.is_file():
@@ -116,20 +126,25 @@ class PseudoLabels:
                 path, f"changed since questlab pseudo-label wrote it (sha256 differs from {side.name})",
                 hint="make it again with questlab pseudo-label",
             )  # fmt: skip
+        teacher = load_task(meta.task)  # no spec recorded: a 0.9.0 file, quest
+        if task is not None:
+            check_pseudo_task(teacher, load_task(task), path.name, meta.teacher_run)
+        targets = teacher.target_names
         raw = read_csv(path)
-        wanted = [fold_column(k, t) for k in meta.folds for t in TARGETS]
-        missing = [c for c in (*TEST_COLUMNS, *TARGETS, *wanted) if c not in raw.columns]
+        wanted = [fold_column(k, t) for k in meta.folds for t in targets]
+        missing = [c for c in (*teacher.test_columns, *targets, *wanted) if c not in raw.columns]
         if missing:
             raise DataError(path, "missing column", column=missing[0], hint="make the file with questlab pseudo-label")
-        frame = validate_frame(raw[list(TEST_COLUMNS)], "test", source=str(path))
-        labels = {k: _labels(path, raw, [fold_column(k, t) for t in TARGETS], frame) for k in meta.folds}
-        return cls(frame, labels, meta, path.name, sha)
+        inputs = [c for c in raw.columns if c in set(teacher.test_columns)]  # the file's order, as written
+        frame = validate_frame(raw[inputs], "test", source=str(path), task=teacher)
+        labels = {k: _labels(path, raw, [fold_column(k, t) for t in targets], frame, teacher) for k in meta.folds}
+        return cls(frame, labels, meta, path.name, sha, task=teacher)
 
     def for_fold(self, k: int) -> pd.DataFrame:
         """The pseudo rows as train rows labelled by teacher fold ``k`` (the only labels student fold k may see)."""
         out = self.frame.copy()
-        out[list(TARGETS)] = self.labels[k]
-        return out[list(TRAIN_COLUMNS)]
+        out[list(self.task.target_names)] = self.labels[k]
+        return out[[*self.frame.columns, *self.task.target_names]]
 
     def provenance(self) -> dict[str, Any]:
         """What a student run records (run.json ``pseudo``)."""
@@ -139,6 +154,7 @@ class PseudoLabels:
             "teacher_run": self.meta.teacher_run,
             "teacher_name": self.meta.teacher_name,
             "teacher_model": self.meta.teacher_model,
+            "teacher_task": self.task.name,
             "folds_sha256": self.meta.folds_sha256,
             "unlabelled_file": self.meta.unlabelled_file,
             "unlabelled_sha256": self.meta.unlabelled_sha256,
@@ -180,16 +196,31 @@ def describe_pseudo(record: dict[str, Any] | None, other: dict[str, Any] | None 
     return text
 
 
-def _labels(path: Path, raw: pd.DataFrame, columns: list[str], frame: pd.DataFrame) -> np.ndarray:
-    """The label columns as floats in [0, 1]; a bad cell names its column and row."""
+def _plain(value: Any) -> Any:
+    """A numpy scalar as its Python value (an int id prints as before), anything else as it is."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def check_pseudo_task(teacher: Task, student: Task, name: str, teacher_run: str) -> None:
+    """A UsageError when pseudo-labels of ``teacher``'s task would train a run of another task."""
+    if teacher.fingerprint != student.fingerprint:
+        same = " (same name, another spec)" if teacher.name == student.name else ""
+        raise UsageError(
+            f"the pseudo-labels in {name} come from run {teacher_run} of task {teacher.name!r}; this run is "
+            f"task {student.name!r}{same}: pseudo-label with a teacher of task {student.name!r}"
+        )
+
+
+def _labels(path: Path, raw: pd.DataFrame, columns: list[str], frame: pd.DataFrame, task: Task) -> np.ndarray:
+    """The label columns as floats in their target's [low, high]; a bad cell names its column and row."""
     out = np.empty((len(raw), len(columns)), dtype=np.float64)
-    for j, col in enumerate(columns):
+    for j, (col, target) in enumerate(zip(columns, task.targets, strict=True)):
         values = pd.to_numeric(raw[col].str.strip(), errors="coerce").to_numpy(np.float64)
-        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+        bad = ~np.isfinite(values) | (values < target.low) | (values > target.high)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            what = f"label {raw[col].iloc[i]!r} is not a number in [0, 1]"
-            raise DataError(path, what, column=col, row=i + 1, qa_id=int(frame[ID].iloc[i]))
+            what = f"label {raw[col].iloc[i]!r} is not a number in [{target.low:g}, {target.high:g}]"
+            raise DataError(path, what, column=col, row=i + 1, qa_id=_plain(frame[task.id].iloc[i]))
         out[:, j] = values
     return out
 
@@ -200,20 +231,25 @@ def attach_pseudo(
     folds: pd.DataFrame,
     resumed: RunMeta | None = None,
     say: Say = stderr,
+    task: TaskRef = None,
 ) -> PseudoLabels | None:
     """Check pseudo-labels against a student run and keep the rows it may train on.
 
     Refused: folds other than the teacher's (fold k's labels must come from a model that never
     saw fold k); a resumed run given other pseudo-labels than it started with (or none). Dropped,
     and said: pseudo rows whose question is also in ``train`` (a question must not sit on both
-    sides of a fold, even with predicted labels).
+    sides of a fold, even with predicted labels). Refused too: a teacher of another task than
+    ``task`` (the student's; None: quest), naming both.
     """
     recorded = recorded_pseudo(resumed) if resumed is not None else None
     if resumed is not None and (recorded or {}).get("sha256") != (pseudo.sha256 if pseudo else None):
         raise UsageError(f"run {resumed.run_id} was started with {describe_pseudo(recorded)}: resume it with the same")
     if pseudo is None:
         return None
-    mine = folds_sha256(folds)
+    task = load_task(task)
+    check_pseudo_task(pseudo.task, task, pseudo.name, pseudo.meta.teacher_run)
+    key = task.id
+    mine = folds_sha256(folds, task)
     if mine != pseudo.meta.folds_sha256:
         teacher = pseudo.meta.teacher_run
         raise UsageError(
@@ -222,15 +258,15 @@ def attach_pseudo(
             f"train only on teacher fold k's labels; use the teacher's folds: --set folds.from_run={teacher} "
             f"(folds: {{from_run: {teacher}}} in the config) with the teacher's train file"
         )
-    cols = list(TEST_COLUMNS)
-    groups = question_groups(pd.concat([train[cols], pseudo.frame[cols]], ignore_index=True))
+    cols = [c for c in task.test_columns if c in train.columns and c in pseudo.frame.columns]
+    groups = group_ids(task, pd.concat([train[cols], pseudo.frame[cols]], ignore_index=True))
     in_train = np.isin(groups[len(train) :], groups[: len(train)])
     keep = ~in_train
-    collide = np.isin(pseudo.frame[ID].to_numpy(), train[ID].to_numpy()) & keep
+    collide = np.isin(pseudo.frame[key].to_numpy(), train[key].to_numpy()) & keep
     if collide.any():
-        qa_id = int(pseudo.frame[ID].to_numpy()[collide][0])
-        what, hint = f"{int(collide.sum())} qa_id(s) also appear in the train file", "use pairs the train data lacks"
-        raise DataError(pseudo.name, what, column=ID, qa_id=qa_id, hint=hint)
+        first = pseudo.frame[key].to_numpy()[collide][0]
+        what, hint = f"{int(collide.sum())} {key}(s) also appear in the train file", "use pairs the train data lacks"
+        raise DataError(pseudo.name, what, column=key, qa_id=_plain(first), hint=hint)
     if not keep.any():
         raise UsageError(f"every pseudo row of {pseudo.name} asks a question the train data holds: none left to use")
     kept = replace(
@@ -250,6 +286,7 @@ __all__ = [
     "PseudoLabels",
     "PseudoMeta",
     "attach_pseudo",
+    "check_pseudo_task",
     "describe_pseudo",
     "folds_sha256",
     "pseudo_tags",

@@ -16,12 +16,10 @@ import pandas as pd
 from questlab.console import Say, stderr
 from questlab.csvfile import CHUNK_ROWS
 from questlab.errors import UsageError
-from questlab.models.base import check_predictions
 from questlab.predict import read_test_chunks, writing
-from questlab.predictors import FoldAverage
+from questlab.predictors import FoldAverage, check_task_predictions, run_task
 from questlab.provenance import file_sha256
 from questlab.pseudo import PseudoMeta, fold_column, folds_sha256, sidecar_path
-from questlab.schema import TARGETS
 from questlab.store import Store
 
 
@@ -33,8 +31,11 @@ def pseudo_label(
     chunk_rows: int = CHUNK_ROWS,
     say: Say = stderr,
 ) -> PseudoMeta:
-    """Label every pair of ``unlabelled`` with each fold model of the CV run ``teacher``; write
+    """Label every row of ``unlabelled`` with each fold model of the CV run ``teacher``; write
     ``output`` (and its ``.json`` sidecar); return the sidecar's content.
+
+    The labels are the teacher's task's targets (the file is read as a test file of that task;
+    the sidecar records the task, so a student of another task refuses the file).
 
     The input is read and written piece by piece (flat memory); the output appears only when
     complete. The teacher must be a finished CV run with all its folds: its fold-k model is the
@@ -54,17 +55,20 @@ def pseudo_label(
             f"every fold (collect its single-fold runs, or resume it)"
         )
     folds = sorted(meta.folds_selected)
-    models = FoldAverage(record.run_id, run.fold_model_dirs(folds), folds).models
+    task = run_task(run)
+    targets = task.target_names
+    models = FoldAverage(record.run_id, run.fold_model_dirs(folds), folds, task).models
     output = Path(output)
     say(f"pseudo-labelling {Path(unlabelled).name} with the {len(folds)} fold models of run {record.run_id}")
     rows, digest = 0, hashlib.sha256()
     with writing(output) as fh:
-        for chunk in read_test_chunks(unlabelled, chunk_rows):
-            per_fold = [check_predictions(m.predict(chunk), len(chunk), m.name) for m in models]  # as in CV
+        for chunk in read_test_chunks(unlabelled, chunk_rows, task=task, who=f"teacher run {record.run_id}"):
+            per_fold = [check_task_predictions(m.predict(chunk), len(chunk), m.name, task) for m in models]  # as CV
             out = chunk.reset_index(drop=True).copy()
-            labels = {t: v for t, v in zip(TARGETS, np.clip(np.mean(per_fold, axis=0), 0.0, 1.0).T, strict=True)}
+            mean = np.clip(np.mean(per_fold, axis=0), task.lows, task.highs)
+            labels = {t: v for t, v in zip(targets, mean.T, strict=True)}
             for k, pred in zip(folds, per_fold, strict=True):
-                labels |= {fold_column(k, t): v for t, v in zip(TARGETS, pred.T, strict=True)}
+                labels |= {fold_column(k, t): v for t, v in zip(targets, pred.T, strict=True)}
             text = pd.concat([out, pd.DataFrame(labels)], axis=1).to_csv(header=rows == 0, index=False)
             fh.write(text)
             digest.update(text.encode())
@@ -77,7 +81,9 @@ def pseudo_label(
         teacher_train_file=meta.train_file,
         teacher_train_sha256=meta.train_sha256,
         folds=folds,
-        folds_sha256=folds_sha256(run.read_folds()),
+        teacher_task=task.name,
+        task=task.to_data(),
+        folds_sha256=folds_sha256(run.read_folds(), task),
         unlabelled_file=Path(unlabelled).name,
         unlabelled_sha256=file_sha256(Path(unlabelled)),
         rows=rows,

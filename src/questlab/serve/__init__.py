@@ -3,8 +3,12 @@
 ``questlab serve RUN_ID`` (or ``--model BUNDLE``) loads the fold models once and answers
 ``POST /predict`` with ``{"pairs": [{qa_id?, question_title, question_body, answer, category,
 host, ...}]}`` → ``{"run_id", "predictions": [{"qa_id", <30 targets>}]}``; ``GET /health`` says
-which run (and questlab version) answers; ``GET /docs`` is a self-contained page (no CDN) and
+which run, task (and questlab version) answers; ``GET /docs`` is a self-contained page (no CDN) and
 ``GET /openapi.json`` the machine-readable schema.
+
+That is QUEST's API; a run of another task takes rows of its own columns: the request and response
+shapes are built from the predictor's task (:mod:`questlab.serve.rows`: id optional, texts and
+features required, optional columns optional; the response holds the task's targets).
 
 Input is checked in two steps, so HTTP and CSV input follow one set of rules:
 
@@ -55,7 +59,7 @@ from starlette.requests import Request
 from questlab import __version__
 from questlab.errors import DataError, PredictionError
 from questlab.predict import Predictor
-from questlab.schema import ID, TARGETS
+from questlab.predictors import task_of
 from questlab.serve.batching import MicroBatcher, serve_batch
 from questlab.serve.connections import ACCEPT_BACKLOG, ConnectionLimits, GuardedH11Protocol
 from questlab.serve.limits import (
@@ -69,20 +73,21 @@ from questlab.serve.limits import (
     BodyLimit,
     ErrorResponse,
     Health,
-    Pair,
-    PredictRequest,
-    PredictResponse,
     TooLarge,
     TooSlow,
     Unparsable,
 )
+from questlab.serve.limits import Pair as QuestPair
+from questlab.serve.rows import request_models
 from questlab.serve.validation import (
+    Pair,
     data_error_response,
     error_item,
     error_response,
     pair_ids,
     validation_error_response,
 )
+from questlab.tasks import Task
 
 
 @contextlib.asynccontextmanager
@@ -122,11 +127,13 @@ def create_app(
         raise ValueError("max_body_bytes, max_batch_pairs, large_body_bytes and large_concurrency must be positive")
     if body_timeout_s <= 0 or (batch_window_ms is not None and batch_window_ms < 0):
         raise ValueError("body_timeout_s must be positive, batch_window_ms >= 0 or None")
+    task = task_of(predictor)
+    shapes = request_models(task)
     app = FastAPI(
         lifespan=_frozen_heap,
         title="questlab",
         version=__version__,
-        description=f"QUEST ratings from run {predictor.run_id}",
+        description=f"{task.name.upper()} ratings from run {predictor.run_id}",
         docs_url=None,  # Swagger UI and ReDoc load from a CDN: blank offline. /docs is our own page.
         redoc_url=None,
         openapi_url="/openapi.json",
@@ -155,8 +162,14 @@ def create_app(
 
     @app.get("/health", response_model=Health)
     def health() -> dict:
-        """The run that answers, the questlab version and the 30 targets."""
-        return {"status": "ok", "run_id": predictor.run_id, "version": __version__, "targets": list(TARGETS)}
+        """The run that answers, the questlab version, the task and its targets."""
+        return {
+            "status": "ok",
+            "run_id": predictor.run_id,
+            "version": __version__,
+            "task": task.name,
+            "targets": list(task.target_names),
+        }
 
     errors = {
         400: {"model": Unparsable, "description": "body is not JSON text (bytes that do not decode)"},
@@ -165,9 +178,7 @@ def create_app(
         422: {"model": ErrorResponse, "description": "a field or pair that breaks the input rules"},
     }
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors)
-    async def predict(body: PredictRequest) -> JSONResponse:
-        """Predict the 30 ratings of each pair (validated with the same rules as a test CSV)."""
+    async def predict(body: Any) -> JSONResponse:
         pairs = body.pairs
         try:
             if batcher is not None:
@@ -180,10 +191,18 @@ def create_app(
             return data_error_response(exc)
         except ValueError as exc:  # a model refusing the input: the client's problem, said plainly
             return error_response([error_item(["body", "pairs"], str(exc), "value_error")])
-        content = {"run_id": predictor.run_id, "predictions": _rows(pair_ids(pairs), pred)}
+        content = {"run_id": predictor.run_id, "predictions": _rows(task, pair_ids(pairs, task), pred)}
         if len(pairs) > INLINE_PAIRS:  # rendering 10,000 rows takes a while: not on the event loop
             return await asyncio.to_thread(JSONResponse, content)
         return JSONResponse(content)
+
+    # the body's shape is the task's: set on the endpoint before FastAPI reads its signature
+    predict.__annotations__["body"] = shapes.request
+    predict.__doc__ = (
+        f"Predict the {task.n_targets} ratings of each {'pair' if shapes.row is QuestPair else 'row'} "
+        "(validated with the same rules as a test CSV)."
+    )
+    app.post("/predict", response_model=shapes.response, responses=errors)(predict)
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs() -> str:
@@ -215,8 +234,9 @@ def run_server(app: FastAPI, host: str, port: int, limits: ConnectionLimits | No
     )  # fmt: skip
 
 
-def _rows(ids: list[int], pred: np.ndarray) -> list[dict[str, Any]]:
-    return [{ID: int(i), **dict(zip(TARGETS, row, strict=True))} for i, row in zip(ids, pred.tolist(), strict=True)]
+def _rows(task: Task, ids: list[int], pred: np.ndarray) -> list[dict[str, Any]]:
+    names = task.target_names
+    return [{task.id: int(i), **dict(zip(names, row, strict=True))} for i, row in zip(ids, pred.tolist(), strict=True)]
 
 
 # --- /docs without a CDN ------------------------------------------------------------------------

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from questlab.predict import EnsemblePredictor, FoldAverage, Predictor
-from questlab.serve.limits import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH_PAIRS, ROW_EXACT_MODELS, Pair
-from questlab.serve.validation import validate_requests
+from questlab.predictors import task_of
+from questlab.serve.limits import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH_PAIRS, ROW_EXACT_MODELS
+from questlab.serve.validation import Pair, validate_requests
 
 
 def _rows_independent(predictor: Predictor) -> bool:
@@ -49,7 +50,7 @@ def serve_batch(predictor: Predictor, requests: Sequence[Sequence[Pair]]) -> lis
     A request the CSV rules refuse gets its ``DataError``; one the models refuse (a ``ValueError``
     from ``predict``) gets that, without failing the others (they are then predicted one by one).
     """
-    checked = validate_requests(requests)
+    checked = validate_requests(requests, task_of(predictor))
     out: list[np.ndarray | Exception] = list(checked)  # DataErrors stay; frames are replaced below
     ok = [k for k, c in enumerate(checked) if isinstance(c, pd.DataFrame)]
     frames = [checked[k] for k in ok]

@@ -1,4 +1,11 @@
-"""Limits, shapes and the request body cap of the HTTP service."""
+"""Limits, shapes and the request body cap of the HTTP service.
+
+The shapes follow the predictor's task (:func:`questlab.serve.rows.request_models`): a row holds the task's id
+(optional, all or none), its texts and features (required) and its optional columns (may be
+left out); a prediction holds the id and the task's targets. :class:`Pair` is QUEST's row, as
+written for 0.9.0 (its descriptions and rules are the documented API), used wherever a task's
+row has exactly its columns.
+"""
 
 from __future__ import annotations
 
@@ -144,11 +151,12 @@ class PredictResponse(BaseModel):
 
 
 class Health(BaseModel):
-    """The server is up: which run answers, which questlab, which targets."""
+    """The server is up: which run answers, which questlab, which task and targets."""
 
     status: str
     run_id: str
     version: str
+    task: str = "quest"
     targets: list[str]
 
 

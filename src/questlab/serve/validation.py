@@ -13,39 +13,43 @@ from fastapi.responses import JSONResponse
 
 from questlab.data import validate_frame
 from questlab.errors import DataError
-from questlab.schema import ID, INPUT_COLUMNS
-from questlab.serve.limits import MAX_ERRORS, UNKNOWN_USER, Pair
+from questlab.serve.limits import MAX_ERRORS, UNKNOWN_USER
+from questlab.tasks import Task, TaskRef, load_task
+
+Pair = Any  # a row of the task's request model (questlab.serve.rows.request_models)
 
 
-def pair_ids(pairs: Sequence[Pair]) -> list[int]:
-    """The pairs' qa_ids: all given, or none (then 0, 1, ...). Mixing is refused (a default could collide)."""
-    ids = [p.qa_id for p in pairs]
+def pair_ids(pairs: Sequence[Pair], task: TaskRef = None) -> list[int]:
+    """The rows' ids: all given, or none (then 0, 1, ...). Mixing is refused (a default could collide)."""
+    key = load_task(task).id
+    ids = [getattr(p, key) for p in pairs]
     missing = [i for i, q in enumerate(ids) if q is None]
     if not missing:
         return ids  # type: ignore[return-value]
     if len(missing) < len(ids):
         raise DataError(
-            "request", "qa_id missing here but given for other pairs: give it for every pair or for none",
-            column=ID, row=missing[0] + 1,
+            "request", f"{key} missing here but given for other pairs: give it for every pair or for none",
+            column=key, row=missing[0] + 1,
         )  # fmt: skip
     return list(range(len(pairs)))
 
 
-def _frame(requests: Sequence[Sequence[Pair]], ids: list[int]) -> pd.DataFrame:
-    columns: dict[str, list] = {ID: ids}
-    for column in INPUT_COLUMNS:  # None (omitted or null) is an empty cell, as in a CSV
+def _frame(requests: Sequence[Sequence[Pair]], ids: list[int], task: Task) -> pd.DataFrame:
+    columns: dict[str, list] = {task.id: ids}
+    for column in task.input_columns:  # None (omitted or null) is an empty cell, as in a CSV
         columns[column] = [getattr(p, column) or "" for pairs in requests for p in pairs]
     return pd.DataFrame(columns)
 
 
-def _checked_alone(pairs: Sequence[Pair]) -> pd.DataFrame | DataError:
+def _checked_alone(pairs: Sequence[Pair], task: Task) -> pd.DataFrame | DataError:
     try:
-        return _unknown_users_distinct(validate_frame(_frame([pairs], pair_ids(pairs)), "test", source="request"))
+        frame = _frame([pairs], pair_ids(pairs, task), task)
+        return _unknown_users_distinct(validate_frame(frame, "test", source="request", task=task))
     except DataError as exc:
         return exc
 
 
-def validate_requests(requests: Sequence[Sequence[Pair]]) -> list[pd.DataFrame | DataError]:
+def validate_requests(requests: Sequence[Sequence[Pair]], task: TaskRef = None) -> list[pd.DataFrame | DataError]:
     """Each request's pairs as a test-format frame checked by the CSV rules, or the ``DataError``.
 
     Exactly what :func:`questlab.data.validate_frame` says of each request alone (``row`` is the
@@ -55,35 +59,37 @@ def validate_requests(requests: Sequence[Sequence[Pair]]) -> list[pd.DataFrame |
     unique) and any failing batch send the requests concerned through ``validate_frame`` alone,
     for the very error a file would get. Unknown user names are then made distinct (module doc).
     """
+    task = load_task(task)
     ids: list[list[int] | DataError] = []
     for pairs in requests:
         try:
-            ids.append(pair_ids(pairs))
+            ids.append(pair_ids(pairs, task))
         except DataError as exc:
             ids.append(exc)
     out: list[pd.DataFrame | DataError | None] = [i if isinstance(i, DataError) else None for i in ids]
     todo = [k for k, i in enumerate(ids) if isinstance(i, list) and len(set(i)) == len(i)]
     for k, i in enumerate(ids):  # repeated ids: validate_frame words that error
         if isinstance(i, list) and len(set(i)) != len(i):
-            out[k] = _checked_alone(requests[k])
+            out[k] = _checked_alone(requests[k], task)
     while todo:
         sizes = [len(requests[k]) for k in todo]
         ends = np.cumsum(sizes)
         try:
-            whole = validate_frame(_frame([requests[k] for k in todo], list(range(ends[-1]))), "test", "request")
+            frame = _frame([requests[k] for k in todo], list(range(ends[-1])), task)
+            whole = validate_frame(frame, "test", "request", task=task)
         except DataError as exc:
             # The request holding the failing row gets its own error (validated alone: its first
             # failing rule may come before the batch's); the rest are tried together again.
             culprit = todo[int(np.searchsorted(ends, exc.row))] if exc.row is not None else None
             if culprit is not None:
-                out[culprit] = _checked_alone(requests[culprit])
+                out[culprit] = _checked_alone(requests[culprit], task)
             if culprit is None or not isinstance(out[culprit], DataError):  # not expected: be exact anyway
                 for k in todo:
-                    out[k] = _checked_alone(requests[k])
+                    out[k] = _checked_alone(requests[k], task)
                 break
             todo.remove(culprit)
             continue
-        whole[ID] = np.concatenate([np.asarray(ids[k], dtype=np.int64) for k in todo])
+        whole[task.id] = np.concatenate([np.asarray(ids[k], dtype=np.int64) for k in todo])
         whole = _unknown_users_distinct(whole)
         for k, lo, hi in zip(todo, ends - sizes, ends, strict=True):
             out[k] = whole.iloc[lo:hi].reset_index(drop=True)
@@ -93,14 +99,16 @@ def validate_requests(requests: Sequence[Sequence[Pair]]) -> list[pd.DataFrame |
 
 def _unknown_users_distinct(frame: pd.DataFrame) -> pd.DataFrame:
     for column, placeholder in UNKNOWN_USER.items():
+        if column not in frame.columns:  # a task without user names
+            continue
         names = frame[column]
         frame[column] = names.where(names.str.strip() != "", placeholder)
     return frame
 
 
-def request_frame(pairs: Sequence[Pair]) -> pd.DataFrame:
+def request_frame(pairs: Sequence[Pair], task: TaskRef = None) -> pd.DataFrame:
     """One request's validated frame (see :func:`validate_requests`); raises its ``DataError``."""
-    result = validate_requests([pairs])[0]
+    result = validate_requests([pairs], task)[0]
     if isinstance(result, DataError):
         raise result
     return result
