@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from tests.helpers.synthetic_task import SPEC
 
 from questlab.ensemble.combine import EnsembleSpec, fit_weights, nested_fit
 from questlab.ensemble.gains import gain_summary
@@ -21,7 +22,6 @@ from questlab.errors import ConfigError, UsageError
 from questlab.metrics import get_metric
 from questlab.recipes.spec import fitted_part, load_recipe, parse_recipe
 from questlab.tasks import load_task
-from tests.helpers.synthetic_task import SPEC
 
 ELL = load_task("ell")
 MCRMSE = get_metric("mcrmse")
@@ -174,7 +174,7 @@ def test_builtin_recipes_resolve_for_quest_as_before_and_for_ell(name: str) -> N
 
 def test_a_recipe_without_members_for_a_task_says_so() -> None:
     recipe = parse_recipe({"name": "r", "members": [{"config": {"name": "a"}, "tasks": ["quest"]}]}, "r.yaml")
-    with pytest.raises(ConfigError, match="r.yaml: members: no member is meant for task 'ell'"):
+    with pytest.raises(ConfigError, match=r"r\.yaml: members: no member is meant for task 'ell'"):
         recipe.for_task("ell")
 
 
