@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from questlab.config import RunConfig, load_config, parse_config, read_yaml, to_overrides
 from questlab.errors import ConfigError
-from questlab.tasks import DEFAULT_TASK
+from questlab.tasks import DEFAULT_TASK, load_task
 
 Device = Literal["any", "cpu", "cuda"]
 # Config keys that do not change what a member fits or records as its score (its run's key leaves them out).
@@ -130,14 +130,16 @@ class RecipeSpec(_Strict):
 
         Two members that resolve to the same fitted config (:func:`fitted_part`) are refused here,
         before any fit: the second would only find the first's run again. ``task`` (a built-in name
-        or a spec path) is set on members whose config names none (None: left as they are, QUEST).
+        or a spec path) is set on members whose config names none (None: left as they are, QUEST);
+        only the members meant for it are used (:meth:`for_task` does the same, with the settings).
         """
+        task_name = DEFAULT_TASK if task is None else load_task(task).name
         if cuda is None and any(m.device != "any" for m in self.members):
             cuda = cuda_available()
         out: list[RunConfig] = []
         seen: dict[str, int] = {}  # fitted part (as JSON) -> index of the member that has it
         for i, m in enumerate(self.members):
-            if m.device != "any" and (m.device == "cuda") != cuda:
+            if not m.applies_to(task_name) or (m.device != "any" and (m.device == "cuda") != cuda):
                 continue
             where = f"{self.source}, members.{i}.config"
             overrides = to_overrides(m.set)
