@@ -10,10 +10,15 @@ The ensemble run folder holds what a CV run holds (see :mod:`questlab.rundir`) p
 ``ensemble.json`` (members, averaging, weights, the nested and in-sample figures) and
 ``postprocess.json`` (the fitted maps). It holds no fold models: its predictor
 (:class:`~questlab.predictors.EnsemblePredictor`) loads the members' stored fold models, nothing is refitted.
+
+The task is the members' (``task.json`` in each run folder; runs without one are QUEST's): runs of
+different tasks are refused, naming both; the task's metric drives the maths, every score and gain.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +38,8 @@ from questlab.ensemble.combine import (
 )
 from questlab.ensemble.report import EnsembleReport
 from questlab.errors import UsageError
-from questlab.folds import FOLDS_FILE, question_groups
-from questlab.metric import CVScore, mean_spearman, without_fold_offsets
+from questlab.folds import FOLDS_FILE
+from questlab.metric import CVScore, without_fold_offsets
 from questlab.provenance import git_commit
 from questlab.recording import RunWriter
 from questlab.rundir import (
@@ -46,11 +51,45 @@ from questlab.rundir import (
     TAG_MEMBERS,
     TAG_MODEL,
     TRUTH_FILE,
+    RunFolder,
     RunMeta,
-    predictions_frame,
 )
-from questlab.schema import ID, TARGETS
 from questlab.store import RunRecord, Store
+from questlab.tasks import Task, load_task
+from questlab.tasks.grouping import group_ids
+
+
+def read_run_task(folder: RunFolder) -> Task:
+    """A run's task: ``questlab.rundir.read_task`` where it exists, else ``task.json`` in the folder,
+    else QUEST (runs made before tasks)."""
+    try:
+        from questlab.rundir import read_task  # type: ignore[attr-defined]
+    except ImportError:  # rundir without tasks yet: read the part directly
+        path = Path(folder.path) / "task.json"
+        return load_task(json.loads(path.read_text()) if path.exists() else None)
+    return read_task(folder)
+
+
+def check_same_task(tasks: list[tuple[str, Task]]) -> Task:
+    """The one task of ``(run id, task)`` pairs; runs of different tasks are refused, naming both."""
+    if not tasks:
+        raise UsageError("give at least one run")
+    first_id, first = tasks[0]
+    for run_id, task in tasks[1:]:
+        if task.fingerprint != first.fingerprint:
+            what = f"task {task.name!r}" if task.name != first.name else f"another spec of task {task.name!r}"
+            raise UsageError(
+                f"run {run_id} was made under {what} and run {first_id} under task {first.name!r}: "
+                "runs of different tasks cannot be combined"
+            )
+    return first
+
+
+def _predictions(ids: pd.Series, pred: np.ndarray, task: Task) -> pd.DataFrame:
+    """The id column + the task's targets in submission order (the format predictions are saved in)."""
+    frame = pd.DataFrame(np.asarray(pred), columns=list(task.target_names))
+    frame.insert(0, task.id, np.asarray(ids))
+    return frame
 
 
 @dataclass
@@ -59,11 +98,12 @@ class Member:
 
     record: RunRecord
     meta: RunMeta
-    folds: pd.DataFrame  # qa_id, group, fold sorted by qa_id
-    oof: pd.DataFrame  # qa_id, group, fold, 30 targets sorted by qa_id
-    truth: pd.DataFrame  # qa_id, 30 targets sorted by qa_id
+    folds: pd.DataFrame  # id, group, fold sorted by id
+    oof: pd.DataFrame  # id, group, fold, the targets sorted by id
+    truth: pd.DataFrame  # id, the targets sorted by id
     submission: pd.DataFrame | None
     folds_path: Path  # the member's folds.csv (copied into the ensemble run)
+    task: Task  # the task the run was made under
 
 
 def load_member(store: Store, run_id: str) -> Member:
@@ -79,25 +119,31 @@ def load_member(store: Store, run_id: str) -> Member:
     missing = [f for f in (META_FILE, FOLDS_FILE, OOF_FILE, TRUTH_FILE) if not run.has(f)]
     if missing:
         raise UsageError(f"run {record.run_id} has no {', '.join(missing)}: it cannot be combined")
+    task = read_run_task(run)
+    key = task.id
     return Member(
         record=record,
         meta=run.read_meta(),
-        folds=run.read_folds().sort_values(ID, ignore_index=True),
-        oof=run.read_oof().sort_values(ID, ignore_index=True),
-        truth=run.read_truth().sort_values(ID, ignore_index=True),
+        folds=run.read_folds().sort_values(key, ignore_index=True),
+        oof=run.read_oof().sort_values(key, ignore_index=True),
+        truth=run.read_truth().sort_values(key, ignore_index=True),
         submission=run.read_submission(),
         folds_path=run.verified(FOLDS_FILE),
+        task=task,
     )
 
 
-def check_members(members: list[Member]) -> None:
-    """Refuse members that were not trained on the same file with the same folds."""
+def check_members(members: list[Member]) -> Task:
+    """Refuse members of different tasks, or not trained on the same file with the same folds;
+    return their task."""
     if not members:
         raise UsageError("give at least one run")
     first = members[0]
     ids = [m.record.run_id for m in members]
     if len(set(ids)) != len(ids):
         raise UsageError("a run is given twice")
+    task = check_same_task([(m.record.run_id, m.task) for m in members])
+    ID = task.id
     for m in members[1:]:
         who = f"run {m.record.run_id} and run {first.record.run_id}"
         if m.meta.train_sha256 != first.meta.train_sha256:
@@ -109,16 +155,19 @@ def check_members(members: list[Member]) -> None:
             )
         if not m.oof[ID].equals(first.oof[ID]):
             raise UsageError(f"{who} have out-of-fold predictions for different rows")
+    return task
 
 
 def _member_matrix(members: list[Member]) -> np.ndarray:
-    return np.stack([m.oof[list(TARGETS)].to_numpy(dtype=np.float64) for m in members])
+    targets = list(members[0].task.target_names)
+    return np.stack([m.oof[targets].to_numpy(dtype=np.float64) for m in members])
 
 
 def _references(members: list[Member], average: str) -> list[np.ndarray] | None:
     if average != "rank":
         return None
-    return [np.sort(m.oof[list(TARGETS)].to_numpy(dtype=np.float64), axis=0) for m in members]
+    targets = list(members[0].task.target_names)
+    return [np.sort(m.oof[targets].to_numpy(dtype=np.float64), axis=0) for m in members]
 
 
 def build_ensemble(
@@ -141,41 +190,47 @@ def build_ensemble(
     bootstrap intervals). Only the nested figures are honest.
     """
     members = [load_member(store, r) for r in run_ids]
-    check_members(members)
-    spec.check(len(members))
+    task = check_members(members)
+    metric = task.scorer
+    spec.check(len(members), task)
     first = members[0]
-    truth = first.truth[list(TARGETS)].to_numpy(dtype=np.float64)
+    truth = first.truth[list(task.target_names)].to_numpy(dtype=np.float64)
     folds, groups = first.oof["fold"].to_numpy(), first.oof["group"].to_numpy()
     x = _member_matrix(members)
     refs = _references(members, spec.average)
     say(f"fitting on {len(truth)} OOF rows, nested over {len(np.unique(folds))} folds")
-    res = nested_fit(x, truth, folds, groups, spec, refs)
+    res = nested_fit(x, truth, folds, groups, spec, refs, task)
 
-    # Scored as the runs score themselves: a column constant inside every fold counts 0 (metric.score_cv).
-    scored = [without_fold_offsets(xi, folds) for xi in x]
-    nested, blend, in_sample = (without_fold_offsets(p, folds) for p in (res.nested, res.nested_blend, res.in_sample))
-    member_scores = [mean_spearman(truth, xi) for xi in scored]
-    best = int(np.argmax(member_scores))
+    # Scored as the runs score themselves: under a rank metric a column constant inside every fold
+    # counts 0 (metric.score_cv); an error metric scores every column as it is.
+    def as_scored(p: np.ndarray) -> np.ndarray:
+        return without_fold_offsets(p, folds) if metric.rank_based else p
+
+    scored = [as_scored(xi) for xi in x]
+    nested, blend, in_sample = (as_scored(p) for p in (res.nested, res.nested_blend, res.in_sample))
+    member_scores = [metric.score(truth, xi) for xi in scored]
+    best = metric.best(member_scores)
     base = scored[best]  # gains are measured against the best member alone (for one member: the run itself)
     report = EnsembleReport(
         members={m.record.run_id: s for m, s in zip(members, member_scores, strict=True)},
         best_member=members[best].record.run_id,
-        nested_score=mean_spearman(truth, nested),
-        nested_score_before_postprocess=mean_spearman(truth, blend),
-        in_sample_score=mean_spearman(truth, in_sample),
-        nested_gain=gain_summary(truth, base, nested, groups, n_boot, spec.seed),
+        nested_score=metric.score(truth, nested),
+        nested_score_before_postprocess=metric.score(truth, blend),
+        in_sample_score=metric.score(truth, in_sample),
+        nested_gain=gain_summary(truth, base, nested, groups, n_boot, spec.seed, metric),
         # the same nested predictions scored fold by fold, then averaged (see metric.fold_mean_score)
-        nested_fold_mean=fold_mean_summary(truth, base, nested, folds, groups, n_boot, spec.seed),
-        in_sample_gain=gain_summary(truth, base, in_sample, groups, n_boot, spec.seed),
+        nested_fold_mean=fold_mean_summary(truth, base, nested, folds, groups, n_boot, spec.seed, metric),
+        in_sample_gain=gain_summary(truth, base, in_sample, groups, n_boot, spec.seed, metric),
         notes=res.notes,
+        metric=metric.name,
     )
     if spec.question_share:
         report.question_share_nested_gain = gain_summary(
-            truth, without_fold_offsets(res.nested_unshared, folds), blend, groups, n_boot, spec.seed
+            truth, as_scored(res.nested_unshared), blend, groups, n_boot, spec.seed, metric
         )
         report.question_share_chosen = res.final.question_share.chosen()
     if spec.postprocess != "none":
-        report.postprocess_nested_gain = gain_summary(truth, blend, nested, groups, n_boot, spec.seed)
+        report.postprocess_nested_gain = gain_summary(truth, blend, nested, groups, n_boot, spec.seed, metric)
         report.postprocess_chosen = res.final.postprocessor.chosen()
         report.postprocess_mapped_folds = res.mapped_folds
         # mapped in some outer folds only: pooled, their rows mix two scales (metric.fold_mean_score)
@@ -201,13 +256,14 @@ def _record(
 ) -> tuple[str, CVScore]:
     """Create the ensemble run and write its folder like a CV run's, plus ensemble/postprocess JSON."""
     first = members[0]
+    task = first.task
     folds, groups = first.oof["fold"].to_numpy(), first.oof["group"].to_numpy()
     name = name or ("postprocess" if len(members) == 1 else "ensemble")
     model = "ensemble(" + "+".join(m.record.tags.get(TAG_MODEL, "?") for m in members) + ")"
     member_ids = [m.record.run_id for m in members]
     writer = RunWriter.create(store, name, "ensemble", model, tags={TAG_MEMBERS: ",".join(member_ids), **(tags or {})})
     with writer.recording():
-        record = ensemble_record(member_ids, spec, res, report)
+        record = ensemble_record(member_ids, spec, res, report, task)
         writer.folder.write_ensemble(record)
         if res.final.postprocessor is not None:
             res.final.postprocessor.save(writer.folder / POSTPROCESS_FILE)
@@ -225,10 +281,13 @@ def _record(
             git_commit=git_commit(),
             folds_all=all_folds,
             folds_selected=all_folds,
+            task=task.name,
         )
         params = {k: v for k, v in record.items() if k not in ("weights", "report", "stack", "question_share")}
-        writer.start(meta, folds=first.folds_path, params=params, parts=(ENSEMBLE_FILE, POSTPROCESS_FILE))
-        oof = predictions_frame(first.oof[ID], res.nested)
+        # the members' task is recorded as the ensemble's (a writer without tasks yet: QUEST's, by default)
+        with_task = {"task": task} if "task" in inspect.signature(writer.start).parameters else {}
+        writer.start(meta, folds=first.folds_path, params=params, parts=(ENSEMBLE_FILE, POSTPROCESS_FILE), **with_task)
+        oof = _predictions(first.oof[task.id], res.nested, task)
         oof.insert(1, "group", groups)
         oof.insert(2, "fold", folds)
         cv = writer.finish(oof, first.truth, submission, n_boot, all_folds, complete=True)
@@ -246,17 +305,21 @@ def _record(
     return writer.run_id, cv
 
 
-def ensemble_record(member_ids: list[str], spec: EnsembleSpec, res: NestedResult, report: EnsembleReport) -> dict:
+def ensemble_record(
+    member_ids: list[str], spec: EnsembleSpec, res: NestedResult, report: EnsembleReport, task: Task | None = None
+) -> dict:
     """The run's ``ensemble.json``: members, averaging, weights, the combiner's state and the report.
 
     Its predictor (:class:`~questlab.predictors.EnsemblePredictor`) keeps the keys it predicts with.
+    ``task`` None is QUEST.
     """
+    targets = load_task(task).target_names
     return {
         "members": member_ids,
         "average": spec.average,
         "weights_mode": spec.weights if isinstance(spec.weights, str) else "given",
         "per_target": spec.per_target,
-        "weights": {t: w.tolist() for t, w in zip(TARGETS, res.final.weights, strict=True)},
+        "weights": {t: w.tolist() for t, w in zip(targets, res.final.weights, strict=True)},
         "postprocess": spec.postprocess,
         "seed": spec.seed,
         **combiner_state(res.final),
@@ -265,35 +328,45 @@ def ensemble_record(member_ids: list[str], spec: EnsembleSpec, res: NestedResult
 
 
 def _test_groups(members: list[Member], test: Data | None) -> pd.Series | None:
-    """Question groups of the members' test rows (qa_id -> group), from the test file they predicted."""
+    """Groups of the members' test rows (id -> group), from the test file they predicted."""
     first = members[0]
+    task = first.task
     if first.submission is None:
         return None
     if test is None:
         raise UsageError(
             "the question share groups the test rows by question: give the test file the runs predicted (--test)"
         )
-    data = Dataset.read(test, "test")
+    data = _read_test(test, task)
     first.meta.check_same_data("test", data)
-    return pd.Series(question_groups(data.frame), index=data.frame[ID].to_numpy())
+    return pd.Series(group_ids(task, data.frame), index=data.frame[task.id].to_numpy())
+
+
+def _read_test(test: Data, task: Task) -> Dataset:
+    """The test file, read under the members' task (a ``Dataset.read`` without tasks yet: QUEST's)."""
+    if "task" in inspect.signature(Dataset.read).parameters:
+        return Dataset.read(test, "test", task=task)
+    return Dataset.read(test, "test")
 
 
 def _submission(members: list[Member], combiner: Combiner, test_groups: pd.Series | None) -> pd.DataFrame | None:
     """Test predictions from the members' own test predictions (mean of their fold models)."""
+    task = members[0].task
+    key, targets = task.id, list(task.target_names)
     subs = [m.submission for m in members]
     if any(s is None for s in subs):
         return None
-    if any(not s[ID].equals(subs[0][ID]) for s in subs[1:]):
+    if any(not s[key].equals(subs[0][key]) for s in subs[1:]):
         raise UsageError("the members predicted different test rows: re-run them with the same --test file")
-    groups = test_groups.loc[subs[0][ID]].to_numpy() if test_groups is not None else None
-    pred, _ = combiner.apply(np.stack([s[list(TARGETS)].to_numpy(dtype=np.float64) for s in subs]), groups)
-    return predictions_frame(subs[0][ID], pred)
+    groups = test_groups.loc[subs[0][key]].to_numpy() if test_groups is not None else None
+    pred, _ = combiner.apply(np.stack([s[targets].to_numpy(dtype=np.float64) for s in subs]), groups)
+    return _predictions(subs[0][key], pred, task)
 
 
 def postprocess_run(
     store: Store,
     run_id: str,
-    method: str = "distribution",
+    method: str | None = None,
     name: str | None = None,
     n_boot: int = 200,
     say: Say = quiet,
@@ -304,8 +377,11 @@ def postprocess_run(
 
     Keeping the source run untouched and recording the mapping as a run of its own means
     ``predict``, ``diagnose`` and ``compare`` work on the post-processed version unchanged, and
-    its oof.csv holds the nested (honest) mapped predictions.
+    its oof.csv holds the nested (honest) mapped predictions. ``method`` None: ``distribution``
+    under a rank metric (QUEST, as before), ``auto`` (clip, then snap or shrink where it helps) else.
     """
+    if method is None:  # the task's default: rank maps for a rank metric, else the level maps it may keep
+        method = "distribution" if read_run_task(store.get(run_id).folder).scorer.rank_based else "auto"
     spec = EnsembleSpec(weights="equal", postprocess=method, question_share=question_share)
     name = name or f"{store.get(run_id).name}+pp-{method}{'+share' if question_share else ''}"
     return build_ensemble(store, [run_id], spec, name=name, n_boot=n_boot, say=say, test=test)

@@ -176,9 +176,9 @@ def test_every_interval_in_the_report_follows_the_spec_seed(world: dict, monkeyp
     seeds: list[int] = []
     real = build.gain_summary
 
-    def recording(truth, base, other, groups, n_boot, seed=0):  # gain_summary's signature
+    def recording(truth, base, other, groups, n_boot, seed=0, metric=None):  # gain_summary's signature
         seeds.append(seed)
-        return real(truth, base, other, groups, n_boot, seed)
+        return real(truth, base, other, groups, n_boot, seed, metric)
 
     monkeypatch.setattr(build, "gain_summary", recording)
     spec = EnsembleSpec(weights=[0.5, 0.5], postprocess="distribution", question_share=True, seed=7)

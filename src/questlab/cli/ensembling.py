@@ -39,9 +39,13 @@ def _parse_weights(weights: str) -> str | list[float]:
 def postprocess(
     run_id: Annotated[str, typer.Argument(help="a finished run (id or unique prefix)")],
     method: Annotated[
-        str,
-        typer.Option(help="auto | distribution | thresholds | identity (each target keeps identity unless it helps)"),
-    ] = "distribution",
+        str | None,
+        typer.Option(
+            help="auto | distribution | thresholds | identity under a rank metric (default distribution); "
+            "auto | snap | shrink | identity under an error metric (default auto; clipped to the range first). "
+            "Each target keeps identity unless it helps"
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
     bootstrap: Annotated[int, typer.Option(help="question resamples for the gain intervals")] = 200,
     question_share: QuestionShareOpt = False,
@@ -72,7 +76,7 @@ def ensemble(
     question_share: QuestionShareOpt = False,
     test: TestOpt = None,
     postprocess: Annotated[
-        str, typer.Option(help="none | auto | distribution | thresholds, applied to the blend")
+        str, typer.Option(help="none | auto | distribution | thresholds (rank metric) | snap | shrink (error metric)")
     ] = "none",
     name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
     bootstrap: Annotated[int, typer.Option(help="question resamples for the intervals")] = 200,

@@ -35,13 +35,17 @@ def recipe(
     train: Annotated[Path, typer.Option(help="labelled train CSV")],
     test: Annotated[Path | None, typer.Option(help="test CSV to predict")] = None,
     submission: Annotated[Path | None, typer.Option(help="write the ensemble's test predictions here")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="the task: a built-in name (quest, ell) or a task spec YAML; picks the recipe's members"),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Run a recipe: its members (reused / resumed when already recorded), the ensemble, the submission."""
     from questlab.recipes import run_recipe
 
     # The store is opened (created) by run_recipe once the recipe and the data are checked.
-    outcome = run_recipe(name, train, test, store=store, submission=submission, say=say)
+    outcome = run_recipe(name, train, test, store=store, submission=submission, say=say, task=task)
     _print_summary(outcome)
     found_results(open_store(store, create=False), outcome.ensemble_id)
     typer.echo(outcome.ensemble_id)
@@ -55,5 +59,6 @@ def register(app: typer.Typer) -> None:
             "questlab recipe fast --train train.csv --test test.csv --submission submission.csv",
             "questlab recipe best --train train.csv --test test.csv --submission submission.csv",
             "questlab recipe RECIPE_YAML --train train.csv --store STORE",
+            "questlab recipe fast --task ell --train ell/train.csv --test ell/test.csv --submission submission.csv",
         ),
     )(recipe)

@@ -96,6 +96,12 @@ def tune(
         list[str] | None,
         typer.Option("--set", help="override a base config key, e.g. --set folds.n_splits=3 (repeatable)"),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="the task: a built-in name (quest, ell) or a task spec YAML (default: the config's, else quest)"
+        ),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Search a config's hyper-parameters: each trial a recorded run, the best scored on untouched questions."""
@@ -143,6 +149,7 @@ def tune(
             workers=workers,
             prune=prune,
             best_config_path=best_config,
+            task=task,
         )
     except KeyboardInterrupt:
         typer.echo("interrupted: re-run the same command to resume the study", err=True)

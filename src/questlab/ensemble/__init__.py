@@ -19,12 +19,11 @@ if TYPE_CHECKING:
         NestedResult,
         fit_combiner,
         fit_weights,
-        fold_mean_summary,
-        gain_summary,
         nested_fit,
         simplex_grid,
         to_quantiles,
     )
+    from questlab.ensemble.gains import fold_mean_summary, gain_summary
     from questlab.ensemble.question_share import QuestionShare, fit_question_share
     from questlab.ensemble.report import EnsembleReport
     from questlab.ensemble.stack import Stacker, fit_stacker
@@ -39,14 +38,14 @@ _HOME = {
             "NestedResult",
             "fit_combiner",
             "fit_weights",
-            "fold_mean_summary",
-            "gain_summary",
             "nested_fit",
             "simplex_grid",
             "to_quantiles",
         ],
         "combine",
     ),
+    "fold_mean_summary": "gains",
+    "gain_summary": "gains",
     "QuestionShare": "question_share",
     "fit_question_share": "question_share",
     "EnsembleReport": "report",

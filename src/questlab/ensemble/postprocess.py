@@ -13,6 +13,12 @@ steps, both learned from (OOF prediction, truth) pairs of the fitting rows only:
   step may merge two levels, which is how a heavily imbalanced target ends up with a large tie.
 - ``identity``: leave the column as it is.
 
+Those two are rank maps, for a rank-based metric (``metric.rank_based``). For an error metric
+(MCRMSE) predictions are always clipped to each target's ``[low, high]`` first, then per target:
+
+- ``snap``: round to the nearest of the target's levels (ordinal targets only);
+- ``shrink``: move a share ``s`` of the way to the nearest level (``s`` fitted on the fitting rows).
+
 A :class:`PostProcessor` holds one map per target. :func:`fit_postprocessor` chooses the method
 per target by an inner cross-validation over question groups *inside the fitting rows*: a method
 is kept only where it beats identity on rows it was not fitted on. A map that would make its
@@ -22,6 +28,7 @@ measured elsewhere (``questlab.ensemble``) with folds nested around the whole fi
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +38,15 @@ from scipy.stats import rankdata
 
 from questlab.errors import UsageError
 from questlab.metric import spearman_per_target
+from questlab.metrics import Metric
 from questlab.schema import TARGETS
 from questlab.strictjson import strict_json
+from questlab.tasks import Task, load_task
 
 IDENTITY, DISTRIBUTION, THRESHOLDS = "identity", "distribution", "thresholds"
+SNAP, SHRINK = "snap", "shrink"  # level maps for error metrics
 METHODS: tuple[str, ...] = (IDENTITY, DISTRIBUTION, THRESHOLDS)
+VALUE_METHODS: tuple[str, ...] = (IDENTITY, SNAP, SHRINK)
 # What a user may ask for: "auto" lets each target pick among all methods (identity included).
 CHOICES: dict[str, tuple[str, ...]] = {
     "auto": METHODS,
@@ -43,16 +54,27 @@ CHOICES: dict[str, tuple[str, ...]] = {
     THRESHOLDS: (IDENTITY, THRESHOLDS),
     IDENTITY: (IDENTITY,),
 }
+# The same for an error metric: maps move values towards the target's levels.
+VALUE_CHOICES: dict[str, tuple[str, ...]] = {
+    "auto": VALUE_METHODS,
+    SNAP: (IDENTITY, SNAP),
+    SHRINK: (IDENTITY, SHRINK),
+    IDENTITY: (IDENTITY,),
+}
+SHRINKS = (0.25, 0.5, 0.75)  # shares of the way to the nearest level a shrink map may take
 
 MIN_GAIN = 0.01  # inner-CV Spearman gain over identity a target's map must show to be kept
 GRID_STEPS = 50  # optimised thresholds sit on the 2% quantiles of the fitting predictions
 
 
-def check_method(method: str) -> tuple[str, ...]:
-    """The candidate methods for a user's ``--method``; a bad value lists the accepted ones."""
-    if method not in CHOICES:
-        raise UsageError(f"unknown post-processing method {method!r}; choose one of {', '.join(CHOICES)}")
-    return CHOICES[method]
+def check_method(method: str, metric: Metric | None = None) -> tuple[str, ...]:
+    """The candidate methods for a user's ``--method`` under ``metric`` (None: a rank metric, as
+    QUEST's); a bad value lists the accepted ones."""
+    choices = CHOICES if metric is None or metric.rank_based else VALUE_CHOICES
+    if method not in choices:
+        kind = "" if metric is None else f" with metric {metric.name}"
+        raise UsageError(f"unknown post-processing method {method!r}{kind}; choose one of {', '.join(choices)}")
+    return choices[method]
 
 
 @dataclass
@@ -63,15 +85,29 @@ class LevelMap:
     method: str = IDENTITY
     thresholds: list[float] = field(default_factory=list)  # increasing, len(levels) - 1
     levels: list[float] = field(default_factory=list)
+    shrink: float = 1.0  # the share of the way to the step's level taken (1: all the way; ``shrink`` maps)
 
     def apply(self, pred: np.ndarray) -> np.ndarray:
         pred = np.asarray(pred, dtype=np.float64)
         if self.method == IDENTITY:
             return pred
-        return np.asarray(self.levels)[np.searchsorted(self.thresholds, pred, side="right")]
+        stepped = np.asarray(self.levels)[np.searchsorted(self.thresholds, pred, side="right")]
+        if self.shrink == 1.0:
+            return stepped
+        return pred + self.shrink * (stepped - pred)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "thresholds": self.thresholds, "levels": self.levels}
+        out = {"method": self.method, "thresholds": self.thresholds, "levels": self.levels}
+        if self.shrink != 1.0:
+            out["shrink"] = self.shrink  # only where used: QUEST's files stay as they were
+        return out
+
+
+def nearest_level_map(levels: tuple[float, ...] | list[float], method: str = SNAP, shrink: float = 1.0) -> LevelMap:
+    """A map sending a value (a share ``shrink`` of the way) to its nearest level: steps at the midpoints."""
+    lv = [float(v) for v in levels]
+    mids = [(a + b) / 2.0 for a, b in itertools.pairwise(lv)]
+    return LevelMap(method, mids, lv, shrink)
 
 
 class _SortedFit:
@@ -182,42 +218,59 @@ def inner_group_folds(groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray
 
 @dataclass
 class PostProcessor:
-    """One :class:`LevelMap` per target (in ``TARGETS`` order) and the notes of its fitting."""
+    """One :class:`LevelMap` per target (in the task's target order) and the notes of its fitting.
+
+    ``lows``/``highs`` are set for an error metric: predictions are clipped to them before mapping
+    (a rank metric's maps see the values as they are, as before tasks existed).
+    """
 
     maps: list[LevelMap]
     method: str = "auto"  # what was asked for
     notes: list[str] = field(default_factory=list)
     inner_scores: dict[str, list[float]] = field(default_factory=dict)  # method -> per-target inner CV
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    lows: list[float] | None = None
+    highs: list[float] | None = None
 
     def apply(self, pred: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Map each column; a column the map would make constant is left as is, with a note."""
+        """Map each column; under a rank metric a column the map would make constant is left as is,
+        with a note (an error metric scores a constant column like any other)."""
         pred = np.asarray(pred, dtype=np.float64)
+        if self.lows is not None:
+            pred = np.clip(pred, self.lows, self.highs)
         out = pred.copy()
         notes = []
         for t, m in enumerate(self.maps):
             mapped = m.apply(pred[:, t])
-            if len(pred) > 1 and np.ptp(pred[:, t]) > 0 and np.ptp(mapped) == 0:
-                notes.append(f"{TARGETS[t]}: the {m.method} map made the column constant; left as is")
+            if self.lows is None and len(pred) > 1 and np.ptp(pred[:, t]) > 0 and np.ptp(mapped) == 0:
+                notes.append(f"{self.targets[t]}: the {m.method} map made the column constant; left as is")
                 continue
             out[:, t] = mapped
         return out, notes
 
     def chosen(self) -> dict[str, str]:
         """The method each target ended up with."""
-        return {t: m.method for t, m in zip(TARGETS, self.maps, strict=True)}
+        return {t: m.method for t, m in zip(self.targets, self.maps, strict=True)}
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "method": self.method,
-            "targets": {t: m.to_dict() for t, m in zip(TARGETS, self.maps, strict=True)},
+            "targets": {t: m.to_dict() for t, m in zip(self.targets, self.maps, strict=True)},
             "inner_scores": self.inner_scores,
             "notes": self.notes,
         }
+        if self.lows is not None:
+            out |= {"lows": self.lows, "highs": self.highs}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> PostProcessor:
-        maps = [LevelMap(**d["targets"][t]) for t in TARGETS]
-        return cls(maps, d.get("method", "auto"), list(d.get("notes", [])), d.get("inner_scores", {}))
+        targets = list(d["targets"])  # written in the task's target order
+        maps = [LevelMap(**d["targets"][t]) for t in targets]
+        return cls(
+            maps, d.get("method", "auto"), list(d.get("notes", [])), d.get("inner_scores", {}), targets,
+            d.get("lows"), d.get("highs"),
+        )  # fmt: skip
 
     def save(self, path: Path) -> None:
         Path(path).write_text(strict_json(self.to_dict()))
@@ -235,38 +288,71 @@ def fit_postprocessor(
     inner_folds: int = 5,
     min_gain: float = MIN_GAIN,
     seed: int = 0,
+    task: Task | None = None,
 ) -> PostProcessor:
     """Choose and fit a map per target on these rows only.
 
-    The choice is made by ``inner_folds``-fold CV over question groups within the rows: each
-    candidate is fitted on the inner-train rows and scored (Spearman) on the inner-held-out rows;
-    a target keeps identity unless the best method beats it by more than ``min_gain`` on average
-    (a negative ``min_gain`` forces a mapping wherever one can be fitted). The
-    chosen method is then refitted on all the rows.
+    The choice is made by ``inner_folds``-fold CV over groups within the rows: each candidate is
+    fitted on the inner-train rows and scored (the task's metric, per target) on the
+    inner-held-out rows; a target keeps identity unless the best method beats it by more than
+    ``min_gain`` on average (``metric.gain``; a negative ``min_gain`` forces a mapping wherever one
+    can be fitted). The chosen method is then refitted on all the rows. ``task`` None is QUEST.
     """
-    candidates = check_method(method)
+    task = load_task(task)
+    metric = task.scorer
+    candidates = check_method(method, metric)
     pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    lows = highs = None
+    if not metric.rank_based:  # an error metric: values outside the range only cost
+        lows, highs = task.lows.tolist(), task.highs.tolist()
+        pred = np.clip(pred, lows, highs)
     n_targets = pred.shape[1]
+    names = list(task.target_names)
     inner = inner_group_folds(np.asarray(groups), inner_folds, seed)
     scores = {m: np.zeros(n_targets) for m in (IDENTITY, *candidates)}
     for k in range(inner_folds):
         fit_rows, held = inner != k, inner == k
         for m in candidates:
             mapped = np.column_stack(
-                [fit_level_map(pred[fit_rows, t], truth[fit_rows, t], m).apply(pred[held, t]) for t in range(n_targets)]
+                [
+                    _fit_map(task, t, pred[fit_rows, t], truth[fit_rows, t], m).apply(pred[held, t])
+                    for t in range(n_targets)
+                ]
             )
-            scores[m] += _per_target_spearman(truth[held], mapped) / inner_folds
+            scores[m] += _per_target(metric, truth[held], mapped) / inner_folds
     maps, notes = [], []
     others = [m for m in candidates if m != IDENTITY]
     for t in range(n_targets):
-        best = max(others, key=lambda m: scores[m][t], default=IDENTITY)
-        if best == IDENTITY or scores[best][t] <= scores[IDENTITY][t] + min_gain:
+        best = others[metric.best([scores[m][t] for m in others])] if others else IDENTITY
+        if best == IDENTITY or metric.gain(scores[best][t], scores[IDENTITY][t]) <= min_gain:
             maps.append(LevelMap())
             continue
-        level_map = fit_level_map(pred[:, t], truth[:, t], best)
-        if np.ptp(level_map.apply(pred[:, t])) == 0:
+        level_map = _fit_map(task, t, pred[:, t], truth[:, t], best)
+        if metric.rank_based and np.ptp(level_map.apply(pred[:, t])) == 0:
             # Never hand back a constant column: Spearman is undefined there and counts 0.
-            notes.append(f"{TARGETS[t]}: the {best} map made the column constant; identity kept")
+            notes.append(f"{names[t]}: the {best} map made the column constant; identity kept")
             level_map = LevelMap()
         maps.append(level_map)
-    return PostProcessor(maps, method, notes, {m: s.tolist() for m, s in scores.items()})
+    return PostProcessor(maps, method, notes, {m: s.tolist() for m, s in scores.items()}, names, lows, highs)
+
+
+def _per_target(metric: Metric, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    if metric.rank_based:
+        return _per_target_spearman(truth, pred)  # QUEST's figures, exactly as before tasks
+    values, _ = metric.per_target(truth, pred)
+    return values
+
+
+def _fit_map(task: Task, t: int, pred: np.ndarray, truth: np.ndarray, method: str) -> LevelMap:
+    """One target's map: a rank map (fitted on the truth's levels) or a value map to the task's levels."""
+    if method in (IDENTITY, DISTRIBUTION, THRESHOLDS):
+        return fit_level_map(pred, truth, method)
+    levels = task.targets[t].levels
+    if not levels:  # a continuous target: nothing to snap to
+        return LevelMap()
+    if method == SNAP:
+        return nearest_level_map(levels)
+    # shrink: the share scoring best on these rows; it is kept only where inner CV says it helps
+    full = nearest_level_map(levels).apply(pred)
+    scores = [task.scorer.per_target(truth[:, None], (pred + s * (full - pred))[:, None])[0][0] for s in SHRINKS]
+    return nearest_level_map(levels, SHRINK, SHRINKS[task.scorer.best(scores)])

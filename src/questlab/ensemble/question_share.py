@@ -12,6 +12,11 @@ never touched. Rows are grouped as the folds group them (:func:`questlab.folds.q
 same URL or same title + body), so a question never spans two folds and the nested evaluation in
 :mod:`questlab.ensemble.combine` sees each question whole. The mean is over the rows of the batch
 being predicted: a question answered once in a batch is left as it is.
+
+For any task: this applies only where the task has groups (rows of one group share the texts of
+the first segment, QUEST's question) and to the targets routed to that segment alone
+(``task.route_of(t) == "first"``: QUEST's ``question_*``). A task without groups or such targets
+has nothing to share (:func:`shared_columns` is empty, and asking for it is refused upstream).
 """
 
 from __future__ import annotations
@@ -21,11 +26,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from questlab.metric import spearman_per_target
+from questlab.metrics import Metric
 from questlab.schema import QUESTION_TARGETS, TARGETS
+from questlab.tasks import Task, load_task
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
-MIN_GAIN = 0.001  # Spearman gain on the fitting rows a target's share must show to be kept
-QUESTION_COLUMNS = tuple(TARGETS.index(t) for t in QUESTION_TARGETS)
+MIN_GAIN = 0.001  # metric gain on the fitting rows a target's share must show to be kept
+QUESTION_COLUMNS = tuple(TARGETS.index(t) for t in QUESTION_TARGETS)  # QUEST's (0.9.0 name)
+
+
+def shared_columns(task: Task | None = None) -> tuple[int, ...]:
+    """The target columns a group shares: routed to the first segment alone, in a task with groups."""
+    task = load_task(task)
+    if task.groups is None:
+        return ()
+    return tuple(i for i, t in enumerate(task.target_names) if task.route_of(t) == "first")
 
 
 def question_means(pred: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -43,6 +58,7 @@ class QuestionShare:
 
     shares: list[float]
     fit_gains: dict[str, float] = field(default_factory=dict)  # target -> gain on the fitting rows
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
 
     def apply(self, pred: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
         """Shared predictions; ``groups`` None (nothing known of the questions) leaves them as they are."""
@@ -53,35 +69,44 @@ class QuestionShare:
 
     def chosen(self) -> dict[str, float]:
         """The targets that are shared, with their share."""
-        return {t: s for t, s in zip(TARGETS, self.shares, strict=True) if s > 0}
+        return {t: s for t, s in zip(self.targets, self.shares, strict=True) if s > 0}
 
     def to_dict(self) -> dict:
-        return {"shares": dict(zip(TARGETS, self.shares, strict=True)), "fit_gains": self.fit_gains}
+        return {"shares": dict(zip(self.targets, self.shares, strict=True)), "fit_gains": self.fit_gains}
 
     @classmethod
     def from_dict(cls, d: dict) -> QuestionShare:
-        return cls([float(d["shares"][t]) for t in TARGETS], dict(d.get("fit_gains", {})))
+        targets = list(d["shares"])  # written in the task's target order
+        return cls([float(d["shares"][t]) for t in targets], dict(d.get("fit_gains", {})), targets)
 
 
-def _spearman(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    rho, _ = spearman_per_target(truth, pred)
-    return np.nan_to_num(rho, nan=0.0)  # undefined (constant) columns count 0, as in the score
+def _scores(metric: Metric, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    if metric.rank_based:
+        rho, _ = spearman_per_target(truth, pred)
+        return np.nan_to_num(rho, nan=0.0)  # undefined (constant) columns count 0, as in the score
+    values, _ = metric.per_target(truth, pred)
+    return values
 
 
 def fit_question_share(
-    pred: np.ndarray, truth: np.ndarray, groups: np.ndarray, min_gain: float = MIN_GAIN
+    pred: np.ndarray, truth: np.ndarray, groups: np.ndarray, min_gain: float = MIN_GAIN, task: Task | None = None
 ) -> QuestionShare:
-    """Choose each question target's share on these rows (answer targets keep 0)."""
+    """Choose each shared target's share on these rows (other targets keep 0); ``task`` None is QUEST."""
+    task = load_task(task)
+    metric = task.scorer
     pred, truth = np.asarray(pred, dtype=np.float64), np.asarray(truth, dtype=np.float64)
-    cols = list(QUESTION_COLUMNS)
+    cols = list(shared_columns(task))
+    names = list(task.target_names)
+    shares = [0.0] * len(names)
+    gains: dict[str, float] = {}
+    if not cols:
+        return QuestionShare(shares, gains, names)
     means = question_means(pred[:, cols], groups)
-    scores = np.array([_spearman(truth[:, cols], (1 - s) * pred[:, cols] + s * means) for s in SHARES])
-    shares = [0.0] * len(TARGETS)
-    gains = {}
+    scores = np.array([_scores(metric, truth[:, cols], (1 - s) * pred[:, cols] + s * means) for s in SHARES])
     for j, t in enumerate(cols):
-        best = int(scores[:, j].argmax())
-        gain = float(scores[best, j] - scores[0, j])
-        gains[TARGETS[t]] = gain
+        best = metric.best(scores[:, j])
+        gain = float(metric.gain(scores[best, j], scores[0, j]))
+        gains[names[t]] = gain
         if gain > min_gain:
             shares[t] = SHARES[best]
-    return QuestionShare(shares, gains)
+    return QuestionShare(shares, gains, names)

@@ -38,6 +38,7 @@ class EnsembleReport(BaseModel):
     postprocess_chosen: dict[str, str] | None = None
     postprocess_mapped_folds: dict[str, list[int]] | None = None  # per target, the outer folds that mapped it
     postprocess_mixed: dict[str, list[int]] | None = None  # mapped in some outer folds only
+    metric: str | None = None  # the metric every score and gain is in (None: before tasks, Spearman)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as stored in ``ensemble.json`` (parts that do not apply are left out)."""

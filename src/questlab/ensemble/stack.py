@@ -12,6 +12,8 @@ The ridge (scikit-learn ``RidgeCV``, penalty chosen by efficient leave-one-out o
 is fitted on the rows it is given; :func:`questlab.ensemble.combine.nested_fit` hands it the other
 folds' OOF rows only, exactly like blend weights. Its output is squashed by a logistic map fixed at
 fit time (strictly increasing, so ranks are kept) into (0, 1): clipping would create ties.
+That squash is for a rank metric (``metric.rank_based``); under an error metric the ridge's
+output is the prediction itself (``squash=False``), clipped to the target's range by the combiner.
 """
 
 from __future__ import annotations
@@ -54,10 +56,19 @@ class TargetStack:
     scale: float  # their standard deviation (1 when they were constant)
     alpha: float | None  # the penalty RidgeCV chose (None: no ridge was fitted)
     extra: list[tuple[int, int]] = field(default_factory=list)  # related (member, target) inputs
+    squash: bool = True  # logistic squash into (0, 1) (rank metrics); False: the ridge's values
 
     def predict(self, design: np.ndarray) -> np.ndarray:
         raw = design @ np.asarray(self.coef) + self.intercept
+        if not self.squash:
+            return raw
         return 1.0 / (1.0 + np.exp(-(raw - self.centre) / self.scale))
+
+    def to_dict(self) -> dict:
+        out = dict(vars(self))
+        if self.squash:
+            del out["squash"]  # the default: files written before tasks read the same
+        return out
 
 
 @dataclass
@@ -79,7 +90,7 @@ class Stacker:
         return {
             "related": self.related,
             "n_members": self.n_members,
-            "targets": [vars(m) for m in self.targets],
+            "targets": [m.to_dict() for m in self.targets],
             "notes": self.notes,
         }
 
@@ -89,8 +100,13 @@ class Stacker:
         return cls(targets, d["related"], d["n_members"], list(d.get("notes", [])))
 
 
-def fit_stacker(x: np.ndarray, truth: np.ndarray, related: bool) -> Stacker:
-    """Fit one ridge per target on these rows: ``x`` (n_members, n, n_targets), ``truth`` (n, n_targets)."""
+def fit_stacker(
+    x: np.ndarray, truth: np.ndarray, related: bool, squash: bool = True, names: tuple[str, ...] = TARGETS
+) -> Stacker:
+    """Fit one ridge per target on these rows: ``x`` (n_members, n, n_targets), ``truth`` (n, n_targets).
+
+    ``squash`` False (an error metric) keeps the ridge's values; ``names`` are the targets' (notes).
+    """
     from sklearn.linear_model import RidgeCV
 
     targets, notes = [], []
@@ -99,24 +115,29 @@ def fit_stacker(x: np.ndarray, truth: np.ndarray, related: bool) -> Stacker:
         if np.ptp(y) == 0:
             # Nothing to learn (a rare target constant in these rows): fall back to the members' mean.
             design = _design(x, t, [])
-            notes.append(f"{_name(t)}: truth constant on the fitting rows; the members' mean is used")
-            targets.append(_squashed(design, np.full(x.shape[0], 1.0 / x.shape[0]), 0.0, None, []))
+            notes.append(f"{_name(t, names)}: truth constant on the fitting rows; the members' mean is used")
+            targets.append(_squashed(design, np.full(x.shape[0], 1.0 / x.shape[0]), 0.0, None, [], squash))
             continue
         extra = _related_columns(x, y, t) if related else []
         design = _design(x, t, extra)
         model = RidgeCV(alphas=ALPHAS).fit(design, y)
-        targets.append(_squashed(design, model.coef_, float(model.intercept_), float(model.alpha_), extra))
+        targets.append(_squashed(design, model.coef_, float(model.intercept_), float(model.alpha_), extra, squash))
     return Stacker(targets, related, x.shape[0], notes)
 
 
-def _name(t: int) -> str:
-    return TARGETS[t] if t < len(TARGETS) else f"target {t}"
+def _name(t: int, names: tuple[str, ...] = TARGETS) -> str:
+    return names[t] if t < len(names) else f"target {t}"
 
 
 def _squashed(
-    design: np.ndarray, coef: np.ndarray, intercept: float, alpha: float | None, extra: list[tuple[int, int]]
+    design: np.ndarray,
+    coef: np.ndarray,
+    intercept: float,
+    alpha: float | None,
+    extra: list[tuple[int, int]],
+    squash: bool = True,
 ) -> TargetStack:
     raw = design @ coef + intercept
     scale = float(raw.std())
     centre, scale = float(raw.mean()), scale if scale > 0 else 1.0
-    return TargetStack([float(c) for c in coef], intercept, centre, scale, alpha, extra)
+    return TargetStack([float(c) for c in coef], intercept, centre, scale, alpha, extra, squash)

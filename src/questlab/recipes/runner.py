@@ -10,6 +10,7 @@ or dead one is resumed (its finished folds kept), and only a changed member is f
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,17 +25,18 @@ from questlab.csvfile import check_not_an_input, check_output_file
 from questlab.cv import resolve_folds, run_cv
 from questlab.data import Data, Dataset, check_pair
 from questlab.ensemble.combine import EnsembleSpec
+from questlab.ensemble.question_share import shared_columns
 from questlab.ensemble.report import EnsembleReport
 from questlab.ensemble_runs import build_ensemble
 from questlab.errors import EncoderNotFoundError, QuestlabError, UsageError
-from questlab.folds import question_groups
 from questlab.models import build_model
 from questlab.models.pretrained import resolve_encoder
 from questlab.recipes.spec import RecipeSpec, fitted_part, load_recipe
 from questlab.rundir import TAG_COMPLETE
-from questlab.schema import ID
 from questlab.store import RunRecord, Store, as_store
 from questlab.store.liveness import describe, is_dead
+from questlab.tasks import Task, TaskRef, builtin_task_names, load_task
+from questlab.tasks.grouping import group_ids
 
 TAG_MEMBER_KEY = "questlab.recipe_member_key"
 TAG_RECIPE = "questlab.recipe"
@@ -74,8 +76,12 @@ def member_key(config: RunConfig, folds_sha: str, train_sha: str, test_sha: str 
 
 
 def folds_key(folds: pd.DataFrame) -> str:
-    """sha256 of every row's fold, in qa_id order: the same folds give the same key however made."""
-    rows = folds[[ID, "fold"]].astype("int64").sort_values(ID, kind="stable")
+    """sha256 of every row's fold, in id order: the same folds give the same key however made."""
+    key = folds.columns[0]  # the task's id: a folds frame starts with it
+    rows = folds[[key, "fold"]]
+    # integer ids (QUEST) as before tasks; other ids as text
+    rows = rows.astype("int64") if pd.api.types.is_integer_dtype(rows[key]) else rows.astype({key: str})
+    rows = rows.sort_values(key, kind="stable")
     return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
 
 
@@ -128,26 +134,31 @@ def run_recipe(
     submission: str | Path | None = None,
     say: Say = stderr,
     cuda: bool | None = None,
+    task: TaskRef = None,
 ) -> RecipeOutcome:
     """Run a recipe end to end; return what each member did and the ensemble run.
 
     ``recipe`` is a :class:`RecipeSpec`, a built-in name or a YAML path; ``cuda`` None detects the
     device for members marked ``device: cuda|cpu``. ``store`` (a Store, URI or folder; default
     ./questlab-store) is opened, and created if need be, only once every input has been checked.
+    ``task`` (a built-in name, a spec path or a Task; None: QUEST) picks the recipe's members and
+    settings for it (:meth:`RecipeSpec.for_task`); the members run under it.
     """
     t0 = time.perf_counter()
+    the_task = load_task(task)
     spec = recipe if isinstance(recipe, RecipeSpec) else load_recipe(recipe)
-    configs = spec.member_configs(cuda)  # every config checked before any work
+    spec = spec.for_task(the_task.name)
+    configs = spec.member_configs(cuda, task=_task_ref(task))  # every config checked before any work
     _check_encoders(spec.name, configs)
     if submission is not None:
         if test is None:
             raise UsageError("--submission needs --test: the test pairs to predict")
         check_output_file("--submission", Path(submission))
         check_not_an_input("--submission", submission, _input_files(spec, recipe, train, test))
-    train_data = Dataset.read(train, "train")
-    test_data = Dataset.read(test, "test") if test is not None else None
+    train_data = _read(train, "train", the_task)
+    test_data = _read(test, "test", the_task) if test is not None else None
     if test_data is not None:
-        check_pair(train_data.frame, test_data.frame, test_data.name)
+        check_pair(train_data.frame, test_data.frame, test_data.name, **_task_kw(check_pair, the_task))
     store = as_store(store, create=True)
     say(f"recipe {spec.name}: {len(configs)} member(s) on shared folds, then {spec.ensemble.method}")
     outcomes: list[MemberOutcome] = []
@@ -164,7 +175,7 @@ def run_recipe(
     ens = EnsembleSpec(
         weights=spec.ensemble.weights, per_target=spec.ensemble.per_target, average=spec.ensemble.average,
         postprocess=spec.postprocess, method=spec.ensemble.method,
-        question_share=spec.question_share and _share_reaches(test_data, say),
+        question_share=spec.question_share and _share_reaches(test_data, say, the_task),
     )  # fmt: skip
     ensemble_id, report = build_ensemble(
         store, [o.run_id for o in outcomes], ens, name=f"recipe-{spec.name}", n_boot=spec.bootstrap, say=say,
@@ -205,13 +216,35 @@ def _check_encoders(recipe: str, configs: list[RunConfig]) -> None:
             raise EncoderNotFoundError(f"recipe {recipe}, member {config.name}: {exc}") from None
 
 
-def _share_reaches(test: Dataset | None, say: Say) -> bool:
+def _task_ref(task: TaskRef) -> str | None:
+    """What a member config's ``task`` key holds for ``task``: a built-in name or a spec path."""
+    if task is None or isinstance(task, str | Path):
+        return None if task is None else str(task)
+    if task.name in builtin_task_names():
+        return task.name
+    raise UsageError(f"task {task.name!r}: give a recipe its spec file's path (members record it in their config)")
+
+
+def _task_kw(fn: object, task: Task) -> dict[str, Task]:
+    """``{"task": task}`` where ``fn`` takes one (the data stage's functions), else nothing (QUEST)."""
+    return {"task": task} if "task" in inspect.signature(fn).parameters else {}
+
+
+def _read(data: Data, kind: str, task: Task) -> Dataset:
+    return Dataset.read(data, kind, **_task_kw(Dataset.read, task))
+
+
+def _share_reaches(test: Dataset | None, say: Say, task: Task | None = None) -> bool:
     """Whether the question share can change the submission: some test question has several answers.
 
     Where none has (QUEST's test.csv: 476 rows, 476 questions), sharing would raise the nested CV
     (train questions do have several answers) without touching the submission: it is left out.
     """
-    if test is None or len(np.unique(question_groups(test.frame))) < len(test.frame):
+    task = load_task(task)
+    if not shared_columns(task):
+        say(f"question share left out: task {task.name} has no groups with targets of the first segment alone")
+        return False
+    if test is None or len(np.unique(group_ids(task, test.frame))) < len(test.frame):
         return True
     say(f"question share left out: no question in {test.name} has several answers, so it could not change the "
         "submission and its CV gain would not carry over")  # fmt: skip

@@ -5,13 +5,17 @@ the trial states it counts, and small helpers.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from questlab.data import Data, Dataset
+from questlab.metrics import Metric
 from questlab.store import Store
+from questlab.tasks import Task
 
 StoreLike = str | Path | Store | None
 
@@ -46,6 +50,9 @@ ATTR_PRUNE = "questlab.prune"
 ATTR_HOLDOUT_RUN = "questlab.holdout_run_id"
 ATTR_HOLDOUT_TRIAL = "questlab.holdout_trial"
 ATTR_HOLDOUT_LOOKS = "questlab.holdout_looks"
+ATTR_TASK = "questlab.task_fingerprint"  # the study's task (absent in studies made before tasks: QUEST)
+TAG_TASK = "questlab.task"  # on the parent: the task's name
+TASK_FILE = "task.json"  # in the parent's folder: the task spec (as every run records it)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "trials" counts, with the trials that cannot fit
 LIVE = (*COUNTED, TrialState.RUNNING, TrialState.WAITING)  # counted, or on their way to it
@@ -71,3 +78,15 @@ def sha_of(obj: Any) -> str:
 
 def fmt_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def study_direction(metric: Metric) -> str:
+    """Optuna's direction for a study scored by ``metric``: trials, pruning and the best trial follow it."""
+    return "maximize" if metric.higher_is_better else "minimize"
+
+
+def read_train(train: Data, task: Task) -> Dataset:
+    """The train file read (and checked) under ``task`` (a ``Dataset.read`` without tasks: QUEST's)."""
+    if "task" in inspect.signature(Dataset.read).parameters:
+        return Dataset.read(train, "train", task=task)
+    return Dataset.read(train, "train")

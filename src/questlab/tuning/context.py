@@ -13,7 +13,9 @@ import pandas as pd
 
 from questlab.config import RunConfig
 from questlab.console import Say
+from questlab.metrics import Metric
 from questlab.store import Store
+from questlab.tasks import Task, load_task
 from questlab.tuning.space import SearchSpace
 
 
@@ -87,6 +89,16 @@ class StudyContext:
     prune: bool
     say: Say
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # who runs the trials
+
+    @property
+    def task(self) -> Task:
+        """The study's task: the base config's (``task:``; none: QUEST)."""
+        return load_task(getattr(self.base, "task", None))
+
+    @property
+    def metric(self) -> Metric:
+        """The task's metric: the direction of every comparison of trials."""
+        return self.task.scorer
 
     @property
     def trial_base(self) -> dict[str, Any]:

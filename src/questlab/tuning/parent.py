@@ -5,6 +5,7 @@ first process, checked when a study resumes, read by joining workers; marked whe
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -17,10 +18,12 @@ from questlab.config import RunConfig
 from questlab.console import Say
 from questlab.data import Dataset
 from questlab.errors import StudyError
-from questlab.folds import FOLDS_FILE, load_folds, make_folds, question_groups, save_folds
+from questlab.folds import FOLDS_FILE, load_folds, make_folds, save_folds
 from questlab.recording import RunWriter
-from questlab.schema import CATEGORY, ID
 from questlab.store import RunRecord, Store
+from questlab.strictjson import strict_json
+from questlab.tasks import Task, load_task
+from questlab.tasks.grouping import group_ids, stratify_labels
 from questlab.tuning.common import (
     ATTR_CONFIG_SHA,
     ATTR_HOLDOUT,
@@ -29,6 +32,7 @@ from questlab.tuning.common import (
     ATTR_SEED,
     ATTR_SPACE_SHA,
     ATTR_STORE,
+    ATTR_TASK,
     ATTR_TRAIN_SHA,
     ATTR_TRIALS,
     CONFIG_FILE,
@@ -38,6 +42,8 @@ from questlab.tuning.common import (
     STUDY_FILE,
     TAG_STORAGE,
     TAG_STUDY,
+    TAG_TASK,
+    TASK_FILE,
     sha_of,
 )
 from questlab.tuning.context import StudyContext
@@ -45,14 +51,17 @@ from questlab.tuning.space import SearchSpace
 from questlab.tuning.storage import count_counted, redact
 
 
-def split_holdout(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
-    """Hold out ``share`` of the questions (whole groups, stratified by category), seeded.
+def split_holdout(frame: pd.DataFrame, share: float, seed: int, task: Task | None = None) -> pd.DataFrame:
+    """Hold out ``share`` of the groups (whole groups, stratified as the task's folds are), seeded.
 
-    Returns ``qa_id, group, fold`` in the frame's row order: fold 0 = held out, 1 = tuning.
-    It is a folds file, so the final run scores it with ``folds.from_file`` and ``--fold 0``.
+    Returns ``id, group, fold`` in the frame's row order: fold 0 = held out, 1 = tuning. It is a
+    folds file, so the final run scores it with ``folds.from_file`` and ``--fold 0``. ``task``
+    None is QUEST (questions, stratified by category).
     """
-    groups = question_groups(frame)
-    first = pd.DataFrame({"group": groups, "category": frame[CATEGORY].to_numpy()}).drop_duplicates("group")
+    task = load_task(task)
+    groups = group_ids(task, frame)
+    labels = stratify_labels(task, frame)
+    first = pd.DataFrame({"group": groups, "category": labels}).drop_duplicates("group")
     first = first.sort_values("group", kind="stable").reset_index(drop=True)
     rng = np.random.default_rng(seed)
     # Within each category a random order, spread over [0, 1): taking the lowest ranks overall
@@ -63,7 +72,16 @@ def split_holdout(frame: pd.DataFrame, share: float, seed: int) -> pd.DataFrame:
     n_held = round(share * len(first))
     held = first["group"].to_numpy()[np.argsort(position, kind="stable")[:n_held]]
     fold = np.where(np.isin(groups, held), 0, 1)
-    return pd.DataFrame({ID: frame[ID].to_numpy(), "group": groups, "fold": fold})
+    return pd.DataFrame({task.id: frame[task.id].to_numpy(), "group": groups, "fold": fold})
+
+
+def _task_kw(fn: Any, task: Task) -> dict[str, Task]:
+    """``{"task": task}`` where ``fn`` takes one (the data stage's folds functions), else nothing (QUEST)."""
+    return {"task": task} if "task" in inspect.signature(fn).parameters else {}
+
+
+def _make_folds(tuning: pd.DataFrame, base: RunConfig, task: Task) -> pd.DataFrame:
+    return make_folds(tuning, n_splits=base.folds.n_splits, seed=base.folds.seed, **_task_kw(make_folds, task))
 
 
 def parent_record(store: Store, parent_id: str, attrs: Mapping[str, Any], name: str) -> RunRecord:
@@ -85,11 +103,11 @@ def check_train(attrs: Mapping[str, Any], data: Dataset, name: str) -> None:
         )
 
 
-def load_split(store: Store, parent_id: str, frame: pd.DataFrame) -> pd.DataFrame:
+def load_split(store: Store, parent_id: str, frame: pd.DataFrame, task: Task | None = None) -> pd.DataFrame:
     folder = store.folder(parent_id)
     if not folder.has(HOLDOUT_FILE):
         raise StudyError(f"parent run {parent_id} holds no {HOLDOUT_FILE}: the study's split is lost")
-    return load_folds(folder / HOLDOUT_FILE, frame)
+    return load_folds(folder / HOLDOUT_FILE, frame, **_task_kw(load_folds, load_task(task)))
 
 
 def tuning_rows(frame: pd.DataFrame, split: pd.DataFrame | None) -> pd.DataFrame:
@@ -112,7 +130,10 @@ def prepare_study(
     prune: bool,
     say: Say,
 ) -> StudyContext:
-    """Set up a new study's parent run, split and folds; or check a resumed one is the same."""
+    """Set up a new study's parent run, split and folds; or check a resumed one is the same.
+
+    The task is the base config's (none: QUEST); the parent records it (``task.json``, a tag)."""
+    task = load_task(getattr(base, "task", None))
     attrs = study.user_attrs
     parent_id = attrs.get(ATTR_PARENT)
     wanted = {
@@ -124,11 +145,14 @@ def prepare_study(
         ATTR_HOLDOUT: (holdout, f"holdout {attrs.get(ATTR_HOLDOUT)}"),
         ATTR_SEED: (seed, f"seed {attrs.get(ATTR_SEED)}"),
         ATTR_PRUNE: (prune, "pruning " + ("on" if attrs.get(ATTR_PRUNE) else "off")),
+        # a study made before tasks is QUEST's
+        ATTR_TASK: (task.fingerprint, f"another task (see {TASK_FILE} of the parent run)"),
     }
+    recorded = {**attrs, ATTR_TASK: attrs.get(ATTR_TASK, load_task(None).fingerprint)}
     if parent_id:
         check_train(attrs, data, name)
         for key, (value, what) in wanted.items():
-            if attrs.get(key) != value:
+            if recorded.get(key) != value:
                 raise StudyError(
                     f"study {name} (parent run {parent_id}) was started with {what}: resume it as it was "
                     "started, or give a new --study name"
@@ -137,30 +161,31 @@ def prepare_study(
         if record.status != "RUNNING":
             store.reopen(parent_id)
         study.set_user_attr(ATTR_TRIALS, trials)
-        split = load_split(store, parent_id, data.frame) if holdout > 0 else None
+        split = load_split(store, parent_id, data.frame, task) if holdout > 0 else None
         done = count_counted(study)
         say(f"resuming study {name} (parent run {parent_id}): {done} of {trials} trials done")
     else:
-        split = split_holdout(data.frame, holdout, seed) if holdout > 0 else None
+        split = split_holdout(data.frame, holdout, seed, task) if holdout > 0 else None
         tuning = tuning_rows(data.frame, split)
         if split is not None:
             n_held = int(split.loc[split["fold"] == 0, "group"].nunique())
             if n_held < 2:
                 raise StudyError(f"holdout {holdout} keeps {n_held} question(s) out: too few to score; give more")
-        folds = make_folds(tuning, n_splits=base.folds.n_splits, seed=base.folds.seed)
-        writer = RunWriter.create(
-            store, name, KIND_STUDY, base.model.name, tags={TAG_STUDY: name, TAG_STORAGE: redact(url)}, scored=False
-        )
+        folds = _make_folds(tuning, base, task)
+        tags = {TAG_STUDY: name, TAG_STORAGE: redact(url), TAG_TASK: task.name}
+        writer = RunWriter.create(store, name, KIND_STUDY, base.model.name, tags=tags, scored=False)
         parent_id, folder = writer.run_id, writer.folder
         (folder / CONFIG_FILE).write_text(base.to_yaml())
         (folder / SPACE_FILE).write_text(space.to_yaml())
+        (folder / TASK_FILE).write_text(strict_json(task.to_data()))
         save_folds(folds, folder.path)
-        parts = [CONFIG_FILE, SPACE_FILE, FOLDS_FILE, STUDY_FILE]
+        parts = [TASK_FILE, CONFIG_FILE, SPACE_FILE, FOLDS_FILE, STUDY_FILE]
         if split is not None:
             split.to_csv(folder / HOLDOUT_FILE, index=False)
             parts.append(HOLDOUT_FILE)
         info = {
             "study": name,
+            "task": task.name,
             "storage": redact(url),
             "train_file": data.name,
             "train_sha256": data.sha256,

@@ -39,7 +39,7 @@ def _trial_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _plot_history(frame: pd.DataFrame) -> Any:
+def _plot_history(frame: pd.DataFrame, higher_is_better: bool = True) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -53,7 +53,13 @@ def _plot_history(frame: pd.DataFrame) -> Any:
         label = "pruned: mean of the folds done"
         ax.scatter(pruned["number"], pruned["last_mean"], marker="x", color=COLORS["grey"], s=22, label=label)
     if len(done):
-        ax.step(done["number"], done["value"].cummax(), where="post", color=COLORS["ok"], label="best so far")
+        ax.step(
+            done["number"],
+            (done["value"].cummax() if higher_is_better else done["value"].cummin()),
+            where="post",
+            color=COLORS["ok"],
+            label="best so far",
+        )
     ax.set_xlabel("trial")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("mean Spearman")
@@ -162,7 +168,9 @@ def study_report(ctx: StudyContext, result: TuneResult) -> str:
         ]
     notes = "".join(f"<p>{escape(n)}</p>" for n in result.notes)
     sections = [("Summary", html_table(["", ""], rows) + notes)]
-    sections.append(("Optimisation history", figure_tag(_plot_history(frame), "optimisation history")))
+    sections.append(
+        ("Optimisation history", figure_tag(_plot_history(frame, ctx.metric.higher_is_better), "optimisation history"))
+    )
     sections.append(("Per-fold progress and pruning", figure_tag(_plot_folds(ctx.study), "intermediate values")))
     importances, why = param_importances(ctx.study, seed=ctx.seed)
     sections.append(

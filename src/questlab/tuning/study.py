@@ -19,9 +19,10 @@ import yaml
 
 from questlab.config import ConfigError, RunConfig, parse_config, resolve_config
 from questlab.console import Say, stderr
-from questlab.data import Data, Dataset
+from questlab.data import Data
 from questlab.errors import StoreUnreachable, StudyError
 from questlab.store import as_store, liveness
+from questlab.tasks import TaskRef, load_task
 from questlab.tuning.common import (
     ATTR_HOLDOUT,
     ATTR_PARENT,
@@ -31,7 +32,9 @@ from questlab.tuning.common import (
     CONFIG_FILE,
     SPACE_FILE,
     StoreLike,
+    read_train,
     sha_of,
+    study_direction,
 )
 from questlab.tuning.context import JoinResult, StudyContext, TuneResult
 from questlab.tuning.finish import finalize_study
@@ -119,6 +122,7 @@ def tune(
     prune: bool = True,
     best_config_path: str | Path | None = None,
     say: Say | None = None,
+    task: TaskRef = None,
 ) -> TuneResult:
     """Run (or resume) a study of ``trials`` trials in total, then score the best config on the
     held-out questions, write it to ``best_config_path`` and attach the report to the parent run.
@@ -139,11 +143,14 @@ def tune(
     if workers < 1:
         raise StudyError(f"workers {workers}: give at least 1")
     base = resolve_config(config, set)
+    if task is not None:  # --task overrides the config's task (the trials read it from the config)
+        base = _with_task(base, task)
     _check_base(base)
+    the_task = load_task(getattr(base, "task", None))
     space_source = str(space) if isinstance(space, str | Path) else "search space"
     space = load_space(space)
     check_space(space, base, space_source)
-    data = Dataset.read(train, "train")
+    data = read_train(train, the_task)
     st = as_store(store, create=True)
     url = storage or default_storage(st)
     name = study_name or base.name
@@ -155,7 +162,7 @@ def tune(
         study = optuna.create_study(
             storage=optuna_storage,
             study_name=name,
-            direction="maximize",
+            direction=study_direction(the_task.scorer),  # spearman: maximize; mcrmse: minimize
             load_if_exists=True,
             sampler=_sampler(seed, 0, 0),
             pruner=_pruner(prune),
@@ -257,7 +264,8 @@ def join_study(
             raise StudyError(
                 f"study {study_name} was started with another search space (see {SPACE_FILE} of run {parent_id})"
             )
-        data = Dataset.read(train, "train")
+        study_task = load_task(getattr(base, "task", None))
+        data = read_train(train, study_task)
         check_train(attrs, data, study_name)
         n = trials if trials is not None else int(attrs.get(ATTR_TRIALS, 0))
         if n < 1:
@@ -270,7 +278,7 @@ def join_study(
             sampler=_sampler(seed, index, len(study.trials)),
             pruner=_pruner(prune),
         )
-        split = load_split(st, parent_id, data.frame) if float(attrs[ATTR_HOLDOUT]) > 0 else None
+        split = load_split(st, parent_id, data.frame, study_task) if float(attrs[ATTR_HOLDOUT]) > 0 else None
         ctx = StudyContext(
             study=study,
             name=study_name,
@@ -308,3 +316,11 @@ def _wait_for_study(storage: optuna.storages.BaseStorage, name: str, url: str) -
                 "start it first (the same command without --join)"
             )
         time.sleep(1.0)
+
+
+def _with_task(base: RunConfig, task: TaskRef) -> RunConfig:
+    """``base`` under ``task``: the config's ``task`` key (a built-in name or a spec path)."""
+    if "task" not in type(base).model_fields:
+        raise StudyError("this questlab's run config has no task key: --task needs the run stage's tasks")
+    ref = task.name if hasattr(task, "name") and not isinstance(task, str | Path) else str(task)
+    return base.model_copy(update={"task": ref})

@@ -19,6 +19,7 @@ from questlab.config import parse_config
 from questlab.console import quiet
 from questlab.cv import run_cv
 from questlab.errors import SettingsCannotFitError
+from questlab.metrics import Metric
 from questlab.store import RunStopped
 from questlab.tuning.common import ATTR_CANNOT_FIT, TAG_PARENT, TAG_STUDY, TAG_TRIAL, fmt_value, is_counted, is_live
 from questlab.tuning.context import StudyContext
@@ -175,17 +176,17 @@ def _objective(ctx: StudyContext, trial: optuna.Trial) -> float:
     trial.set_user_attr("run_id", run_id)
     trial.set_user_attr("ci", [metrics.get("cv_ci_low", math.nan), metrics.get("cv_ci_high", math.nan)])
     ctx.store.log_metrics(ctx.parent_id, {"trial_cv": value}, step=n)
-    best = _best_value(study)
-    mark = " (best so far)" if best is None or value > best else ""
+    best = _best_value(study, ctx.metric)
+    mark = " (best so far)" if best is None or ctx.metric.better(value, best) else ""
     ctx.say(
         f"trial {n}: CV {value:.4f}{mark} [{_params_text(values)}] {time.perf_counter() - t0:.1f} s, run {run_id[:8]}"
     )
     return value
 
 
-def _best_value(study: optuna.Study) -> float | None:
+def _best_value(study: optuna.Study, metric: Metric) -> float | None:
     done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return max(done) if done else None
+    return done[metric.best(done)] if done else None
 
 
 def _find_trial_run(ctx: StudyContext, number: int) -> str | None:
