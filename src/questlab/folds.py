@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from questlab.errors import UsageError
-from questlab.schema import BODY, CATEGORY, ID, PSEUDO, TITLE, URL
+from questlab.schema import BODY, PSEUDO, TITLE, URL
+from questlab.tasks import TaskRef
 
 FOLDS_FILE = "folds.csv"
 
@@ -57,12 +58,16 @@ def question_groups(frame: pd.DataFrame) -> np.ndarray:
     return np.array([index[r] for r in roots], dtype=np.int64)
 
 
-def make_folds(frame: pd.DataFrame, n_splits: int = 5, seed: int = 42) -> pd.DataFrame:
+def make_folds(frame: pd.DataFrame, n_splits: int = 5, seed: int = 42, task: TaskRef = None) -> pd.DataFrame:
     """Assign each row a fold in ``0..n_splits-1``, grouped by question and stratified by category.
 
     Returns a frame with columns ``qa_id``, ``group``, ``fold`` in the input's row order.
     """
-    groups = question_groups(frame)
+    from questlab.tasks import load_task
+    from questlab.tasks.grouping import group_ids, stratify_labels
+
+    task = load_task(task)  # TEMP (helper RUN): the minimal task-aware folds; helper DATA owns them
+    groups = group_ids(task, frame)
     n_groups = len(np.unique(groups))
     if n_splits < 2:
         raise UsageError(f"n_splits must be at least 2, got {n_splits}")
@@ -72,9 +77,9 @@ def make_folds(frame: pd.DataFrame, n_splits: int = 5, seed: int = 42) -> pd.Dat
 
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     fold = np.full(len(frame), -1, dtype=np.int64)
-    for k, (_, valid_idx) in enumerate(splitter.split(np.zeros(len(frame)), frame[CATEGORY], groups)):
+    for k, (_, valid_idx) in enumerate(splitter.split(np.zeros(len(frame)), stratify_labels(task, frame), groups)):
         fold[valid_idx] = k
-    return pd.DataFrame({ID: frame[ID].to_numpy(), "group": groups, "fold": fold})
+    return pd.DataFrame({task.id: frame[task.id].to_numpy(), "group": groups, "fold": fold})
 
 
 def save_folds(folds: pd.DataFrame, folder: Path) -> Path:
@@ -83,8 +88,11 @@ def save_folds(folds: pd.DataFrame, folder: Path) -> Path:
     return path
 
 
-def load_folds(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+def load_folds(path: Path, frame: pd.DataFrame, task: TaskRef = None) -> pd.DataFrame:
     """Load saved folds and align them to ``frame``'s rows; every qa_id must be covered."""
+    from questlab.tasks import load_task
+
+    ID = load_task(task).id
     saved = pd.read_csv(path)
     for col in (ID, "group", "fold"):
         if col not in saved.columns:

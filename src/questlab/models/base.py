@@ -21,6 +21,7 @@ from questlab import __version__
 from questlab.errors import QuestlabError, RunFormatError
 from questlab.schema import N_TARGETS
 from questlab.strictjson import number
+from questlab.tasks import TaskRef
 
 
 class ModelParams(BaseModel):
@@ -107,7 +108,10 @@ class Model:
     name: ClassVar[str] = "base"
     Params: ClassVar[type[ModelParams]] = ModelParams
 
-    def __init__(self, params: ModelParams | dict[str, Any] | None = None) -> None:
+    def __init__(self, params: ModelParams | dict[str, Any] | None = None, task: TaskRef = None) -> None:
+        from questlab.tasks import load_task
+
+        self.task = load_task(task)
         if params is None:
             params = self.Params()
         elif isinstance(params, dict):
@@ -202,15 +206,15 @@ class Model:
         return model
 
 
-def check_predictions(pred: np.ndarray, n_rows: int, who: str) -> np.ndarray:
+def check_predictions(pred: np.ndarray, n_rows: int, who: str, n_targets: int = N_TARGETS) -> np.ndarray:
     """Validate a model's output at the boundary: shape (n, 30), finite, inside [0, 1]."""
     pred = np.asarray(pred, dtype=np.float64)
-    if pred.shape != (n_rows, N_TARGETS):
-        raise ValueError(f"{who} returned predictions of shape {pred.shape}; expected ({n_rows}, 30)")
+    if pred.shape != (n_rows, n_targets):
+        raise ValueError(f"{who} returned predictions of shape {pred.shape}; expected ({n_rows}, {n_targets})")
     if not np.isfinite(pred).all():
         bad = np.argwhere(~np.isfinite(pred))[0]
         raise ValueError(f"{who} returned a non-finite prediction (row {bad[0]}, target {bad[1]})")
-    if pred.min() < 0 or pred.max() > 1:
+    if n_targets == N_TARGETS and (pred.min() < 0 or pred.max() > 1):  # TEMP (helper RUN): MODELS checks ranges
         raise ValueError(f"{who} returned predictions outside [0, 1] ({pred.min():.3g}..{pred.max():.3g})")
     return pred
 

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from questlab.models.base import FitLog, Model, ModelParams
-from questlab.schema import TARGETS
 
 
 class MeanParams(ModelParams):
@@ -27,7 +26,7 @@ class MeanModel(Model):
     Params = MeanParams
 
     def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None, log: FitLog) -> MeanModel:
-        self.means_ = train[list(TARGETS)].to_numpy(dtype=np.float64).mean(axis=0)
+        self.means_ = train[list(self.task.target_names)].to_numpy(dtype=np.float64).mean(axis=0)
         log.info["fit"] = "train means; no epochs"
         self.fitted_ = True
         return self
@@ -37,8 +36,10 @@ class MeanModel(Model):
         return np.tile(self.means_, (len(frame), 1))
 
     def _save_state(self, folder: Path) -> None:
-        (folder / "means.json").write_text(json.dumps(dict(zip(TARGETS, self.means_.tolist(), strict=True))))
+        (folder / "means.json").write_text(
+            json.dumps(dict(zip(self.task.target_names, self.means_.tolist(), strict=True)))
+        )
 
     def _load_state(self, folder: Path) -> None:
         means = json.loads((folder / "means.json").read_text())
-        self.means_ = np.array([means[t] for t in TARGETS], dtype=np.float64)
+        self.means_ = np.array([means[t] for t in self.task.target_names], dtype=np.float64)

@@ -12,6 +12,7 @@ from questlab.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from questlab.models.base import Model, ModelParams
+    from questlab.tasks import TaskRef
 
 # name -> "module:Class"; imported on first use.
 _REGISTRY: dict[str, str] = {
@@ -39,6 +40,6 @@ def get_model_class(name: str) -> type[Model]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def build_model(name: str, params: dict | ModelParams | None = None) -> Model:
-    """Instantiate a registered model family with validated params."""
-    return get_model_class(name)(params)
+def build_model(name: str, params: dict | ModelParams | None = None, task: TaskRef = None) -> Model:
+    """Instantiate a registered model family with validated params, for ``task`` (None: quest)."""
+    return get_model_class(name)(params, task=task)
