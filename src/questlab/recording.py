@@ -47,6 +47,7 @@ from questlab.rundir import (
     TAG_FOLDS_DONE,
     TAG_GIT_COMMIT,
     TAG_KIND,
+    TAG_METRIC,
     TAG_MODEL,
     TAG_TASK,
     TAG_VERSION,
@@ -187,7 +188,7 @@ class RunWriter:
         run.write_meta(meta)
         config = (CONFIG_FILE,) if config_yaml is not None else ()
         self.store.sync(self.run_id, *parts, TASK_FILE, *config, FOLDS_FILE, META_FILE)
-        self.store.set_tags(self.run_id, {TAG_TASK: task.name})
+        self.store.set_tags(self.run_id, {TAG_TASK: task.name, TAG_METRIC: task.metric})
         self.store.log_params(self.run_id, params)
 
     # --- folds ----------------------------------------------------------------------------------

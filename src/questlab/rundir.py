@@ -77,6 +77,7 @@ def fold_part(k: int) -> str:
 TAG_KIND = "questlab.kind"  # "cv" (a CV run) or "ensemble"
 TAG_MODEL = "questlab.model"
 TAG_TASK = "questlab.task"  # the task's name (quest, ell, a spec's name)
+TAG_METRIC = "questlab.metric"  # the task's metric: which way the leaderboard ranks the run
 TAG_COMPLETE = "questlab.complete"  # "true" once every fold of the run is in
 TAG_ERROR = "questlab.error"  # why a run failed or was stopped
 TAG_FOLDS_DONE = "questlab.folds_done"  # the folds scored, comma-separated

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from questlab.analysis.verdict import Verdict, folds_text
-from questlab.schema import TARGETS
 from questlab.store import TAG_ERROR, RunRecord
+from questlab.tasks import Task, TaskRef, load_task
 
 
 # --- run health -------------------------------------------------------------------------------
@@ -68,8 +68,12 @@ def check_status(record: RunRecord, meta: dict[str, Any], done_folds: list[int])
     return out
 
 
-def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.DataFrame]) -> list[Verdict]:
-    """NaN in the out-of-fold predictions; NaN or values outside [0, 1] in the test predictions."""
+def check_prediction_values(
+    oof: pd.DataFrame | None, test_preds: dict[str, pd.DataFrame], task: TaskRef = None
+) -> list[Verdict]:
+    """NaN in the out-of-fold predictions; NaN or values outside the targets' ranges in the test predictions."""
+    task = load_task(task)
+    TARGETS = task.target_names
     out = []
     if oof is None:
         return [Verdict("error", "pred.missing", "no out-of-fold predictions (oof.csv): nothing can be scored", {})]
@@ -89,13 +93,13 @@ def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.D
     for name, frame in test_preds.items():
         values = frame[list(TARGETS)].to_numpy(dtype=np.float64)
         n_nan = int((~np.isfinite(values)).sum())
-        n_out = int(((values < 0) | (values > 1)).sum())
+        n_out = int(((values < task.lows) | (values > task.highs)).sum())
         if n_nan or n_out:
             out.append(
                 Verdict(
                     "error",
                     "test.range",
-                    f"test predictions ({name}): {n_nan} NaN, {n_out} outside [0, 1]"
+                    f"test predictions ({name}): {n_nan} NaN, {n_out} outside {_ranges(task)}"
                     f" (range {np.nanmin(values):.3g}..{np.nanmax(values):.3g})",
                     {"file": name, "n_nan": n_nan, "n_out_of_range": n_out},
                 )
@@ -107,3 +111,9 @@ def check_prediction_values(oof: pd.DataFrame | None, test_preds: dict[str, pd.D
             )
         )
     return out
+
+
+def _ranges(task: Task) -> str:
+    """The targets' range as a message says it: ``[0, 1]`` when they share one."""
+    pairs = sorted({(t.low, t.high) for t in task.targets})
+    return ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in pairs)
