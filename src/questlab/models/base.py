@@ -169,6 +169,7 @@ class Model:
             "params": self.params.model_dump(mode="json"),
             "questlab_version": __version__,
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "task": self.task.to_data(),  # TEMP (helper RUN): helper MODELS owns save/load of the task
         }
         # model.json last: its presence marks a complete save (a crash mid-save leaves none).
         (folder / "model.json").write_text(json.dumps(meta, indent=2))
@@ -186,7 +187,7 @@ class Model:
         try:
             meta = json.loads(meta_path.read_text())
             klass = get_model_class(meta["model"]) if cls is Model else cls
-            model = klass(klass.Params(**meta["params"]))
+            model = klass(klass.Params(**meta["params"]), task=meta.get("task"))  # no key: quest
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, QuestlabError):
                 raise
