@@ -26,10 +26,9 @@ from questlab.errors import SettingsCannotFitError, UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
-from questlab.provenance import git_commit
 from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
-from questlab.recording import RunWriter, direction_note, flatten, run_task_of, score_label
-from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, predictions_frame
+from questlab.recording import RunWriter, cv_run_meta, direction_note, flatten, run_task_of, score_label
+from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, predictions_frame
 from questlab.schema import PSEUDO
 from questlab.store import Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
@@ -98,20 +97,17 @@ def _fit_fold(
         except SettingsCannotFitError as exc:  # the settings, not a bug: say which fold's rows they cannot fit
             raise SettingsCannotFitError(f"fold {k}: {exc}") from None
         t1 = time.perf_counter()
-        task = data.task
-        valid_pred = check_predictions(
-            model.predict(valid_rows.reset_index(drop=True)), len(valid_rows), model.name, n_targets=task.n_targets
-        )
+        valid_pred = _checked(model, valid_rows.reset_index(drop=True), data.task)
         t2 = time.perf_counter()
-        test_pred = None
-        if data.test is not None:
-            test_pred = check_predictions(
-                model.predict(data.test), len(data.test), model.name, n_targets=task.n_targets
-            )
+        test_pred = _checked(model, data.test, data.task) if data.test is not None else None
         t3 = time.perf_counter()
     timings = {"fit_s": t1 - t0, "predict_valid_s": t2 - t1, "predict_test_s": t3 - t2}
     log.timings.update(timings)
     return valid_pred, test_pred, log, timings
+
+
+def _checked(model: Model, rows: pd.DataFrame, task: Task) -> np.ndarray:
+    return check_predictions(model.predict(rows), len(rows), model.name, n_targets=task.n_targets)
 
 
 def _record_fold(
@@ -228,8 +224,12 @@ def run_cv(
     train_data = Dataset.read(train, "train", task=run_task)
     test_data = Dataset.read(test, "test", task=run_task) if test is not None else None
     if test_data is not None:
-        where = test if not isinstance(test, pd.DataFrame) else "test DataFrame"
-        check_pair(train_data.frame, test_data.frame, where, task=run_task)
+        check_pair(
+            train_data.frame,
+            test_data.frame,
+            test if not isinstance(test, pd.DataFrame) else "test DataFrame",
+            task=run_task,
+        )
     plan = _resume_plan(store, resume, train_data, test_data, run_task) if resume else None
     if plan is not None:
         config, folds, only_folds = plan.config, plan.folds, plan.folds_selected
@@ -289,7 +289,7 @@ def _record_run(
             writer.restore(plan.run)
         else:
             writer.start(
-                _run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected, name),
+                cv_run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected, name),
                 folds=data.folds,
                 params=flatten(config.model_dump(mode="json")),
                 config_yaml=config.to_yaml(),
@@ -338,36 +338,6 @@ def _train_as_ddp_worker(
                 continue
             model = build_model(config.model.name, config.model.params, task=data.task)
             _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed)
-
-
-def _run_meta(
-    run_id: str,
-    config: RunConfig,
-    data: RunData,
-    train: Dataset,
-    test: Dataset | None,
-    all_folds: list[int],
-    selected: list[int],
-    name: str | None = None,
-) -> RunMeta:
-    """A new CV run's ``run.json``."""
-    return RunMeta(
-        run_id=run_id,
-        kind="cv",
-        task=data.task.name,
-        name=name or config.name,
-        model=config.model.name,
-        config=config.model_dump(mode="json"),
-        seed=config.seed,
-        train_file=train.name,
-        train_sha256=train.sha256,
-        test_file=test.name if test else None,
-        test_sha256=test.sha256 if test else None,
-        git_commit=git_commit(),
-        folds_all=all_folds,
-        folds_selected=selected,
-        pseudo=data.pseudo.provenance() if data.pseudo else None,
-    )
 
 
 def _fit_folds_with_progress(

@@ -108,6 +108,36 @@ def run_task_of(store: Store, config: Any, resume: str | None, task: TaskRef) ->
     return recorded
 
 
+def cv_run_meta(
+    run_id: str,
+    config: Any,
+    data: Any,
+    train: Any,
+    test: Any,
+    all_folds: list[int],
+    selected: list[int],
+    name: str | None = None,
+) -> RunMeta:
+    """A new CV run's ``run.json`` (``config`` a RunConfig, ``data`` cv's RunData, ``train``/``test`` Datasets)."""
+    return RunMeta(
+        run_id=run_id,
+        kind="cv",
+        task=data.task.name,
+        name=name or config.name,
+        model=config.model.name,
+        config=config.model_dump(mode="json"),
+        seed=config.seed,
+        train_file=train.name,
+        train_sha256=train.sha256,
+        test_file=test.name if test else None,
+        test_sha256=test.sha256 if test else None,
+        git_commit=git_commit(),
+        folds_all=all_folds,
+        folds_selected=selected,
+        pseudo=data.pseudo.provenance() if data.pseudo else None,
+    )
+
+
 def standard_tags(kind: str, model: str, scored: bool = True) -> dict[str, str]:
     """The tags every new run starts with; a run scored over folds starts "complete: false", which
     flips to "true" when all its folds are in (a study's parent run is not scored itself)."""
@@ -206,7 +236,7 @@ class RunWriter:
     def finish_folds(self, train: pd.DataFrame, n_boot: int, selected: list[int], all_folds: list[int]) -> CVScore:
         """Assemble the recorded folds into OOF predictions, scores and the submission (their mean)."""
         run = self.folder
-        task = run.task
+        task = read_task(run)
         folds = load_folds(run / FOLDS_FILE, train, task=task)
         # The folds were just fitted, or checked against their sha256 when kept: existence is enough here.
         missing = [k for k in selected if not run.fold_is_done(k, verify=False)]
@@ -235,7 +265,7 @@ class RunWriter:
         """Write the run's OOF, truth, scores, per-target table and submission; log its scores and
         completion tags. What CV runs and ensemble runs both record, scored by the run's task metric."""
         run = self.folder
-        task = run.task
+        task = read_task(run)
         targets = list(task.target_names)
         metric = task.scorer
         cv = metric.score_cv(

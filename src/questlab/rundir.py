@@ -6,24 +6,20 @@ Every run (a CV run, an ensemble, a post-processed run) is a folder::
                          sha256, git commit, questlab version, folds, timings, members
     task.json            the resolved task spec the run was made under (absent before 0.10: QUEST)
     config.yaml          the resolved config (CV runs)
-    folds.csv            qa_id, group, fold: reusable by a later run (folds.from_run)
-    folds/fold_K/        model/ (the fitted fold model), fit_log.json, valid_pred.csv,
-                         test_pred.csv, work/ (checkpoints while fitting), fold.json (written
-                         last: its presence marks the fold done, so --resume skips it)
-    oof.csv              qa_id, group, fold and the 30 out-of-fold predictions
-    oof_truth.csv        qa_id and the 30 true ratings of the scored rows
-    scores.json          CVScore: overall, per target, per fold, bootstrap interval (null where
-                         undefined: no resamples, a constant column's Spearman)
+    folds.csv            id, group, fold: reusable by a later run (folds.from_run)
+    folds/fold_K/        model/, fit_log.json, valid_pred.csv, test_pred.csv, work/ (checkpoints),
+                         fold.json (written last: the fold is done, --resume skips it)
+    oof.csv              id, group, fold and the task's out-of-fold predictions
+    oof_truth.csv        id and the task's true ratings of the scored rows
+    scores.json          CVScore by the task's metric: overall, per target, per fold, interval
     per_target.csv       the per-target table, for eyes and spreadsheets
     submission.csv       test predictions, sample_submission order
     ensemble.json        ensembles: members, averaging, weights, the nested report
     postprocess.json     ensembles with post-processing: the fitted maps
     model/               the run as an MLflow model (pyfunc), holding an export bundle
 
-No path inside a run folder is absolute: a folder (or the whole store) can be moved, copied or
-mounted read-only. Runs written by questlab 0.2.0 (format 1, no version in run.json) load.
-Its JSON files are strict JSON (:func:`strict_json`): an undefined number is ``null``, never a bare
-``NaN``; files written before that (which hold ``NaN``) still read.
+No path inside a run folder is absolute: a folder can be moved, copied or mounted read-only. Runs of
+questlab 0.2.0 (format 1) load. JSON files are strict (an undefined number is ``null``; older ``NaN`` reads).
 """
 
 from __future__ import annotations
@@ -40,7 +36,7 @@ from questlab.folds import FOLDS_FILE
 from questlab.provenance import file_sha256
 from questlab.run_meta import RunMeta, parse_meta
 from questlab.strictjson import strict_json
-from questlab.tasks import Task, TaskRef, load_task
+from questlab.tasks import Task, TaskRef, load_task, parse_task
 
 META_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -106,9 +102,8 @@ def folds_fingerprint(frame: pd.DataFrame) -> str:
     import hashlib
 
     key = frame.columns[0]  # the task's id column: folds.csv and OOF frames start with it
-    rows = frame[[key, "fold"]]
-    # integer ids (QUEST) as 0.9.0 hashed them; other ids as text
-    rows = rows.astype("int64") if pd.api.types.is_integer_dtype(rows[key]) else rows.astype({key: str})
+    rows = frame[[key, "fold"]]  # integer ids (QUEST) hashed as 0.9.0 did, other ids as text
+    rows = rows.astype("int64" if pd.api.types.is_integer_dtype(rows[key]) else {key: str, "fold": "int64"})
     rows = rows.sort_values(key, kind="stable")  # as recipes' folds_key
     return short_sha(hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest())
 
@@ -118,7 +113,7 @@ def comparability(folder: RunFolder, oof: pd.DataFrame | None = None) -> dict[st
     fingerprints, from its files (``oof`` when already read); a part that cannot be read is left out."""
     out: dict[str, str] = {}
     try:
-        task = folder.task
+        task = read_task(folder)
         if oof is None and folder.has(OOF_FILE):
             oof = pd.read_csv(folder / OOF_FILE, usecols=[task.id, "fold"])
         if oof is not None:
@@ -146,8 +141,7 @@ def predictions_frame(ids: Any, pred: np.ndarray, task: TaskRef = None) -> pd.Da
 
 def read_predictions(path: Path, task: TaskRef = None) -> pd.DataFrame:
     """Read a predictions CSV (id + the task's targets); a missing column is a RunFormatError."""
-    task = load_task(task)
-    frame = pd.read_csv(path)
+    task, frame = load_task(task), pd.read_csv(path)
     wanted = [task.id, *task.target_names]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -160,8 +154,6 @@ def read_task(folder: RunFolder | Path) -> Task:
     run = folder if isinstance(folder, RunFolder) else RunFolder(Path(folder))
     if not run.has(TASK_FILE):
         return load_task(None)
-    from questlab.tasks import parse_task
-
     path = run.verified(TASK_FILE)
     try:
         data = json.loads(path.read_text())
@@ -179,11 +171,6 @@ class RunFolder:
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
-
-    @property
-    def task(self) -> Task:
-        """The run's task (:func:`read_task`)."""
-        return read_task(self)
 
     def write_task(self, task: Task) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -338,7 +325,7 @@ class RunFolder:
 
     def read_fold_predictions(self, k: int, which: Literal["valid", "test"]) -> pd.DataFrame | None:
         path = self.fold_dir(k) / (VALID_PRED_FILE if which == "valid" else TEST_PRED_FILE)
-        return read_predictions(path, self.task) if path.exists() else None
+        return read_predictions(path, read_task(self)) if path.exists() else None
 
     def read_fit_logs(self) -> dict[int, dict[str, Any]]:
         """Fold -> fit_log.json contents, for every fold that wrote one."""
@@ -350,7 +337,7 @@ class RunFolder:
     def read_fold_test_predictions(self) -> dict[int, pd.DataFrame]:
         out = {}
         for path in sorted((self.path / FOLDS_DIR).glob(f"fold_*/{TEST_PRED_FILE}")):
-            out[int(path.parent.name.removeprefix("fold_"))] = read_predictions(path, self.task)
+            out[int(path.parent.name.removeprefix("fold_"))] = read_predictions(path, read_task(self))
         return dict(sorted(out.items()))
 
     def read_folds(self) -> pd.DataFrame:
@@ -372,7 +359,7 @@ class RunFolder:
     def read_oof(self) -> pd.DataFrame:
         """id, group, fold and the task's OOF predictions, in recorded (train) row order."""
         frame = pd.read_csv(self.verified(OOF_FILE))
-        task = self.task
+        task = read_task(self)
         missing = [c for c in (task.id, "group", "fold", *task.target_names) if c not in frame.columns]
         if missing:
             raise RunFormatError(f"run {self.run_id}: {OOF_FILE} has no column {missing[0]!r}; re-run it")
@@ -382,7 +369,7 @@ class RunFolder:
         """id + the task's ratings of the scored rows; aligned row by row to ``ids`` when given."""
         truth = pd.read_csv(self.verified(TRUTH_FILE))
         if ids is not None:
-            key = self.task.id
+            key = read_task(self).id
             truth = pd.DataFrame({key: np.asarray(ids)}).merge(truth, on=key, how="left")
         return truth
 
@@ -395,7 +382,7 @@ class RunFolder:
 
     def read_submission(self) -> pd.DataFrame | None:
         path = self.path / SUBMISSION_FILE
-        return read_predictions(self.verified(SUBMISSION_FILE), self.task) if path.exists() else None
+        return read_predictions(self.verified(SUBMISSION_FILE), read_task(self)) if path.exists() else None
 
     # --- ensembles -----------------------------------------------------------------------------
     def write_ensemble(self, spec: dict[str, Any]) -> None:
