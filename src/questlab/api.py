@@ -27,7 +27,6 @@ from questlab import console
 from questlab.config import RunConfig, resolve_config
 from questlab.ensemble.report import EnsembleReport
 from questlab.rundir import TAG_MODEL
-from questlab.schema import ID, TARGETS
 from questlab.store import RunRecord, Store, as_store
 
 StoreLike = str | Path | Store | None
@@ -77,6 +76,13 @@ class Run:
         """The resolved config the run recorded (None for ensembles)."""
         return self.record.folder.config_dict()
 
+    @cached_property
+    def task(self) -> Any:
+        """The :class:`~questlab.tasks.Task` the run was made under (runs before tasks: quest)."""
+        from questlab.rundir import read_task
+
+        return read_task(self.record.folder)
+
     # --- scores -----------------------------------------------------------------------------
     @cached_property
     def scores(self) -> Any:
@@ -87,7 +93,7 @@ class Run:
 
     @property
     def cv(self) -> float:
-        """Mean Spearman over the 30 targets, all out-of-fold rows (constants count 0)."""
+        """The task's metric over all out-of-fold rows (QUEST: mean Spearman, constants count 0)."""
         return float(self.scores.score)
 
     @property
@@ -97,7 +103,7 @@ class Run:
 
     @property
     def fold_scores(self) -> pd.Series:
-        """Mean Spearman of each fold's out-of-fold rows, indexed by fold."""
+        """The score (the task's metric) of each fold's out-of-fold rows, indexed by fold."""
         return self.scores.per_fold["score"].rename("score")
 
     @cached_property
@@ -116,18 +122,18 @@ class Run:
 
     @cached_property
     def oof(self) -> pd.DataFrame:
-        """Out-of-fold predictions indexed by qa_id: the 30 targets (``group``/``fold`` in ``oof_folds``)."""
-        return self.record.folder.read_oof().set_index(ID)[list(TARGETS)]
+        """Out-of-fold predictions indexed by id: the task's targets (``group``/``fold`` in ``oof_folds``)."""
+        return self.record.folder.read_oof().set_index(self.task.id)[list(self.task.target_names)]
 
     @cached_property
     def oof_folds(self) -> pd.DataFrame:
         """qa_id -> question group and fold of each scored row."""
-        return self.record.folder.read_oof().set_index(ID)[["group", "fold"]]
+        return self.record.folder.read_oof().set_index(self.task.id)[["group", "fold"]]
 
     @cached_property
     def truth(self) -> pd.DataFrame:
         """The true ratings of the scored rows, indexed by qa_id like ``oof``."""
-        return self.record.folder.read_truth().set_index(ID)[list(TARGETS)]
+        return self.record.folder.read_truth().set_index(self.task.id)[list(self.task.target_names)]
 
     @property
     def submission(self) -> pd.DataFrame | None:
@@ -157,7 +163,9 @@ class Run:
         """
         from questlab.evaluation import evaluate
 
-        return evaluate(self.predictor, data, n_boot=n_boot, run_id=self.id, trained_on=self.trained_on())
+        return evaluate(
+            self.predictor, data, n_boot=n_boot, run_id=self.id, trained_on=self.trained_on(), task=self.task
+        )
 
     def trained_on(self) -> np.ndarray | None:
         """The qa_ids of the rows the run was fitted on (its folds' rows), None where not recorded."""
@@ -169,7 +177,8 @@ class Run:
             frame = folder.read_folds() if folder.has(FOLDS_FILE) else folder.read_oof()
         except (QuestlabError, OSError, ValueError, KeyError):
             return None
-        return frame[ID].to_numpy() if ID in frame.columns else None
+        key = self.task.id
+        return frame[key].to_numpy() if key in frame.columns else None
 
     def diagnose(self, n_boot: int = 200) -> Verdicts:
         """Verdicts on the run (constant predictions, weak folds, fitting, imbalance, ...)."""
@@ -213,6 +222,7 @@ def run(
     quiet: bool = False,
     pseudo: str | Path | Any | None = None,
     name: str | None = None,
+    task: str | Path | Any | None = None,
 ) -> Run:
     """Run grouped CV for a config (a YAML path, a shipped config's name such as ``"tfidf"``, a dict or
     a RunConfig) and record it.
@@ -223,6 +233,8 @@ def run(
     fold k also trains on its pseudo rows labelled by teacher fold k (the teacher's folds required).
     ``name``: the run's name (default: the config's name with its overrides, ``tfidf[alpha=3]``); a
     name another run of the store has gets the first free suffix ``-2``, ``-3``, ...
+    ``task``: a built-in task's name (``"ell"``), a task spec YAML or a ``questlab.tasks.Task``;
+    it overrides the config's ``task`` (neither: ``quest``).
     """
     from questlab.cv import default_run_name, run_cv, unique_run_name
     from questlab.pseudo import PseudoLabels
@@ -232,7 +244,9 @@ def run(
     st = as_store(store, create=True)
     say = console.quiet if quiet else console.stderr
     run_name = unique_run_name(st, name or default_run_name(cfg))
-    run_id = run_cv(cfg, train, test, store=st, only_folds=folds, say=say, pseudo=labels, name=run_name)  # tags pseudo
+    run_id = run_cv(
+        cfg, train, test, store=st, only_folds=folds, say=say, pseudo=labels, name=run_name, task=task
+    )  # tags pseudo
     return Run(st.get(run_id), st)
 
 

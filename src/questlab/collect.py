@@ -17,8 +17,8 @@ from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.provenance import file_sha256, git_commit
 from questlab.pseudo import describe_pseudo, pseudo_tags, recorded_pseudo
-from questlab.recording import RunWriter, flatten
-from questlab.rundir import TAG_COLLECTED_FROM
+from questlab.recording import RunWriter, direction_note, flatten, score_label
+from questlab.rundir import TAG_COLLECTED_FROM, read_task
 from questlab.store import Store
 
 
@@ -38,7 +38,14 @@ def collect_runs(
     sources = [store.folder(r.run_id, models=True) for r in records]
     metas = [f.read_meta() for f in sources]
     base = metas[0]
+    task = read_task(sources[0])
     for r, f, m in zip(records[1:], sources[1:], metas[1:], strict=True):
+        other = read_task(f)
+        if other.fingerprint != task.fingerprint:
+            raise UsageError(
+                f"run {r.run_id} was made under task {other.name!r}, run {records[0].run_id} under task "
+                f"{task.name!r}: cannot collect"
+            )
         if (m.config or {}).get("model") != (base.config or {}).get("model"):
             raise UsageError(f"run {r.run_id} has another model config than {records[0].run_id}: cannot collect")
         if m.seed != base.seed:  # each fold is seeded from it: the merged run's recorded seed must be true
@@ -60,8 +67,8 @@ def collect_runs(
                 f"run {r.run_id} predicted another test file than {records[0].run_id} "
                 f"({m.test_file or 'no --test'} vs {base.test_file or 'no --test'}): re-run it with the same --test"
             )
-    train_data = Dataset.read(train, "train")
-    test_data = Dataset.read(test, "test") if test is not None else None
+    train_data = Dataset.read(train, "train", task=task)
+    test_data = Dataset.read(test, "test", task=task) if test is not None else None
     base.check_same_data("train", train_data)
     base.check_same_data("test", test_data)
     taken: dict[int, Path] = {}
@@ -101,9 +108,11 @@ def collect_runs(
             folds=sources[0] / FOLDS_FILE,
             params=flatten(config.model_dump(mode="json")),
             config_yaml=config.to_yaml(),
+            task=task,
         )
         cv = writer.finish_folds(train_data.frame, config.bootstrap, selected, meta.folds_all)
         if selected == meta.folds_all and config.log_model:
             writer.log_model(say)
-        say(f"collected folds {selected} into run {writer.run_id}: CV mean Spearman {cv.score:.4f}")
+        label = f"{score_label(task)} {cv.score:.4f}{direction_note(task)}"
+        say(f"collected folds {selected} into run {writer.run_id}: CV {label}")
     return writer.run_id

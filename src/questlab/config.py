@@ -77,6 +77,7 @@ class RunConfig(_Strict):
 
     name: str = Field(description="a short label for the run")
     description: str = ""
+    task: str | None = Field(None, description="the task: a built-in name (quest, ell) or a spec file (none: quest)")
     seed: int = Field(42, description="seed handed to the model (weights, shuffling)")
     folds: FoldsConfig = Field(default_factory=FoldsConfig)
     model: ModelConfig

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,13 @@ from questlab.errors import SettingsCannotFitError, UsageError
 from questlab.folds import FOLDS_FILE, check_grouped, load_folds, make_folds
 from questlab.models import FitLog, Model, build_model
 from questlab.models.base import check_predictions
-from questlab.provenance import git_commit
 from questlab.pseudo import PseudoLabels, attach_pseudo, pseudo_tags
-from questlab.recording import RunWriter, flatten
-from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, RunMeta, predictions_frame
-from questlab.schema import ID, PSEUDO, TARGETS
+from questlab.recording import RunWriter, cv_run_meta, direction_note, flatten, run_task_of, score_label
+from questlab.rundir import FOLD_MODEL_DIR, WORK_DIR, RunFolder, predictions_frame
+from questlab.schema import PSEUDO
 from questlab.store import Store
 from questlab.store.liveness import die_with_parent, in_workers, sigterm_as_interrupt
+from questlab.tasks import Task, TaskRef, load_task
 from questlab.threads import fold_threads
 
 OnFold = Callable[[int, float, list[float]], None]  # fold, its score, every recorded fold's score
@@ -44,22 +44,23 @@ class RunData:
 
     train: pd.DataFrame
     test: pd.DataFrame | None
-    folds: pd.DataFrame  # qa_id, group, fold aligned to train rows
+    folds: pd.DataFrame  # id, group, fold aligned to train rows
     pseudo: PseudoLabels | None = None  # extra train rows: fold k gets teacher fold k's labels only
+    task: Task = field(default_factory=load_task)  # the run's task, resolved once (default: quest)
 
 
-def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store) -> pd.DataFrame:
-    """Make the config's folds, or load them from an earlier run / a folds file."""
+def resolve_folds(config: RunConfig, train: pd.DataFrame, store: Store, task: Task | None = None) -> pd.DataFrame:
+    """Make the config's folds, or load them from an earlier run / a folds file (``task``: the run's)."""
     source = config.folds
     if source.from_run:
         folder = store.folder(store.resolve_id(source.from_run))
         if not folder.has(FOLDS_FILE):
             raise UsageError(f"run {source.from_run} recorded no {FOLDS_FILE}")
-        folds = load_folds(folder.verified(FOLDS_FILE), train)
+        folds = load_folds(folder.verified(FOLDS_FILE), train, task=task)
     elif source.from_file:
-        folds = load_folds(source.from_file, train)
+        folds = load_folds(source.from_file, train, task=task)
     else:
-        folds = make_folds(train, n_splits=source.n_splits, seed=source.seed)
+        folds = make_folds(train, n_splits=source.n_splits, seed=source.seed, task=task)
     check_grouped(folds)
     return folds
 
@@ -96,15 +97,17 @@ def _fit_fold(
         except SettingsCannotFitError as exc:  # the settings, not a bug: say which fold's rows they cannot fit
             raise SettingsCannotFitError(f"fold {k}: {exc}") from None
         t1 = time.perf_counter()
-        valid_pred = check_predictions(model.predict(valid_rows.reset_index(drop=True)), len(valid_rows), model.name)
+        valid_pred = _checked(model, valid_rows.reset_index(drop=True), data.task)
         t2 = time.perf_counter()
-        test_pred = None
-        if data.test is not None:
-            test_pred = check_predictions(model.predict(data.test), len(data.test), model.name)
+        test_pred = _checked(model, data.test, data.task) if data.test is not None else None
         t3 = time.perf_counter()
     timings = {"fit_s": t1 - t0, "predict_valid_s": t2 - t1, "predict_test_s": t3 - t2}
     log.timings.update(timings)
     return valid_pred, test_pred, log, timings
+
+
+def _checked(model: Model, rows: pd.DataFrame, task: Task) -> np.ndarray:
+    return check_predictions(model.predict(rows), len(rows), model.name, n_targets=task.n_targets)
 
 
 def _record_fold(
@@ -117,18 +120,17 @@ def _record_fold(
     log: FitLog,
     timings: dict[str, float],
 ) -> float:
-    from questlab.metric import mean_spearman
-
+    task = data.task
     in_valid = data.folds["fold"].to_numpy() == k
     fold_dir = run.fold_dir(k)
     t0 = time.perf_counter()
     model.save(fold_dir / FOLD_MODEL_DIR)
     timings["save_s"] = time.perf_counter() - t0
-    score = mean_spearman(data.train.loc[in_valid, list(TARGETS)].to_numpy(), valid_pred)
+    score = task.scorer.score(data.train.loc[in_valid, list(task.target_names)].to_numpy(), valid_pred)
     run.write_fold_outputs(
         k,
-        predictions_frame(data.train.loc[in_valid, ID], valid_pred),
-        predictions_frame(data.test[ID], test_pred) if test_pred is not None else None,
+        predictions_frame(data.train.loc[in_valid, task.id], valid_pred, task),
+        predictions_frame(data.test[task.id], test_pred, task) if test_pred is not None else None,
         log.to_dict(),
         {"fold": k, "score": score, "timings": timings},
     )
@@ -143,7 +145,7 @@ def _fit_and_record_fold(
     if in_worker:
         die_with_parent()  # a killed run must not leave its fold workers holding memory
     run.fold_dir(k).mkdir(parents=True, exist_ok=True)
-    model = build_model(config.model.name, config.model.params)
+    model = build_model(config.model.name, config.model.params, task=data.task)
     valid_pred, test_pred, log, timings = _fit_fold(model, data, k, run.fold_dir(k), config.seed)
     score = _record_fold(run, k, model, data, valid_pred, test_pred, log, timings)
     return k, score, timings
@@ -164,7 +166,7 @@ def _run_folds(config: RunConfig, data: RunData, run: RunFolder, todo: list[int]
     frames = [data.train, *([data.test] if data.test is not None else [])]
     if data.pseudo is not None:
         frames.append(data.pseudo.for_fold(todo[0]))  # the same texts in every fold, other labels
-    build_model(config.model.name, config.model.params).prepare(frames)
+    build_model(config.model.name, config.model.params, task=data.task).prepare(frames)
     calls = [(config, data, run, k, True) for k in todo]
     yield from in_workers(_fit_and_record_fold, calls, min(config.parallel_folds, len(todo)))
 
@@ -203,10 +205,12 @@ def run_cv(
     tags: dict[str, str] | None = None,
     pseudo: PseudoLabels | None = None,
     name: str | None = None,
+    task: TaskRef = None,
 ) -> str:
     """Run (or resume) grouped CV for ``config`` and record it; returns the run id.
 
-    ``train`` and ``test`` are QUEST CSV files or DataFrames (validated alike). ``only_folds`` runs
+    ``task`` (a built-in name, a spec file, a ``Task``) overrides ``config.task``; neither: quest.
+    ``train`` and ``test`` are CSV files or DataFrames of the task (validated alike). ``only_folds`` runs
     a subset (``--fold k``): the run is recorded as partial and ``collect`` merges partial runs.
     ``resume`` re-enters an earlier run by id (``config`` is then the recorded one): finished folds
     are kept, an unfinished fold restarts from the checkpoints its model left in ``work/``; the
@@ -216,20 +220,27 @@ def run_cv(
     ``name``: the new run's name (default: the config's name; see :func:`run_name` for the CLI's).
     """
     store = store or Store()
-    train_data = Dataset.read(train, "train")
-    test_data = Dataset.read(test, "test") if test is not None else None
+    run_task = run_task_of(store, config, resume, task)
+    train_data = Dataset.read(train, "train", task=run_task)
+    test_data = Dataset.read(test, "test", task=run_task) if test is not None else None
     if test_data is not None:
-        check_pair(train_data.frame, test_data.frame, test if not isinstance(test, pd.DataFrame) else "test DataFrame")
-    plan = _resume_plan(store, resume, train_data, test_data) if resume else None
+        check_pair(
+            train_data.frame,
+            test_data.frame,
+            test if not isinstance(test, pd.DataFrame) else "test DataFrame",
+            task=run_task,
+        )
+    plan = _resume_plan(store, resume, train_data, test_data, run_task) if resume else None
     if plan is not None:
         config, folds, only_folds = plan.config, plan.folds, plan.folds_selected
     elif config is None:
         raise UsageError("give a config (or resume an earlier run)")
     else:
-        folds = resolve_folds(config, train_data.frame, store)
+        folds = resolve_folds(config, train_data.frame, store, task=run_task)
     resumed = plan.run.read_meta() if plan else None
     pseudo = attach_pseudo(pseudo, train_data.frame, folds, resumed, say)
-    data = RunData(train=train_data.frame, test=test_data.frame if test_data else None, folds=folds, pseudo=pseudo)
+    test_frame = test_data.frame if test_data else None
+    data = RunData(train=train_data.frame, test=test_frame, folds=folds, pseudo=pseudo, task=run_task)
     all_folds = sorted(int(k) for k in folds["fold"].unique())
     selected = sorted(only_folds) if only_folds is not None else all_folds
     unknown = [k for k in selected if k not in all_folds]
@@ -278,10 +289,11 @@ def _record_run(
             writer.restore(plan.run)
         else:
             writer.start(
-                _run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected, name),
+                cv_run_meta(writer.run_id, config, data, train_data, test_data, all_folds, selected, name),
                 folds=data.folds,
                 params=flatten(config.model_dump(mode="json")),
                 config_yaml=config.to_yaml(),
+                task=data.task,
             )
             say(f"run {writer.run_id} ({config.name}): model {config.model.name}, folds {selected} of {len(all_folds)}")
         _fit_folds_with_progress(writer, config, data, selected, say, on_fold)
@@ -289,7 +301,8 @@ def _record_run(
         writer.update_meta(timings={"total_s": time.perf_counter() - t_start})
         if selected == all_folds and config.log_model:
             writer.log_model(say)
-        say(f"CV mean Spearman {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}) over folds {selected}")
+        label, note = score_label(data.task), direction_note(data.task)
+        say(f"CV {label} {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}){note} over folds {selected}")
 
 
 @dataclass
@@ -302,14 +315,14 @@ class _ResumePlan:
     folds_selected: list[int]
 
 
-def _resume_plan(store: Store, resume: str, train: Dataset, test: Dataset | None) -> _ResumePlan:
+def _resume_plan(store: Store, resume: str, train: Dataset, test: Dataset | None, task: Task) -> _ResumePlan:
     run_id = store.resolve_id(resume)
     run = store.folder(run_id, models=True)
     meta = run.read_meta()
     meta.check_same_data("train", train)
     meta.check_same_data("test", test)
     config = parse_config(meta.config, source=f"run {run_id}")
-    return _ResumePlan(run, config, load_folds(run / FOLDS_FILE, train.frame), meta.folds_selected)
+    return _ResumePlan(run, config, load_folds(run / FOLDS_FILE, train.frame, task=task), meta.folds_selected)
 
 
 def _train_as_ddp_worker(
@@ -323,37 +336,8 @@ def _train_as_ddp_worker(
             # On --resume, skip exactly the folds rank 0 skips, or the processes fall out of step.
             if resumed is not None and resumed.fold_is_done(k):
                 continue
-            model = build_model(config.model.name, config.model.params)
+            model = build_model(config.model.name, config.model.params, task=data.task)
             _fit_fold(model, data, k, Path(tmp) / f"fold_{k}", config.seed)
-
-
-def _run_meta(
-    run_id: str,
-    config: RunConfig,
-    data: RunData,
-    train: Dataset,
-    test: Dataset | None,
-    all_folds: list[int],
-    selected: list[int],
-    name: str | None = None,
-) -> RunMeta:
-    """A new CV run's ``run.json``."""
-    return RunMeta(
-        run_id=run_id,
-        kind="cv",
-        name=name or config.name,
-        model=config.model.name,
-        config=config.model_dump(mode="json"),
-        seed=config.seed,
-        train_file=train.name,
-        train_sha256=train.sha256,
-        test_file=test.name if test else None,
-        test_sha256=test.sha256 if test else None,
-        git_commit=git_commit(),
-        folds_all=all_folds,
-        folds_selected=selected,
-        pseudo=data.pseudo.provenance() if data.pseudo else None,
-    )
 
 
 def _fit_folds_with_progress(
@@ -388,10 +372,10 @@ def _fit_folds_with_progress(
             say(f"fold {k}: refitted ({problems[0]})")
         todo.append(k)
     with progress:
-        task = progress.add_task("folds", total=len(todo))
+        bar = progress.add_task("folds", total=len(todo))
         for k, score, timings in _run_folds(config, data, run, todo):
             writer.fold_done(k, score)
-            say(f"fold {k}: mean Spearman {score:.4f} (fit {timings['fit_s']:.1f} s)")
-            progress.advance(task)
+            say(f"fold {k}: {score_label(data.task)} {score:.4f} (fit {timings['fit_s']:.1f} s)")
+            progress.advance(bar)
             if on_fold is not None:
                 on_fold(k, score, [run.read_fold_summary(j)["score"] for j in run.done_folds()])

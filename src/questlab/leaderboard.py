@@ -11,9 +11,21 @@ import numpy as np
 import pandas as pd
 
 from questlab.errors import UsageError
-from questlab.rundir import TAG_COMPLETE, TAG_DATA, TAG_FOLDS_DONE, TAG_MODEL, TAG_ROWS, TAG_SPLIT, comparability
+from questlab.metrics import METRICS
+from questlab.rundir import (
+    TAG_COMPLETE,
+    TAG_DATA,
+    TAG_FOLDS_DONE,
+    TAG_METRIC,
+    TAG_MODEL,
+    TAG_ROWS,
+    TAG_SPLIT,
+    TAG_TASK,
+    comparability,
+)
 from questlab.store import RunRecord, Store
 from questlab.store.liveness import is_dead
+from questlab.tasks import DEFAULT_TASK, load_task
 
 SORT_KEYS = ("start", "cv", "name", "model")
 
@@ -36,8 +48,9 @@ def leaderboard(
     Each row says what its score was measured on: ``rows`` (out-of-fold rows scored), ``data`` (the
     train file's sha256, short) and ``folds_id`` (the qa_id -> fold assignment's sha256, short); "?"
     where a run recorded none and its files cannot tell (an old run in a remote store). Scores are
-    comparable only inside a ``group``: whole, scored runs with the same data, folds and rows (A is
-    the group holding the best score, then B, ...); ``rank`` is the place inside the group. Partial
+    comparable only inside a ``group``: whole, scored runs of the same task with the same data, folds
+    and rows (A is the group holding the best score, then B, ...); ``rank`` is the place inside the
+    group, by the task's metric (``metric``: for an error metric the lowest score is rank 1). Partial
     runs (some folds only), unscored runs and runs of unknown rows have no group and no rank: with
     ``sort="cv"`` they come after every group.
     """
@@ -62,6 +75,8 @@ def leaderboard(
                 "run_id": r.run_id,
                 "name": r.name,
                 "model": r.tags.get(TAG_MODEL, ""),
+                "task": r.tags.get(TAG_TASK, DEFAULT_TASK),  # runs before tasks: QUEST's
+                "metric": r.tags.get(TAG_METRIC, load_task(None).metric),
                 "kind": r.kind,
                 "status": "DEAD" if is_dead(r.status, r.tags) else r.status,  # RUNNING, but its process is gone
                 "cv": r.metrics.get("cv_score", np.nan),
@@ -76,7 +91,7 @@ def leaderboard(
             }
         )
     columns = [
-        "run_id", "name", "model", "kind", "status", "cv", "ci_low", "ci_high", "folds", "complete",
+        "run_id", "name", "model", "task", "metric", "kind", "status", "cv", "ci_low", "ci_high", "folds", "complete",
         "rows", "data", "folds_id", "group", "rank", "started",
     ]  # fmt: skip
     frame = _rank_in_groups(pd.DataFrame(rows, columns=[c for c in columns if c not in ("group", "rank")]))
@@ -86,7 +101,11 @@ def leaderboard(
         ranked = frame[frame["group"] != ""]
         ranked = ranked.assign(_n=ranked["group"].str.len()).sort_values(["_n", "group", "rank"], kind="stable")
         ranked = ranked.drop(columns="_n")
-        rest = frame[frame["group"] == ""].sort_values("cv", ascending=False, na_position="last", kind="stable")
+        rest = frame[frame["group"] == ""]
+        rest = rest.assign(_s=rest["cv"] * _signs(rest)).sort_values(
+            "_s", ascending=False, na_position="last", kind="stable"
+        )
+        rest = rest.drop(columns="_s")
         frame = pd.concat([ranked, rest], ignore_index=True) if len(rest) else ranked.reset_index(drop=True)
     else:
         order = {"start": ("started", False), "name": ("name", True), "model": ("model", True)}
@@ -113,17 +132,24 @@ def _rank_in_groups(frame: pd.DataFrame) -> pd.DataFrame:
     score) and ``rank`` (1 = best inside its group); "" and NaN for runs that cannot be ranked."""
     frame = frame.copy()
     frame["group"], frame["rank"] = "", np.nan
-    keys = ["data", "folds_id", "rows"]
+    keys = ["task", "metric", "data", "folds_id", "rows"]  # runs of two tasks never compare
     rankable = frame["complete"] & frame["cv"].notna() & (frame[keys] != UNKNOWN).all(axis=1)
+    # "higher is better" for every metric: an error metric's score negated
+    frame["_s"] = frame["cv"] * _signs(frame)
     whole = frame[rankable]
     if whole.empty:
-        return frame
-    best = whole.groupby(keys, sort=False)["cv"].max().sort_values(ascending=False, kind="stable")
+        return frame.drop(columns="_s")
+    best = whole.groupby(keys, sort=False)["_s"].max().sort_values(ascending=False, kind="stable")
     for i, key in enumerate(best.index):
         sel = rankable & (frame[keys] == pd.Series(key, index=keys)).all(axis=1)
         frame.loc[sel, "group"] = _group_letter(i)
-        frame.loc[sel, "rank"] = frame.loc[sel, "cv"].rank(ascending=False, method="min")
-    return frame
+        frame.loc[sel, "rank"] = frame.loc[sel, "_s"].rank(ascending=False, method="min")
+    return frame.drop(columns="_s")
+
+
+def _signs(frame: pd.DataFrame) -> pd.Series:
+    """Per run: +1 where its metric is higher-is-better, -1 where lower is (unknown metrics: +1)."""
+    return frame["metric"].map(lambda m: METRICS[m].sign if m in METRICS else 1.0).astype(np.float64)
 
 
 def _group_letter(i: int) -> str:

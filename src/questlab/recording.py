@@ -29,8 +29,10 @@ import pandas as pd
 
 from questlab import __version__
 from questlab.console import Say
+from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE, load_folds, save_folds
-from questlab.metric import CVScore, score_cv
+from questlab.metrics import Metric
+from questlab.metrics.base import CVScore
 from questlab.mlflow_model import log_run_model
 from questlab.provenance import git_commit
 from questlab.rundir import (
@@ -45,8 +47,11 @@ from questlab.rundir import (
     TAG_FOLDS_DONE,
     TAG_GIT_COMMIT,
     TAG_KIND,
+    TAG_METRIC,
     TAG_MODEL,
+    TAG_TASK,
     TAG_VERSION,
+    TASK_FILE,
     TRUTH_FILE,
     WORK_DIR,
     RunFolder,
@@ -54,9 +59,13 @@ from questlab.rundir import (
     comparability,
     fold_part,
     predictions_frame,
+    read_task,
 )
-from questlab.schema import ID, TARGETS
 from questlab.store import Store
+from questlab.tasks import Task, TaskRef, load_task
+
+# How printed lines name a metric's score (the metric's own name where not listed)
+_SCORE_LABELS = {"spearman": "mean Spearman"}
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -69,6 +78,64 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[key] = v
     return out
+
+
+def score_label(of: Task | Metric) -> str:
+    """What a printed line calls a task's (or metric's) score: "mean Spearman", "mcrmse"."""
+    metric = of.scorer if isinstance(of, Task) else of
+    return _SCORE_LABELS.get(metric.name, metric.name)
+
+
+def direction_note(of: Task | Metric) -> str:
+    """ ", lower is better" after an error metric's score ("" where higher is, as 0.9.0 printed it)."""
+    metric = of.scorer if isinstance(of, Task) else of
+    return "" if metric.higher_is_better else ", lower is better"
+
+
+def run_task_of(store: Store, config: Any, resume: str | None, task: TaskRef) -> Task:
+    """A run's task, resolved once: ``task``, else ``config.task``, else quest. A resumed run keeps
+    its own (``task.json``); another one given is refused, naming both."""
+    if not resume:
+        return load_task(task if task is not None else getattr(config, "task", None))
+    run_id = store.resolve_id(resume)
+    recorded = read_task(store.folder(run_id))
+    if task is not None:
+        given = load_task(task)
+        if given.fingerprint != recorded.fingerprint:
+            raise UsageError(
+                f"run {run_id} was made under task {recorded.name!r}; it cannot resume under task {given.name!r}"
+            )
+    return recorded
+
+
+def cv_run_meta(
+    run_id: str,
+    config: Any,
+    data: Any,
+    train: Any,
+    test: Any,
+    all_folds: list[int],
+    selected: list[int],
+    name: str | None = None,
+) -> RunMeta:
+    """A new CV run's ``run.json`` (``config`` a RunConfig, ``data`` cv's RunData, ``train``/``test`` Datasets)."""
+    return RunMeta(
+        run_id=run_id,
+        kind="cv",
+        task=data.task.name,
+        name=name or config.name,
+        model=config.model.name,
+        config=config.model_dump(mode="json"),
+        seed=config.seed,
+        train_file=train.name,
+        train_sha256=train.sha256,
+        test_file=test.name if test else None,
+        test_sha256=test.sha256 if test else None,
+        git_commit=git_commit(),
+        folds_all=all_folds,
+        folds_selected=selected,
+        pseudo=data.pseudo.provenance() if data.pseudo else None,
+    )
 
 
 def standard_tags(kind: str, model: str, scored: bool = True) -> dict[str, str]:
@@ -130,10 +197,18 @@ class RunWriter:
         params: dict[str, Any],
         config_yaml: str | None = None,
         parts: tuple[str, ...] = (),
+        task: Task | None = None,
     ) -> None:
-        """Write the run's config, folds (a frame, or a recorded folds file to copy) and ``run.json``;
-        sync them (and ``parts`` written before) and log ``params``."""
+        """Write the run's task, config, folds (a frame, or a recorded folds file to copy) and
+        ``run.json``; sync them (and ``parts`` written before), tag the task and log ``params``.
+
+        ``task`` (default: the one ``meta.task`` names, a built-in) is recorded as ``task.json``."""
         run = self.folder
+        from questlab.tasks import load_task
+
+        task = task or load_task(meta.task)
+        run.write_task(task)
+        meta = meta.model_copy(update={"task": task.name})
         if config_yaml is not None:
             run.write_config(config_yaml)
         if isinstance(folds, pd.DataFrame):
@@ -142,7 +217,8 @@ class RunWriter:
             shutil.copy(folds, run / FOLDS_FILE)
         run.write_meta(meta)
         config = (CONFIG_FILE,) if config_yaml is not None else ()
-        self.store.sync(self.run_id, *parts, *config, FOLDS_FILE, META_FILE)
+        self.store.sync(self.run_id, *parts, TASK_FILE, *config, FOLDS_FILE, META_FILE)
+        self.store.set_tags(self.run_id, {TAG_TASK: task.name, TAG_METRIC: task.metric})
         self.store.log_params(self.run_id, params)
 
     # --- folds ----------------------------------------------------------------------------------
@@ -160,19 +236,21 @@ class RunWriter:
     def finish_folds(self, train: pd.DataFrame, n_boot: int, selected: list[int], all_folds: list[int]) -> CVScore:
         """Assemble the recorded folds into OOF predictions, scores and the submission (their mean)."""
         run = self.folder
-        folds = load_folds(run / FOLDS_FILE, train)
+        task = read_task(run)
+        folds = load_folds(run / FOLDS_FILE, train, task=task)
         # The folds were just fitted, or checked against their sha256 when kept: existence is enough here.
         missing = [k for k in selected if not run.fold_is_done(k, verify=False)]
         if missing:
             raise RuntimeError(f"run {self.run_id}: fold(s) {missing} have no complete result")
         valid = pd.concat([run.read_fold_predictions(k, "valid") for k in selected], ignore_index=True)
-        oof = folds.merge(valid, on=ID, how="inner")  # train row order, scored rows only
-        truth = train.set_index(ID).loc[oof[ID], list(TARGETS)].reset_index()
+        targets = list(task.target_names)
+        oof = folds.merge(valid, on=task.id, how="inner")  # train row order, scored rows only
+        truth = train.set_index(task.id).loc[oof[task.id], targets].reset_index()
         submission = None
         preds = [run.read_fold_predictions(k, "test") for k in selected]
         if preds and all(p is not None for p in preds):
-            mean = np.mean([p[list(TARGETS)].to_numpy() for p in preds], axis=0)
-            submission = predictions_frame(preds[0][ID], np.clip(mean, 0.0, 1.0))
+            mean = np.mean([p[targets].to_numpy() for p in preds], axis=0)
+            submission = predictions_frame(preds[0][task.id], np.clip(mean, task.lows, task.highs), task)
         return self.finish(oof, truth, submission, n_boot, selected, complete=selected == all_folds)
 
     def finish(
@@ -185,15 +263,19 @@ class RunWriter:
         complete: bool,
     ) -> CVScore:
         """Write the run's OOF, truth, scores, per-target table and submission; log its scores and
-        completion tags. What CV runs and ensemble runs both record."""
-        cv = score_cv(
-            truth[list(TARGETS)].to_numpy(),
-            oof[list(TARGETS)].to_numpy(),
+        completion tags. What CV runs and ensemble runs both record, scored by the run's task metric."""
+        run = self.folder
+        task = read_task(run)
+        targets = list(task.target_names)
+        metric = task.scorer
+        cv = metric.score_cv(
+            truth[targets].to_numpy(),
+            oof[targets].to_numpy(),
             oof["fold"].to_numpy(),
             oof["group"].to_numpy(),
+            task.target_names,
             n_boot=n_boot,
         )
-        run = self.folder
         run.write_outputs(oof, truth, cv.to_dict(), cv.per_target)
         if submission is not None:
             run.write_submission(submission)
@@ -204,7 +286,7 @@ class RunWriter:
                 "cv_score": cv.score,
                 "cv_ci_low": cv.ci_low,
                 "cv_ci_high": cv.ci_high,
-                **{f"spearman.{t}": v for t, v in cv.per_target["spearman"].items()},
+                **{f"{metric.column}.{t}": v for t, v in cv.target_values.items()},
                 "n_constant_pred": int((cv.per_target["status"] == "constant prediction").sum()),
             },
         )

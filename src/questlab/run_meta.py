@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from questlab import __version__
 from questlab.errors import RunFormatError, UsageError
+from questlab.tasks import DEFAULT_TASK
 
 FORMAT_VERSION = 3  # 1: questlab 0.2.0 (absolute data paths, no version field); 2: <= 0.9.0 (pickled TF-IDF folds)
 
@@ -22,6 +23,7 @@ class RunMeta(BaseModel):
     format_version: int = FORMAT_VERSION
     run_id: str
     kind: Literal["cv", "ensemble"] = "cv"
+    task: str = DEFAULT_TASK  # the task's name (its spec is task.json); runs before tasks: QUEST
     name: str = ""
     model: str = ""
     config: dict[str, Any] | None = None  # the resolved RunConfig (CV runs)

@@ -2,27 +2,24 @@
 
 Every run (a CV run, an ensemble, a post-processed run) is a folder::
 
-    run.json             RunMeta: format version, kind, model, config, data file names + sha256,
-                         git commit, questlab version, folds, timings, members
+    run.json             RunMeta: format version, kind, task, model, config, data file names +
+                         sha256, git commit, questlab version, folds, timings, members
+    task.json            the resolved task spec the run was made under (absent before 0.10: QUEST)
     config.yaml          the resolved config (CV runs)
-    folds.csv            qa_id, group, fold: reusable by a later run (folds.from_run)
-    folds/fold_K/        model/ (the fitted fold model), fit_log.json, valid_pred.csv,
-                         test_pred.csv, work/ (checkpoints while fitting), fold.json (written
-                         last: its presence marks the fold done, so --resume skips it)
-    oof.csv              qa_id, group, fold and the 30 out-of-fold predictions
-    oof_truth.csv        qa_id and the 30 true ratings of the scored rows
-    scores.json          CVScore: overall, per target, per fold, bootstrap interval (null where
-                         undefined: no resamples, a constant column's Spearman)
+    folds.csv            id, group, fold: reusable by a later run (folds.from_run)
+    folds/fold_K/        model/, fit_log.json, valid_pred.csv, test_pred.csv, work/ (checkpoints),
+                         fold.json (written last: the fold is done, --resume skips it)
+    oof.csv              id, group, fold and the task's out-of-fold predictions
+    oof_truth.csv        id and the task's true ratings of the scored rows
+    scores.json          CVScore by the task's metric: overall, per target, per fold, interval
     per_target.csv       the per-target table, for eyes and spreadsheets
     submission.csv       test predictions, sample_submission order
     ensemble.json        ensembles: members, averaging, weights, the nested report
     postprocess.json     ensembles with post-processing: the fitted maps
     model/               the run as an MLflow model (pyfunc), holding an export bundle
 
-No path inside a run folder is absolute: a folder (or the whole store) can be moved, copied or
-mounted read-only. Runs written by questlab 0.2.0 (format 1, no version in run.json) load.
-Its JSON files are strict JSON (:func:`strict_json`): an undefined number is ``null``, never a bare
-``NaN``; files written before that (which hold ``NaN``) still read.
+No path inside a run folder is absolute: a folder can be moved, copied or mounted read-only. Runs of
+questlab 0.2.0 (format 1) load. JSON files are strict (an undefined number is ``null``; older ``NaN`` reads).
 """
 
 from __future__ import annotations
@@ -38,8 +35,8 @@ from questlab.errors import RunFormatError
 from questlab.folds import FOLDS_FILE
 from questlab.provenance import file_sha256
 from questlab.run_meta import RunMeta, parse_meta
-from questlab.schema import ID, TARGETS
 from questlab.strictjson import strict_json
+from questlab.tasks import Task, TaskRef, load_task, parse_task
 
 META_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
@@ -51,10 +48,11 @@ SUBMISSION_FILE = "submission.csv"
 ENSEMBLE_FILE = "ensemble.json"
 POSTPROCESS_FILE = "postprocess.json"
 MLFLOW_MODEL_DIR = "model"  # the run as an MLflow model
+TASK_FILE = "task.json"  # the resolved task spec (Task.to_data())
 # The run-level files later stages read, checked against run.json's checksums (fold files have fold.json).
 CHECKED_FILES = (
-    CONFIG_FILE, FOLDS_FILE, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE, ENSEMBLE_FILE,
-    POSTPROCESS_FILE,
+    TASK_FILE, CONFIG_FILE, FOLDS_FILE, OOF_FILE, TRUTH_FILE, SCORES_FILE, PER_TARGET_FILE, SUBMISSION_FILE,
+    ENSEMBLE_FILE, POSTPROCESS_FILE,
 )  # fmt: skip
 FOLDS_DIR = "folds"
 # Inside folds/fold_K/:
@@ -74,6 +72,8 @@ def fold_part(k: int) -> str:
 # Tags every run carries in the tracking store (MLflow): the run record's names, defined here only.
 TAG_KIND = "questlab.kind"  # "cv" (a CV run) or "ensemble"
 TAG_MODEL = "questlab.model"
+TAG_TASK = "questlab.task"  # the task's name (quest, ell, a spec's name)
+TAG_METRIC = "questlab.metric"  # the task's metric: which way the leaderboard ranks the run
 TAG_COMPLETE = "questlab.complete"  # "true" once every fold of the run is in
 TAG_ERROR = "questlab.error"  # why a run failed or was stopped
 TAG_FOLDS_DONE = "questlab.folds_done"  # the folds scored, comma-separated
@@ -101,7 +101,10 @@ def folds_fingerprint(frame: pd.DataFrame) -> str:
     independent of row order: two runs with the same fingerprint were split the same way."""
     import hashlib
 
-    rows = frame[[ID, "fold"]].astype("int64").sort_values(ID, kind="stable")  # as recipes' folds_key
+    key = frame.columns[0]  # the task's id column: folds.csv and OOF frames start with it
+    rows = frame[[key, "fold"]]  # integer ids (QUEST) hashed as 0.9.0 did, other ids as text
+    rows = rows.astype("int64" if pd.api.types.is_integer_dtype(rows[key]) else {key: str, "fold": "int64"})
+    rows = rows.sort_values(key, kind="stable")  # as recipes' folds_key
     return short_sha(hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest())
 
 
@@ -110,11 +113,12 @@ def comparability(folder: RunFolder, oof: pd.DataFrame | None = None) -> dict[st
     fingerprints, from its files (``oof`` when already read); a part that cannot be read is left out."""
     out: dict[str, str] = {}
     try:
+        task = read_task(folder)
         if oof is None and folder.has(OOF_FILE):
-            oof = pd.read_csv(folder / OOF_FILE, usecols=[ID, "fold"])
+            oof = pd.read_csv(folder / OOF_FILE, usecols=[task.id, "fold"])
         if oof is not None:
             out[TAG_ROWS] = str(len(oof))
-        folds = pd.read_csv(folder / FOLDS_FILE, usecols=[ID, "fold"]) if folder.has(FOLDS_FILE) else oof
+        folds = pd.read_csv(folder / FOLDS_FILE, usecols=[task.id, "fold"]) if folder.has(FOLDS_FILE) else oof
         if folds is not None:
             out[TAG_SPLIT] = folds_fingerprint(folds)
         if folder.has(META_FILE):
@@ -127,20 +131,35 @@ def comparability(folder: RunFolder, oof: pd.DataFrame | None = None) -> dict[st
 
 
 # --- predictions ------------------------------------------------------------------------------
-def predictions_frame(ids: Any, pred: np.ndarray) -> pd.DataFrame:
-    """qa_id + the 30 targets in submission order: the one format predictions are saved in."""
-    frame = pd.DataFrame(np.asarray(pred), columns=list(TARGETS))
-    frame.insert(0, ID, np.asarray(ids))
+def predictions_frame(ids: Any, pred: np.ndarray, task: TaskRef = None) -> pd.DataFrame:
+    """The task's id + its targets in submission order: the one format predictions are saved in."""
+    task = load_task(task)
+    frame = pd.DataFrame(np.asarray(pred), columns=list(task.target_names))
+    frame.insert(0, task.id, np.asarray(ids))
     return frame
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """Read a predictions CSV (qa_id + 30 targets); a missing column is a RunFormatError."""
-    frame = pd.read_csv(path)
-    missing = [c for c in (ID, *TARGETS) if c not in frame.columns]
+def read_predictions(path: Path, task: TaskRef = None) -> pd.DataFrame:
+    """Read a predictions CSV (id + the task's targets); a missing column is a RunFormatError."""
+    task, frame = load_task(task), pd.read_csv(path)
+    wanted = [task.id, *task.target_names]
+    missing = [c for c in wanted if c not in frame.columns]
     if missing:
-        raise RunFormatError(f"{path}: no column {missing[0]!r}: not a questlab predictions file")
-    return frame[[ID, *TARGETS]]
+        raise RunFormatError(f"{path}: no column {missing[0]!r}: not a questlab predictions file of task {task.name}")
+    return frame[wanted]
+
+
+def read_task(folder: RunFolder | Path) -> Task:
+    """The task a run was made under (its ``task.json``); runs recorded before tasks are QUEST's."""
+    run = folder if isinstance(folder, RunFolder) else RunFolder(Path(folder))
+    if not run.has(TASK_FILE):
+        return load_task(None)
+    path = run.verified(TASK_FILE)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunFormatError(f"run {run.run_id}: {TASK_FILE} is not valid JSON ({exc})") from None
+    return parse_task(data, f"run {run.run_id} ({TASK_FILE})")
 
 
 class RunFolder:
@@ -152,6 +171,10 @@ class RunFolder:
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
+
+    def write_task(self, task: Task) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_text(self.path / TASK_FILE, strict_json(task.to_data()))
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -302,7 +325,7 @@ class RunFolder:
 
     def read_fold_predictions(self, k: int, which: Literal["valid", "test"]) -> pd.DataFrame | None:
         path = self.fold_dir(k) / (VALID_PRED_FILE if which == "valid" else TEST_PRED_FILE)
-        return read_predictions(path) if path.exists() else None
+        return read_predictions(path, read_task(self)) if path.exists() else None
 
     def read_fit_logs(self) -> dict[int, dict[str, Any]]:
         """Fold -> fit_log.json contents, for every fold that wrote one."""
@@ -314,7 +337,7 @@ class RunFolder:
     def read_fold_test_predictions(self) -> dict[int, pd.DataFrame]:
         out = {}
         for path in sorted((self.path / FOLDS_DIR).glob(f"fold_*/{TEST_PRED_FILE}")):
-            out[int(path.parent.name.removeprefix("fold_"))] = read_predictions(path)
+            out[int(path.parent.name.removeprefix("fold_"))] = read_predictions(path, read_task(self))
         return dict(sorted(out.items()))
 
     def read_folds(self) -> pd.DataFrame:
@@ -334,18 +357,20 @@ class RunFolder:
         return self.has(OOF_FILE, TRUTH_FILE)
 
     def read_oof(self) -> pd.DataFrame:
-        """qa_id, group, fold and the 30 OOF predictions, in recorded (train) row order."""
+        """id, group, fold and the task's OOF predictions, in recorded (train) row order."""
         frame = pd.read_csv(self.verified(OOF_FILE))
-        missing = [c for c in (ID, "group", "fold", *TARGETS) if c not in frame.columns]
+        task = read_task(self)
+        missing = [c for c in (task.id, "group", "fold", *task.target_names) if c not in frame.columns]
         if missing:
             raise RunFormatError(f"run {self.run_id}: {OOF_FILE} has no column {missing[0]!r}; re-run it")
         return frame
 
     def read_truth(self, ids: pd.Series | None = None) -> pd.DataFrame:
-        """qa_id + the 30 ratings of the scored rows; aligned row by row to ``ids`` when given."""
+        """id + the task's ratings of the scored rows; aligned row by row to ``ids`` when given."""
         truth = pd.read_csv(self.verified(TRUTH_FILE))
         if ids is not None:
-            truth = pd.DataFrame({ID: np.asarray(ids)}).merge(truth, on=ID, how="left")
+            key = read_task(self).id
+            truth = pd.DataFrame({key: np.asarray(ids)}).merge(truth, on=key, how="left")
         return truth
 
     def read_scores(self) -> dict[str, Any]:
@@ -357,7 +382,7 @@ class RunFolder:
 
     def read_submission(self) -> pd.DataFrame | None:
         path = self.path / SUBMISSION_FILE
-        return read_predictions(self.verified(SUBMISSION_FILE)) if path.exists() else None
+        return read_predictions(self.verified(SUBMISSION_FILE), read_task(self)) if path.exists() else None
 
     # --- ensembles -----------------------------------------------------------------------------
     def write_ensemble(self, spec: dict[str, Any]) -> None:

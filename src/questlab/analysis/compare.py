@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from questlab.errors import UsageError
-from questlab.metric import bootstrap_target_scores, constant_in_every_fold, spearman_per_target
-from questlab.schema import ID, TARGETS
+from questlab.metrics import Metric
+from questlab.rundir import read_task
 from questlab.store import RunRecord, Store
+from questlab.tasks import Task
 
 B_BETTER, A_BETTER, UNCLEAR = "B better", "A better", "no clear difference"
 
@@ -38,6 +39,7 @@ class Comparison:
     config_diff: list[tuple[str, Any, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)  # what differs (parameters, data, folds, rows), first
+    metric: str = "spearman"  # the runs' task metric: the deltas are in its units
 
     def to_dict(self) -> dict[str, Any]:
         def table(frame: pd.DataFrame | None) -> list[dict[str, Any]] | None:
@@ -56,26 +58,50 @@ class Comparison:
             "config_diff": [{"key": k, "a": va, "b": vb} for k, va, vb in self.config_diff],
             "notes": self.notes,
             "differences": self.differences,
+            "metric": self.metric,
         }
 
 
-def verdict(low: float, high: float) -> str:
-    """Which run is better, said only when the interval of B - A excludes 0."""
-    return B_BETTER if low > 0 else A_BETTER if high < 0 else UNCLEAR
+def verdict(low: float, high: float, metric: Metric | None = None) -> str:
+    """Which run is better, said only when the interval of B - A excludes 0 (B better: a gain by the
+    metric, so a lower score for an error metric; no metric: higher is better)."""
+    sign = metric.sign if metric is not None else 1.0
+    g_low, g_high = sorted((sign * low, sign * high))
+    return B_BETTER if g_low > 0 else A_BETTER if g_high < 0 else UNCLEAR
 
 
-def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    rho, _ = spearman_per_target(y_true, y_pred)
-    return np.nan_to_num(rho, nan=0.0)  # as in the competition score: an undefined column counts 0
+def _scores(metric: Metric, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    values, _ = metric.per_target(y_true, y_pred)
+    return np.nan_to_num(values, nan=0.0)  # as in the competition score: an undefined column counts 0
 
 
-def _row(a: float, b: float, diffs: np.ndarray) -> dict[str, Any]:
+def _row(a: float, b: float, diffs: np.ndarray, metric: Metric | None = None) -> dict[str, Any]:
     low, high = np.percentile(diffs, [2.5, 97.5])
-    return {"a": a, "b": b, "delta": b - a, "low": float(low), "high": float(high), "verdict": verdict(low, high)}
+    return {
+        "a": a,
+        "b": b,
+        "delta": b - a,
+        "low": float(low),
+        "high": float(high),
+        "verdict": verdict(low, high, metric),
+    }
+
+
+def same_task(a: RunRecord, b: RunRecord) -> Task:
+    """The task both runs were made under; runs of two tasks are refused, naming both."""
+    ta, tb = read_task(a.folder), read_task(b.folder)
+    if ta.fingerprint != tb.fingerprint:
+        raise UsageError(
+            f"run {a.run_id[:8]} is of task {ta.name!r}, run {b.run_id[:8]} of task {tb.name!r}: "
+            "runs of different tasks do not compare"
+        )
+    return ta
 
 
 def paired_oof(a: RunRecord, b: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """OOF predictions of A and B and the truth, aligned row by row; refuse runs on different rows."""
+    task = same_task(a, b)
+    ID, TARGETS = task.id, task.target_names
     oof_a, oof_b = (r.folder.read_oof() for r in (a, b))
     ids_a, ids_b = set(oof_a[ID]), set(oof_b[ID])
     if ids_a != ids_b:
@@ -159,20 +185,24 @@ def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed:
     except UsageError as exc:
         apart = [line for line in said if line.endswith("DIFFERENT")]
         raise UsageError(f"{exc}{' (' + '; '.join(apart) + ')' if apart else ''}") from None
-    y = truth[list(TARGETS)].to_numpy(dtype=np.float64)
-    pa, pb = (o[list(TARGETS)].to_numpy(dtype=np.float64) for o in (oof_a, oof_b))
+    task = same_task(a, b)
+    metric, targets = task.scorer, list(task.target_names)
+    y = truth[targets].to_numpy(dtype=np.float64)
+    pa, pb = (o[targets].to_numpy(dtype=np.float64) for o in (oof_a, oof_b))
     groups = oof_a["group"].to_numpy()
-    boot_a, boot_b = bootstrap_target_scores(y, [pa, pb], groups, n_boot=n_boot, seed=seed)
-    sa, sb = _scores(y, pa), _scores(y, pb)
-    # as each run was scored: a column constant inside every one of its folds counts 0 (score_cv)
+    boot_a, boot_b = metric.bootstrap_targets(y, [pa, pb], groups, n_boot=n_boot, seed=seed)
+    sa, sb = _scores(metric, y, pa), _scores(metric, y, pb)
+    # as each run was scored: a column its metric leaves undefined over its folds counts 0 (score_cv)
     for run_oof, pred, scores, boots in ((oof_a, pa, sa, boot_a), (oof_b, pb, sb, boot_b)):
-        flat = constant_in_every_fold(pred, run_oof["fold"].to_numpy())
+        flat = np.isnan(metric.per_target_cv(y, pred, run_oof["fold"].to_numpy())[0])
         scores[flat], boots[:, flat] = 0.0, 0.0
     per_target = pd.DataFrame(
-        [_row(sa[j], sb[j], boot_b[:, j] - boot_a[:, j]) for j in range(len(TARGETS))],
-        index=pd.Index(TARGETS, name="target"),
+        [_row(sa[j], sb[j], boot_b[:, j] - boot_a[:, j], metric) for j in range(len(targets))],
+        index=pd.Index(targets, name="target"),
     )
-    overall = _row(float(sa.mean()), float(sb.mean()), (boot_b - boot_a).mean(axis=1))
+    overall = _row(
+        metric.combine(sa), metric.combine(sb), _combined(metric, boot_b) - _combined(metric, boot_a), metric
+    )
     notes = []
     per_fold = None
     folds_a, folds_b = oof_a["fold"].to_numpy(), oof_b["fold"].to_numpy()
@@ -180,13 +210,19 @@ def compare_runs(store: Store, run_a: str, run_b: str, n_boot: int = 1000, seed:
         rows = {}
         for k in np.unique(folds_a):
             sel = folds_a == k
-            fa, fb = bootstrap_target_scores(y[sel], [pa[sel], pb[sel]], groups[sel], n_boot=n_boot, seed=seed)
+            fa, fb = metric.bootstrap_targets(y[sel], [pa[sel], pb[sel]], groups[sel], n_boot=n_boot, seed=seed)
             rows[int(k)] = _row(
-                float(_scores(y[sel], pa[sel]).mean()),
-                float(_scores(y[sel], pb[sel]).mean()),
-                (fb - fa).mean(axis=1),
+                metric.combine(_scores(metric, y[sel], pa[sel])),
+                metric.combine(_scores(metric, y[sel], pb[sel])),
+                _combined(metric, fb) - _combined(metric, fa),
+                metric,
             )
         per_fold = pd.DataFrame.from_dict(rows, orient="index").rename_axis("fold")
     else:
         notes.append("the runs used different folds: no per-fold comparison (reuse folds with folds.from_run)")
-    return Comparison(a, b, len(y), n_boot, overall, per_target, per_fold, diff, notes, said)
+    return Comparison(a, b, len(y), n_boot, overall, per_target, per_fold, diff, notes, said, metric.name)
+
+
+def _combined(metric: Metric, boots: np.ndarray) -> np.ndarray:
+    """Each resample's overall score from its per-target values."""
+    return np.array([metric.combine(row) for row in boots])

@@ -25,7 +25,7 @@ Thresholds (in the checks modules), and why (docs/analysis.md says the same for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +48,12 @@ from questlab.analysis.checks.targets import (
     target_intervals,
 )
 from questlab.analysis.verdict import SEVERITIES, Verdict, by_severity, folds_text, rounded
+from questlab.metrics import Metric
 from questlab.models.base import FitLog
-from questlab.rundir import META_FILE
-from questlab.schema import ID, TARGETS
+from questlab.recording import direction_note, score_label
+from questlab.rundir import META_FILE, read_task
 from questlab.store import RunRecord, Store
+from questlab.tasks import Task, load_task
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RunArtifacts:
     truth: pd.DataFrame | None  # qa_id, 30 ratings, aligned row by row to ``oof``
     fit_logs: dict[int, FitLog]
     test_preds: dict[str, pd.DataFrame]  # "submission" and "fold K" -> qa_id + 30 predictions
+    task: Task = field(default_factory=load_task)  # the run's task (its metric scores it)
 
     @property
     def dir(self) -> Path:
@@ -73,10 +76,11 @@ class RunArtifacts:
         """(truth, predictions) as arrays, or None when the run has no usable OOF predictions."""
         if self.oof is None or self.truth is None:
             return None
-        pred = self.oof[list(TARGETS)].to_numpy(dtype=np.float64)
+        targets = list(self.task.target_names)
+        pred = self.oof[targets].to_numpy(dtype=np.float64)
         if not np.isfinite(pred).all():
             return None
-        return self.truth[list(TARGETS)].to_numpy(dtype=np.float64), pred
+        return self.truth[targets].to_numpy(dtype=np.float64), pred
 
 
 @dataclass
@@ -85,7 +89,7 @@ class Diagnosis:
 
     run: RunArtifacts
     verdicts: list[Verdict]
-    intervals: pd.DataFrame | None  # index target; spearman, low, high, status
+    intervals: pd.DataFrame | None  # index target; the metric's column (spearman, rmse), low, high, status
 
 
 def load_artifacts(store: Store, run_id: str) -> RunArtifacts:
@@ -93,16 +97,17 @@ def load_artifacts(store: Store, run_id: str) -> RunArtifacts:
     record = store.get(run_id)
     run = record.folder
     meta = run.read_meta().model_dump(mode="json") if run.has(META_FILE) else {}
+    task = read_task(run)
     oof = truth = None
     if run.has_oof():
         oof = run.read_oof()
-        truth = run.read_truth(oof[ID])
+        truth = run.read_truth(oof[task.id])
     fit_logs = {k: FitLog.from_dict(log) for k, log in run.read_fit_logs().items()}
     test_preds = {f"fold {k}": frame for k, frame in run.read_fold_test_predictions().items()}
     submission = run.read_submission()
     if submission is not None:
         test_preds["submission"] = submission
-    return RunArtifacts(record, meta, oof, truth, fit_logs, test_preds)
+    return RunArtifacts(record, meta, oof, truth, fit_logs, test_preds, task)
 
 
 # --- the whole diagnosis ----------------------------------------------------------------------
@@ -129,10 +134,15 @@ def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diag
                 {"problems": problems},
             )
         )
-    verdicts += check_prediction_values(run.oof, run.test_preds)
+    verdicts += check_prediction_values(run.oof, run.test_preds, run.task)
     intervals = None
     scored = run.scored()
-    if scored is not None:
+    if scored is not None and not run.task.scorer.rank_based:
+        y_true, y_pred = scored
+        folds, groups = run.oof["fold"].to_numpy(), run.oof["group"].to_numpy()
+        intervals, found = _error_metric_checks(run.task, y_true, y_pred, folds, groups, n_boot, seed)
+        verdicts += found
+    elif scored is not None:
         y_true, y_pred = scored
         folds, groups = run.oof["fold"].to_numpy(), run.oof["group"].to_numpy()
         intervals = target_intervals(y_true, y_pred, groups, n_boot=n_boot, seed=seed)
@@ -166,6 +176,74 @@ def analyse(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> Diag
     verdicts += check_fitting(run.fit_logs)
     verdicts += check_truncation(run.fit_logs)
     return Diagnosis(run=run, verdicts=verdicts, intervals=intervals)
+
+
+def _error_metric_checks(
+    task: Task, y_true: np.ndarray, y_pred: np.ndarray, folds: np.ndarray, groups: np.ndarray, n_boot: int, seed: int
+) -> tuple[pd.DataFrame, list[Verdict]]:
+    """The checks of a metric that is not rank-based (an error, lower is better): its per-target
+    values with intervals, the score, fold spread, the worst targets, and constant predictions,
+    which such a metric scores (merely weak: a target's mean) where a rank metric cannot."""
+    metric: Metric = task.scorer
+    values, status = metric.per_target_cv(y_true, y_pred, folds)
+    boots = metric.bootstrap_targets(y_true, [y_pred], groups, n_boot=max(n_boot, 1), seed=seed)[0]
+    names = pd.Index(task.target_names, name="target")
+    intervals = pd.DataFrame(
+        {
+            metric.column: values,
+            "low": np.percentile(boots, 2.5, axis=0),
+            "high": np.percentile(boots, 97.5, axis=0),
+            "status": status,
+        },
+        index=names,
+    )
+    score = metric.combine(values)
+    label, note = score_label(metric), direction_note(metric)
+    out = [
+        Verdict(
+            "info",
+            "score",
+            f"CV {label} {score:.4f}{note} over {len(y_true)} out-of-fold rows,"
+            f" folds {folds_text(sorted(set(folds.tolist())))}",
+            {"score": rounded(score), "rows": len(y_true), "metric": metric.name},
+        )
+    ]
+    const = np.all([np.ptp(y_pred[folds == k], axis=0) <= 1e-12 for k in np.unique(folds)], axis=0)
+    undefined = [t for t, s in zip(task.target_names, status, strict=True) if s != "ok"]
+    weak = [t for t, c in zip(task.target_names, const, strict=True) if c and t not in undefined]
+    if weak:  # the metric gave them a value: not undefined, not counted 0, just no better than a mean
+        shown = ", ".join(f"{t} ({metric.column} {intervals.loc[t, metric.column]:.4f})" for t in weak[:5])
+        out.append(
+            Verdict(
+                "warning",
+                "pred.constant",
+                f"{len(weak)} target(s) predicted constant inside every fold: {shown}; {metric.name} still scores"
+                " them (weak: a constant is no better than the train mean), nothing is undefined",
+                {"targets": weak, "metric": metric.name, "undefined": False},
+            )
+        )
+    per_fold = [metric.score(y_true[folds == k], y_pred[folds == k]) for k in np.unique(folds)]
+    worst_fold = int(np.unique(folds)[metric.best([-v for v in per_fold])])
+    out.append(
+        Verdict(
+            "info",
+            "folds.spread",
+            f"fold {metric.name}: {', '.join(f'{v:.4f}' for v in per_fold)}; weakest fold {worst_fold}",
+            {"per_fold": [rounded(v) for v in per_fold], "weakest": worst_fold},
+        )
+    )
+    order = sorted(task.target_names, key=lambda t: metric.sign * intervals.loc[t, metric.column])[:3]
+    out.append(
+        Verdict(
+            "info",
+            "targets.worst",
+            "weakest targets: "
+            + ", ".join(f"{t} {metric.column} {intervals.loc[t, metric.column]:.4f}" for t in order)
+            + note,
+            {"targets": order},
+        )
+    )
+    return intervals, out
 
 
 def diagnose_run(store: Store, run_id: str, n_boot: int = 200, seed: int = 0) -> list[Verdict]:

@@ -17,38 +17,42 @@ import pandas as pd
 from questlab.analysis.diagnose import RunArtifacts
 from questlab.data import Dataset
 from questlab.errors import UsageError
-from questlab.metric import spearman_per_target
-from questlab.schema import CATEGORY, HOST, ID
 
 MIN_ROWS = 40  # a smaller group's Spearman is mostly noise (with ~10 rows it swings by +-0.3)
 N_WEAKEST = 5
 
 
 def read_inputs(run: RunArtifacts, path: str | Path) -> pd.DataFrame:
-    """qa_id, host and category of the run's train file; refuses a file other than the run's."""
-    data = Dataset.read(path, "train")
+    """The id and feature columns (QUEST: host, category) of the run's train file; refuses a file
+    other than the run's."""
+    task = run.task
+    data = Dataset.read(path, "train", task=task)
     want = run.meta.get("train_sha256")
     if want is not None and data.sha256 != want:
         raise UsageError(
             f"{path}: not the train data of run {run.record.run_id[:8]} (it was made with"
             f" {run.meta.get('train_file')}, sha256 {want[:12]}...): give that file"
         )
-    return data.frame[[ID, HOST, CATEGORY]]
+    return data.frame[[task.id, *task.features]]
 
 
 def group_scores(run: RunArtifacts, inputs: pd.DataFrame, column: str, min_rows: int = MIN_ROWS) -> pd.DataFrame:
     """Per value of ``column`` with at least ``min_rows`` OOF rows: rows, questions, defined targets
-    and mean Spearman, weakest first. Empty when the run has no usable OOF predictions."""
+    and the mean of the task metric's per-target values (its column: spearman, rmse), weakest first.
+    Empty when the run has no usable OOF predictions."""
+    metric = run.task.scorer
+    value_col = metric.column
     scored = run.scored()
     if scored is None:
-        return pd.DataFrame(columns=["rows", "questions", "targets_defined", "spearman"])
+        return pd.DataFrame(columns=["rows", "questions", "targets_defined", value_col])
     y_true, y_pred = scored
+    ID = run.task.id
     keys = run.oof[[ID, "group"]].merge(inputs, on=ID, how="left")
     rows = []
     for value, idx in keys.groupby(column, sort=False).indices.items():
         if len(idx) < min_rows:
             continue
-        rho, _ = spearman_per_target(y_true[idx], y_pred[idx])
+        rho, _ = metric.per_target(y_true[idx], y_pred[idx])
         defined = int(np.isfinite(rho).sum())
         rows.append(
             {
@@ -56,18 +60,20 @@ def group_scores(run: RunArtifacts, inputs: pd.DataFrame, column: str, min_rows:
                 "rows": len(idx),
                 "questions": int(keys["group"].iloc[idx].nunique()),
                 "targets_defined": defined,
-                "spearman": float(np.nanmean(rho)) if defined else np.nan,
+                value_col: float(np.nanmean(rho)) if defined else np.nan,
             }
         )
-    frame = pd.DataFrame(rows, columns=[column, "rows", "questions", "targets_defined", "spearman"])
-    return frame.set_index(column).sort_values("spearman", na_position="first")
+    frame = pd.DataFrame(rows, columns=[column, "rows", "questions", "targets_defined", value_col])
+    weakest_first = metric.higher_is_better  # low values first where higher is better
+    return frame.set_index(column).sort_values(value_col, ascending=weakest_first, na_position="first")
 
 
 def n_small_groups(run: RunArtifacts, inputs: pd.DataFrame, column: str, min_rows: int = MIN_ROWS) -> int:
     """How many values of ``column`` have fewer than ``min_rows`` OOF rows (left out of the table)."""
     if run.oof is None:
         return 0
-    counts = run.oof[[ID]].merge(inputs, on=ID, how="left")[column].value_counts()
+    key = run.task.id
+    counts = run.oof[[key]].merge(inputs, on=key, how="left")[column].value_counts()
     return int((counts < min_rows).sum())
 
 

@@ -31,8 +31,9 @@ from questlab.analysis.figures import (
 from questlab.analysis.findings import Finding
 from questlab.analysis.groups import MIN_ROWS, N_WEAKEST, group_scores, n_small_groups, timings_table
 from questlab.analysis.verdict import by_severity
+from questlab.metrics import get_metric
+from questlab.recording import direction_note, score_label
 from questlab.rundir import TAG_COMPLETE, TAG_MODEL
-from questlab.schema import CATEGORY, HOST
 
 N_DISTRIBUTIONS = 4
 CSS = """
@@ -120,7 +121,11 @@ def _header(run: RunArtifacts) -> str:
         ["run", f"<code>{escape(r.run_id)}</code>"],
         ["model", escape(r.tags.get(TAG_MODEL, "?")) + f" ({escape(r.kind)})"],
         ["status", escape(r.status) + (" (partial)" if r.tags.get(TAG_COMPLETE) == "false" else "")],
-        ["CV mean Spearman", (f"{cv:.4f}" if cv is not None else "none recorded") + escape(ci)],
+        ["task", escape(f"{run.task.name} (metric {run.task.metric})")],
+        [
+            f"CV {escape(score_label(run.task))}",
+            (f"{cv:.4f}" if cv is not None else "none recorded") + escape(ci + direction_note(run.task)),
+        ],
         ["folds", escape(run.meta.get("folds_selected", "?"))],
         ["started", dt.datetime.fromtimestamp(r.start_time).strftime("%Y-%m-%d %H:%M")],
     ]
@@ -201,7 +206,13 @@ def weakest_groups_html(run: RunArtifacts, inputs: pd.DataFrame | None) -> str:
         f" has no Spearman there and is left out, not counted 0), on the out-of-fold rows. Only groups"
         f" with at least {MIN_ROWS} rows are shown: smaller ones swing by &plusmn;0.1 or more from noise alone.</p>"
     ]
-    for column, title, n in ((CATEGORY, "categories", None), (HOST, "weakest hosts", N_WEAKEST)):
+    task = run.task
+    metric = task.scorer
+    label = score_label(metric)
+    # the first feature in full (QUEST: categories), the others' weakest values (QUEST: hosts)
+    shown_features = [(c, _plural(c), None) if i == 0 else (c, f"weakest {_plural(c)}", N_WEAKEST)
+                      for i, c in enumerate(task.features)]  # fmt: skip
+    for column, title, n in shown_features:
         table = group_scores(run, inputs, column)
         small = n_small_groups(run, inputs, column)
         shown = table if n is None else table.head(n)
@@ -210,15 +221,19 @@ def weakest_groups_html(run: RunArtifacts, inputs: pd.DataFrame | None) -> str:
                 escape(v),
                 int(r["rows"]),
                 int(r["questions"]),
-                f"{int(r['targets_defined'])}/30",
-                _spearman(r["spearman"]),
+                f"{int(r['targets_defined'])}/{task.n_targets}",
+                _spearman(r[metric.column]),
             ]
             for v, r in shown.iterrows()
         ]
         left = f" ({small} with fewer than {MIN_ROWS} rows left out)" if small else ""
         out.append(f"<h3>{escape(title)}{escape(left)}</h3>")
-        out.append(html_table([column, "rows", "questions", "targets defined", "mean Spearman"], rows))
+        out.append(html_table([column, "rows", "questions", "targets defined", label], rows))
     return "".join(out)
+
+
+def _plural(word: str) -> str:
+    return word[:-1] + "ies" if word.endswith("y") else word + "s"
 
 
 def _spearman(x: float) -> str:
@@ -242,7 +257,9 @@ def run_report(diag: Diagnosis, findings: list[Finding], inputs: pd.DataFrame | 
     sections = [("Summary", _header(run)), ("Verdicts", verdicts_html(diag.verdicts))]
     sections.append(("Findings about this run", findings_html(findings)))
     scored = run.scored()
-    if scored is not None and diag.intervals is not None:
+    if scored is not None and diag.intervals is not None and not run.task.scorer.rank_based:
+        sections.append(("Score per target", _metric_table(diag)))
+    elif scored is not None and diag.intervals is not None:
         y_true, y_pred = scored
         folds = run.oof["fold"].to_numpy()
         sections.append(("Score per target", figure_tag(plot_target_scores(diag.intervals), "per-target scores")))
@@ -270,6 +287,18 @@ def run_report(diag: Diagnosis, findings: list[Finding], inputs: pd.DataFrame | 
     return html_page(f"questlab run {run.record.name} ({run.record.run_id[:8]})", sections)
 
 
+def _metric_table(diag: Diagnosis) -> str:
+    """Per-target values of an error metric with their 95% intervals, weakest first."""
+    metric = diag.run.task.scorer
+    t = diag.intervals.sort_values(metric.column, ascending=metric.higher_is_better)
+    rows = [
+        [escape(k), f"{r[metric.column]:.4f}", f"{r['low']:.4f}..{r['high']:.4f}", escape(r["status"])]
+        for k, r in t.iterrows()
+    ]
+    note = f"{metric.name}: {'higher' if metric.higher_is_better else 'lower'} is better; weakest first"
+    return html_table(["target", metric.column, "95% CI", "status"], rows) + f'<p class="muted">{escape(note)}</p>'
+
+
 def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
     """The HTML of a comparison: overall delta, per-target and per-fold deltas, config diff."""
     o = cmp.overall
@@ -277,7 +306,7 @@ def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
         ["", "A", "B", "B - A", "95% CI (paired)", "verdict"],
         [
             [
-                "mean Spearman",
+                escape(score_label(get_metric(cmp.metric)) + direction_note(get_metric(cmp.metric))),
                 f"{o['a']:.4f}",
                 f"{o['b']:.4f}",
                 f"{o['delta']:+.4f}",

@@ -130,7 +130,11 @@ def compare(
         console.print(f"[yellow]{escape(line)}[/yellow]" if line.startswith("warning") else escape(line))
     head = ("", "A", "B", "B - A", "95% CI (paired)", "verdict")
     overall = Table(*head, title="overall")
-    overall.add_row(*row("mean Spearman", cmp.overall))
+    from questlab.metrics import get_metric
+    from questlab.recording import direction_note, score_label
+
+    metric = get_metric(cmp.metric)
+    overall.add_row(*row(score_label(metric) + direction_note(metric), cmp.overall))
     console.print(overall)
     targets = Table(*head, title="per target (sorted by delta)")
     for t, r in cmp.per_target.sort_values("delta").iterrows():

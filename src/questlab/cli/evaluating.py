@@ -29,19 +29,27 @@ def evaluate(
 
     if run_or_bundle is None or input is None:
         fail("give a RUN_ID (or a bundle folder) and --input (a labelled CSV)")
-    data = read_labelled(input)  # input mistakes first, before a store is opened or a model loaded
-    trained_on = None
-    if Path(run_or_bundle).is_dir():
-        from questlab.export import load_bundle
+    from questlab.rundir import read_task
 
-        predictor = load_bundle(Path(run_or_bundle))
+    # the task first (a small read of task.json), then input mistakes, before any model is loaded
+    is_bundle = Path(run_or_bundle).is_dir()
+    if is_bundle:
+        task = read_task(Path(run_or_bundle))
     else:
         from questlab.api import Run
 
         st = open_store(store, create=False)
         run = Run(st.get(run_or_bundle), st)
+        task = run.task
+    data = read_labelled(input, task)
+    trained_on = None
+    if is_bundle:
+        from questlab.export import load_bundle
+
+        predictor = load_bundle(Path(run_or_bundle))
+    else:
         predictor, trained_on = run.predictor, run.trained_on()
-    result = score(predictor, data, n_boot=bootstrap, trained_on=trained_on)
+    result = score(predictor, data, n_boot=bootstrap, trained_on=trained_on, task=task)
     if json_:
         typer.echo(strict_json(result.to_dict()))
         return
@@ -51,9 +59,11 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("target", "Spearman", "status")
+    column = task.scorer.column  # the per-target value: spearman (QUEST), rmse
+    table = Table("target", column.capitalize() if task.scorer.rank_based else column, "status")
     for target, r in result.per_target.iterrows():
-        table.add_row(target, "-" if r.spearman != r.spearman else f"{r.spearman:.4f}", r.status)
+        value = r[column]
+        table.add_row(target, "-" if value != value else f"{value:.4f}", r["status"])
     Console().print(table)
 
 

@@ -37,6 +37,13 @@ def run(
         typer.Option(help="pseudo-labels from `questlab pseudo-label` (the teacher's folds are required)"),
     ] = None,
     store: StoreOpt = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="the task: a built-in (quest, ell) or a task spec YAML (default: the config's task, else quest);"
+            " a resumed run keeps its own"
+        ),
+    ] = None,
     name: Annotated[
         str | None,
         typer.Option(
@@ -51,6 +58,7 @@ def run(
     from questlab.cv import default_run_name, run_cv, unique_run_name
     from questlab.data import Dataset, check_pair
     from questlab.pseudo import PseudoLabels, sidecar_path
+    from questlab.recording import run_task_of
     from questlab.rundir import SUBMISSION_FILE
 
     if train is None or (resume is None and config is None):
@@ -74,21 +82,32 @@ def run(
             fail(f"--fold {unknown[0]}: the folds are 0..{cfg.folds.n_splits - 1} (folds.n_splits)")
     # Every input mistake before anything is written: opening the store creates it, and the
     # submission's folder is made now, not after the whole CV. run_cv takes the files as read here.
-    train_data = Dataset.read(train, "train")
-    test_data = Dataset.read(test, "test") if test is not None else None
+    # the task first (a resumed run's own: its store exists already), then the data read under it
+    st = open_store(store, create=False) if resume is not None else None
+    run_task = run_task_of(st, cfg, resume, task)
+    train_data = Dataset.read(train, "train", task=run_task)
+    test_data = Dataset.read(test, "test", task=run_task) if test is not None else None
     if test_data is not None:
-        check_pair(train_data.frame, test_data.frame, test)
+        check_pair(train_data.frame, test_data.frame, test, task=run_task)
     pseudo_labels = PseudoLabels.read(pseudo) if pseudo is not None else None
     if submission is not None:
         try:
             submission.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             fail(f"--submission {submission}: cannot create its folder ({exc.strerror or exc})")
-    st = open_store(store, create=resume is None)
+    st = st or open_store(store, create=True)
     run_name = unique_run_name(st, name or default_run_name(cfg)) if cfg is not None else None
     try:
         run_id = run_cv(
-            cfg, train_data, test_data, store=st, only_folds=fold, resume=resume, pseudo=pseudo_labels, name=run_name
+            cfg,
+            train_data,
+            test_data,
+            store=st,
+            only_folds=fold,
+            resume=resume,
+            pseudo=pseudo_labels,
+            name=run_name,
+            task=run_task,
         )
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "questlab_run_id", "RUN_ID")
@@ -170,15 +189,31 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
+    metrics = sorted(set(frame["metric"]))
+    # the score column names its metric; runs of several metrics name theirs in each cell
+    header = f"CV {metrics[0]}" if len(metrics) == 1 else "CV"
     table = Table(
-        "run id", "name", "model", "kind", "status", "CV", "95% CI", "rank", "rows", "data", "folds", "started"
+        "run id",
+        "name",
+        "model",
+        "task",
+        "kind",
+        "status",
+        header,
+        "95% CI",
+        "rank",
+        "rows",
+        "data",
+        "folds",
+        "started",
     )
     for r in frame.itertuples():
         scored = r.cv == r.cv  # NaN: no score (failed, running, partial before scoring)
         folds = r.folds_id + (f" {r.folds} (partial)" if r.folds and not r.complete else "")
+        score = f"{r.cv:.4f}" + (f" {r.metric}" if len(metrics) > 1 else "")
         table.add_row(
-            r.run_id, r.name, r.model, r.kind, r.status,
-            f"{r.cv:.4f}" if scored else "-",
+            r.run_id, r.name, r.model, r.task, r.kind, r.status,
+            score if scored else "-",
             f"{r.ci_low:.4f}..{r.ci_high:.4f}" if r.ci_low == r.ci_low else "",
             f"{r.group}{int(r.rank)}" if r.group else "", str(r.rows), r.data,
             folds, r.started.strftime("%Y-%m-%d %H:%M"),
@@ -187,7 +222,8 @@ def runs(
     console.print(table)
     if sort == "cv" and len(frame):
         console.print(
-            "rank: A1 is the best of group A; a group is whole runs scored on the same data, folds and rows, "
+            "rank: A1 is the best of group A (by its task's metric: lowest first for an error metric); a group is "
+            "whole runs of one task scored on the same data, folds and rows, "
             "so only scores inside one group compare; partial, unscored and unknown (?) runs are listed after, unranked"
         )
 
