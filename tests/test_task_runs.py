@@ -92,11 +92,6 @@ def test_cli_run_with_task_then_runs_diagnose_report_name_the_metric(tmp_path: P
     assert "CV mcrmse" in html and "reviews" in html
 
 
-@pytest.mark.xfail(
-    raises=KeyError,
-    strict=False,
-    reason="predict_frame reads the task's columns once helper PREDICT's branch is merged",
-)
 def test_evaluate_scores_with_the_runs_metric(store, task_files, tmp_path: Path) -> None:
     spec, train = task_files
     run = ql.run("mean", train, set=SETTINGS, store=store, task=spec, quiet=True)

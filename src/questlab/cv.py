@@ -107,7 +107,7 @@ def _fit_fold(
 
 
 def _checked(model: Model, rows: pd.DataFrame, task: Task) -> np.ndarray:
-    return check_predictions(model.predict(rows), len(rows), model.name, n_targets=task.n_targets)
+    return check_predictions(model.predict(rows), len(rows), model.name, task=task)
 
 
 def _record_fold(

@@ -17,8 +17,6 @@ different tasks are refused, naming both; the task's metric drives the maths, ev
 
 from __future__ import annotations
 
-import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +51,7 @@ from questlab.rundir import (
     TRUTH_FILE,
     RunFolder,
     RunMeta,
+    read_task,
 )
 from questlab.store import RunRecord, Store
 from questlab.tasks import Task, load_task
@@ -60,13 +59,7 @@ from questlab.tasks.grouping import group_ids
 
 
 def read_run_task(folder: RunFolder) -> Task:
-    """A run's task: ``questlab.rundir.read_task`` where it exists, else ``task.json`` in the folder,
-    else QUEST (runs made before tasks)."""
-    try:
-        from questlab.rundir import read_task  # type: ignore[attr-defined]
-    except ImportError:  # rundir without tasks yet: read the part directly
-        path = Path(folder.path) / "task.json"
-        return load_task(json.loads(path.read_text()) if path.exists() else None)
+    """A run's task (``task.json``; QUEST for runs made before tasks)."""
     return read_task(folder)
 
 
@@ -284,9 +277,8 @@ def _record(
             task=task.name,
         )
         params = {k: v for k, v in record.items() if k not in ("weights", "report", "stack", "question_share")}
-        # the members' task is recorded as the ensemble's (a writer without tasks yet: QUEST's, by default)
-        with_task = {"task": task} if "task" in inspect.signature(writer.start).parameters else {}
-        writer.start(meta, folds=first.folds_path, params=params, parts=(ENSEMBLE_FILE, POSTPROCESS_FILE), **with_task)
+        # the members' task is recorded as the ensemble's
+        writer.start(meta, folds=first.folds_path, params=params, parts=(ENSEMBLE_FILE, POSTPROCESS_FILE), task=task)
         oof = _predictions(first.oof[task.id], res.nested, task)
         oof.insert(1, "group", groups)
         oof.insert(2, "fold", folds)
@@ -343,10 +335,8 @@ def _test_groups(members: list[Member], test: Data | None) -> pd.Series | None:
 
 
 def _read_test(test: Data, task: Task) -> Dataset:
-    """The test file, read under the members' task (a ``Dataset.read`` without tasks yet: QUEST's)."""
-    if "task" in inspect.signature(Dataset.read).parameters:
-        return Dataset.read(test, "test", task=task)
-    return Dataset.read(test, "test")
+    """The test file, read under the members' task."""
+    return Dataset.read(test, "test", task=task)
 
 
 def _submission(members: list[Member], combiner: Combiner, test_groups: pd.Series | None) -> pd.DataFrame | None:

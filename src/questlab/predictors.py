@@ -36,7 +36,7 @@ from questlab.ensemble.combine import Combiner, restore_combiner
 from questlab.ensemble.postprocess import PostProcessor
 from questlab.errors import BundleError, PredictionError, UsageError
 from questlab.models import Model, get_model_class
-from questlab.rundir import FOLD_MODEL_DIR, POSTPROCESS_FILE, RunFolder
+from questlab.rundir import FOLD_MODEL_DIR, POSTPROCESS_FILE, RunFolder, read_task
 from questlab.store import Store
 from questlab.strictjson import strict_json
 from questlab.tasks import Task, TaskRef, load_task
@@ -256,11 +256,7 @@ def check_same_task(expected: Task, found: Task, who: str) -> None:
 
 
 def run_task(run: RunFolder) -> Task:
-    """The task a recorded run was made for (``questlab.rundir.read_task``; no record: ``quest``)."""
-    try:
-        from questlab.rundir import read_task  # helper RUN's reader
-    except ImportError:  # not merged yet: the same file, read here
-        return read_task_file(run.path)
+    """The task a recorded run was made for (``task.json``; no record: ``quest``)."""
     return read_task(run.path)
 
 

@@ -10,7 +10,6 @@ or dead one is resumed (its finished folds kept), and only a changed member is f
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -158,7 +157,7 @@ def run_recipe(
     train_data = _read(train, "train", the_task)
     test_data = _read(test, "test", the_task) if test is not None else None
     if test_data is not None:
-        check_pair(train_data.frame, test_data.frame, test_data.name, **_task_kw(check_pair, the_task))
+        check_pair(train_data.frame, test_data.frame, test_data.name, task=the_task)
     store = as_store(store, create=True)
     say(f"recipe {spec.name}: {len(configs)} member(s) on shared folds, then {spec.ensemble.method}")
     outcomes: list[MemberOutcome] = []
@@ -225,13 +224,8 @@ def _task_ref(task: TaskRef) -> str | None:
     raise UsageError(f"task {task.name!r}: give a recipe its spec file's path (members record it in their config)")
 
 
-def _task_kw(fn: object, task: Task) -> dict[str, Task]:
-    """``{"task": task}`` where ``fn`` takes one (the data stage's functions), else nothing (QUEST)."""
-    return {"task": task} if "task" in inspect.signature(fn).parameters else {}
-
-
 def _read(data: Data, kind: str, task: Task) -> Dataset:
-    return Dataset.read(data, kind, **_task_kw(Dataset.read, task))
+    return Dataset.read(data, kind, task=task)
 
 
 def _share_reaches(test: Dataset | None, say: Say, task: Task | None = None) -> bool:

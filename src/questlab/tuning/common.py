@@ -5,7 +5,6 @@ the trial states it counts, and small helpers.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,5 @@ def study_direction(metric: Metric) -> str:
 
 
 def read_train(train: Data, task: Task) -> Dataset:
-    """The train file read (and checked) under ``task`` (a ``Dataset.read`` without tasks: QUEST's)."""
-    if "task" in inspect.signature(Dataset.read).parameters:
-        return Dataset.read(train, "train", task=task)
-    return Dataset.read(train, "train")
+    """The train file read (and checked) under ``task``."""
+    return Dataset.read(train, "train", task=task)

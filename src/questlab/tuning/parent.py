@@ -5,7 +5,6 @@ first process, checked when a study resumes, read by joining workers; marked whe
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -61,13 +60,13 @@ def split_holdout(frame: pd.DataFrame, share: float, seed: int, task: Task | Non
     task = load_task(task)
     groups = group_ids(task, frame)
     labels = stratify_labels(task, frame)
-    first = pd.DataFrame({"group": groups, "category": labels}).drop_duplicates("group")
+    first = pd.DataFrame({"group": groups, "label": labels}).drop_duplicates("group")
     first = first.sort_values("group", kind="stable").reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    # Within each category a random order, spread over [0, 1): taking the lowest ranks overall
-    # keeps every category's share close to ``share`` and the total exact.
+    # Within each stratum a random order, spread over [0, 1): taking the lowest ranks overall
+    # keeps every stratum's share close to ``share`` and the total exact.
     position = np.empty(len(first))
-    for _, idx in first.groupby("category", sort=True).indices.items():
+    for _, idx in first.groupby("label", sort=True).indices.items():
         position[idx] = (rng.permutation(len(idx)) + rng.random(len(idx))) / len(idx)
     n_held = round(share * len(first))
     held = first["group"].to_numpy()[np.argsort(position, kind="stable")[:n_held]]
@@ -75,13 +74,8 @@ def split_holdout(frame: pd.DataFrame, share: float, seed: int, task: Task | Non
     return pd.DataFrame({task.id: frame[task.id].to_numpy(), "group": groups, "fold": fold})
 
 
-def _task_kw(fn: Any, task: Task) -> dict[str, Task]:
-    """``{"task": task}`` where ``fn`` takes one (the data stage's folds functions), else nothing (QUEST)."""
-    return {"task": task} if "task" in inspect.signature(fn).parameters else {}
-
-
 def _make_folds(tuning: pd.DataFrame, base: RunConfig, task: Task) -> pd.DataFrame:
-    return make_folds(tuning, n_splits=base.folds.n_splits, seed=base.folds.seed, **_task_kw(make_folds, task))
+    return make_folds(tuning, n_splits=base.folds.n_splits, seed=base.folds.seed, task=task)
 
 
 def parent_record(store: Store, parent_id: str, attrs: Mapping[str, Any], name: str) -> RunRecord:
@@ -107,7 +101,7 @@ def load_split(store: Store, parent_id: str, frame: pd.DataFrame, task: Task | N
     folder = store.folder(parent_id)
     if not folder.has(HOLDOUT_FILE):
         raise StudyError(f"parent run {parent_id} holds no {HOLDOUT_FILE}: the study's split is lost")
-    return load_folds(folder / HOLDOUT_FILE, frame, **_task_kw(load_folds, load_task(task)))
+    return load_folds(folder / HOLDOUT_FILE, frame, task=load_task(task))
 
 
 def tuning_rows(frame: pd.DataFrame, split: pd.DataFrame | None) -> pd.DataFrame:
