@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.10.0"
+__version__ = "0.11.0"
 
 _API = (
     "Run",
