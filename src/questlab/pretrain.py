@@ -1,7 +1,7 @@
-"""Task-adaptive pretraining: more masked-language-model training of an encoder on QUEST's own texts.
+"""Task-adaptive pretraining: more masked-language-model training of an encoder on a task's own texts.
 
-The texts are the questions (title + body, each distinct question once) and the answers of
-the given CSVs (train and test: no labels are read, so test texts are fair game). The result
+The texts are each segment of the task (QUEST: the questions as title + body, each distinct
+question once, and the answers) of the given CSVs (train and test: no labels are read, so test texts are fair game). The result
 is a local Hugging Face folder (weights with their MLM head, tokenizer, and the source's
 sentence-transformers files) that any config takes as ``encoder: <folder>``.
 
@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from questlab.errors import UsageError
 from questlab.models.pretrained import resolve_encoder  # also switches the HF hub off
-from questlab.schema import ANSWER, BODY, TITLE
 from questlab.strictjson import strict_json
+from questlab.tasks import TaskRef, load_task
 
 logger = logging.getLogger(__name__)
 # Files of a sentence-transformers folder that save_pretrained does not write: copied over.
@@ -42,7 +42,8 @@ class PretrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     encoder: str = "all-MiniLM-L6-v2"  # a known packaged encoder name or a local HF model folder
-    texts: list[Path]  # QUEST CSVs (train and/or test) whose titles, bodies and answers are read
+    texts: list[Path]  # CSVs of the task (train and/or test) whose texts are read
+    task: str | None = None  # a built-in task name or a spec path; None: quest
     output: Path  # new (or empty) folder for the adapted encoder
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)  # stop after this many optimizer steps (smoke runs)
@@ -72,12 +73,20 @@ class PretrainResult:
     seconds: float = 0.0
 
 
-def corpus(frames: list[pd.DataFrame]) -> list[str]:
-    """Each distinct question (title + body) and each distinct answer once, in first-seen order."""
+def corpus(frames: list[pd.DataFrame], task: TaskRef = None) -> list[str]:
+    """Each distinct segment text once, in first-seen order: a segment's texts joined by newlines
+    (QUEST: each question as title + body, then each answer)."""
+    task = load_task(task)
+    segments = [cols for cols in (task.segment("first"), task.segment("second")) if cols]
     texts: dict[str, None] = {}
     for frame in frames:
-        questions = frame[TITLE].astype(str) + "\n" + frame[BODY].astype(str)
-        for text in [*questions.tolist(), *frame[ANSWER].astype(str).tolist()]:
+        joined = []
+        for cols in segments:
+            seg = frame[cols[0]].astype(str)
+            for col in cols[1:]:
+                seg = seg + "\n" + frame[col].astype(str)
+            joined.extend(seg.tolist())
+        for text in joined:
             if text.strip():
                 texts.setdefault(text, None)
     return list(texts)
@@ -115,9 +124,10 @@ def pretrain(cfg: PretrainConfig) -> PretrainResult:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     source = resolve_encoder(cfg.encoder)
-    texts = corpus([load(p, detect_kind(p)) for p in cfg.texts])
+    task = load_task(cfg.task)
+    texts = corpus([load(p, detect_kind(p, task), task) for p in cfg.texts], task)
     if not texts:
-        raise UsageError(f"{', '.join(map(str, cfg.texts))}: no non-blank title, body or answer to train on")
+        raise UsageError(f"{', '.join(map(str, cfg.texts))}: no non-blank text of task {task.name!r} to train on")
     tokenizer = AutoTokenizer.from_pretrained(source)
     ids = tokenizer(texts, truncation=True, max_length=cfg.max_length, verbose=False)["input_ids"]
     lengths = np.array([len(x) for x in ids])

@@ -1,4 +1,4 @@
-"""``questlab pretrain``: masked-language-model training of an encoder on QUEST's own unlabelled texts."""
+"""``questlab pretrain``: masked-language-model training of an encoder on a task's own unlabelled texts."""
 
 from pathlib import Path
 from typing import Annotated
@@ -12,11 +12,12 @@ from questlab.cli.common import examples, fail, guard
 def pretrain(
     output: Annotated[Path, typer.Option("--output", help="new (or empty) folder for the adapted encoder")],
     train: Annotated[
-        Path | None, typer.Option(help="train CSV: titles, bodies, answers (labels unread); this or --test or both")
+        Path | None, typer.Option(help="train CSV: its texts (labels unread); this or --test or both")
     ] = None,
     test: Annotated[
-        Path | None, typer.Option(help="test CSV: its titles, bodies and answers; this or --train or both")
+        Path | None, typer.Option(help="test CSV: its texts; this or --train or both")
     ] = None,
+    task: Annotated[str | None, typer.Option(help="a built-in task (quest, ell) or a spec file; default quest")] = None,
     encoder: Annotated[str, typer.Option(help="a known encoder name or a local HF model folder")] = "all-MiniLM-L6-v2",
     epochs: Annotated[int, typer.Option(min=1, help="passes over the texts")] = 1,
     max_steps: Annotated[int | None, typer.Option(min=1, help="stop after this many steps")] = None,
@@ -40,8 +41,8 @@ def pretrain(
         fail("give --train and/or --test: the CSVs whose texts the encoder is trained on")
     try:
         cfg = PretrainConfig(
-            encoder=encoder, texts=texts, output=output, epochs=epochs, max_steps=max_steps, max_length=max_length,
-            mlm_probability=mlm_probability, lr=lr, batch_size=batch_size, seed=seed, cpu=cpu,
+            encoder=encoder, texts=texts, task=task, output=output, epochs=epochs, max_steps=max_steps,
+            max_length=max_length, mlm_probability=mlm_probability, lr=lr, batch_size=batch_size, seed=seed, cpu=cpu,
         )  # fmt: skip
     except ValidationError as exc:
         err = exc.errors()[0]
