@@ -21,7 +21,7 @@ import pandas as pd
 from questlab.analysis.checks.folds import fold_statuses
 from questlab.analysis.curves import split_curves
 from questlab.models.base import FitLog
-from questlab.schema import QUESTION_TARGETS, TARGETS
+from questlab.tasks import TaskRef, load_task
 
 COLORS = {"question": "#4c72b0", "answer": "#dd8452", "bad": "#c44e52", "ok": "#55a868", "grey": "#999999"}
 BUDGET_MULTIPLE = 4  # truncation plots stop at this many token budgets; longer texts share one bin
@@ -36,17 +36,18 @@ def figure_tag(fig: plt.Figure, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _color(target: str) -> str:
-    return COLORS["question"] if target in QUESTION_TARGETS else COLORS["answer"]
+def _color(target: str, task: TaskRef = None) -> str:
+    """Blue for targets that read the first segment only (QUEST's question targets), orange otherwise."""
+    return COLORS["question"] if load_task(task).route_of(target) == "first" else COLORS["answer"]
 
 
-def plot_target_scores(intervals: pd.DataFrame) -> plt.Figure:
+def plot_target_scores(intervals: pd.DataFrame, task: TaskRef = None) -> plt.Figure:
     """Per-target Spearman with 95% bootstrap intervals, worst at the bottom; undefined ones marked."""
     t = intervals.assign(plot=intervals["spearman"].fillna(0.0)).sort_values("plot")
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(t) + 1))
     y = np.arange(len(t))
     err = np.vstack([(t["plot"] - t["low"]).clip(lower=0), (t["high"] - t["plot"]).clip(lower=0)])
-    colors = [_color(x) if s == "ok" else COLORS["bad"] for x, s in zip(t.index, t["status"], strict=True)]
+    colors = [_color(x, task) if s == "ok" else COLORS["bad"] for x, s in zip(t.index, t["status"], strict=True)]
     ax.barh(y, t["plot"], xerr=err, color=colors, ecolor="#333", capsize=2)
     ax.set_yticks(y, [f"{x} ({s})" if s != "ok" else x for x, s in zip(t.index, t["status"], strict=True)])
     ax.axvline(0, color="#333", lw=0.8)
@@ -87,12 +88,13 @@ def plot_fold_scores(
     return fig
 
 
-def plot_distributions(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str]) -> plt.Figure:
+def plot_distributions(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str], task: TaskRef = None) -> plt.Figure:
     """Histograms of predictions and truth for a few targets: squashed or constant predictions show."""
+    task = load_task(task)
     fig, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets), 2.8), squeeze=False)
     for ax, t in zip(axes[0], targets, strict=True):
-        j = TARGETS.index(t)
-        bins = np.linspace(0, 1, 21)
+        j = task.target_names.index(t)
+        bins = np.linspace(task.targets[j].low, task.targets[j].high, 21)
         ax.hist(y_true[:, j], bins=bins, alpha=0.6, color=COLORS["grey"], label="truth")
         ax.hist(y_pred[:, j], bins=bins, alpha=0.6, color=COLORS["question"], label="prediction")
         ax.set_yscale("log")  # imbalanced targets pile most rows in one bin; log keeps the rest visible

@@ -262,12 +262,17 @@ def run_report(diag: Diagnosis, findings: list[Finding], inputs: pd.DataFrame | 
     elif scored is not None and diag.intervals is not None:
         y_true, y_pred = scored
         folds = run.oof["fold"].to_numpy()
-        sections.append(("Score per target", figure_tag(plot_target_scores(diag.intervals), "per-target scores")))
+        sections.append(
+            ("Score per target", figure_tag(plot_target_scores(diag.intervals, run.task), "per-target scores"))
+        )
         fold_fig = plot_fold_scores(y_true, y_pred, folds, _cv(run))
         sections.append(("Score per fold", figure_tag(fold_fig, "per-fold scores")))
         worst = list(diag.intervals["spearman"].fillna(-np.inf).sort_values().index[:N_DISTRIBUTIONS])
         sections.append(
-            ("Predictions vs truth", figure_tag(plot_distributions(y_true, y_pred, worst), "prediction distributions"))
+            (
+                "Predictions vs truth",
+                figure_tag(plot_distributions(y_true, y_pred, worst, run.task), "prediction distributions"),
+            )
         )
         sections.append(("Imbalance next to score", _imbalance_section(diag, y_true, y_pred)))
     else:
