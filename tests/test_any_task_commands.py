@@ -223,7 +223,7 @@ def test_a_bad_file_is_one_line_exit_2_and_no_run(case: str, tmp_path: Path) -> 
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
-    assert "bad.csv" in lines[0] and column in lines[0]
+    assert str(train) in lines[0] and f"column {column!r}" in lines[0]
     if row is not None:
-        assert row in lines[0]
+        assert f"row {row} " in lines[0]
     assert not store.exists() or Store(str(store)).list_runs() == []
