@@ -123,25 +123,34 @@ def test_postprocess_and_ensemble(world: dict) -> None:
 
 
 def test_recipe_runs_its_members_for_the_task(world: dict, tmp_path: Path) -> None:
+    # shaped like the built-ins: QUEST's members and settings, and the ones for any other task
     recipe = {
         "name": "tiny-any",
         "members": [
-            {"config": {"name": "r-tfidf", "folds": {"n_splits": 3, "seed": 1}, "bootstrap": 20,
+            {"tasks": ["quest"], "config": {"name": "q-mean", "model": {"name": "mean"}}},
+            {"not_tasks": ["quest"],
+             "config": {"name": "r-tfidf", "folds": {"n_splits": 3, "seed": 1}, "bootstrap": 20,
                         "model": {"name": "tfidf", "params": {"min_df": 1, "max_features": 2000}}}},
-            {"config": {"name": "r-tfidf-1gram", "bootstrap": 20,
+            {"not_tasks": ["quest"],
+             "config": {"name": "r-tfidf-1gram", "bootstrap": 20,
                         "model": {"name": "tfidf", "params": {"min_df": 1, "ngram_max": 1, "alpha": 3.0}}}},
         ],
-        "ensemble": {"method": "weights", "per_target": True, "average": "value"},
-        "postprocess": "auto",
+        "ensemble": {"method": "weights", "per_target": True, "average": "rank"},
+        "question_share": True,
+        "postprocess": "distribution",
         "bootstrap": 20,
+        "per_task": {"quest": {},
+                     "*": {"ensemble": {"average": "value"}, "question_share": False, "postprocess": "auto"}},
     }  # fmt: skip
     path = tmp_path / "tiny-any.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     sub = tmp_path / "recipe-sub.csv"
     done = ok("recipe", path, "--task", world["spec"], "--train", world["train"], "--test", world["test"],
               "--submission", sub, "--store", tmp_path / "store")  # fmt: skip
-    assert "mcrmse" in done.output
+    assert "mcrmse" in done.output and "2 member(s)" in done.output
     _check_predictions(sub, world["test"])
+    names = {r.name for r in Store(str(tmp_path / "store")).list_runs()}
+    assert {"r-tfidf", "r-tfidf-1gram"} <= names and "q-mean" not in names
 
 
 def test_tune_a_few_tfidf_trials(world: dict, tmp_path: Path) -> None:
