@@ -238,7 +238,7 @@ def run_cv(
     else:
         folds = resolve_folds(config, train_data.frame, store, task=run_task)
     resumed = plan.run.read_meta() if plan else None
-    pseudo = attach_pseudo(pseudo, train_data.frame, folds, resumed, say)
+    pseudo = attach_pseudo(pseudo, train_data.frame, folds, resumed, say, task=run_task)
     test_frame = test_data.frame if test_data else None
     data = RunData(train=train_data.frame, test=test_frame, folds=folds, pseudo=pseudo, task=run_task)
     all_folds = sorted(int(k) for k in folds["fold"].unique())

@@ -39,7 +39,7 @@ from questlab.errors import UsageError
 from questlab.folds import FOLDS_FILE
 from questlab.metric import CVScore, without_fold_offsets
 from questlab.provenance import git_commit
-from questlab.recording import RunWriter
+from questlab.recording import RunWriter, direction_note, score_label
 from questlab.rundir import (
     ENSEMBLE_FILE,
     META_FILE,
@@ -232,7 +232,8 @@ def build_ensemble(
     # before the run exists: a refusal leaves no run
     submission = _submission(members, res.final, _test_groups(members, test) if spec.question_share else None)
     run_id, cv = _record(store, members, spec, res, report, submission, name, n_boot, tags)
-    say(f"ensemble run {run_id}: nested CV {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f})")
+    label, note = score_label(task), direction_note(task)  # as a CV run names its score
+    say(f"ensemble run {run_id}: nested CV {label} {cv.score:.4f} (95% CI {cv.ci_low:.4f}..{cv.ci_high:.4f}){note}")
     return run_id, report
 
 

@@ -234,9 +234,10 @@ def run_server(app: FastAPI, host: str, port: int, limits: ConnectionLimits | No
     )  # fmt: skip
 
 
-def _rows(task: Task, ids: list[int], pred: np.ndarray) -> list[dict[str, Any]]:
+def _rows(task: Task, ids: list[int | str], pred: np.ndarray) -> list[dict[str, Any]]:
     names = task.target_names
-    return [{task.id: int(i), **dict(zip(names, row, strict=True))} for i, row in zip(ids, pred.tolist(), strict=True)]
+    ids = [i if isinstance(i, str) else int(i) for i in ids]  # text ids echoed as given
+    return [{task.id: i, **dict(zip(names, row, strict=True))} for i, row in zip(ids, pred.tolist(), strict=True)]
 
 
 # --- /docs without a CDN ------------------------------------------------------------------------

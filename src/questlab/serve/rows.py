@@ -1,6 +1,7 @@
 """The HTTP shapes of a task: a row, a request, a prediction, a response, built from its columns.
 
-A row holds the task's id (optional: all or none, an int64 as QUEST's ``qa_id``), its texts and
+A row holds the task's id (optional: all or none; an int64 as QUEST's ``qa_id`` where the task's
+``id_type`` is integer, else text or an int64, as a file's id cells are read), its texts and
 features (required) and its optional and group-only columns (may be left out); a prediction holds
 the id and the task's targets. QUEST's row is :class:`~questlab.serve.limits.Pair`, as written for
 0.9.0 (its descriptions are the documented API): it is used wherever a task's row has exactly its
@@ -10,7 +11,7 @@ columns, so QUEST's API is unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
@@ -87,10 +88,15 @@ def _is_pair(task: Task) -> bool:
 def _build(task: Task) -> RequestModels:
     if _is_pair(task):  # QUEST's 0.9.0 shapes, word for word
         return RequestModels(Pair, PredictRequest, Prediction, PredictResponse)
+    # a task of text ids ("r1-0") takes them as a file does: text, or whole numbers (read as int64)
+    int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+    id_kind, id_json, id_word = (
+        (int64, "integer", "int64") if task.id_type == "integer" else (int64 | str, ["integer", "string"], "text")
+    )
     fields: dict[str, Any] = {
         task.id: (
-            int | None,
-            Field(None, ge=INT64_MIN, le=INT64_MAX, description="your id (int64) for the row, echoed back; "
+            id_kind | None,
+            Field(None, description=f"your id ({id_word}) for the row, echoed back; "
                   "give it for every row or none (then 0, 1, ...)"),
         )
     }  # fmt: skip
@@ -100,7 +106,7 @@ def _build(task: Task) -> RequestModels:
     row.id_field = task.id
     all_or_none = {
         "anyOf": [
-            {"items": {"required": [task.id], "properties": {task.id: {"type": "integer"}}}},
+            {"items": {"required": [task.id], "properties": {task.id: {"type": id_json}}}},
             {"items": {"properties": {task.id: {"type": "null"}}}},
         ]
     }
@@ -123,7 +129,7 @@ def _build(task: Task) -> RequestModels:
     prediction = create_model(
         "Prediction",
         __doc__=f"The {task.n_targets} predicted ratings of one row, {span}, in submission order.",
-        **{task.id: (int, ...)},
+        **{task.id: (id_kind, ...)},
         **{t: (float, ...) for t in task.target_names},
     )
     response = create_model(

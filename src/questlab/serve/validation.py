@@ -19,7 +19,7 @@ from questlab.tasks import Task, TaskRef, load_task
 Pair = Any  # a row of the task's request model (questlab.serve.rows.request_models)
 
 
-def pair_ids(pairs: Sequence[Pair], task: TaskRef = None) -> list[int]:
+def pair_ids(pairs: Sequence[Pair], task: TaskRef = None) -> list[int | str]:
     """The rows' ids: all given, or none (then 0, 1, ...). Mixing is refused (a default could collide)."""
     key = load_task(task).id
     ids = [getattr(p, key) for p in pairs]
@@ -56,20 +56,23 @@ def validate_requests(requests: Sequence[Sequence[Pair]], task: TaskRef = None) 
     1-based pair position, as in a file), in one call for the whole batch when it can: the text
     rules hold row by row, so a batch that passes them (its rows numbered 0..N-1, as qa_ids may
     repeat across requests) passes them request by request. The id rules (ints, int64: pydantic;
-    unique) and any failing batch send the requests concerned through ``validate_frame`` alone,
-    for the very error a file would get. Unknown user names are then made distinct (module doc).
+    unique; text ids, read as a file's) and any failing batch send the requests concerned through
+    ``validate_frame`` alone, for the very error a file would get. Unknown user names are then made
+    distinct (module doc).
     """
     task = load_task(task)
-    ids: list[list[int] | DataError] = []
+    ids: list[list[int | str] | DataError] = []
     for pairs in requests:
         try:
             ids.append(pair_ids(pairs, task))
         except DataError as exc:
             ids.append(exc)
     out: list[pd.DataFrame | DataError | None] = [i if isinstance(i, DataError) else None for i in ids]
-    todo = [k for k, i in enumerate(ids) if isinstance(i, list) and len(set(i)) == len(i)]
-    for k, i in enumerate(ids):  # repeated ids: validate_frame words that error
-        if isinstance(i, list) and len(set(i)) != len(i):
+    # unique int ids are checked already; text ids (a task's "r1-0") are stripped and checked by validate_frame
+    batched = [isinstance(i, list) and len(set(i)) == len(i) and all(isinstance(q, int) for q in i) for i in ids]
+    todo = [k for k, ok in enumerate(batched) if ok]
+    for k, i in enumerate(ids):  # repeated or text ids: validate_frame words that error (or reads them)
+        if isinstance(i, list) and not batched[k]:
             out[k] = _checked_alone(requests[k], task)
     while todo:
         sizes = [len(requests[k]) for k in todo]

@@ -40,13 +40,15 @@ class TuneResult:
     n_failed: int
     report_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    scored_by: str = ""  # what the scores are: "mcrmse, lower is better" (see recording.score_label)
 
     def summary(self) -> str:
         """A few lines for a terminal."""
         lo, hi = self.best_cv_ci
         lines = [
             f"study {self.study_name}: {self.n_complete} complete, {self.n_pruned} pruned"
-            + (f", {self.n_failed} failed" if self.n_failed else ""),
+            + (f", {self.n_failed} failed" if self.n_failed else "")
+            + (f"; scored by {self.scored_by}" if self.scored_by else ""),
             f"best trial {self.best_trial}: CV {self.best_cv:.4f} (95% CI {lo:.4f}..{hi:.4f}), run {self.best_run_id}",
         ]
         if self.holdout_score is not None and self.holdout_ci is not None:

@@ -12,7 +12,7 @@ from questlab.config import parse_config
 from questlab.console import quiet
 from questlab.cv import run_cv
 from questlab.errors import StudyError
-from questlab.recording import RunWriter
+from questlab.recording import RunWriter, direction_note, score_label
 from questlab.tuning.common import (
     ATTR_CANNOT_FIT,
     ATTR_HOLDOUT_LOOKS,
@@ -99,6 +99,7 @@ def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> Tu
         n_pruned=n_pruned,
         n_failed=n_failed,
         notes=notes,
+        scored_by=f"{score_label(ctx.task)}{direction_note(ctx.task)}",  # a task's score names its metric
     )
     metrics = {
         "best_cv": result.best_cv,
