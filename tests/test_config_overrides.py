@@ -76,7 +76,7 @@ def test_input_is_not_mutated() -> None:
 @pytest.mark.parametrize(
     ("override", "bad", "close", "accepted"),
     [
-        ("sed=1", "'sed'", "'seed'", "accepted keys at the top level: name, description, seed"),
+        ("sed=1", "'sed'", "'seed'", "accepted keys at the top level: name, description, task, seed"),
         ("folds.n_split=10", "'folds.n_split'", "'folds.n_splits'", "accepted keys at folds: n_splits, seed"),
         (
             "model.params.apha=3",

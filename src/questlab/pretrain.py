@@ -1,8 +1,8 @@
 """Task-adaptive pretraining: more masked-language-model training of an encoder on a task's own texts.
 
 The texts are each segment of the task (QUEST: the questions as title + body, each distinct
-question once, and the answers) of the given CSVs (train and test: no labels are read, so test texts are fair game). The result
-is a local Hugging Face folder (weights with their MLM head, tokenizer, and the source's
+question once, and the answers) of the given CSVs (train and test: no labels are read, so test
+texts are fair game). The result is a local Hugging Face folder (weights with their MLM head, tokenizer, and the source's
 sentence-transformers files) that any config takes as ``encoder: <folder>``.
 
 A packaged sentence-transformers encoder (MiniLM) ships the encoder alone, without the MLM

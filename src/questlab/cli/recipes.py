@@ -59,6 +59,6 @@ def register(app: typer.Typer) -> None:
             "questlab recipe fast --train train.csv --test test.csv --submission submission.csv",
             "questlab recipe best --train train.csv --test test.csv --submission submission.csv",
             "questlab recipe RECIPE_YAML --train train.csv --store STORE",
-            "questlab recipe fast --task ell --train ell/train.csv --test ell/test.csv --submission submission.csv",
+            "questlab recipe fast --task ell --train essays.csv --test new.csv --submission sub.csv",
         ),
     )(recipe)

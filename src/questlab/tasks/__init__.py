@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from questlab.errors import ConfigError
 from questlab.tasks.spec import Groups, Route, Target, Task, TextColumn
+from questlab.yamlfile import read_yaml
 
 DEFAULT_TASK = "quest"  # with no task given: every command written for 0.9.0 works as it did
 TaskRef = str | Path | Task | None
@@ -41,8 +42,6 @@ def load_task(ref: TaskRef = None) -> Task:
     if not Path(text).exists():
         names = ", ".join(builtin_task_names())
         raise ConfigError(f"{text}: no such task spec file; give a YAML file or a built-in task by name: {names}")
-    from questlab.config import read_yaml
-
     return parse_task(read_yaml(text, what="task spec"), text)
 
 
