@@ -2,8 +2,8 @@
 
 The texts are each segment of the task (QUEST: the questions as title + body, each distinct
 question once, and the answers) of the given CSVs (train and test: no labels are read, so test
-texts are fair game). The result is a local Hugging Face folder (weights with their MLM head, tokenizer, and the source's
-sentence-transformers files) that any config takes as ``encoder: <folder>``.
+texts are fair game). The result is a local Hugging Face folder (weights with their MLM head,
+tokenizer, and the source's sentence-transformers files) that any config takes as ``encoder: <folder>``.
 
 A packaged sentence-transformers encoder (MiniLM) ships the encoder alone, without the MLM
 head: the head is then initialised fresh (its decoder stays tied to the word embeddings), and

@@ -14,9 +14,7 @@ def pretrain(
     train: Annotated[
         Path | None, typer.Option(help="train CSV: its texts (labels unread); this or --test or both")
     ] = None,
-    test: Annotated[
-        Path | None, typer.Option(help="test CSV: its texts; this or --train or both")
-    ] = None,
+    test: Annotated[Path | None, typer.Option(help="test CSV: its texts; this or --train or both")] = None,
     task: Annotated[str | None, typer.Option(help="a built-in task (quest, ell) or a spec file; default quest")] = None,
     encoder: Annotated[str, typer.Option(help="a known encoder name or a local HF model folder")] = "all-MiniLM-L6-v2",
     epochs: Annotated[int, typer.Option(min=1, help="passes over the texts")] = 1,
