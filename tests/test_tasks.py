@@ -87,3 +87,15 @@ def test_cli_task_show_and_list(tmp_path: Path) -> None:
     )
     bad = runner.invoke(app, ["task", "show", str(_mutated(tmp_path, lambda d: d.update(metric="auc")))])
     assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1 and "metric" in bad.output
+
+
+def test_a_folder_named_like_a_builtin_task_does_not_hide_it(tmp_path, monkeypatch):
+    from questlab.tasks import load_task
+
+    (tmp_path / "ell").mkdir()  # e.g. a store or data folder called ell in the working folder
+    monkeypatch.chdir(tmp_path)
+    assert load_task("ell").name == "ell"
+    (tmp_path / "quest").write_text(
+        "name: mine\nid: i\ntexts: [{name: t}]\ntargets: [{name: y, low: 0, high: 1}]\nmetric: rmse\n"
+    )
+    assert load_task("quest").name == "mine"  # a file that exists wins

@@ -27,7 +27,7 @@ def builtin_task_names() -> tuple[str, ...]:
 def load_task(ref: TaskRef = None) -> Task:
     """A task from a built-in name (``quest``, ``ell``), a YAML file, a mapping or a ``Task``.
 
-    ``None`` is the default task (``quest``). A path that exists wins over a built-in name. Every
+    ``None`` is the default task (``quest``). A file that exists wins over a built-in name. Every
     problem is a one-line ``ConfigError`` naming the spec and the key.
     """
     if ref is None:
@@ -37,7 +37,7 @@ def load_task(ref: TaskRef = None) -> Task:
     if isinstance(ref, dict):
         return parse_task(ref, "task spec")
     text = str(ref)
-    if not Path(text).exists() and text in builtin_task_names():
+    if text in builtin_task_names() and not Path(text).is_file():  # a folder called "ell" is not a spec
         return _builtin(text)
     if not Path(text).exists():
         names = ", ".join(builtin_task_names())
