@@ -21,6 +21,7 @@ ENV_REQUIRE_CHROMIUM = "QUESTLAB_REQUIRE_CHROMIUM"  # "1": the report test fails
 ENV_REQUIRE_POSTGRES = "QUESTLAB_REQUIRE_POSTGRES"  # "1": the PostgreSQL test fails (not skips) without it
 # CI keeps the competition data beside the checkout; QUEST_DATA points elsewhere.
 QUEST_DIR = Path(os.environ.get(ENV_DATA, REPO.parent / "shared" / "quest")).resolve()
+ELL_DIR = (REPO.parent / "shared" / "ell").resolve()  # Feedback Prize ELL: the second built-in task
 
 
 _SCRATCH: list[Path] = []  # the session's folder for files helpers write, under pytest's temp root
@@ -66,6 +67,13 @@ def require_quest() -> Path:
             f"put train.csv and test.csv in {REPO.parent / 'shared' / 'quest'} or point {ENV_DATA} at their folder",
         )
     return QUEST_DIR
+
+
+def require_ell() -> Path:
+    """The ELL data folder (``train.csv``); without it the test fails (or skips where allowed)."""
+    if not (ELL_DIR / "train.csv").exists():
+        missing(f"ELL data not found: {ELL_DIR / 'train.csv'} does not exist", f"put it in {ELL_DIR}")
+    return ELL_DIR
 
 
 def require_chromium() -> str:
