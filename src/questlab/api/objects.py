@@ -29,7 +29,7 @@ class Verdicts(list):
     def __repr__(self) -> str:
         """One line: how many of each severity, and the codes of the errors and warnings."""
         counts = {s: sum(v.severity == s for v in self) for s in ("error", "warning", "info", "ok")}
-        serious = [v.code for v in self if v.severity in ("error", "warning")]
+        serious = list(dict.fromkeys(v.code for v in self if v.severity in ("error", "warning")))
         listed = f": {', '.join(serious)}" if serious else ""
         return "Verdicts(" + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + listed + ")"
 
