@@ -207,7 +207,7 @@ class Run:
 
     @property
     def task_name(self) -> str:
-        """The task's name from the run's tags (no read of the run's folder); runs before tasks: quest."""
+        """The task's name: the run's tag where recorded (no read of its folder), else its task.json."""
         return self.record.tags.get(TAG_TASK) or self.task.name
 
     def _cv_text(self) -> str | None:
