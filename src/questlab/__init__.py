@@ -10,19 +10,31 @@ It is loaded on first use, so ``import questlab`` (and the CLI's light commands)
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
 __version__ = "0.11.0"
 
 _API = (
+    "Finding",
     "Run",
     "Verdicts",
+    "add_finding",
+    "check",
     "compare",
+    "edit_finding",
+    "ensemble",
     "evaluate",
+    "findings",
     "load_bundle",
     "load_run",
     "model_params",
+    "postprocess",
+    "pseudo_label",
     "recipe",
+    "remove_finding",
+    "report",
     "run",
     "runs",
     "tune",
@@ -39,6 +51,26 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'questlab' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """The ``questlab`` module's type: ``ql.ensemble`` is the API function, though a subpackage
+    ``questlab.ensemble`` exists too (``from questlab.ensemble import ...`` still imports it)."""
+
+    @property
+    def ensemble(self) -> Any:
+        from questlab.api import ensemble
+
+        return ensemble
+
+    @ensemble.setter
+    def ensemble(self, module: types.ModuleType) -> None:
+        # The import system binds a loaded subpackage to its parent's attribute: the subpackage
+        # stays in sys.modules (where imports find it), the attribute stays the API function.
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:

@@ -9,8 +9,16 @@ from typer.testing import CliRunner
 
 from helpers.runs import tiny_run
 from questlab.analysis.diagnose import Verdict
-from questlab.analysis.findings import FINDINGS_EXPERIMENT, add_finding, list_findings, record_verdicts
-from questlab.errors import RunNotFoundError
+from questlab.analysis.findings import (
+    FINDINGS_EXPERIMENT,
+    add_finding,
+    edit_finding,
+    get_finding,
+    list_findings,
+    record_verdicts,
+    remove_finding,
+)
+from questlab.errors import RunNotFoundError, UsageError
 from questlab.store import Store
 
 
@@ -56,6 +64,32 @@ def test_findings_survive_a_deleted_run(tmp_path):
     assert f.text == "this run failed on OOM" and f.runs == [run]
     with pytest.raises(RunNotFoundError):
         list_findings(store, run="nosuchrun")
+
+
+def test_edit_and_remove_a_finding(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    a, b = (store.create_run(name, tags={}) for name in ("a", "b"))
+    found = add_finding(store, "first thought", [a], ["idea"])
+    kept = add_finding(store, "another", [b])
+    edited = edit_finding(store, found.finding_id[:10], text="  second thought\nwith detail ", tags=["idea", "fixed"])
+    assert (edited.finding_id, edited.time, edited.runs) == (found.finding_id, found.time, [a])
+    assert edited.text == "second thought\nwith detail" and edited.tags == ["idea", "fixed"]
+    assert store.get(found.finding_id).name == "second thought"  # the MLflow UI's name follows the text
+    moved = edit_finding(store, found.finding_id, runs=[b[:8], a])
+    assert moved.runs == [b, a] and moved.text == edited.text and moved.tags == edited.tags
+    assert [f.finding_id for f in list_findings(store, run=b)] == [kept.finding_id, found.finding_id]
+    for bad, match in (({"text": " "}, "text"), ({"tags": ["a,b"]}, "comma"), ({"runs": []}, "at least one run")):
+        with pytest.raises(UsageError, match=match):
+            edit_finding(store, found.finding_id, **bad)
+    assert get_finding(store, found.finding_id).text == edited.text  # a refused edit changes nothing
+    gone = remove_finding(store, found.finding_id)
+    assert gone.text == edited.text
+    assert [f.finding_id for f in list_findings(store)] == [kept.finding_id]
+    assert {r.run_id for r in store.list_runs()} == {a, b}  # the runs it cited stay
+    for act in (lambda: get_finding(store, found.finding_id), lambda: remove_finding(store, found.finding_id),
+                lambda: edit_finding(store, "zzzz", text="x"), lambda: get_finding(store, a)):  # fmt: skip
+        with pytest.raises(RunNotFoundError):
+            act()
 
 
 def test_diagnose_verdicts_recorded_once(store_runs):

@@ -41,8 +41,8 @@ class Finding:
         }
 
 
-def _record(store: Store, text: str, run_ids: list[str], tags: list[str], source: str) -> str:
-    """Write a finding about ``run_ids`` (full ids) as a finished run; return its id."""
+def _checked(text: str, tags: list[str]) -> tuple[str, list[str]]:
+    """The text (stripped) and tags of a finding, refused in one line when unusable."""
     text = text.strip()
     if not text:
         raise UsageError("a finding needs some text")
@@ -51,12 +51,18 @@ def _record(store: Store, text: str, run_ids: list[str], tags: list[str], source
     bad = [t for t in tags if "," in t or not t.strip()]
     if bad:
         raise UsageError(f"tag {bad[0]!r}: tags must be non-empty and contain no comma")
+    return text, [t.strip() for t in tags]
+
+
+def _record(store: Store, text: str, run_ids: list[str], tags: list[str], source: str) -> str:
+    """Write a finding about ``run_ids`` (full ids) as a finished run; return its id."""
+    text, tags = _checked(text, tags)
     finding_id = store.create_run(
         text.splitlines()[0][:60],  # the run name the MLflow UI shows
         tags={
             "questlab.finding.text": text,
             "questlab.finding.runs": ",".join(run_ids),
-            "questlab.finding.tags": ",".join(t.strip() for t in tags),
+            "questlab.finding.tags": ",".join(tags),
             "questlab.finding.source": source,
         },
         experiment=FINDINGS_EXPERIMENT,
@@ -108,6 +114,52 @@ def list_findings(store: Store, run: str | None = None, tag: str | None = None) 
                 raise
     if tag is not None:
         found = [f for f in found if tag in f.tags]
+    return found
+
+
+def get_finding(store: Store, finding_id: str) -> Finding:
+    """The finding with this id or unique id prefix (removed ones are gone)."""
+    found = [f for f in _all(store) if f.finding_id.startswith(finding_id)] if finding_id else []
+    exact = [f for f in found if f.finding_id == finding_id]
+    if exact or len(found) == 1:
+        return (exact or found)[0]
+    if not found:
+        raise RunNotFoundError(f"no finding {finding_id!r} in store {store.uri} (list them with: questlab findings)")
+    raise RunNotFoundError(f"finding id prefix {finding_id!r} matches {len(found)} findings; give more characters")
+
+
+def edit_finding(
+    store: Store,
+    finding_id: str,
+    text: str | None = None,
+    runs: list[str] | None = None,
+    tags: list[str] | None = None,
+) -> Finding:
+    """Change a finding's text, cited runs (ids or unique prefixes) and/or tags; ``None`` keeps one.
+
+    Its id, time and source stay; returns the finding as it now reads.
+    """
+    old = get_finding(store, finding_id)
+    if runs is not None and not runs:
+        raise UsageError("a finding is about at least one run: give its run id(s)")
+    new_text, new_tags = _checked(old.text if text is None else text, old.tags if tags is None else tags)
+    run_ids = old.runs if runs is None else [store.resolve_id(r) for r in runs]
+    store.set_tags(
+        old.finding_id,
+        {
+            "mlflow.runName": new_text.splitlines()[0][:60],
+            "questlab.finding.text": new_text,
+            "questlab.finding.runs": ",".join(run_ids),
+            "questlab.finding.tags": ",".join(new_tags),
+        },
+    )
+    return get_finding(store, old.finding_id)
+
+
+def remove_finding(store: Store, finding_id: str) -> Finding:
+    """Remove a finding from the log (the runs it cites are untouched); returns what it held."""
+    found = get_finding(store, finding_id)
+    store.delete_run(found.finding_id)
     return found
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from questlab.cli.common import OneLineErrors, StoreOpt, examples, guard, open_store
-from questlab.errors import UsageError
 
 if TYPE_CHECKING:
     from questlab.analysis.diagnose import Diagnosis
@@ -28,23 +27,10 @@ def _stdout_console():
 
 def _analysed(store: str | None, run_id: str, n_boot: int) -> tuple["Store", "Diagnosis"]:
     """The store and a run's diagnosis (verdicts, intervals from ``n_boot`` question resamples)."""
-    from questlab.analysis.diagnose import analyse
+    from questlab.analysis.run_report import analysed
 
-    if n_boot < 20:
-        raise UsageError(f"--n-boot {n_boot}: use at least 20 resamples for a 95% interval")
     st = open_store(store, create=False)
-    return st, analyse(st, run_id, n_boot=n_boot)
-
-
-def _write_report(st: "Store", diag: "Diagnosis", train: Path | None) -> Path:
-    """Write the run's report.html (with per-category and per-host scores given ``train``); its path."""
-    from questlab.analysis import report as rep
-    from questlab.analysis.findings import list_findings
-    from questlab.analysis.groups import read_inputs
-
-    run_id = diag.run.record.run_id
-    inputs = read_inputs(diag.run, train) if train is not None else None
-    return st.attach(run_id, rep.run_report(diag, list_findings(st, run=run_id), inputs), "report.html")
+    return st, analysed(st, run_id, n_boot)
 
 
 @guard
@@ -62,11 +48,12 @@ def diagnose(
     """Verdicts on a run (constant predictions, weak folds, fitting, imbalance, truncation, health)."""
     from questlab.analysis.diagnose import by_severity
     from questlab.analysis.findings import record_verdicts
+    from questlab.analysis.run_report import save_report
 
     st, diag = _analysed(store, run_id, n_boot)
     run_id = diag.run.record.run_id
     added = record_verdicts(st, run_id, diag.verdicts) if record else []
-    path = _write_report(st, diag, train) if report else None
+    path = save_report(st, diag, train) if report else None
     verdicts = by_severity(diag.verdicts)
     if json_:
         out = {"run_id": run_id, "verdicts": [v.to_dict() for v in verdicts], "report": str(path) if path else None}
@@ -165,8 +152,10 @@ def report(
     open_: Annotated[bool, typer.Option("--open", help="open the report in a web browser")] = False,
 ) -> None:
     """Write the run's report.html (what `diagnose` writes) and print its path on stdout."""
+    from questlab.analysis.run_report import save_report
+
     st, diag = _analysed(store, run_id, n_boot)
-    path = _write_report(st, diag, train)
+    path = save_report(st, diag, train)
     typer.echo(str(path))
     if open_:
         import webbrowser

@@ -153,6 +153,10 @@ class Store:
         """Mark a failed, killed or dead run as running again (``--resume``); refuse a live one."""
         self.tracking.reopen(run_id)
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run given by its full id (MLflow marks it deleted; listings leave it out)."""
+        self.tracking.delete_run(run_id)
+
     # --- a run's files (questlab.store.artifacts) ---------------------------------------------
     def writer(self, run_id: str) -> RunFolder:
         """The local folder a run is written into; call :meth:`sync` for each finished part."""

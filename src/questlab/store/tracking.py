@@ -308,6 +308,11 @@ class Tracking:
         """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
         self.client.set_terminated(run_id, status=status)
 
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run (by its full id): MLflow marks it deleted, listings no longer show it."""
+        self.check_writable(f"delete run {run_id}")
+        self.client.delete_run(run_id)
+
     def reopen(self, run_id: str) -> None:
         """Mark a failed, killed or dead run as running again (``--resume``); refuse a live one."""
         from questlab.store import liveness

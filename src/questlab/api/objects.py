@@ -1,21 +1,9 @@
-"""questlab from code: the functions a notebook, a script or an agent calls.
-
-    import questlab as ql
-    run = ql.run("configs/tfidf.yaml", train=train_df, test=test_df, set={"model.params.alpha": 3})
-    run.cv, run.ci, run.fold_scores, run.per_target, run.oof
-    run.predict(new_df); run.evaluate(labelled_df); run.diagnose(); run.export("bundle/")
-    ql.compare(run, other); ql.runs(sort="cv"); ql.load_run(run_id); ql.load_bundle("bundle/")
-    ql.run("tfidf", train=train_df)   # a config shipped with questlab, by name; ql.model_params(): every parameter
-
-Inputs are validated exactly like files (a bad cell names its column and row). Every function
-takes ``store=`` (a folder, an MLflow tracking URI, or a :class:`~questlab.store.Store`); the
-default is ``$QUESTLAB_STORE``, else ``./questlab-store``. The CLI calls the same functions.
-"""
+"""The objects the API hands back: :class:`Run` (a recorded run) and :class:`Verdicts` (a diagnosis)."""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,10 +12,9 @@ import numpy as np
 import pandas as pd
 
 from questlab import console
-from questlab.config import RunConfig, resolve_config
 from questlab.ensemble.report import EnsembleReport
-from questlab.rundir import TAG_MODEL
-from questlab.store import RunRecord, Store, as_store
+from questlab.rundir import TAG_METRIC, TAG_MODEL, TAG_TASK
+from questlab.store import RunRecord, Store
 
 StoreLike = str | Path | Store | None
 DataLike = str | Path | pd.DataFrame
@@ -39,8 +26,16 @@ class Verdicts(list):
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([v.to_dict() for v in self], columns=["severity", "code", "message", "evidence"])
 
+    def __repr__(self) -> str:
+        """One line: how many of each severity, and the codes of the errors and warnings."""
+        counts = {s: sum(v.severity == s for v in self) for s in ("error", "warning", "info", "ok")}
+        serious = list(dict.fromkeys(v.code for v in self if v.severity in ("error", "warning")))
+        listed = f": {', '.join(serious)}" if serious else ""
+        return "Verdicts(" + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + listed + ")"
+
     def _repr_html_(self) -> str:
-        return self.to_frame()[["severity", "code", "message"]].to_html(index=False)
+        """The verdicts as a table (severity, code, message), every cell escaped."""
+        return self.to_frame()[["severity", "code", "message"]].to_html(index=False, escape=True)
 
 
 class Run:
@@ -192,159 +187,84 @@ class Run:
 
         return export_run(self.store, self.id, Path(dest))
 
+    def report(self, path: str | Path | None = None, open: bool = False, *, n_boot: int = 200,
+               train: DataLike | None = None) -> Path:  # fmt: skip
+        """Write the run's HTML report (what ``questlab report`` writes): into the run as
+        ``report.html``, or to ``path``; ``open`` shows it in a web browser. Returns its path.
+
+        ``train``: the run's own train file, for per-category and per-host scores.
+        """
+        from questlab.analysis.run_report import write_run_report
+
+        page = write_run_report(self.store, self.id, n_boot=n_boot, train=train, path=path, option="n_boot")
+        if open:
+            open_in_browser(page)
+        return page
+
     def refresh(self) -> Run:
         """Re-read the run's record (status, tags, metrics) and drop cached reads."""
         return Run(self.store.get(self.id), self.store)
 
+    @property
+    def task_name(self) -> str:
+        """The task's name: the run's tag where recorded (no read of its folder), else its task.json."""
+        return self.record.tags.get(TAG_TASK) or self.task.name
+
+    def _cv_text(self) -> str | None:
+        m = self.record.metrics
+        if "cv_score" not in m:
+            return None
+        low, high = m.get("cv_ci_low", np.nan), m.get("cv_ci_high", np.nan)
+        return f"{m['cv_score']:.4f} [{low:.4f}, {high:.4f}]"
+
     def __repr__(self) -> str:
-        cv = f"cv={self.record.metrics['cv_score']:.4f}, " if "cv_score" in self.record.metrics else ""
-        return f"Run({self.id[:8]}, {self.name!r}, model={self.model!r}, {cv}status={self.status})"
+        """One line: name, id, model, task, CV with its 95% interval, status."""
+        cv = self._cv_text()
+        return (
+            f"Run({self.name!r}, id={self.id[:8]}, model={self.model!r}, task={self.task_name!r}, "
+            f"{f'cv={cv}, ' if cv else ''}status={self.status})"
+        )
 
     def _repr_html_(self) -> str:
-        m = self.record.metrics
+        metric = self.record.tags.get(TAG_METRIC) or self.task.metric
         rows = [("run", self.id), ("name", self.name), ("model", self.model), ("kind", self.kind),
-                ("status", self.status)]  # fmt: skip
-        if "cv_score" in m:
-            low, high = m.get("cv_ci_low", np.nan), m.get("cv_ci_high", np.nan)
-            rows.append(("CV (95% CI)", f"{m['cv_score']:.4f} ({low:.4f}..{high:.4f})"))
-        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-        return f"<table>{body}</table>"
+                ("task", self.task_name), ("status", self.status)]  # fmt: skip
+        cv = self._cv_text()
+        if cv:
+            rows.append((f"CV {metric} [95% CI]", cv))
+        return html_table(rows)
 
 
-def run(
-    config: str | Path | Mapping | RunConfig,
-    train: DataLike,
-    test: DataLike | None = None,
-    *,
-    set: Mapping[str, Any] | Sequence[str] | None = None,
-    store: StoreLike = None,
-    folds: list[int] | None = None,
-    quiet: bool = False,
-    pseudo: str | Path | Any | None = None,
-    name: str | None = None,
-    task: str | Path | Any | None = None,
-) -> Run:
-    """Run grouped CV for a config (a YAML path, a shipped config's name such as ``"tfidf"``, a dict or
-    a RunConfig) and record it.
-
-    ``train``/``test`` are QUEST CSV paths or DataFrames; ``set`` overrides config keys
-    (``{"model.params.alpha": 3}`` or ``["model.params.alpha=3"]``); ``folds`` runs only those.
-    ``pseudo``: a file from ``questlab pseudo-label`` (or a ``questlab.pseudo.PseudoLabels``):
-    fold k also trains on its pseudo rows labelled by teacher fold k (the teacher's folds required).
-    ``name``: the run's name (default: the config's name with its overrides, ``tfidf[alpha=3]``); a
-    name another run of the store has gets the first free suffix ``-2``, ``-3``, ...
-    ``task``: a built-in task's name (``"ell"``), a task spec YAML or a ``questlab.tasks.Task``;
-    it overrides the config's ``task`` (neither: ``quest``).
-    """
-    from questlab.cv import default_run_name, run_cv, unique_run_name
-    from questlab.pseudo import PseudoLabels
-
-    cfg = resolve_config(config, set)
-    labels = pseudo if pseudo is None or isinstance(pseudo, PseudoLabels) else PseudoLabels.read(pseudo)
-    st = as_store(store, create=True)
-    say = console.quiet if quiet else console.stderr
-    run_name = unique_run_name(st, name or default_run_name(cfg))
-    run_id = run_cv(
-        cfg, train, test, store=st, only_folds=folds, say=say, pseudo=labels, name=run_name, task=task
-    )  # tags pseudo
-    return Run(st.get(run_id), st)
-
-
-def recipe(
-    recipe: str | Path,
-    train: DataLike,
-    test: DataLike | None = None,
-    *,
-    submission: str | Path | None = None,
-    store: StoreLike = None,
-    quiet: bool = False,
-) -> Run:
-    """Run a recipe (a built-in name such as ``"fast"``, or a recipe YAML path); return its ensemble run.
-
-    Members already recorded with the same config, data and folds are reused, killed ones resumed;
-    ``submission`` also writes the ensemble's test predictions there.
-    """
-    from questlab.recipes import run_recipe
-
-    # run_recipe opens (creates) the store only once the recipe, the data and the submission are checked.
-    outcome = run_recipe(
-        recipe, train, test, store=store, submission=submission, say=console.quiet if quiet else console.stderr
+def html_table(rows: Sequence[tuple[str, Any]]) -> str:
+    """A two-column HTML table (key, value), every cell escaped."""
+    body = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in rows
     )
-    st = as_store(store)
-    return Run(st.get(outcome.ensemble_id), st)
+    return f"<table>{body}</table>"
 
 
-def load_run(run_id: str, store: StoreLike = None) -> Run:
-    """A recorded run by id (or unique prefix)."""
-    st = as_store(store)
-    return Run(st.get(run_id), st)
+def open_in_browser(path: Path) -> bool:
+    """Open a local file in a web browser; False (saying so on stderr) where there is none."""
+    import webbrowser
 
-
-def runs(
-    store: StoreLike = None,
-    sort: str = "start",
-    model: str | None = None,
-    name: str | None = None,
-    tags: Mapping[str, str] | None = None,
-    status: str | None = None,
-    limit: int | None = None,
-) -> pd.DataFrame:
-    """The leaderboard: one row per run, filtered and sorted (see :func:`questlab.leaderboard.leaderboard`)."""
-    from questlab.leaderboard import leaderboard
-
-    return leaderboard(as_store(store), sort, model, name, tags, status, limit)
-
-
-def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = None) -> Any:
-    """Run B against run A: per-target and per-fold deltas with paired bootstrap intervals."""
-    from questlab.analysis.compare import compare_runs
-
-    st = a.store if isinstance(a, Run) else b.store if isinstance(b, Run) else as_store(store)
-    ids = [x.id if isinstance(x, Run) else x for x in (a, b)]
-    return compare_runs(st, ids[0], ids[1], n_boot=n_boot)
-
-
-def evaluate(model: Run | str | Path | Any, data: DataLike, n_boot: int = 200, store: StoreLike = None) -> Any:
-    """Score a run (a ``Run`` or a run id) or a bundle (``ql.load_bundle``'s model, or its folder) on
-    labelled pairs: see :meth:`Run.evaluate`."""
-    if isinstance(model, str | Path):
-        model = load_bundle(model) if Path(model).is_dir() else load_run(str(model), store)
-    if isinstance(model, Run):
-        return model.evaluate(data, n_boot=n_boot)
-    from questlab.evaluation import evaluate as score
-
-    return score(getattr(model, "predictor", model), data, n_boot=n_boot)
-
-
-def model_params(family: str | None = None) -> pd.DataFrame:
-    """Every model family's parameters (or one family's): family, parameter, type, default, meaning.
-
-    Generated from the families' typed params: what a config's ``model.params`` accepts. (Not
-    ``ql.models``: that name is the ``questlab.models`` package.)
-    """
-    from questlab.models.catalog import parameters
-
-    return parameters(family)
+    opened = webbrowser.open(Path(path).resolve().as_uri())
+    if not opened:
+        console.stderr(f"no web browser here: open {path} yourself")
+    return opened
 
 
 def _predict_pairs(predictor: Any, pairs: DataLike) -> pd.DataFrame:
     """Predictions for a file or frame of pairs; a labelled one's targets are dropped, saying so once."""
     from questlab.data import Dataset
     from questlab.predict import predict_file, predict_frame, without_targets
+    from questlab.predictors import task_of
 
     if isinstance(pairs, pd.DataFrame):
-        return predict_frame(predictor, Dataset.read(without_targets(pairs, "DataFrame", console.stderr), "test").frame)
+        task = task_of(predictor)
+        unlabelled = without_targets(pairs, "DataFrame", console.stderr, task)
+        return predict_frame(predictor, Dataset.read(unlabelled, "test", task).frame)
     return predict_file(predictor, Path(pairs), None)
 
 
-def load_bundle(path: str | Path) -> Any:
-    """An exported bundle (or MLflow model folder) as a model: ``predict(frame)`` -> qa_id + 30 columns.
-
-    Files are checked against the bundle's sha256 manifest first; see :mod:`questlab.export`.
-    """
-    from questlab.bundle import BundleModel
-
-    return BundleModel(Path(path))
-
-
-__all__ = ["Run", "Verdicts", "compare", "evaluate", "load_bundle", "load_run", "model_params", "recipe", "run", "runs"]
+__all__ = ["DataLike", "Run", "StoreLike", "Verdicts"]
