@@ -1,4 +1,4 @@
-"""questlab: a workbench for the Google QUEST Q&A Labeling task.
+"""questlab: a workbench for texts rated on many axes (Google QUEST Q&A Labeling built in, any task from a spec).
 
 The public API (see :mod:`questlab.api`) is importable from the package top::
 
