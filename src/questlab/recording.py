@@ -64,9 +64,6 @@ from questlab.rundir import (
 from questlab.store import Store
 from questlab.tasks import Task, TaskRef, load_task
 
-# How printed lines name a metric's score (the metric's own name where not listed)
-_SCORE_LABELS = {"spearman": "mean Spearman"}
-
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
     """A nested mapping as dotted keys (``model.params.alpha``): how configs become MLflow params."""
@@ -83,7 +80,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
 def score_label(of: Task | Metric) -> str:
     """What a printed line calls a task's (or metric's) score: "mean Spearman", "mcrmse"."""
     metric = of.scorer if isinstance(of, Task) else of
-    return _SCORE_LABELS.get(metric.name, metric.name)
+    return metric.label
 
 
 def direction_note(of: Task | Metric) -> str:

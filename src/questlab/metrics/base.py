@@ -55,6 +55,11 @@ class Metric(ABC):
     rank_based: bool  # only the order of each column's predictions counts (rank maps, rank averages)
 
     @property
+    def label(self) -> str:
+        """What printed lines call the score ("mean Spearman", "mcrmse")."""
+        return self.name
+
+    @property
     def sign(self) -> float:
         """+1 where higher is better, -1 where lower is: ``sign * score`` is always "higher is better"."""
         return 1.0 if self.higher_is_better else -1.0

@@ -233,6 +233,7 @@ class SpearmanMetric(Metric):
     higher_is_better = True
     column = "spearman"
     rank_based = True
+    label = "mean Spearman"  # what 0.9.0 printed
 
     def per_target(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, list[str]]:
         return spearman_per_target(y_true, y_pred)
