@@ -170,7 +170,7 @@ def test_cli_run_names_prints_where_results_are_and_writes_no_stray_mlflow_db(tm
     assert res.exit_code == 0, res.output
     assert store.get(res.stdout.strip().splitlines()[-1]).name == "mine"
     assert not any(p.name.startswith("mlflow.db") for p in cwd.iterdir()), list(cwd.iterdir())
-    # the README's MLflow line works as written once the printed URI is exported
+    # the MLflow line of docs/runs.md and docs/export.md works as written once the printed URI is exported
     import mlflow
     from mlflow.tracking._tracking_service import utils as tracking_utils
 

@@ -126,7 +126,7 @@ def _texts_of_many_lengths() -> list[str]:
 @pytest.mark.parametrize("bf16", [True, False])
 def test_a_texts_vector_does_not_depend_on_the_other_texts_in_its_batch(tiny_encoder, long_text, bf16):  # noqa: F811
     """Bit for bit: a bundle with an empty cache embeds the test texts in other batches than the
-    run did, and its predictions must equal the run's (README: to 1e-6). bf16 is what runs use
+    run did, and its predictions must equal the run's (docs/export.md: to 1e-6). bf16 is what runs use
     (active only on CPUs with native bf16); fp32 shows padding alone already moves the last bits."""
     settings = EncoderSettings(max_tokens=24, long_text=long_text, bf16=bf16)
     texts = _texts_of_many_lengths()
