@@ -61,17 +61,26 @@ def recipe(
     submission: str | Path | None = None,
     store: StoreLike = None,
     quiet: bool = False,
+    time_limit: float | str | None = None,
 ) -> Run:
     """Run a recipe (a built-in name such as ``"fast"``, or a recipe YAML path); return its ensemble run.
 
     Members already recorded with the same config, data and folds are reused, killed ones resumed;
-    ``submission`` also writes the ensemble's test predictions there.
+    ``submission`` also writes the ensemble's test predictions there. ``time_limit``: a wall-clock
+    budget in seconds or as text (``"15m"``, ``"1h30m"``): members that will not fit are dropped
+    (see :mod:`questlab.recipes.budget`).
     """
     from questlab.recipes import run_recipe
 
     # run_recipe opens (creates) the store only once the recipe, the data and the submission are checked.
     outcome = run_recipe(
-        recipe, train, test, store=store, submission=submission, say=console.quiet if quiet else console.stderr
+        recipe,
+        train,
+        test,
+        store=store,
+        submission=submission,
+        say=console.quiet if quiet else console.stderr,
+        time_limit=time_limit,
     )
     st = as_store(store)
     return Run(st.get(outcome.ensemble_id), st)

@@ -39,13 +39,23 @@ def recipe(
         str | None,
         typer.Option(help="the task: a built-in name (quest, ell) or a task spec YAML; picks the recipe's members"),
     ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            help="wall-clock budget (90s, 15m, 1h30m; plain numbers are seconds): members that will not fit "
+            "are dropped, said before any is fitted",
+        ),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Run a recipe: its members (reused / resumed when already recorded), the ensemble, the submission."""
     from questlab.recipes import run_recipe
+    from questlab.timebudget import parse_duration
 
+    limit = parse_duration(time_limit, "--time-limit")  # a typo is refused before anything is read
     # The store is opened (created) by run_recipe once the recipe and the data are checked.
-    outcome = run_recipe(name, train, test, store=store, submission=submission, say=say, task=task)
+    outcome = run_recipe(name, train, test, store=store, submission=submission, say=say, task=task, time_limit=limit)
     _print_summary(outcome)
     found_results(open_store(store, create=False), outcome.ensemble_id)
     typer.echo(outcome.ensemble_id)
@@ -59,6 +69,7 @@ def register(app: typer.Typer) -> None:
             "questlab recipe fast --train train.csv --test test.csv --submission submission.csv",
             "questlab recipe best --train train.csv --test test.csv --submission submission.csv",
             "questlab recipe RECIPE_YAML --train train.csv --store STORE",
+            "questlab recipe fast --train train.csv --time-limit 15m",
             "questlab recipe fast --task ell --train essays.csv --test new.csv --submission sub.csv",
         ),
     )(recipe)

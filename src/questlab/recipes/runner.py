@@ -5,6 +5,13 @@ parts that change what is fitted), of the train and test data, and of its folds 
 every row: the first member's folds, which every member uses). A rerun of the same
 recipe on the same data therefore refits nothing: a finished member is reused, a killed, failed
 or dead one is resumed (its finished folds kept), and only a changed member is fitted anew.
+
+Under a time budget (``time_limit``) the members are planned first (:mod:`questlab.recipes.budget`):
+each one's cost is estimated on the data at hand, those that do not fit are dropped and the plan is
+said before any member is fitted. While running, a member whose estimate no longer fits is skipped,
+and one whose folds show it would end past the budget (less the ensemble's reserve) is stopped
+after a fold (its run marked KILLED: a later call resumes it). The first member that runs is never
+stopped: a recipe always ends with at least one member.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +38,14 @@ from questlab.ensemble_runs import build_ensemble
 from questlab.errors import EncoderNotFoundError, QuestlabError, UsageError
 from questlab.models import build_model
 from questlab.models.pretrained import resolve_encoder
+from questlab.recipes.budget import Plan, plan_members
 from questlab.recipes.spec import RecipeSpec, fitted_part, load_recipe
 from questlab.rundir import TAG_COMPLETE
-from questlab.store import RunRecord, Store, as_store
+from questlab.store import RunRecord, RunStopped, Store, as_store
 from questlab.store.liveness import describe, is_dead
 from questlab.tasks import Task, TaskRef, builtin_task_names, load_task
 from questlab.tasks.grouping import group_ids
+from questlab.timebudget import Budget, fmt_duration, parse_duration
 
 TAG_MEMBER_KEY = "questlab.recipe_member_key"
 TAG_RECIPE = "questlab.recipe"
@@ -64,6 +74,9 @@ class RecipeOutcome:
     report: EnsembleReport
     submission: Path | None
     seconds: dict[str, float] = field(default_factory=dict)  # members, ensemble, total
+    plan: Plan | None = None  # under a time budget: every member's estimate and whether it was kept
+    skipped: list[str] = field(default_factory=list)  # members dropped, skipped or stopped for time
+    time_limit: float | None = None
 
 
 def member_key(config: RunConfig, folds_sha: str, train_sha: str, test_sha: str | None) -> str:
@@ -134,6 +147,7 @@ def run_recipe(
     say: Say = stderr,
     cuda: bool | None = None,
     task: TaskRef = None,
+    time_limit: float | str | None = None,
 ) -> RecipeOutcome:
     """Run a recipe end to end; return what each member did and the ensemble run.
 
@@ -141,9 +155,13 @@ def run_recipe(
     device for members marked ``device: cuda|cpu``. ``store`` (a Store, URI or folder; default
     ./questlab-store) is opened, and created if need be, only once every input has been checked.
     ``task`` (a built-in name, a spec path or a Task; None: QUEST) picks the recipe's members and
-    settings for it (:meth:`RecipeSpec.for_task`); the members run under it.
+    settings for it (:meth:`RecipeSpec.for_task`); the members run under it. ``time_limit``
+    (seconds, or text such as ``"15m"``) plans the members to fit that wall-clock budget (see the
+    module's docstring); None: no budget.
     """
     t0 = time.perf_counter()
+    limit = parse_duration(time_limit)
+    budget = Budget(limit) if limit is not None else None
     the_task = load_task(task)
     spec = recipe if isinstance(recipe, RecipeSpec) else load_recipe(recipe)
     spec = spec.for_task(the_task.name)
@@ -164,12 +182,36 @@ def run_recipe(
     # Every member runs on the first member's folds: the key names their content, not how they were made.
     folds = resolve_folds(configs[0], train_data.frame, store, task=the_task)
     folds_sha = folds_key(folds)
-    for i, config in enumerate(configs):
-        if i > 0:
+    keys = [member_key(c, folds_sha, train_data.sha256, test_data.sha256 if test_data else None) for c in configs]
+    plan: Plan | None = None
+    skipped: list[str] = []
+    if budget is not None:
+        reused = [_find(store, key)[0] == "reuse" for key in keys]
+        plan = plan_members(configs, reused, train_data.frame, the_task, budget, say)
+        say(plan.describe())
+        skipped = [m.name for m in plan.members if not m.keep]
+    for i in plan.kept if plan is not None else range(len(configs)):
+        config = configs[i]
+        if outcomes:  # every later member on the first one's folds
             config = config.model_copy(update={"folds": config.folds.model_copy(
                 update={"from_run": outcomes[0].run_id, "from_file": None})})  # fmt: skip
-        key = member_key(config, folds_sha, train_data.sha256, test_data.sha256 if test_data else None)
-        outcomes.append(_member(store, config, key, spec.name, train_data, test_data, f"{i + 1}/{len(configs)}", say))
+        elif i > 0:  # the recipe's first member was dropped: its folds are still the recipe's
+            config = config.model_copy(update={"folds": configs[0].folds})
+        label = f"{i + 1}/{len(configs)}"
+        on_fold = None
+        if budget is not None and plan is not None and outcomes:
+            estimate = plan.members[i].seconds
+            if not budget.fits(estimate, plan.reserve):
+                say(f"member {label} {config.name}: skipped: {fmt_duration(budget.elapsed)} spent, its "
+                    f"~{fmt_duration(estimate)} would end past the {fmt_duration(budget.limit)} budget")  # fmt: skip
+                skipped.append(config.name)
+                continue
+            on_fold = _deadline_guard(budget, plan.reserve, config.folds.n_splits)
+        try:
+            outcomes.append(_member(store, config, keys[i], spec.name, train_data, test_data, label, say, on_fold))
+        except RunStopped as exc:
+            say(f"member {label} {config.name}: stopped ({exc}); its run is marked KILLED: a later call resumes it")
+            skipped.append(config.name)
     t_members = time.perf_counter()
     ens = EnsembleSpec(
         weights=spec.ensemble.weights, per_target=spec.ensemble.per_target, average=spec.ensemble.average,
@@ -188,7 +230,28 @@ def run_recipe(
         frame.to_csv(submission, index=False)
     t_end = time.perf_counter()
     seconds = {"members": t_members - t0, "ensemble": t_end - t_members, "total": t_end - t0}
-    return RecipeOutcome(spec.name, outcomes, ensemble_id, report, submission, seconds)
+    if budget is not None:
+        say(f"recipe {spec.name}: {budget.describe()}; {len(outcomes)} member(s) ran"
+            + (f", left out: {', '.join(skipped)}" if skipped else ""))  # fmt: skip
+    return RecipeOutcome(spec.name, outcomes, ensemble_id, report, submission, seconds, plan, skipped, limit)
+
+
+def _deadline_guard(budget: Budget, reserve: float, n_splits: int) -> Callable[[int, float, list[float]], None]:
+    """An ``on_fold`` that stops a member whose folds so far show it would end past the budget less ``reserve``."""
+    start, done = budget.elapsed, 0
+
+    def on_fold(k: int, score: float, scores: list[float]) -> None:
+        nonlocal done
+        done += 1
+        per_fold = (budget.elapsed - start) / done
+        ends = budget.elapsed + per_fold * max(0, n_splits - len(scores))
+        if ends + reserve > budget.limit:
+            raise RunStopped(
+                f"after fold {k}: at ~{fmt_duration(per_fold)} a fold it would end at {fmt_duration(ends)}, "
+                f"past the {fmt_duration(budget.limit)} budget less the ensemble's {fmt_duration(reserve)}"
+            )
+
+    return on_fold
 
 
 def _input_files(spec: RecipeSpec, recipe: RecipeSpec | str | Path, train: Data, test: Data | None) -> dict:
@@ -254,6 +317,7 @@ def _member(
     test: Dataset | None,
     label: str,
     say: Say,
+    on_fold: Callable[[int, float, list[float]], None] | None = None,
 ) -> MemberOutcome:
     """Reuse, resume or fit one member; return what was done."""
     t0 = time.perf_counter()
@@ -269,11 +333,12 @@ def _member(
         say(f"{prefix}: reusing run {run_id[:8]} ({why})")
     elif action == "resume":
         say(f"{prefix}: resuming {record.status.lower()} run {record.run_id[:8]}")
-        run_id = run_cv(None, train, test, store=store, resume=record.run_id, say=inner)
+        run_id = run_cv(None, train, test, store=store, resume=record.run_id, say=inner, on_fold=on_fold)
         action = "resumed"
     else:
         say(f"{prefix}: fitting")
-        run_id = run_cv(config, train, test, store=store, say=inner, tags={TAG_MEMBER_KEY: key, TAG_RECIPE: recipe})
+        tags = {TAG_MEMBER_KEY: key, TAG_RECIPE: recipe}
+        run_id = run_cv(config, train, test, store=store, say=inner, tags=tags, on_fold=on_fold)
         action = "fitted"
     action = "reused" if action == "reuse" else action
     metrics = store.get(run_id).metrics
