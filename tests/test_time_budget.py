@@ -122,3 +122,40 @@ def test_cli_and_api_take_a_time_limit(tmp_path: Path) -> None:
     assert "plan for 1 min: tf" in ok.output
     run = ql.recipe(path, train_slice(), store=store, quiet=True, time_limit="1m")
     assert run.id
+
+
+SLOW_STUDY = _slow("slowtune", hidden_fold_s=0.6)
+SLOW_SPACE = {"params": {"model.params.seconds_per_row": {"float": [0.0, 0.0001]}}}
+
+
+def test_tune_with_a_time_limit_stops_starting_trials_and_says_so(tmp_path: Path) -> None:
+    said: list[str] = []
+    # a trial: 3 folds of ~0.6 s; the held-out run ~1 trial / 2
+    # the import (Optuna, MLflow) and the store made here are not the call's: the budget starts with the call
+    tune, store = ql.tune, Store(tmp_path / "store")
+    t0 = time.perf_counter()
+    result = tune(
+        SLOW_STUDY, SLOW_SPACE, train_slice(), trials=50, store=store, say=said.append,
+        best_config_path=tmp_path / "best.yaml", time_limit="8s", prune=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    counted = result.n_complete + result.n_pruned + result.n_failed
+    assert 1 <= counted < 50 and result.holdout_score is not None
+    assert result.stopped_for_time and "would not fit" in result.stopped_for_time
+    assert any(s.startswith("study slowtune: no more trials: ") for s in said)
+    line = result.budget_line()
+    assert line is not None and line.startswith("time limit 8.0 s: used ") and f"{counted} of 50 trials fit" in line
+    assert line in result.summary()
+    assert result.seconds is not None and result.seconds <= 8 * 1.05 and wall <= 8 * 1.05 + 2, (result.seconds, wall)
+
+
+def test_tune_cli_refuses_a_bad_time_limit_and_workers(tmp_path: Path) -> None:
+    config, space = tmp_path / "c.yaml", tmp_path / "s.yaml"
+    config.write_text(yaml.safe_dump(TFIDF | {"folds": {"n_splits": 3, "seed": 1}}))
+    space.write_text(yaml.safe_dump({"params": {"model.params.alpha": {"float": [0.3, 10]}}}))
+    base = ["tune", str(config), "--space", str(space), "--train", str(train_slice()), "--store", str(tmp_path / "st")]
+    bad = CliRunner().invoke(app, [*base, "--time-limit", "1 fortnight"])
+    assert bad.exit_code == 2 and "--time-limit '1 fortnight'" in bad.output
+    two = CliRunner().invoke(app, [*base, "--time-limit", "1m", "--workers", "2"])
+    assert two.exit_code == 2 and "--time-limit holds for one process" in two.output
+    assert not (tmp_path / "st").exists()

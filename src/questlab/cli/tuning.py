@@ -102,15 +102,27 @@ def tune(
             help="the task: a built-in name (quest, ell) or a task spec YAML (default: the config's, else quest)"
         ),
     ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--time-limit",
+            help="wall-clock budget (90s, 15m, 1h30m; plain numbers are seconds): no trial starts unless it and "
+            "the held-out run are expected to fit",
+        ),
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Search a config's hyper-parameters: each trial a recorded run, the best scored on untouched questions."""
     from questlab.csvfile import check_not_an_input
+    from questlab.timebudget import parse_duration
     from questlab.tuning import join_study
     from questlab.tuning import tune as run_study
 
     if train is None:
         fail("give --train (the labelled CSV every trial is cut from)")
+    budget = parse_duration(time_limit, "--time-limit")  # a typo is refused before any store is opened
+    if budget is not None and (join or workers > 1):
+        fail("--time-limit holds for one process: give it without --join and --workers")
     if storage is not None:
         _check_storage(storage, store)  # before any store is opened or created
     try:
@@ -150,6 +162,7 @@ def tune(
             prune=prune,
             best_config_path=best_config,
             task=task,
+            time_limit=budget,
         )
     except KeyboardInterrupt:
         typer.echo("interrupted: re-run the same command to resume the study", err=True)
@@ -167,6 +180,7 @@ def register(app: typer.Typer) -> None:
         epilog=examples(
             "questlab tune tfidf --space configs/spaces/tfidf.yaml --train train.csv --trials 40",
             "questlab tune tfidf --space configs/spaces/tfidf.yaml --train train.csv --set folds.n_splits=3",
+            "questlab tune tfidf --space configs/spaces/tfidf.yaml --train train.csv --trials 200 --time-limit 1h",
             "questlab tune --join --study tfidf --train train.csv --storage postgresql://USER@HOST/optuna",
         ),
     )(tune)

@@ -16,6 +16,7 @@ from questlab.console import Say
 from questlab.metrics import Metric
 from questlab.store import Store
 from questlab.tasks import Task, load_task
+from questlab.timebudget import Budget, fmt_duration
 from questlab.tuning.space import SearchSpace
 
 
@@ -41,6 +42,20 @@ class TuneResult:
     report_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     scored_by: str = ""  # what the scores are: "mcrmse, lower is better" (see recording.score_label)
+    time_limit: float | None = None  # the budget in seconds (None: none)
+    seconds: float | None = None  # wall time of this call, the held-out run included
+    trials_asked: int | None = None
+    stopped_for_time: str | None = None  # why trials stopped before ``trials_asked`` (None: they did not)
+
+    def budget_line(self) -> str | None:
+        """``time limit 15 min: used 14 min 2 s (94%); 23 of 40 trials fit (...)``; None without a budget."""
+        if self.time_limit is None or self.seconds is None:
+            return None
+        counted = self.n_complete + self.n_pruned + self.n_failed
+        share = self.seconds / self.time_limit
+        line = f"time limit {fmt_duration(self.time_limit)}: used {fmt_duration(self.seconds)} ({share:.0%})"
+        line += f"; {counted} of {self.trials_asked} trials fit"
+        return line + (f" (stopped: {self.stopped_for_time})" if self.stopped_for_time else "")
 
     def summary(self) -> str:
         """A few lines for a terminal."""
@@ -57,6 +72,8 @@ class TuneResult:
                 f"untouched questions: {self.holdout_score:.4f} (95% CI {hlo:.4f}..{hhi:.4f}), "
                 f"run {self.holdout_run_id}; CV minus it {self.best_cv - self.holdout_score:+.4f}"
             )
+        budget = self.budget_line()
+        lines += [budget] if budget else []
         lines += [f"note: {n}" for n in self.notes]
         lines.append(f"best config: {self.best_config_path}; parent run {self.parent_run_id}")
         return "\n".join(lines)
@@ -91,6 +108,8 @@ class StudyContext:
     prune: bool
     say: Say
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # who runs the trials
+    budget: Budget | None = None  # a time limit (see questlab.tuning.timing); None: none
+    stopped_for_time: str | None = None  # set when the budget stopped new trials: why
 
     @property
     def task(self) -> Task:

@@ -20,9 +20,10 @@ import yaml
 from questlab.config import ConfigError, RunConfig, parse_config, resolve_config
 from questlab.console import Say, stderr
 from questlab.data import Data
-from questlab.errors import StoreUnreachable, StudyError
+from questlab.errors import StoreUnreachable, StudyError, UsageError
 from questlab.store import as_store, liveness
 from questlab.tasks import TaskRef, load_task
+from questlab.timebudget import Budget, fmt_duration, parse_duration
 from questlab.tuning.common import (
     ATTR_HOLDOUT,
     ATTR_PARENT,
@@ -123,6 +124,7 @@ def tune(
     best_config_path: str | Path | None = None,
     say: Say | None = None,
     task: TaskRef = None,
+    time_limit: float | str | None = None,
 ) -> TuneResult:
     """Run (or resume) a study of ``trials`` trials in total, then score the best config on the
     held-out questions, write it to ``best_config_path`` and attach the report to the parent run.
@@ -133,9 +135,16 @@ def tune(
     the config's name; the same name resumes. ``holdout``: share of questions kept out of every
     trial (0 disables it: the best CV is then all there is, and it is optimistic). ``seed``
     (default the config's) seeds the split and the sampler. ``workers``: processes on this
-    machine (this one included). ``prune``: median pruning after each fold.
+    machine (this one included). ``prune``: median pruning after each fold. ``time_limit``: a
+    wall-clock budget for this call (seconds, or text such as ``"15m"``): no trial starts unless it
+    and the held-out run are expected to fit (see :mod:`questlab.tuning.timing`); one process only.
     """
+    t_start = time.perf_counter()
+    budget_s = parse_duration(time_limit, "time_limit")
+    budget = Budget(budget_s) if budget_s is not None else None
     say = say or stderr
+    if budget_s is not None and workers > 1:
+        raise UsageError("time_limit with several workers: not supported yet (a budget holds for one process)")
     if trials < 1:
         raise StudyError(f"trials {trials}: give at least 1")
     if not 0 <= holdout < MAX_HOLDOUT:
@@ -155,7 +164,6 @@ def tune(
     url = storage or default_storage(st)
     name = study_name or base.name
     seed = base.seed if seed is None else seed
-    t_start = time.perf_counter()
 
     with _optuna_quiet():
         optuna_storage = open_storage(url)
@@ -169,6 +177,7 @@ def tune(
         )
         ctx = prepare_study(study, name, url, st, base, space, data, trials, seed, holdout, prune, say)
         study.sampler = _sampler(seed, 0, len(study.trials))
+        ctx.budget = budget
         if holdout == 0:
             say("warning: holdout 0: no questions are kept out, so the best CV (chosen among trials) is optimistic")
         todo = trials - count_counted(study)
@@ -190,7 +199,8 @@ def tune(
                     procs = spawn_workers(ctx, n_children, Path(train_path), threads)
                     say(f"study {name}: {todo} trial(s) to run in {n_children + 1} processes")
                 elif todo > 0:
-                    say(f"study {name}: {todo} trial(s) to run")
+                    within = f" within {fmt_duration(budget_s)}" if budget_s is not None else ""
+                    say(f"study {name}: {todo} trial(s) to run{within}")
                 limit = thread_limit(threads) if procs else contextlib.nullcontext()
                 with limit:
                     run_until_done(ctx)
@@ -216,6 +226,9 @@ def tune(
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
+    if budget_s is not None:
+        result.time_limit, result.trials_asked = budget_s, trials
+        result.seconds, result.stopped_for_time = time.perf_counter() - t_start, ctx.stopped_for_time
     say(result.summary())
     say(f"done in {time.perf_counter() - t_start:.0f} s")
     return result

@@ -25,6 +25,7 @@ from questlab.tuning.common import ATTR_CANNOT_FIT, TAG_PARENT, TAG_STUDY, TAG_T
 from questlab.tuning.context import StudyContext
 from questlab.tuning.space import overrides_for
 from questlab.tuning.storage import count_counted, count_live, count_trials, fail_stale_trials
+from questlab.tuning.timing import backstop_s, out_of_time
 
 
 class _SurplusTrial(Exception):
@@ -62,11 +63,11 @@ def _handled_failures_quiet() -> Iterator[_HandledFailures]:
 def run_until_done(ctx: StudyContext) -> None:
     """Optimise until the study counts ``trials`` trials: COMPLETE, PRUNED or FAIL because their
     settings cannot fit (waiting for other workers' running trials, and replacing any that
-    failed otherwise)."""
+    failed otherwise); or until a time budget leaves no room for another trial."""
     while True:
         optimize(ctx)
         _wait_for_running(ctx)
-        if count_counted(ctx.study) >= ctx.trials:
+        if count_counted(ctx.study) >= ctx.trials or ctx.stopped_for_time:
             return
 
 
@@ -80,7 +81,7 @@ def optimize(ctx: StudyContext) -> int:
         ran += is_counted(trial)
 
     def stop_when_full(study: optuna.Study, trial: FrozenTrial) -> None:
-        if count_live(study) >= ctx.trials:
+        if count_live(study) >= ctx.trials or _time_is_up(ctx):
             study.stop()
 
     with _handled_failures_quiet() as handled:
@@ -94,11 +95,28 @@ def optimize(ctx: StudyContext) -> int:
 
         while True:
             fail_stale_trials(study)
-            if count_live(study) >= ctx.trials:
+            if count_live(study) >= ctx.trials or _time_is_up(ctx):
                 return ran
             study.optimize(
-                objective, callbacks=[stop_when_full, count_ran], catch=HANDLED_FAILURES, gc_after_trial=False
+                objective,
+                callbacks=[stop_when_full, count_ran],
+                catch=HANDLED_FAILURES,
+                gc_after_trial=False,
+                timeout=backstop_s(ctx),
             )
+            if ctx.budget is not None and ctx.budget.remaining <= 0 and not ctx.stopped_for_time:
+                ctx.stopped_for_time = "the time limit passed"  # Optuna's timeout ended the call
+
+
+def _time_is_up(ctx: StudyContext) -> bool:
+    """Whether the budget leaves no room for another trial (said once, recorded on ``ctx``)."""
+    if ctx.stopped_for_time:
+        return True
+    why = out_of_time(ctx)
+    if why:
+        ctx.stopped_for_time = why
+        ctx.say(f"study {ctx.name}: no more trials: {why}")
+    return why is not None
 
 
 def _wait_for_running(ctx: StudyContext, poll_s: float = 2.0) -> None:
