@@ -1,9 +1,14 @@
 """A recipe under a time budget: what each member will cost on the data at hand, and which fit.
 
 The cost of a member to fit is an *estimate*: its model is fitted twice on small slices of the
-train rows (``PROBE_ROWS`` and half as many), timed, and a line ``t(n) = a + b n`` through the two
+train rows (``PROBE_ROWS`` and half as many; while the larger fit takes under ``MIN_PROBE_S``, 4x
+as many rows again, up to a fold's), timed, and a line ``t(n) = a + b n`` through the last two
 points (``a``: a fixed cost such as loading an encoder, ``b``: seconds per row) is scaled to the
-rows one fold trains on, times the number of folds. Linear scaling is a guess, not a promise:
+rows one fold trains on, times the number of folds. Families in :data:`ENCODE_ONCE` keep their
+per-row cost (text vectors) in a cache shared by the folds, so their rows are paid once:
+``k a + b N`` for ``N`` train rows; their two probes take disjoint rows so that the second is not
+read from the first's cache (a warm cache from earlier runs shows as a cheap probe, as it should).
+Linear scaling is a guess, not a promise:
 models whose cost grows faster than their rows are underestimated, which the runner's guard
 (a member that would end past the budget is stopped after its next fold) catches. Fold workers
 (``parallel_folds``) are not credited: the estimate is for folds one after another. A member the
@@ -33,6 +38,8 @@ from questlab.tasks import Task
 from questlab.timebudget import Budget, fmt_duration
 
 PROBE_ROWS = 240  # the larger probe slice; the smaller is half of it
+MIN_PROBE_S = 1.0  # a larger probe below this is too short to time well: 4x the rows, up to a fold's
+ENCODE_ONCE = frozenset({"embedding"})  # families whose per-row cost is a cached encoding, paid once per text
 ENSEMBLE_SHARE = 0.10  # of the budget, kept for the ensemble step
 ENSEMBLE_MIN_S = 5.0
 OVERHEAD_S = 1.0  # per member: recording, scoring, the bootstrap
@@ -83,10 +90,8 @@ def fold_train_rows(n_rows: int, n_splits: int) -> int:
     return max(1, round(n_rows * (n_splits - 1) / max(n_splits, 1)))
 
 
-def _probe(config: RunConfig, frame: pd.DataFrame, task: Task, rows: int, seed: int) -> float:
-    """Seconds to fit the member's model on ``rows`` seeded rows of ``frame`` and predict a quarter as many."""
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(frame), size=min(rows, len(frame)), replace=False)
+def _probe(config: RunConfig, frame: pd.DataFrame, task: Task, idx: np.ndarray) -> float:
+    """Seconds to fit the member's model on rows ``idx`` of ``frame`` and predict a quarter as many."""
     part = frame.iloc[np.sort(idx)].reset_index(drop=True)
     model = build_model(config.model.name, config.model.params, task=task)
     t0 = time.perf_counter()
@@ -97,14 +102,23 @@ def _probe(config: RunConfig, frame: pd.DataFrame, task: Task, rows: int, seed: 
 
 def measure_member(config: RunConfig, frame: pd.DataFrame, task: Task, n_splits: int) -> float:
     """Estimated seconds to fit ``config`` by CV on ``frame``: two timed probe fits, scaled linearly."""
-    big = min(PROBE_ROWS, fold_train_rows(len(frame), n_splits))
+    fold_rows = fold_train_rows(len(frame), n_splits)
+    order = np.random.default_rng(config.seed).permutation(len(frame))
+    big = min(PROBE_ROWS, fold_rows)
     small = max(2, big // 2)
-    t_small = _probe(config, frame, task, small, seed=config.seed)
-    t_big = _probe(config, frame, task, big, seed=config.seed + 1)
+    # disjoint rows where the frame allows: the second probe must not hit the first one's cache
+    second = order[small : small + big] if small + big <= len(frame) else order[:big]
+    t_small = _probe(config, frame, task, order[:small])
+    t_big = _probe(config, frame, task, second)
+    while t_big < MIN_PROBE_S and big < fold_rows:
+        small, t_small = big, t_big
+        big = min(4 * big, fold_rows)
+        t_big = _probe(config, frame, task, order[:big])
     per_row = max(0.0, (t_big - t_small) / max(1, big - small))
     fixed = max(0.0, t_small - per_row * small)
-    per_fold = fixed + per_row * fold_train_rows(len(frame), n_splits)
-    return n_splits * per_fold + OVERHEAD_S
+    if config.model.name in ENCODE_ONCE:
+        return n_splits * fixed + per_row * len(frame) + OVERHEAD_S
+    return n_splits * (fixed + per_row * fold_rows) + OVERHEAD_S
 
 
 def plan_members(
