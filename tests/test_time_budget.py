@@ -91,6 +91,24 @@ def test_a_member_the_probes_underestimate_is_stopped_after_a_fold(tmp_path: Pat
     assert any(r.status == "KILLED" and r.name.startswith("sly") for r in store.list_runs())
 
 
+def test_a_first_member_the_probes_underestimate_is_stopped_and_the_next_runs_on_the_recipe_folds(
+    tmp_path: Path,
+) -> None:
+    said: list[str] = []
+    store = Store(tmp_path / "store")
+    path = _recipe(tmp_path, [_slow("sly", hidden_fold_s=4.0), TFIDF | {"folds": {"n_splits": 5, "seed": 9}}])
+    t0 = time.perf_counter()
+    out = run_recipe(path, train_slice(), store=store, say=said.append, time_limit=12)
+    wall = time.perf_counter() - t0
+    assert [m.name for m in out.members] == ["tf"] and out.skipped == ["sly"]
+    assert any("sly: stopped (after fold" in s for s in said)
+    sly = next(r for r in store.list_runs() if r.name.startswith("sly"))
+    tf = store.get(out.members[0].run_id)
+    # the recipe's folds (the first member's: 3 folds, seed 1), not tf's own
+    assert (tf.dir / "folds.csv").read_text() == (sly.dir / "folds.csv").read_text()
+    assert wall <= 12 * 1.05 + 2, wall
+
+
 def test_when_not_even_the_cheapest_member_fits_nothing_is_fitted(tmp_path: Path) -> None:
     store = tmp_path / "store"
     path = _recipe(tmp_path, [_slow("big", seconds_per_row=0.01), _slow("bigger", seconds_per_row=0.02)])

@@ -10,8 +10,8 @@ Under a time budget (``time_limit``) the members are planned first (:mod:`questl
 each one's cost is estimated on the data at hand, those that do not fit are dropped and the plan is
 said before any member is fitted. While running, a member whose estimate no longer fits is skipped,
 and one whose folds show it would end past the budget (less the ensemble's reserve) is stopped
-after a fold (its run marked KILLED: a later call resumes it). The first member that runs is never
-stopped: a recipe always ends with at least one member.
+after a fold (its run marked KILLED: a later call resumes it). The last member planned is never
+skipped or stopped while no member has finished: a recipe always ends with at least one member.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ def run_recipe(
         plan = plan_members(configs, reused, train_data.frame, the_task, budget, say)
         say(plan.describe())
         skipped = [m.name for m in plan.members if not m.keep]
-    for i in plan.kept if plan is not None else range(len(configs)):
+    order = plan.kept if plan is not None else list(range(len(configs)))
+    for pos, i in enumerate(order):
         config = configs[i]
         if outcomes:  # every later member on the first one's folds
             config = config.model_copy(update={"folds": config.folds.model_copy(
@@ -199,7 +200,8 @@ def run_recipe(
             config = config.model_copy(update={"folds": configs[0].folds})
         label = f"{i + 1}/{len(configs)}"
         on_fold = None
-        if budget is not None and plan is not None and outcomes:
+        last_chance = not outcomes and pos == len(order) - 1  # no member yet, none after it: it runs
+        if budget is not None and plan is not None and not last_chance:
             estimate = plan.members[i].seconds
             if not budget.fits(estimate, plan.reserve):
                 say(f"member {label} {config.name}: skipped: {fmt_duration(budget.elapsed)} spent, its "
