@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from questlab.errors import ConfigError
 from questlab.folds import holdout_rows, pseudo_rows
@@ -25,6 +25,7 @@ from questlab.models.embedding.encoder import EncoderSettings, LongText, Sentenc
 from questlab.models.embedding.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup, default_groups
 from questlab.models.parts import short_name
 from questlab.models.pretrained import cache_root
+from questlab.models.tfidf import AUTO_ALPHAS
 from questlab.tasks import Task, load_task
 from questlab.tasks.grouping import group_ids
 
@@ -65,8 +66,14 @@ class EmbeddingParams(ModelParams):
     ngram_weight: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of a word n-gram TF-IDF ridge in the final blend (0 = off)"
     )
+    # Settings of that TF-IDF ridge (the tfidf model's params; empty: its defaults, QUEST's)
+    ngram_params: dict[str, Any] = Field(default_factory=dict, description="params of the blended tfidf model")
     split_question_head: bool = False  # question targets get their own head over question inputs only
-    ridge_alpha: float = Field(10.0, gt=0, description="ridge penalty")
+    # "auto": per target out of ridge_alphas, by leave-one-out on the fold's training rows only
+    ridge_alpha: float | Literal["auto"] = Field(10.0, description="ridge penalty, or auto")
+    ridge_alphas: list[float] = Field(
+        default_factory=lambda: list(AUTO_ALPHAS), min_length=1, description="ridge_alpha: auto picks among these"
+    )
     hidden: int = Field(512, ge=1)  # MLP hidden width
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="MLP dropout")
     lr: float = Field(1e-3, gt=0, description="MLP learning rate (AdamW)")
@@ -89,6 +96,20 @@ class EmbeddingParams(ModelParams):
     # server stays lean).
     malloc_tuning: bool = Field(True, description="CPU fit: glibc malloc keeps big blocks (faster embedding)")
     progress: bool = True  # progress bar with ETA while embedding
+
+    @field_validator("ridge_alpha")
+    @classmethod
+    def _positive_alpha(cls, value: float | str) -> float | str:
+        if value != "auto" and value <= 0:
+            raise ValueError("ridge_alpha must be > 0 or 'auto'")
+        return value
+
+    @field_validator("ridge_alphas")
+    @classmethod
+    def _positive_alphas(cls, value: list[float]) -> list[float]:
+        if any(a <= 0 for a in value):
+            raise ValueError("every alpha of ridge_alphas must be > 0")
+        return value
 
 
 def task_parts(task: Task) -> dict[str, tuple[str, ...]]:
@@ -270,7 +291,7 @@ class EmbeddingModel(Model):
 
             t2 = time.perf_counter()
             ngram_log = FitLog()  # its one ridge entry would read as an MLP epoch: keep it apart
-            self.ngram_ = TfidfModel(task=self.task).fit(train, valid, ngram_log)
+            self.ngram_ = TfidfModel(p.ngram_params or None, task=self.task).fit(train, valid, ngram_log)
             log.info["ngram"] = {"weight": p.ngram_weight, **ngram_log.info}
             log.timings["ngram_s"] = time.perf_counter() - t2
         self.fitted_ = True
