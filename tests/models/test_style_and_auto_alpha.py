@@ -114,3 +114,14 @@ def test_embedding_style_group_and_auto_ridge(st_encoder, tmp_path):
     pred = check_predictions(model.predict(valid), len(valid), "embedding", task=REVIEWS)
     model.save(tmp_path / "m")
     np.testing.assert_allclose(Model.load(tmp_path / "m").predict(valid), pred, rtol=1e-5)
+
+
+def test_embedding_default_parts_and_features_follow_the_task_even_when_written_out(st_encoder):
+    # a run config records every param: the defaults written out must still mean "the task's defaults"
+    from questlab.models.embedding.model import EmbeddingParams
+
+    train, valid = _split()
+    params = EmbeddingParams(encoder=str(st_encoder), max_tokens=32, progress=False, head="ridge").model_dump()
+    model = build_model("embedding", params, task=REVIEWS).fit(train, valid, FitLog())
+    assert model._parts() == ["review", "reply"]
+    assert "shop=shop0" in model.features_.names

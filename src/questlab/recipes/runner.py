@@ -162,7 +162,7 @@ def run_recipe(
     say(f"recipe {spec.name}: {len(configs)} member(s) on shared folds, then {spec.ensemble.method}")
     outcomes: list[MemberOutcome] = []
     # Every member runs on the first member's folds: the key names their content, not how they were made.
-    folds = resolve_folds(configs[0], train_data.frame, store)
+    folds = resolve_folds(configs[0], train_data.frame, store, task=the_task)
     folds_sha = folds_key(folds)
     for i, config in enumerate(configs):
         if i > 0:

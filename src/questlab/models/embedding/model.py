@@ -33,6 +33,7 @@ from questlab.tasks.grouping import group_ids
 # several texts joined by a blank line, named by their short names joined with "_" (QUEST's title_body).
 Part = str
 PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")  # QUEST's parts
+DEFAULT_PARTS: tuple[str, ...] = ("title", "answer", "title_body")
 
 
 class EmbeddingParams(ModelParams):
@@ -51,7 +52,7 @@ class EmbeddingParams(ModelParams):
     # body adds nothing over title_body in CV and costs a quarter of the embedding time. Not set
     # in a config and not all in the task: one vector per text of the task.
     parts: list[Part] = Field(
-        default_factory=lambda: ["title", "answer", "title_body"], description="texts embedded, one vector each"
+        default_factory=lambda: list(DEFAULT_PARTS), description="texts embedded, one vector each"
     )
     # Not set in a config: QUEST's defaults the task's columns allow (+ its feature columns one-hot).
     features: list[FeatureGroup] = Field(
@@ -157,8 +158,9 @@ class EmbeddingModel(Model):
         if self.parts_ is not None:
             return self.parts_
         known = task_parts(self.task)
-        explicit = "parts" in self.params.model_fields_set
         wanted = list(self.params.parts)
+        # A run config records every param (defaults included): the defaults count as not set.
+        explicit = "parts" in self.params.model_fields_set and tuple(wanted) != DEFAULT_PARTS
         if all(p in known for p in wanted):
             return wanted
         if explicit:
@@ -169,8 +171,10 @@ class EmbeddingModel(Model):
         return [short_name(c) for c in self.task.text_names]
 
     def _feature_groups(self) -> list[str]:
-        if "features" in self.params.model_fields_set:
-            return list(self.params.features)
+        groups = list(self.params.features)
+        # A run config records every param (defaults included): the defaults count as not set.
+        if "features" in self.params.model_fields_set and tuple(groups) != DEFAULT_FEATURE_GROUPS:
+            return groups
         return default_groups(self.task)
 
     def _unit_targets(self, frame: pd.DataFrame) -> np.ndarray:
