@@ -160,7 +160,7 @@ class EnsemblePredictor:
         self.references = references
         self.postprocess = postprocess if postprocess is not None and postprocess.exists() else None
         postprocessor = PostProcessor.load(self.postprocess) if self.postprocess is not None else None
-        self.combiner: Combiner = restore_combiner(self.state, references, postprocessor)
+        self.combiner: Combiner = restore_combiner(self.state, references, postprocessor, self.task)
         self.notes: list[str] = []  # constant-column fallbacks of the last batch
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
