@@ -180,17 +180,6 @@ def test_embedding_defaults_follow_the_task(st_encoder, tiny_encoder):
     assert "reply_review_log_ratio" in names and "cos_review_reply" in names and "shop=shop0" in names
 
 
-def test_the_style_group_says_what_it_needs_when_its_module_is_missing(st_encoder, tiny_encoder):
-    import importlib.util
-
-    if importlib.util.find_spec("questlab.models.text_features") is not None:
-        pytest.skip("questlab.models.text_features is there: the group is wired in")
-    task, train, valid = _frames("one_text")
-    params = _params("embedding_ridge", st_encoder, tiny_encoder) | {"features": ["lengths", "style"]}
-    with pytest.raises(ConfigError, match=r"group 'style' needs questlab\.models\.text_features"):
-        build_model("embedding", params, task=task).fit(train, valid, FitLog())
-
-
 def test_one_text_inputs_are_one_segment_with_the_whole_budget(tiny_encoder):
     from transformers import AutoTokenizer
 

@@ -22,6 +22,7 @@ from functools import lru_cache
 from itertools import pairwise
 
 import numpy as np
+import pandas as pd
 
 GENERIC_FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -212,3 +213,26 @@ def text_features(texts: Sequence[str], vocabulary: frozenset[str] | None = None
     rows = [_one(t if isinstance(t, str) else "", vocabulary) for t in texts]
     out = np.array(rows, dtype=np.float64).reshape(len(rows), len(GENERIC_FEATURE_NAMES))
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+# Per-process memo of feature rows ({text: its features}), emptied when it reaches this many
+# texts: the folds of a CV run share each text's features instead of recomputing them.
+_MEMO_MAX = 50_000
+_MEMO: dict[str, np.ndarray] = {}
+
+
+def column_features(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """``text_features`` (with ``default_vocabulary``) of each of ``columns`` of ``frame``, side by
+    side: (n_rows, len(columns) * len(GENERIC_FEATURE_NAMES)), unscaled, memoised per text."""
+    blocks = []
+    for col in columns:
+        texts = frame[col].tolist()
+        missing = list(dict.fromkeys(t for t in texts if t not in _MEMO))
+        if missing:
+            if len(_MEMO) + len(missing) > _MEMO_MAX:
+                _MEMO.clear()
+            values = text_features(missing, default_vocabulary())
+            _MEMO.update(zip(missing, values, strict=True))
+        width = len(GENERIC_FEATURE_NAMES)
+        blocks.append(np.vstack([_MEMO[t] for t in texts]) if texts else np.zeros((0, width)))
+    return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))

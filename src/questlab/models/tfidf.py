@@ -36,19 +36,21 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import Field
+from pydantic import Field, field_validator
 from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from questlab.errors import RunFormatError, SettingsCannotFitError
 from questlab.models.base import FitLog, Model, ModelParams, to_target_range
 from questlab.models.legacy_pickle import load_legacy_joblib
 from questlab.models.parts import ANSWER, ASKER_COLUMNS, BODY, QUEST_TEXTS, quest_layout
+from questlab.models.text_features import column_features
 from questlab.tasks import Task, load_task
 
 # QUEST's text parts (0.9.0's name for them); a model reads ``task.text_names``.
@@ -63,6 +65,8 @@ _MEMO_MAX_TEXTS = 100_000
 STATE_ARRAYS, STATE_JSON, LEGACY_STATE = "tfidf.npz", "tfidf.json", "tfidf.joblib"
 STATE_FORMAT = 2
 _MEMO_MAX_BYTES = 128 * 2**20
+# alpha: auto's default grid: 1e-2 .. 1e4, four per decade.
+AUTO_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 4, 25))
 
 
 class _CountsMemo:
@@ -123,9 +127,31 @@ class TfidfParams(ModelParams):
     ngram_max: int = Field(2, ge=1, le=3, description="word n-grams 1..ngram_max")
     min_df: int = Field(2, ge=1, description="drop terms seen in fewer training documents")
     max_features: int = Field(40_000, ge=100, description="vocabulary cap per text part")
-    alpha: float = Field(10.0, gt=0, description="ridge penalty (shared by every target)")
+    # "auto": each target's own alpha out of ``alphas``, by exact leave-one-out on the training
+    # rows (sklearn's RidgeCV, alpha_per_target): the valid rows are never looked at.
+    alpha: float | Literal["auto"] = Field(10.0, description="ridge penalty shared by every target, or auto")
+    alphas: list[float] = Field(
+        default_factory=lambda: list(AUTO_ALPHAS), min_length=1, description="alpha: auto picks among these"
+    )
     onehot_weight: float = Field(1.0, ge=0, description="scale of the one-hot block of the task's feature columns")
     stats_weight: float = Field(0.3, ge=0, description="scale of the standardised text statistics (0 = off)")
+    # Grammar, spelling and structure features of every text (questlab.models.text_features),
+    # standardised with the training rows' statistics. 0 = off (QUEST's configs).
+    style_weight: float = Field(0.0, ge=0, description="scale of the standardised style features (0 = off)")
+
+    @field_validator("alpha")
+    @classmethod
+    def _positive_alpha(cls, value: float | str) -> float | str:
+        if value != "auto" and value <= 0:
+            raise ValueError("alpha must be > 0 or 'auto'")
+        return value
+
+    @field_validator("alphas")
+    @classmethod
+    def _positive_alphas(cls, value: list[float]) -> list[float]:
+        if any(a <= 0 for a in value):
+            raise ValueError("every alpha of alphas must be > 0")
+        return value
 
 
 def hashed_counts(texts: Sequence[str], ngram_max: int) -> sp.csr_matrix:
@@ -252,6 +278,10 @@ class TfidfModel(Model):
             stats = text_statistics(frame, self.task)
             stats = self.scaler_.fit_transform(stats) if fit else self.scaler_.transform(stats)
             blocks.append(sp.csr_matrix(p.stats_weight * stats))
+        if p.style_weight > 0:
+            style = column_features(frame, self.task.text_names)
+            style = self.style_scaler_.fit_transform(style) if fit else self.style_scaler_.transform(style)
+            blocks.append(sp.csr_matrix(p.style_weight * style))
         # float32 throughout: the kernel product and Cholesky solve take ~35% less time than in
         # float64, with no measurable change in CV.
         return sp.hstack(blocks, format="csr", dtype=np.float32)
@@ -261,12 +291,19 @@ class TfidfModel(Model):
         self.idf_: dict[str, TfidfTransformer] = {}
         self.onehot_ = OneHotEncoder(handle_unknown="ignore")
         self.scaler_ = StandardScaler()
+        self.style_scaler_ = StandardScaler()
         x = self._features(train, fit=True)
         y = train[list(self.task.target_names)].to_numpy(dtype=np.float64)
         self.target_mean_ = y.mean(axis=0)
         # Centre y and skip the intercept so sklearn can take the dual Cholesky path on sparse x.
-        self.ridge_ = Ridge(alpha=self.params.alpha, fit_intercept=False, solver="cholesky")
-        self.ridge_.fit(x, (y - self.target_mean_).astype(np.float32))
+        if self.params.alpha == "auto":
+            # leave-one-out over the training rows only (one eigendecomposition of x x^T)
+            self.ridge_ = RidgeCV(alphas=self.params.alphas, fit_intercept=False, alpha_per_target=True)
+            self.ridge_.fit(x, (y - self.target_mean_).astype(np.float32))
+            log.info["alpha"] = dict(zip(self.task.target_names, np.ravel(self.ridge_.alpha_).tolist(), strict=True))
+        else:
+            self.ridge_ = Ridge(alpha=self.params.alpha, fit_intercept=False, solver="cholesky")
+            self.ridge_.fit(x, (y - self.target_mean_).astype(np.float32))
         train_pred = self._raw_predict(x)
         log.info.update(
             n_features=int(x.shape[1]),
@@ -295,6 +332,9 @@ class TfidfModel(Model):
         if hasattr(self.scaler_, "mean_"):  # fitted only when the text statistics are used
             arrays |= {"scaler.mean": self.scaler_.mean_, "scaler.scale": self.scaler_.scale_}
             arrays |= {"scaler.var": self.scaler_.var_, "scaler.samples": np.asarray(self.scaler_.n_samples_seen_)}
+        style = getattr(self, "style_scaler_", None)
+        if style is not None and hasattr(style, "mean_"):  # fitted only when style_weight > 0
+            arrays |= {"style.mean": style.mean_, "style.scale": style.scale_, "style.var": style.var_}
         np.savez(folder / STATE_ARRAYS, **arrays)
         features = list(self.task.features)
         found = self.onehot_.categories_ if features else []
@@ -330,7 +370,14 @@ class TfidfModel(Model):
             self.scaler_.mean_, self.scaler_.scale_ = arrays["scaler.mean"], arrays["scaler.scale"]
             self.scaler_.var_, self.scaler_.n_samples_seen_ = arrays["scaler.var"], arrays["scaler.samples"]
             self.scaler_.n_features_in_ = len(self.scaler_.mean_)
-        self.ridge_ = Ridge(alpha=self.params.alpha, fit_intercept=False, solver="cholesky")
+        self.style_scaler_ = StandardScaler()
+        if "style.mean" in arrays:
+            self.style_scaler_.mean_, self.style_scaler_.scale_ = arrays["style.mean"], arrays["style.scale"]
+            self.style_scaler_.var_ = arrays["style.var"]
+            self.style_scaler_.n_features_in_ = len(self.style_scaler_.mean_)
+        # only coef_ predicts; alpha "auto" chose per-target alphas at fit
+        alpha = self.params.alpha if self.params.alpha != "auto" else 1.0
+        self.ridge_ = Ridge(alpha=alpha, fit_intercept=False, solver="cholesky")
         self.ridge_.coef_, self.target_mean_ = arrays["ridge.coef"], arrays["target_mean"]
 
     def _load_legacy(self, path: Path) -> None:

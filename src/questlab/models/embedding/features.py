@@ -189,21 +189,13 @@ def _ids(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _style_group(frame: pd.DataFrame, task: Task) -> dict[str, np.ndarray]:
-    """Generic grammar and spelling features of every text (``questlab.models.text_features``)."""
-    try:
-        from questlab.models import text_features
-    except ImportError:
-        raise ConfigError(
-            "model.params.features: group 'style' needs questlab.models.text_features, "
-            "which this questlab does not have"
-        ) from None
-    vocabulary = text_features.default_vocabulary()
-    out: dict[str, np.ndarray] = {}
-    for col in task.text_names:
-        values = np.asarray(text_features.text_features(frame[col].tolist(), vocabulary), dtype=float)
-        for k, feature in enumerate(text_features.GENERIC_FEATURE_NAMES):
-            out[f"{short_name(col)}_{feature}"] = values[:, k]
-    return out
+    """Generic grammar, spelling and structure features of every text of the task
+    (``questlab.models.text_features``; standardised with the other numeric groups)."""
+    from questlab.models.text_features import GENERIC_FEATURE_NAMES, column_features
+
+    values = column_features(frame, task.text_names)
+    names = [f"{short_name(col)}_{f}" for col in task.text_names for f in GENERIC_FEATURE_NAMES]
+    return {name: values[:, k] for k, name in enumerate(names)}
 
 
 def numeric_group(frame: pd.DataFrame, group: str, task: Task | None = None) -> dict[str, np.ndarray]:

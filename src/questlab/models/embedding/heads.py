@@ -21,12 +21,17 @@ def _default_scorer(n_targets: int) -> UnitScorer:
 
 
 class RidgeHead:
-    """One closed-form ridge per target (sklearn's multi-output Ridge), outputs clipped to [0, 1]."""
+    """One closed-form ridge per target (sklearn's multi-output Ridge), outputs clipped to [0, 1].
+
+    ``alpha="auto"``: each target's alpha out of ``alphas`` by exact leave-one-out on the rows it
+    is fitted on (sklearn's RidgeCV, alpha_per_target); the valid rows are only scored.
+    """
 
     kind = "ridge"
 
-    def __init__(self, alpha: float) -> None:
+    def __init__(self, alpha: float | str, alphas: list[float] | None = None) -> None:
         self.alpha = alpha
+        self.alphas = alphas
 
     def fit(
         self,
@@ -41,10 +46,14 @@ class RidgeHead:
     ) -> RidgeHead:
         """One fit on all of ``x`` (no epochs, so ``stop_rows`` is not used); logs one entry (MSE
         losses, valid score of ``scorer``: QUEST's Spearman by default); ``group`` tags the entry."""
-        from sklearn.linear_model import Ridge
+        from sklearn.linear_model import Ridge, RidgeCV
 
         scorer = scorer or _default_scorer(y.shape[1])
-        self.model_ = Ridge(alpha=self.alpha).fit(x, y)
+        if self.alpha == "auto":
+            self.model_ = RidgeCV(alphas=self.alphas, alpha_per_target=True).fit(x, y)
+            log.info["ridge_alpha"] = np.ravel(self.model_.alpha_).tolist()
+        else:
+            self.model_ = Ridge(alpha=self.alpha).fit(x, y)
         entry = {"group": group, "epoch": 0, "train_loss": float(np.mean((self.predict(x) - y) ** 2))}
         if x_valid is not None:
             pred = self.predict(x_valid)
@@ -68,7 +77,7 @@ class RidgeHead:
         meta = json.loads((folder / "head.json").read_text())
         head = cls(meta["alpha"])
         arrays = np.load(folder / "ridge.npz")
-        head.model_ = Ridge(alpha=head.alpha)
+        head.model_ = Ridge(alpha=head.alpha if head.alpha != "auto" else 1.0)  # only coef_ predicts
         head.model_.coef_, head.model_.intercept_ = arrays["coef"], arrays["intercept"]
         head.model_.n_features_in_ = head.model_.coef_.shape[1]
         return head
@@ -233,7 +242,8 @@ class BlendHead:
     ) -> BlendHead:
         self.mlp_ = MLPHead(self.p).fit(x, y, x_valid, y_valid, log, group, stop_rows, scorer)
         ridge_log = FitLog()  # the ridge's one entry would read as an MLP epoch: keep it apart
-        self.ridge_ = RidgeHead(self.p.ridge_alpha).fit(x, y, x_valid, y_valid, ridge_log, group, scorer=scorer)
+        ridge = RidgeHead(self.p.ridge_alpha, self.p.ridge_alphas)
+        self.ridge_ = ridge.fit(x, y, x_valid, y_valid, ridge_log, group, scorer=scorer)
         log.info.setdefault("ridge_fits", []).extend(ridge_log.epochs)
         return self
 
@@ -257,7 +267,7 @@ class BlendHead:
 def make_head(params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
     """A fresh head of the kind ``params.head`` names."""
     if params.head == "ridge":
-        return RidgeHead(params.ridge_alpha)
+        return RidgeHead(params.ridge_alpha, params.ridge_alphas)
     if params.head == "mlp":
         return MLPHead(params)
     return BlendHead(params)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from questlab.errors import ConfigError
 from questlab.folds import holdout_rows, pseudo_rows
@@ -25,6 +25,7 @@ from questlab.models.embedding.encoder import EncoderSettings, LongText, Sentenc
 from questlab.models.embedding.features import DEFAULT_FEATURE_GROUPS, FeatureExtractor, FeatureGroup, default_groups
 from questlab.models.parts import short_name
 from questlab.models.pretrained import cache_root
+from questlab.models.tfidf import AUTO_ALPHAS
 from questlab.tasks import Task, load_task
 from questlab.tasks.grouping import group_ids
 
@@ -32,6 +33,7 @@ from questlab.tasks.grouping import group_ids
 # several texts joined by a blank line, named by their short names joined with "_" (QUEST's title_body).
 Part = str
 PARTS: tuple[str, ...] = ("title", "body", "answer", "title_body")  # QUEST's parts
+DEFAULT_PARTS: tuple[str, ...] = ("title", "answer", "title_body")
 
 
 class EmbeddingParams(ModelParams):
@@ -50,7 +52,7 @@ class EmbeddingParams(ModelParams):
     # body adds nothing over title_body in CV and costs a quarter of the embedding time. Not set
     # in a config and not all in the task: one vector per text of the task.
     parts: list[Part] = Field(
-        default_factory=lambda: ["title", "answer", "title_body"], description="texts embedded, one vector each"
+        default_factory=lambda: list(DEFAULT_PARTS), description="texts embedded, one vector each"
     )
     # Not set in a config: QUEST's defaults the task's columns allow (+ its feature columns one-hot).
     features: list[FeatureGroup] = Field(
@@ -65,8 +67,14 @@ class EmbeddingParams(ModelParams):
     ngram_weight: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of a word n-gram TF-IDF ridge in the final blend (0 = off)"
     )
+    # Settings of that TF-IDF ridge (the tfidf model's params; empty: its defaults, QUEST's)
+    ngram_params: dict[str, Any] = Field(default_factory=dict, description="params of the blended tfidf model")
     split_question_head: bool = False  # question targets get their own head over question inputs only
-    ridge_alpha: float = Field(10.0, gt=0, description="ridge penalty")
+    # "auto": per target out of ridge_alphas, by leave-one-out on the fold's training rows only
+    ridge_alpha: float | Literal["auto"] = Field(10.0, description="ridge penalty, or auto")
+    ridge_alphas: list[float] = Field(
+        default_factory=lambda: list(AUTO_ALPHAS), min_length=1, description="ridge_alpha: auto picks among these"
+    )
     hidden: int = Field(512, ge=1)  # MLP hidden width
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="MLP dropout")
     lr: float = Field(1e-3, gt=0, description="MLP learning rate (AdamW)")
@@ -89,6 +97,20 @@ class EmbeddingParams(ModelParams):
     # server stays lean).
     malloc_tuning: bool = Field(True, description="CPU fit: glibc malloc keeps big blocks (faster embedding)")
     progress: bool = True  # progress bar with ETA while embedding
+
+    @field_validator("ridge_alpha")
+    @classmethod
+    def _positive_alpha(cls, value: float | str) -> float | str:
+        if value != "auto" and value <= 0:
+            raise ValueError("ridge_alpha must be > 0 or 'auto'")
+        return value
+
+    @field_validator("ridge_alphas")
+    @classmethod
+    def _positive_alphas(cls, value: list[float]) -> list[float]:
+        if any(a <= 0 for a in value):
+            raise ValueError("every alpha of ridge_alphas must be > 0")
+        return value
 
 
 def task_parts(task: Task) -> dict[str, tuple[str, ...]]:
@@ -136,8 +158,9 @@ class EmbeddingModel(Model):
         if self.parts_ is not None:
             return self.parts_
         known = task_parts(self.task)
-        explicit = "parts" in self.params.model_fields_set
         wanted = list(self.params.parts)
+        # A run config records every param (defaults included): the defaults count as not set.
+        explicit = "parts" in self.params.model_fields_set and tuple(wanted) != DEFAULT_PARTS
         if all(p in known for p in wanted):
             return wanted
         if explicit:
@@ -148,8 +171,10 @@ class EmbeddingModel(Model):
         return [short_name(c) for c in self.task.text_names]
 
     def _feature_groups(self) -> list[str]:
-        if "features" in self.params.model_fields_set:
-            return list(self.params.features)
+        groups = list(self.params.features)
+        # A run config records every param (defaults included): the defaults count as not set.
+        if "features" in self.params.model_fields_set and tuple(groups) != DEFAULT_FEATURE_GROUPS:
+            return groups
         return default_groups(self.task)
 
     def _unit_targets(self, frame: pd.DataFrame) -> np.ndarray:
@@ -270,7 +295,7 @@ class EmbeddingModel(Model):
 
             t2 = time.perf_counter()
             ngram_log = FitLog()  # its one ridge entry would read as an MLP epoch: keep it apart
-            self.ngram_ = TfidfModel(task=self.task).fit(train, valid, ngram_log)
+            self.ngram_ = TfidfModel(p.ngram_params or None, task=self.task).fit(train, valid, ngram_log)
             log.info["ngram"] = {"weight": p.ngram_weight, **ngram_log.info}
             log.timings["ngram_s"] = time.perf_counter() - t2
         self.fitted_ = True
