@@ -153,3 +153,14 @@ def test_findings_round_trip(two_runs) -> None:
     with pytest.raises(UsageError, match="text"):
         ql.add_finding("  ", [a])
     ql.remove_finding(second, store=store)
+
+
+def test_ql_leaderboard_and_ensemble_stay_functions_after_their_modules_load() -> None:
+    import importlib
+
+    import questlab as ql
+
+    importlib.import_module("questlab.leaderboard")
+    importlib.import_module("questlab.ensemble.combine")
+    assert callable(ql.leaderboard) and ql.leaderboard.__module__ == "questlab.api.core"
+    assert callable(ql.ensemble) and ql.ensemble.__module__ == "questlab.api.actions"

@@ -27,6 +27,7 @@ _API = (
     "ensemble",
     "evaluate",
     "findings",
+    "leaderboard",
     "load_bundle",
     "load_run",
     "model_params",
@@ -53,21 +54,29 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'questlab' has no attribute {name!r}")
 
 
-class _Package(types.ModuleType):
-    """The ``questlab`` module's type: ``ql.ensemble`` is the API function, though a subpackage
-    ``questlab.ensemble`` exists too (``from questlab.ensemble import ...`` still imports it)."""
+def _api_function(name: str) -> property:
+    """A package attribute that stays the API function ``name`` though a submodule of that name
+    exists: the import system binds a loaded submodule to its parent's attribute, so the setter
+    ignores it (the submodule stays in sys.modules, where imports find it)."""
 
-    @property
-    def ensemble(self) -> Any:
-        from questlab.api import ensemble
+    def get(self: types.ModuleType) -> Any:
+        from questlab import api
 
-        return ensemble
+        return getattr(api, name)
 
-    @ensemble.setter
-    def ensemble(self, module: types.ModuleType) -> None:
-        # The import system binds a loaded subpackage to its parent's attribute: the subpackage
-        # stays in sys.modules (where imports find it), the attribute stays the API function.
+    def ignore(self: types.ModuleType, module: types.ModuleType) -> None:
         pass
+
+    return property(get, ignore)
+
+
+class _Package(types.ModuleType):
+    """The ``questlab`` module's type: ``ql.ensemble`` and ``ql.leaderboard`` are API functions,
+    though ``questlab.ensemble`` and ``questlab.leaderboard`` are modules too (``from
+    questlab.ensemble import ...`` still imports the module)."""
+
+    ensemble = _api_function("ensemble")
+    leaderboard = _api_function("leaderboard")
 
 
 sys.modules[__name__].__class__ = _Package

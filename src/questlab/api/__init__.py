@@ -19,7 +19,7 @@ else ``./questlab-store``. The CLI calls the same library functions.
 from __future__ import annotations
 
 from questlab.api.actions import check, ensemble, postprocess, pseudo_label, report
-from questlab.api.core import compare, evaluate, load_bundle, load_run, model_params, recipe, run, runs
+from questlab.api.core import compare, evaluate, leaderboard, load_bundle, load_run, model_params, recipe, run, runs
 from questlab.api.findings_log import Finding, add_finding, edit_finding, findings, remove_finding
 from questlab.api.objects import DataLike, Run, StoreLike, Verdicts
 
@@ -36,6 +36,7 @@ __all__ = [
     "ensemble",
     "evaluate",
     "findings",
+    "leaderboard",
     "load_bundle",
     "load_run",
     "model_params",

@@ -107,6 +107,12 @@ def runs(
     return leaderboard(as_store(store), sort, model, name, tags, status, limit)
 
 
+def leaderboard(store: StoreLike = None, model: str | None = None, limit: int | None = None) -> pd.DataFrame:
+    """Runs ranked by their score, best first, each ranked only among comparable runs (same task,
+    metric, rows and folds; partial runs apart): ``runs(sort="cv")``."""
+    return runs(store, sort="cv", model=model, limit=limit)
+
+
 def compare(a: Run | str, b: Run | str, n_boot: int = 1000, store: StoreLike = None) -> Any:
     """Run B against run A: per-target and per-fold deltas with paired bootstrap intervals."""
     from questlab.analysis.compare import compare_runs
