@@ -28,7 +28,7 @@ def test_every_parameter_of_every_family_has_a_type_default_and_meaning() -> Non
 def test_the_rows_come_from_the_fields() -> None:
     fields = TfidfParams.model_fields
     assert type_text(fields["ngram_max"]) == "int in [1, 3]"
-    assert type_text(fields["alpha"]) == "float > 0"
+    assert type_text(fields["alpha"]) == "float | auto"  # a penalty, or one per target chosen in-fold
     assert default_text(fields["alpha"]) == "10" and default_text(fields["stats_weight"]) == "0.3"
     assert meaning(TfidfParams, "alpha") == fields["alpha"].description
     transformer = parameters("transformer").set_index("parameter")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pandas as pd
+from pydantic import Field
 
 from helpers.seeded_model import SeededLength
 from questlab.models import register
@@ -19,8 +20,8 @@ from questlab.models.base import FitLog, ModelParams
 class SlowParams(ModelParams):
     """How slow: per train row, and per CV fold where probes cannot see it."""
 
-    seconds_per_row: float = 0.0
-    hidden_fold_s: float = 0.0
+    seconds_per_row: float = Field(0.0, description="seconds slept per train row in every fit")
+    hidden_fold_s: float = Field(0.0, description="seconds slept per CV fold only (probes cannot see it)")
 
 
 class Slow(SeededLength):

@@ -111,7 +111,10 @@ def default_text(info: FieldInfo) -> str:
     if isinstance(value, float):
         return _number(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(default_text(FieldInfo(default=v)) for v in value) + "]"
+        items = [default_text(FieldInfo(default=v)) for v in value]
+        if len(items) > 8:  # a long grid (ridge alphas): its ends and its length
+            return f"[{items[0]}, {items[1]}, ..., {items[-1]}] ({len(items)} values)"
+        return "[" + ", ".join(items) + "]"
     return json.dumps(value)
 
 
