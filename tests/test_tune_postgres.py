@@ -83,14 +83,17 @@ def _trial_run(client: MlflowClient, parent: str, number: int, recording: bool =
 
 
 def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid`` (Linux /proc)."""
+    """The worker processes whose parent is ``pid`` (Linux /proc): its children, less the helper
+    processes Python's multiprocessing may start beside them (a resource tracker, a fork server),
+    which appear or not depending on timing and are not workers."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and b"resource_tracker" not in cmdline and b"forkserver" not in cmdline:
             found.append(int(stat.parent.name))
     return found
 
