@@ -31,7 +31,7 @@ def group_weights(groups: np.ndarray, n_boot: int, seed: int) -> Iterator[np.nda
         yield group_counts[group_idx].astype(np.float64)
 
 
-def as_2d(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def as_2d(y_true: np.ndarray, y_pred: np.ndarray, what: str = "a score") -> tuple[np.ndarray, np.ndarray]:
     """Both arrays as float64 (n, targets), checked: same shape, 2+ rows, finite predictions."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
@@ -40,7 +40,7 @@ def as_2d(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if y_true.shape != y_pred.shape:
         raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}")
     if len(y_true) < 2:
-        raise ValueError("need at least 2 rows to compute a score")
+        raise ValueError(f"need at least 2 rows to compute {what}")
     if not np.isfinite(y_pred).all():
         raise ValueError("predictions contain NaN or infinity: fix the model, a score would hide it")
     return y_true, y_pred

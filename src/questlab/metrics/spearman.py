@@ -17,6 +17,7 @@ from questlab.metrics.base import (
     CONSTANT_TRUTH,
     OK,
     Metric,
+    as_2d,
 )
 from questlab.metrics.base import group_weights as _group_weights
 
@@ -58,17 +59,7 @@ def mean_spearman(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 def _as_2d(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    if y_true.ndim == 1:
-        y_true, y_pred = y_true[:, None], y_pred[:, None]
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has shape {y_pred.shape}")
-    if len(y_true) < 2:
-        raise ValueError("need at least 2 rows to compute a Spearman correlation")
-    if not np.isfinite(y_pred).all():
-        raise ValueError("predictions contain NaN or infinity: fix the model, a score would hide it")
-    return y_true, y_pred
+    return as_2d(y_true, y_pred, what="a Spearman correlation")
 
 
 class _WeightedRanker:
