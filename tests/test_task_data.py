@@ -60,6 +60,17 @@ def test_synthetic_train_and_test_files_load(reviews, tmp_path: Path) -> None:
     assert s.questions == 10 and list(s.text_lengths.index) == ["review", "reply"] and len(s.targets) == 3
 
 
+def test_check_prints_each_target_distinct_count_as_an_integer(reviews, tmp_path: Path) -> None:
+    path = _write(tmp_path, make_frame(30))
+    result = CliRunner().invoke(app, ["check", str(path), "--task", str(tmp_path / "reviews.yaml")])
+    assert result.exit_code == 0, result.output
+    counts = summarize(load_train(path, reviews), "train", reviews).targets["distinct"]
+    for target in reviews.target_names:
+        (line,) = [ln for ln in result.output.splitlines() if re.match(rf"\W*{target}\W", ln)]
+        cells = [c.strip() for c in re.split(r"[│┃|]", line) if c.strip()]
+        assert cells[:2] == [target, str(counts[target])], line  # 9, not 9.0 (the summary row mixes floats)
+
+
 SYNTHETIC_BAD = {
     "off its levels": ("clear", 4, "3.25", "target value 3.25 is not one of its levels (1, 1.5, ..., 5)"),
     "above its range": ("helpful", 7, "10.5", "target value 10.5 outside [0, 10]"),
@@ -83,6 +94,24 @@ def test_synthetic_bad_values_name_file_column_row(case: str, reviews, tmp_path:
     assert words in str(err) and str(path) in str(err) and "\n" not in str(err)
     if column != "review_id":
         assert f"(review_id r0-{row - 1})" in str(err)
+
+
+def test_errors_found_while_reading_in_pieces_label_the_row_with_the_task_id(reviews, tmp_path: Path) -> None:
+    from questlab.predict import read_test_chunks
+
+    frame = make_frame(6, with_targets=False)
+    ragged = _write(tmp_path, frame)
+    with ragged.open("a", encoding="utf-8") as f:
+        f.write("r9-9,cut short\n")
+    with pytest.raises(DataError, match=r"row 7 \(review_id r9-9\)"):
+        load_test(ragged, reviews)
+    # a piece's error (an empty text in the second piece) and an id seen in an earlier piece
+    empty = _set(frame, "review", 5, "")
+    with pytest.raises(DataError, match=r"row 5 \(review_id r0-4\): empty or missing text"):
+        list(read_test_chunks(_write(tmp_path, empty, "empty.csv"), chunk_rows=3, task=reviews))
+    twice = pd.concat([frame, frame.head(1)])
+    with pytest.raises(DataError, match=r"row 7 \(review_id r0-0\): duplicate review_id"):
+        list(read_test_chunks(_write(tmp_path, twice, "twice.csv"), chunk_rows=3, task=reviews))
 
 
 def test_a_group_cell_may_be_empty_in_a_file_to_predict(reviews) -> None:

@@ -30,6 +30,12 @@ def test_builtins_load_and_quest_matches_the_schema() -> None:
     assert ell.metric == "mcrmse" and not ell.scorer.higher_is_better
 
 
+def test_messages_name_groups_where_the_task_groups_rows_and_rows_where_it_does_not() -> None:
+    from questlab.tasks.grouping import group_noun
+
+    assert group_noun(load_task("quest")) == "groups" and group_noun(load_task("ell")) == "rows"
+
+
 def test_a_spec_file_loads(tmp_path: Path) -> None:
     task = load_task(write_spec(tmp_path))
     assert task.name == "reviews" and task.is_pair and task.group_columns == ("product",)

@@ -219,7 +219,7 @@ def test_study_records_trials_under_one_parent_and_scores_the_best_on_untouched_
     assert parent.metrics["best_cv"] == result.best_cv
     assert result.holdout_ci is not None and result.holdout_ci[0] <= result.holdout_score <= result.holdout_ci[1]
     report = (parent.dir / "report.html").read_text()
-    assert "optimisation history" in report and "untouched questions" in report and report.count("<img") >= 3
+    assert "optimisation history" in report and "untouched groups" in report and report.count("<img") >= 3
 
 
 def test_resume_adds_only_the_missing_trials_and_keeps_the_holdout_score(store: Store, tmp_path: Path) -> None:

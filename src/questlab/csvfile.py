@@ -244,6 +244,7 @@ def _checked_records(
                     qa_id=fields[key].strip() or None if key < len(fields) else None,
                     hint="a field is missing or the line was cut short" if len(fields) < len(header)
                     else "a text holding a comma must be quoted (check the quotes on that line)",
+                    id_name=ID,
                 )  # fmt: skip
             yield fields
     except csv.Error as exc:

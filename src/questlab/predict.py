@@ -146,6 +146,7 @@ def read_test_chunks(
                 row=first_row + i,
                 qa_id=ids[i].item() if hasattr(ids[i], "item") else ids[i],
                 hint=f"each row must have its own {key}",
+                id_name=key,
             )
         id_chunks.append(ids)
         seen = np.union1d(seen, ids)
@@ -157,7 +158,7 @@ def _shifted(exc: DataError, offset: int) -> DataError:
     if not offset or exc.row is None:
         return exc
     message = re.sub(r"first seen at row (\d+)", lambda m: f"first seen at row {int(m[1]) + offset}", exc.message)
-    return DataError(exc.file, message, exc.column, exc.row + offset, exc.qa_id, exc.hint)
+    return DataError(exc.file, message, exc.column, exc.row + offset, exc.qa_id, exc.hint, id_name=exc.id_name)
 
 
 def needs_whole_file(predictor: Predictor) -> bool:

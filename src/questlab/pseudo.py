@@ -94,7 +94,7 @@ class PseudoLabels:
     meta: PseudoMeta
     name: str  # the file's name
     sha256: str  # the file's sha256
-    dropped: int = 0  # rows dropped because their question is in the train data
+    dropped: int = 0  # rows dropped because their group (QUEST: question) is in the train data
     task: Task = field(default_factory=lambda: load_task(None))  # the teacher's task: its targets are the labels
 
     @classmethod
@@ -220,7 +220,7 @@ def _labels(path: Path, raw: pd.DataFrame, columns: list[str], frame: pd.DataFra
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             what = f"label {raw[col].iloc[i]!r} is not a number in [{target.low:g}, {target.high:g}]"
-            raise DataError(path, what, column=col, row=i + 1, qa_id=_plain(frame[task.id].iloc[i]))
+            raise DataError(path, what, column=col, row=i + 1, qa_id=_plain(frame[task.id].iloc[i]), id_name=task.id)
         out[:, j] = values
     return out
 
@@ -266,18 +266,22 @@ def attach_pseudo(
     if collide.any():
         first = pseudo.frame[key].to_numpy()[collide][0]
         what, hint = f"{int(collide.sum())} {key}(s) also appear in the train file", "use pairs the train data lacks"
-        raise DataError(pseudo.name, what, column=key, qa_id=_plain(first), hint=hint)
+        raise DataError(pseudo.name, what, column=key, qa_id=_plain(first), hint=hint, id_name=key)
     if not keep.any():
-        raise UsageError(f"every pseudo row of {pseudo.name} asks a question the train data holds: none left to use")
+        raise UsageError(
+            f"every pseudo row of {pseudo.name} shares a group (QUEST: a question) with the train data:"
+            " none left to use"
+        )
     kept = replace(
         pseudo,
         frame=pseudo.frame[keep].reset_index(drop=True),
         labels={k: v[keep] for k, v in pseudo.labels.items()},
         dropped=int(in_train.sum()),
     )
+    why = ": their group is also in the train data" if task.groups is not None else " (the task has no groups)"
     say(
         f"pseudo-labels: {len(kept.frame)} rows of {pseudo.name} (teacher run {pseudo.meta.teacher_run[:8]}, "
-        f"{len(pseudo.meta.folds)} folds); {kept.dropped} dropped: their question is also in the train data"
+        f"{len(pseudo.meta.folds)} folds); {kept.dropped} dropped{why}"
     )
     return kept
 

@@ -170,8 +170,9 @@ def report(
     """Write a run's HTML report (``questlab report``): into the run as ``report.html``, or to
     ``path``; ``open`` shows it in a web browser. Returns the page's path.
 
-    ``train``: the run's own train data, adding per-category and per-host scores (another file is
-    refused); ``n_boot``: group resamples for the per-target intervals (at least 20).
+    ``train``: the run's own train data (another file is refused), adding scores per value of each
+    feature column of the task (QUEST: every category, the weakest hosts; none without features);
+    ``n_boot``: group resamples for the per-target intervals (at least 20).
     """
     from questlab.analysis.run_report import write_run_report
 

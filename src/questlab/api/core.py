@@ -146,7 +146,8 @@ def model_params(family: str | None = None) -> pd.DataFrame:
 
 
 def load_bundle(path: str | Path) -> Any:
-    """An exported bundle (or MLflow model folder) as a model: ``predict(frame)`` -> qa_id + 30 columns.
+    """An exported bundle (or MLflow model folder) as a model: ``predict(frame)`` -> the task's id +
+    its targets (QUEST: qa_id + 30 columns).
 
     Files are checked against the bundle's sha256 manifest first; see :mod:`questlab.export`.
     """

@@ -93,7 +93,7 @@ class Run:
 
     @property
     def ci(self) -> tuple[float, float]:
-        """The 95% question-bootstrap interval of ``cv``."""
+        """The 95% group-bootstrap interval (QUEST: questions) of ``cv``."""
         return float(self.scores.ci_low), float(self.scores.ci_high)
 
     @property
@@ -122,17 +122,17 @@ class Run:
 
     @cached_property
     def oof_folds(self) -> pd.DataFrame:
-        """qa_id -> question group and fold of each scored row."""
+        """id -> group (QUEST: question) and fold of each scored row."""
         return self.record.folder.read_oof().set_index(self.task.id)[["group", "fold"]]
 
     @cached_property
     def truth(self) -> pd.DataFrame:
-        """The true ratings of the scored rows, indexed by qa_id like ``oof``."""
+        """The true ratings of the scored rows, indexed by id like ``oof``."""
         return self.record.folder.read_truth().set_index(self.task.id)[list(self.task.target_names)]
 
     @property
     def submission(self) -> pd.DataFrame | None:
-        """The run's test predictions (qa_id + 30 targets), if it was given test data."""
+        """The run's test predictions (the task's id + its targets), if it was given test data."""
         return self.record.folder.read_submission()
 
     # --- using it ---------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class Run:
         return load_predictor(self.store, self.id)
 
     def predict(self, pairs: DataLike) -> pd.DataFrame:
-        """Predict new pairs (a test-format DataFrame or CSV): qa_id + 30 columns, submission order.
+        """Predict new pairs (a test-format DataFrame or CSV): the task's id + its targets, submission order.
 
         A labelled (train-format) input predicts too: its targets are ignored, and a line on stderr says so.
         """
@@ -153,8 +153,8 @@ class Run:
         """Score the run's model on labelled pairs (a train-format DataFrame or CSV) against their own
         targets: an :class:`~questlab.evaluation.Evaluation` (score, ci, per_target, n_rows).
 
-        Mean Spearman as the run's CV computes it, the interval resampling questions. Rows the run
-        was trained on are counted in ``notes`` (their score is optimistic).
+        The task's metric as the run's CV computes it, the interval resampling groups (QUEST:
+        questions). Rows the run was trained on are counted in ``notes`` (their score is optimistic).
         """
         from questlab.evaluation import evaluate
 
@@ -163,7 +163,7 @@ class Run:
         )
 
     def trained_on(self) -> np.ndarray | None:
-        """The qa_ids of the rows the run was fitted on (its folds' rows), None where not recorded."""
+        """The ids of the rows the run was fitted on (its folds' rows), None where not recorded."""
         from questlab.errors import QuestlabError
         from questlab.folds import FOLDS_FILE
 
@@ -192,7 +192,8 @@ class Run:
         """Write the run's HTML report (what ``questlab report`` writes): into the run as
         ``report.html``, or to ``path``; ``open`` shows it in a web browser. Returns its path.
 
-        ``train``: the run's own train file, for per-category and per-host scores.
+        ``train``: the run's own train file, for scores per value of each feature column of the
+        task (QUEST: every category, the weakest hosts; none without features).
         """
         from questlab.analysis.run_report import write_run_report
 

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from questlab.store import Store
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "ok": "green"}
+N_BOOT_HELP = "group resamples for the per-target intervals (QUEST: questions)"
+TRAIN_HELP = (
+    "the run's train CSV: adds scores per value of the task's feature columns (QUEST: categories, weakest hosts)"
+)
 
 
 def _stdout_console():
@@ -26,7 +30,7 @@ def _stdout_console():
 
 
 def _analysed(store: str | None, run_id: str, n_boot: int) -> tuple["Store", "Diagnosis"]:
-    """The store and a run's diagnosis (verdicts, intervals from ``n_boot`` question resamples)."""
+    """The store and a run's diagnosis (verdicts, intervals from ``n_boot`` group resamples)."""
     from questlab.analysis.run_report import analysed
 
     st = open_store(store, create=False)
@@ -39,10 +43,8 @@ def diagnose(
     json_: Annotated[bool, typer.Option("--json", help="print the verdicts as JSON")] = False,
     record: Annotated[bool, typer.Option("--record", help="add errors and warnings to the findings log")] = False,
     report: Annotated[bool, typer.Option("--report/--no-report", help="write report.html into the run")] = True,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="question resamples for the per-target intervals")] = 200,
-    train: Annotated[
-        Path | None, typer.Option("--train", help="the run's train CSV: adds per-category and per-host scores")
-    ] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help=N_BOOT_HELP)] = 200,
+    train: Annotated[Path | None, typer.Option("--train", help=TRAIN_HELP)] = None,
     store: StoreOpt = None,
 ) -> None:
     """Verdicts on a run (constant predictions, weak folds, fitting, imbalance, truncation, health)."""
@@ -144,10 +146,8 @@ def compare(
 @guard
 def report(
     run_id: Annotated[str, typer.Argument(help="a recorded run (id or unique prefix)")],
-    n_boot: Annotated[int, typer.Option("--n-boot", help="question resamples for the per-target intervals")] = 200,
-    train: Annotated[
-        Path | None, typer.Option("--train", help="the run's train CSV: adds per-category and per-host scores")
-    ] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help=N_BOOT_HELP)] = 200,
+    train: Annotated[Path | None, typer.Option("--train", help=TRAIN_HELP)] = None,
     store: StoreOpt = None,
     open_: Annotated[bool, typer.Option("--open", help="open the report in a web browser")] = False,
 ) -> None:

@@ -52,7 +52,7 @@ def check(
             style = "red" if share >= 0.9 else "yellow" if share >= 0.7 else "default"
             table.add_row(
                 target,
-                str(row["distinct"]),
+                str(int(row["distinct"])),  # the row mixes ints and floats: pandas reads it as floats
                 f"{row['majority_value']:.3f}",
                 f"[{style}]{share:.1%}[/{style}]",
                 f"{row['mean']:.3f}",

@@ -34,7 +34,10 @@ def predict(
     input: Annotated[
         Path, typer.Option("--input", help="CSV of pairs (test format; a labelled file's targets are ignored)")
     ] = ...,
-    output: Annotated[Path, typer.Option("--output", help="where to write qa_id + 30 predictions (-: stdout)")] = ...,
+    output: Annotated[
+        Path,
+        typer.Option("--output", help="where to write the predictions: id + targets, QUEST's qa_id + 30 (-: stdout)"),
+    ] = ...,
     model: Annotated[
         Path | None, typer.Option("--model", help="an exported bundle (or MLflow model) folder instead of a run")
     ] = None,

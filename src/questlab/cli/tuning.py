@@ -81,7 +81,11 @@ def tune(
     study: Annotated[str | None, typer.Option(help="study name (default: the config's name); the same resumes")] = None,
     workers: Annotated[int, typer.Option(help="processes on this machine, this one included")] = 1,
     holdout: Annotated[
-        float, typer.Option(help="share of questions kept out of every trial, to score the chosen config (0: none)")
+        float,
+        typer.Option(
+            help="share of the groups (QUEST: questions; else rows) kept out of every trial, to score the chosen"
+            " config (0: none)"
+        ),
     ] = 0.2,
     seed: Annotated[int | None, typer.Option(help="seed of the split and the sampler (default: the config's)")] = None,
     prune: Annotated[bool, typer.Option("--prune/--no-prune", help="median pruning after each fold")] = True,

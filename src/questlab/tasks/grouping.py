@@ -24,6 +24,12 @@ def normalise(text: object) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().lower()
 
 
+def group_noun(task: Task) -> str:
+    """What a task's rows form in messages (a held-out share, a dropped row): ``"groups"`` where the
+    task groups rows (QUEST: questions), ``"rows"`` where every row is its own."""
+    return "groups" if task.groups is not None else "rows"
+
+
 def _key_string(i: int, values: list[str]) -> str | None:
     """Key ``i``'s string for one row; None where every value is empty (the key joins nothing).
 

@@ -33,7 +33,7 @@ class TuneResult:
     best_cv_ci: tuple[float, float]
     best_config: RunConfig
     best_config_path: Path
-    holdout_score: float | None  # the chosen config on the untouched questions (None: holdout 0)
+    holdout_score: float | None  # the chosen config on the untouched groups (None: holdout 0)
     holdout_ci: tuple[float, float] | None
     holdout_run_id: str | None
     n_complete: int
@@ -69,7 +69,7 @@ class TuneResult:
         if self.holdout_score is not None and self.holdout_ci is not None:
             hlo, hhi = self.holdout_ci
             lines.append(
-                f"untouched questions: {self.holdout_score:.4f} (95% CI {hlo:.4f}..{hhi:.4f}), "
+                f"untouched holdout: {self.holdout_score:.4f} (95% CI {hlo:.4f}..{hhi:.4f}), "
                 f"run {self.holdout_run_id}; CV minus it {self.best_cv - self.holdout_score:+.4f}"
             )
         budget = self.budget_line()

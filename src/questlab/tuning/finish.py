@@ -13,6 +13,7 @@ from questlab.console import quiet
 from questlab.cv import run_cv
 from questlab.errors import StudyError
 from questlab.recording import RunWriter, direction_note, score_label
+from questlab.tasks.grouping import group_noun
 from questlab.tuning.common import (
     ATTR_CANNOT_FIT,
     ATTR_HOLDOUT_LOOKS,
@@ -64,12 +65,13 @@ def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> Tu
         holdout_ci = (float(metrics.get("cv_ci_low", math.nan)), float(metrics.get("cv_ci_high", math.nan)))
     else:
         notes.append(
-            "no questions were held out: the best CV was chosen among trials on the same folds and is optimistic"
+            f"no {group_noun(ctx.task)} were held out: the best CV was chosen among trials on the same folds"
+            " and is optimistic"
         )
 
     description = f"best of study {ctx.name}: trial {best.number}, CV {best.value:.4f}"
     if holdout_score is not None:
-        description += f"; on {ctx.holdout:.0%} untouched questions {holdout_score:.4f}"
+        description += f"; on {ctx.holdout:.0%} untouched {group_noun(ctx.task)} {holdout_score:.4f}"
     best_config = parse_config(
         {**base_data, "name": f"{ctx.name}-best", "description": description},
         source=f"study {ctx.name} best trial",
@@ -163,7 +165,8 @@ def _holdout_run(
         TAG_BEST_TRIAL: str(best.number),
     }
     ctx.say(
-        f"scoring trial {best.number}'s config on the held-out questions (trained on all {len(ctx.tuning)} tuning rows)"
+        f"scoring trial {best.number}'s config on the held-out {group_noun(ctx.task)}"
+        f" (trained on all {len(ctx.tuning)} tuning rows)"
     )
     run_id = run_cv(config, ctx.train, store=store, only_folds=[0], say=quiet, tags=tags)
     looks += 1
@@ -172,7 +175,7 @@ def _holdout_run(
     study.set_user_attr(ATTR_HOLDOUT_LOOKS, looks)
     if looks > 1:
         notes.append(
-            f"the held-out questions have now scored {looks} chosen configs (the study was extended and its best "
-            "trial changed): the latest score is no longer untouched by the choice"
+            f"the held-out {group_noun(ctx.task)} have now scored {looks} chosen configs (the study was extended"
+            " and its best trial changed): the latest score is no longer untouched by the choice"
         )
     return run_id

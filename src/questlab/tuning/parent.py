@@ -22,7 +22,7 @@ from questlab.recording import RunWriter
 from questlab.store import RunRecord, Store
 from questlab.strictjson import strict_json
 from questlab.tasks import Task, load_task
-from questlab.tasks.grouping import group_ids, stratify_labels
+from questlab.tasks.grouping import group_ids, group_noun, stratify_labels
 from questlab.tuning.common import (
     ATTR_CONFIG_SHA,
     ATTR_HOLDOUT,
@@ -164,7 +164,8 @@ def prepare_study(
         if split is not None:
             n_held = int(split.loc[split["fold"] == 0, "group"].nunique())
             if n_held < 2:
-                raise StudyError(f"holdout {holdout} keeps {n_held} question(s) out: too few to score; give more")
+                held_out = f"{n_held} {group_noun(task).removesuffix('s')}(s)"
+                raise StudyError(f"holdout {holdout} keeps {held_out} out: too few to score; give more")
         folds = _make_folds(tuning, base, task)
         tags = {TAG_STUDY: name, TAG_STORAGE: redact(url), TAG_TASK: task.name}
         writer = RunWriter.create(store, name, KIND_STUDY, base.model.name, tags=tags, scored=False)
@@ -208,11 +209,13 @@ def prepare_study(
         study.set_user_attr(ATTR_STORE, store.uri)
         study.set_user_attr(ATTR_TRIALS, trials)
         study.set_user_attr(ATTR_PARENT, parent_id)  # last: a joining worker takes its presence as "ready"
-        held = (
-            "no held-out questions"
-            if split is None
-            else f"{info['holdout_questions']} questions ({info['holdout_rows']} rows) held out"
-        )
+        noun = group_noun(task)
+        if split is None:
+            held = f"no held-out {noun}"
+        elif task.groups is None:  # every row its own group: the two counts are one
+            held = f"{info['holdout_rows']} rows held out"
+        else:
+            held = f"{info['holdout_questions']} {noun} ({info['holdout_rows']} rows) held out"
         say(f"study {name}: parent run {parent_id}; {len(tuning)} tuning rows, {held}")
     return StudyContext(
         study=study,

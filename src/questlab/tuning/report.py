@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from questlab.tasks.grouping import group_noun
 from questlab.tuning.common import ATTR_CANNOT_FIT, COUNTED, fmt_value
 from questlab.tuning.context import StudyContext, TuneResult
 from questlab.tuning.space import SearchSpace
@@ -156,7 +157,7 @@ def study_report(ctx: StudyContext, result: TuneResult) -> str:
         held = int((ctx.split["fold"] == 0).sum()) if ctx.split is not None else 0
         rows += [
             [
-                f"untouched questions ({ctx.holdout:.0%}, {held} rows)",
+                f"untouched {group_noun(ctx.task)} ({ctx.holdout:.0%}, {held} rows)",
                 f"<b>{result.holdout_score:.4f}</b> (95% CI {hlo:.4f}..{hhi:.4f}), "
                 f"run <code>{escape(result.holdout_run_id)}</code>",
             ],

@@ -23,6 +23,7 @@ from questlab.data import Data
 from questlab.errors import StoreUnreachable, StudyError, UsageError
 from questlab.store import as_store, liveness
 from questlab.tasks import TaskRef, load_task
+from questlab.tasks.grouping import group_noun
 from questlab.timebudget import Budget, fmt_duration, parse_duration
 from questlab.tuning.common import (
     ATTR_HOLDOUT,
@@ -127,17 +128,18 @@ def tune(
     time_limit: float | str | None = None,
 ) -> TuneResult:
     """Run (or resume) a study of ``trials`` trials in total, then score the best config on the
-    held-out questions, write it to ``best_config_path`` and attach the report to the parent run.
+    held-out groups, write it to ``best_config_path`` and attach the report to the parent run.
 
     ``config``: a YAML path, a mapping or a RunConfig (``set`` overrides keys first); ``space``: a
     search space file, mapping or :class:`SearchSpace`; ``train``: the labelled CSV or DataFrame.
     ``storage``: an Optuna storage URL (default: :func:`default_storage`); ``study_name``: default
-    the config's name; the same name resumes. ``holdout``: share of questions kept out of every
-    trial (0 disables it: the best CV is then all there is, and it is optimistic). ``seed``
-    (default the config's) seeds the split and the sampler. ``workers``: processes on this
-    machine (this one included). ``prune``: median pruning after each fold. ``time_limit``: a
-    wall-clock budget for this call (seconds, or text such as ``"15m"``): no trial starts unless it
-    and the held-out run are expected to fit (see :mod:`questlab.tuning.timing`); one process only.
+    the config's name; the same name resumes. ``holdout``: share of the groups (QUEST: questions;
+    rows where the task has none) kept out of every trial (0 disables it: the best CV is then all
+    there is, and it is optimistic). ``seed`` (default the config's) seeds the split and the sampler.
+    ``workers``: processes on this machine (this one included). ``prune``: median pruning after each
+    fold. ``time_limit``: a wall-clock budget for this call (seconds, or text such as ``"15m"``): no
+    trial starts unless it and the held-out run are expected to fit (see
+    :mod:`questlab.tuning.timing`); one process only.
     """
     t_start = time.perf_counter()
     budget_s = parse_duration(time_limit, "time_limit")
@@ -148,7 +150,7 @@ def tune(
     if trials < 1:
         raise StudyError(f"trials {trials}: give at least 1")
     if not 0 <= holdout < MAX_HOLDOUT:
-        raise StudyError(f"holdout {holdout}: give a share of questions in [0, {MAX_HOLDOUT})")
+        raise StudyError(f"holdout {holdout}: give a share of the train groups (or rows) in [0, {MAX_HOLDOUT})")
     if workers < 1:
         raise StudyError(f"workers {workers}: give at least 1")
     base = resolve_config(config, set)
@@ -179,7 +181,10 @@ def tune(
         study.sampler = _sampler(seed, 0, len(study.trials))
         ctx.budget = budget
         if holdout == 0:
-            say("warning: holdout 0: no questions are kept out, so the best CV (chosen among trials) is optimistic")
+            say(
+                f"warning: holdout 0: no {group_noun(the_task)} are kept out, so the best CV (chosen among trials)"
+                " is optimistic"
+            )
         todo = trials - count_counted(study)
         procs: list[subprocess.Popen] = []
         # the workers' copy of a DataFrame's rows; a SIGKILLed tune's copy is removed by the next tune
