@@ -78,7 +78,7 @@ def diagnose(
 def compare(
     run_a: Annotated[str, typer.Argument(help="baseline run A")],
     run_b: Annotated[str, typer.Argument(help="run B, compared against A (deltas are B - A)")],
-    n_boot: Annotated[int, typer.Option("--n-boot", help="paired question resamples")] = 1000,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="paired group resamples (QUEST: questions)")] = 1000,
     json_: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="report path (default: compare-A.html in run B)")] = None,
     store: StoreOpt = None,
