@@ -136,3 +136,21 @@ def test_a_texts_vector_does_not_depend_on_the_other_texts_in_its_batch(tiny_enc
         np.testing.assert_array_equal(enc.encode(texts, progress=False).vectors, alone)
         mixed = enc.encode([*texts[::-1], "another text, of another length, in the batch"], progress=False)
         np.testing.assert_array_equal(mixed.vectors[: len(texts)][::-1], alone)
+
+
+def test_layer_mean_pools_every_hidden_layer_and_has_its_own_cache_key(tiny_encoder):  # noqa: F811
+    import torch
+
+    settings = EncoderSettings(max_tokens=64, bf16=False, layers="mean")
+    enc = SentenceEncoder(str(tiny_encoder), settings)
+    got = enc.encode(TEXTS[:2], progress=False).vectors
+    plain = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=64, bf16=False))
+    last = plain.encode(TEXTS[:2], progress=False)
+    assert got.shape == last.vectors.shape and not np.allclose(got, last.vectors)
+    # by hand: each layer's mean over the tokens, averaged over the layers, then L2-normalised
+    ids = enc.tokenizer(TEXTS[:2][0], return_tensors="pt")
+    with torch.inference_mode():
+        states = enc.model(**ids, output_hidden_states=True).hidden_states[1:]
+    expect = torch.stack([h[0].mean(0) for h in states]).mean(0).numpy()
+    np.testing.assert_allclose(got[0], expect / np.linalg.norm(expect), atol=1e-5)
+    assert "layers-mean" in enc.cache_namespace and "layers" not in plain.cache_namespace

@@ -33,11 +33,14 @@ def params(encoder: Path, **over) -> dict:
 
 
 @needs_data
-@pytest.mark.parametrize(("head", "split"), [("ridge", False), ("mlp", False), ("mlp", True), ("mlp+ridge", False)])
+@pytest.mark.parametrize(
+    ("head", "split"), [("ridge", False), ("mlp", False), ("mlp", True), ("mlp+ridge", False), ("krr", False)]
+)
 def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, split):  # noqa: F811
     train, valid = slice_
     log = FitLog()
-    p = params(tiny_encoder, head=head, split_question_head=split)
+    # krr runs on the layer-mean vectors: both new settings through fit, save, load and re-embedding
+    p = params(tiny_encoder, head=head, split_question_head=split, layers="mean" if head == "krr" else "last")
     model = build_model("embedding", p).fit(train, valid, log)
     pred = check_predictions(model.predict(valid), len(valid), "embedding")
     assert np.isfinite(log.epochs[0]["valid_score"])
@@ -48,6 +51,8 @@ def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, 
         assert {e["seed"] for e in log.epochs} == {0, 1}
         assert {e["group"] for e in log.epochs} == ({0, 1} if split else {0})
         assert len(log.info["best_epochs"]) == (4 if split else 2)
+    elif head == "krr":
+        assert len(log.epochs) == 1 and len(log.info["krr"][0]["gamma"]) == 30
     else:
         assert len(log.epochs) == 1 and "ridge" in log.info["head_note"]
 

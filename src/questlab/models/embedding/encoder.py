@@ -33,6 +33,7 @@ from questlab.errors import ConfigError
 from questlab.models.pretrained import encoder_fingerprint, resolve_encoder
 
 LongText = Literal["head_tail", "chunks"]
+Layers = Literal["last", "mean"]
 _POOLING_KEYS = {  # sentence-transformers' 1_Pooling/config.json flags
     "mean": "pooling_mode_mean_tokens",
     "cls": "pooling_mode_cls_token",
@@ -51,9 +52,11 @@ class EncoderSettings:
     long_text: LongText = "head_tail"
     head_share: float = 0.5  # head_tail: share of the budget given to the start of the text
     bf16: bool = True  # autocast in bf16 (vectors match fp32 to cosine ~1.0000, see MODELS.md)
+    layers: Layers = "last"  # pool the last hidden layer, or the mean of every layer's pooled tokens
 
     def key(self) -> str:
-        return f"t{self.max_tokens}-{self.long_text}-h{self.head_share:g}-{'bf16' if self.bf16 else 'fp32'}"
+        key = f"t{self.max_tokens}-{self.long_text}-h{self.head_share:g}-{'bf16' if self.bf16 else 'fp32'}"
+        return key if self.layers == "last" else f"{key}-layers-{self.layers}"
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,7 @@ class SentenceEncoder:
                 # cost of one short forward) so a short window alone gets its in-batch vector.
                 input_ids = input_ids.repeat(-(-MIN_ROWS // input_ids.numel()), 1)
                 mask = torch.ones_like(input_ids)
-                hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-                pooled[idx] = self._pool(hidden, mask)[: len(idx)].numpy()
+                pooled[idx] = self._forward_pooled(input_ids, mask)[: len(idx)].numpy()
                 bar.update(len(idx))
         bar.close()
 
@@ -209,6 +211,13 @@ class SentenceEncoder:
         if self.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return EncodedTexts(vectors.astype(np.float32), n_tokens, kept)
+
+    def _forward_pooled(self, input_ids, mask):  # -> (b, d) float32
+        if self.settings.layers == "last":
+            return self._pool(self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float(), mask)
+        states = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        # every transformer layer's pooled tokens, averaged (states[0] is the input embeddings)
+        return sum(self._pool(h.float(), mask) for h in states[1:]) / (len(states) - 1)
 
     def _pool(self, hidden, mask):  # (b, t, d) float32, (b, t) -> (b, d)
         m = mask.unsqueeze(-1).to(hidden.dtype)

@@ -1,5 +1,5 @@
 """Heads over the (embeddings + features) matrix: per-target ridge, a small bagged PyTorch MLP,
-and their weighted blend."""
+their weighted blend, and an RBF kernel ridge (``kernel_head``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from questlab.errors import RunFormatError
 from questlab.metrics import get_metric
 from questlab.models.base import FitLog, ModelParams, UnitScorer
 from questlab.models.embedding.encoder import pick_threads, torch_threads
+from questlab.models.embedding.kernel_head import KernelRidgeHead
 
 
 def _default_scorer(n_targets: int) -> UnitScorer:
@@ -264,8 +265,13 @@ class BlendHead:
         return head
 
 
-def make_head(params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
+Head = RidgeHead | MLPHead | BlendHead | KernelRidgeHead
+
+
+def make_head(params: ModelParams) -> Head:
     """A fresh head of the kind ``params.head`` names."""
+    if params.head == "krr":
+        return KernelRidgeHead(params.krr_gammas, params.krr_alphas)
     if params.head == "ridge":
         return RidgeHead(params.ridge_alpha, params.ridge_alphas)
     if params.head == "mlp":
@@ -273,7 +279,7 @@ def make_head(params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
     return BlendHead(params)
 
 
-def load_head(folder: Path, params: ModelParams) -> RidgeHead | MLPHead | BlendHead:
+def load_head(folder: Path, params: ModelParams) -> Head:
     """Load whichever head ``head.json`` in ``folder`` names."""
     kind = json.loads((folder / "head.json").read_text())["kind"]
     if kind == "mlp+ridge":
@@ -282,4 +288,6 @@ def load_head(folder: Path, params: ModelParams) -> RidgeHead | MLPHead | BlendH
         return RidgeHead.load(folder)
     if kind == "mlp":
         return MLPHead.load(folder, params)
-    raise RunFormatError(f"{folder}/head.json: unknown head {kind!r}; known: ridge, mlp, mlp+ridge")
+    if kind == "krr":
+        return KernelRidgeHead.load(folder)
+    raise RunFormatError(f"{folder}/head.json: unknown head {kind!r}; known: ridge, mlp, mlp+ridge, krr")

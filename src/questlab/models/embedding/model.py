@@ -59,7 +59,16 @@ class EmbeddingParams(ModelParams):
         default_factory=lambda: list(DEFAULT_FEATURE_GROUPS), description="hand-made feature groups beside the vectors"
     )
     host_min_count: int = Field(10, ge=1)  # hosts rarer than this in train share the "unknown" column
-    head: Literal["ridge", "mlp", "mlp+ridge"] = Field("mlp+ridge", description="the model on the vectors + features")
+    # Which hidden states are pooled: the encoder's last (its sentence vector) or the mean of every
+    # layer's pooled tokens. Middle layers keep surface form (spelling, grammar) the last one
+    # abstracts away: on ELL essays a ridge on MiniLM's layer mean scored MCRMSE 0.511, on its last
+    # layer 0.548 (docs/tasks.md).
+    layers: Literal["last", "mean"] = Field(
+        EncoderSettings.layers, description="hidden states pooled: the last layer, or the mean over every layer"
+    )
+    head: Literal["ridge", "mlp", "mlp+ridge", "krr"] = Field(
+        "mlp+ridge", description="the model on the vectors + features (krr: RBF kernel ridge)"
+    )
     ridge_weight: float = Field(0.3, ge=0.0, le=1.0)  # mlp+ridge: the ridge's share of the blend
     # Share of the final blend given to a word n-gram TF-IDF ridge over title, body and answer
     # (questlab's `tfidf` model, fitted on the same rows): n-grams see exact terms (names, code,
@@ -74,6 +83,17 @@ class EmbeddingParams(ModelParams):
     ridge_alpha: float | Literal["auto"] = Field(10.0, description="ridge penalty, or auto")
     ridge_alphas: list[float] = Field(
         default_factory=lambda: list(AUTO_ALPHAS), min_length=1, description="ridge_alpha: auto picks among these"
+    )
+    # krr: RBF widths (x 1/n_inputs on standardised inputs) and penalties, chosen by leave-one-out
+    krr_gammas: list[float] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.25],
+        min_length=1,
+        description="head: krr: RBF widths (x 1/inputs) leave-one-out picks among, per target",
+    )
+    krr_alphas: list[float] = Field(
+        default_factory=lambda: [float(a) for a in np.logspace(-3, 3, 25)],
+        min_length=1,
+        description="head: krr: the penalties leave-one-out picks among, per target",
     )
     hidden: int = Field(512, ge=1)  # MLP hidden width
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="MLP dropout")
@@ -105,11 +125,11 @@ class EmbeddingParams(ModelParams):
             raise ValueError("ridge_alpha must be > 0 or 'auto'")
         return value
 
-    @field_validator("ridge_alphas")
+    @field_validator("ridge_alphas", "krr_gammas", "krr_alphas")
     @classmethod
     def _positive_alphas(cls, value: list[float]) -> list[float]:
         if any(a <= 0 for a in value):
-            raise ValueError("every alpha of ridge_alphas must be > 0")
+            raise ValueError("every value of the grid must be > 0")
         return value
 
 
@@ -185,7 +205,7 @@ class EmbeddingModel(Model):
     # --- embedding ----------------------------------------------------------------------
     def _encoder(self) -> SentenceEncoder:
         p = self.params
-        settings = EncoderSettings(p.max_tokens, p.long_text, p.head_share, p.bf16)
+        settings = EncoderSettings(p.max_tokens, p.long_text, p.head_share, p.bf16, p.layers)
         key = (p.encoder, settings, p.embed_batch_size, p.threads)
         if key not in _ENCODERS:
             _ENCODERS[key] = SentenceEncoder(p.encoder, settings, batch_size=p.embed_batch_size, threads=p.threads)
