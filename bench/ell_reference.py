@@ -57,10 +57,10 @@ def mcrmse(y: np.ndarray, p: np.ndarray) -> tuple[float, np.ndarray]:
     return float(per.mean()), per
 
 
-def make_folds(y: np.ndarray, n_splits: int) -> np.ndarray:
+def make_folds(y: np.ndarray, n_splits: int, seed: int = 42) -> np.ndarray:
     bins = pd.qcut(y.mean(axis=1), q=10, labels=False, duplicates="drop")
     fold = np.zeros(len(y), dtype=int)
-    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=42)
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for k, (_, va) in enumerate(splitter.split(np.zeros(len(y)), bins)):
         fold[va] = k
     return fold

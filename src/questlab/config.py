@@ -40,7 +40,7 @@ class FoldsConfig(_Strict):
     n_splits: int = Field(5, ge=2, description="number of grouped folds")
     seed: int = Field(42, description="seed of the fold assignment")
     from_run: str | None = Field(None, description="reuse the folds recorded by this run id")
-    from_file: Path | None = Field(None, description="reuse a folds.csv (qa_id, group, fold)")
+    from_file: Path | None = Field(None, description="reuse a folds.csv (the id, group, fold)")
 
     @model_validator(mode="after")
     def _one_source(self) -> FoldsConfig:

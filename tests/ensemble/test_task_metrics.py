@@ -166,10 +166,12 @@ def test_builtin_recipes_resolve_for_quest_as_before_and_for_ell(name: str) -> N
     assert all(m.tasks == ["quest"] for m in quest.members)
     assert quest.ensemble.average == "rank" and quest.postprocess == "distribution" and quest.question_share
     ell = recipe.for_task("ell")
-    assert [m.config["name"] for m in ell.members] == ["fast-task-embedding", "fast-task-tfidf"]
-    assert ell.ensemble.average == "value" and ell.ensemble.per_target
+    fast = ["fast-task-embedding-krr", "fast-task-embedding-mlp", "fast-task-embedding-krr512", "fast-task-tfidf"]
+    mpnet = ["best-task-embedding-mpnet-krr", "best-task-embedding-mpnet-mlp"] if name == "best" else []
+    assert [m.config["name"] for m in ell.members] == fast + mpnet
+    assert ell.ensemble.average == "value" and ell.ensemble.per_target and ell.ensemble.method == "stack+related"
     assert ell.postprocess == "auto" and not ell.question_share
-    EnsembleSpec(average=ell.ensemble.average, postprocess=ell.postprocess).check(2, ELL)
+    EnsembleSpec(average=ell.ensemble.average, postprocess=ell.postprocess).check(len(ell.members), ELL)
 
 
 def test_a_recipe_without_members_for_a_task_says_so() -> None:

@@ -47,7 +47,7 @@ def postprocess(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
-    bootstrap: Annotated[int, typer.Option(help="question resamples for the gain intervals")] = 200,
+    bootstrap: Annotated[int, typer.Option(help="group resamples (QUEST: questions) for the gain intervals")] = 200,
     question_share: QuestionShareOpt = False,
     test: TestOpt = None,
     store: StoreOpt = None,
@@ -79,7 +79,7 @@ def ensemble(
         str, typer.Option(help="none | auto | distribution | thresholds (rank metric) | snap | shrink (error metric)")
     ] = "none",
     name: Annotated[str | None, typer.Option(help="name of the new run")] = None,
-    bootstrap: Annotated[int, typer.Option(help="question resamples for the intervals")] = 200,
+    bootstrap: Annotated[int, typer.Option(help="group resamples (QUEST: questions) for the intervals")] = 200,
     store: StoreOpt = None,
 ) -> None:
     """Combine runs into a new recorded run; its OOF (and CV score) come from nested fits."""

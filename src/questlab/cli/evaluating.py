@@ -17,8 +17,8 @@ def evaluate(
     run_or_bundle: Annotated[
         str, typer.Argument(metavar="RUN|BUNDLE", help="a recorded run (id or prefix) or a bundle folder")
     ],
-    input: Annotated[Path, typer.Option("--input", help="a labelled CSV (train format: the 30 targets)")],
-    bootstrap: Annotated[int, typer.Option(help="question resamples for the 95% interval (0: none)", min=0)] = 200,
+    input: Annotated[Path, typer.Option("--input", help="a labelled CSV (train format: the task's targets)")],
+    bootstrap: Annotated[int, typer.Option(help="group resamples for the 95% interval (0: none)", min=0)] = 200,
     json_: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     store: StoreOpt = None,
 ) -> None:

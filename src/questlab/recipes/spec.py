@@ -102,7 +102,7 @@ class RecipeSpec(_Strict):
     ensemble: EnsembleOptions = Field(default_factory=EnsembleOptions)
     question_share: bool = False
     postprocess: PostProcess = "distribution"
-    bootstrap: int = Field(200, ge=0, description="question resamples for the intervals")
+    bootstrap: int = Field(200, ge=0, description="group resamples (QUEST: questions) for the intervals")
     per_task: dict[str, TaskSettings] = Field(
         default_factory=dict, description='settings per task name ("*": every task not named)'
     )

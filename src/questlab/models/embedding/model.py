@@ -106,7 +106,7 @@ class EmbeddingParams(ModelParams):
     # the epoch is picked on the rows that are scored, so CV is optimistic. "holdout": a share of
     # the fold's train questions, held out whole (grouped); the valid rows are then only scored.
     early_stopping: Literal["valid", "holdout"] = Field(
-        "valid", description="MLP stops on: the scored valid rows (optimistic) or held-out train questions"
+        "valid", description="MLP stops on: the scored valid rows (optimistic) or held-out train groups"
     )
     holdout_share: float = Field(0.1, gt=0.0, lt=0.5)  # early_stopping: holdout: share of questions
     n_seeds: int = Field(3, ge=1)  # MLPs bagged per fold (different init and batch order)

@@ -58,7 +58,7 @@ class TransformerParams(ModelParams):
     # the rows that are scored, so CV is optimistic wherever an earlier epoch wins. "holdout": a
     # share of the fold's train questions, held out whole and not trained on; valid is only scored.
     early_stopping: Literal["valid", "holdout"] = Field(
-        "valid", description="best epoch chosen on: the scored valid rows (optimistic) or held-out train questions"
+        "valid", description="best epoch chosen on: the scored valid rows (optimistic) or held-out train groups"
     )
     holdout_share: float = Field(0.1, gt=0.0, lt=0.5)  # early_stopping: holdout: share of questions
     seed: int = Field(42, description="seed of weights, shuffling and held-out questions")
