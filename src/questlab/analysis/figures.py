@@ -51,8 +51,9 @@ def plot_target_scores(intervals: pd.DataFrame, task: TaskRef = None) -> plt.Fig
     ax.barh(y, t["plot"], xerr=err, color=colors, ecolor="#333", capsize=2)
     ax.set_yticks(y, [f"{x} ({s})" if s != "ok" else x for x, s in zip(t.index, t["status"], strict=True)])
     ax.axvline(0, color="#333", lw=0.8)
-    ax.set_xlabel("Spearman (95% bootstrap interval over questions); red: undefined, counts 0")
-    ax.set_title("score per target (blue: question targets, orange: answer targets)")
+    ax.set_xlabel("Spearman (95% bootstrap interval over groups); red: undefined, counts 0")
+    routed = any(load_task(task).route_of(x) == "first" for x in t.index)
+    ax.set_title("score per target (blue: question targets, orange: answer targets)" if routed else "score per target")
     return fig
 
 

@@ -196,8 +196,8 @@ def weakest_groups_html(run: RunArtifacts, inputs: pd.DataFrame | None) -> str:
     """Mean out-of-fold Spearman per category and the weakest hosts, groups of >= MIN_ROWS rows only."""
     if inputs is None:
         return (
-            '<p class="muted">The run folder keeps no host or category: give the run\'s train file'
-            " (<code>questlab diagnose RUN --train train.csv</code>) to see them.</p>"
+            '<p class="muted">The run folder keeps no feature column (QUEST: host, category): give the run\'s'
+            " train file (<code>questlab diagnose RUN --train train.csv</code>) to see them.</p>"
         )
     if run.scored() is None:
         return '<p class="muted">No usable out-of-fold predictions.</p>'
@@ -283,7 +283,7 @@ def run_report(diag: Diagnosis, findings: list[Finding], inputs: pd.DataFrame | 
                 " nothing to plot.</p>",
             )
         )
-    sections.append(("Weakest categories and hosts", weakest_groups_html(run, inputs)))
+    sections.append(("Weakest feature values (QUEST: categories, hosts)", weakest_groups_html(run, inputs)))
     sections.append(("Learning curves", _figure_or(plot_learning_curves(run.fit_logs), "learning curves", NO_EPOCHS)))
     sections.append(("Truncation", _figure_or(plot_truncation(run.fit_logs), "truncation histograms", NO_BUDGET)))
     sections.append(("Timings", timings_html(run)))
@@ -331,7 +331,7 @@ def compare_report(cmp: Comparison, findings: list[Finding]) -> str:
         (
             "Runs",
             runs
-            + f'<p class="muted">{cmp.n_rows} shared out-of-fold rows, {cmp.n_boot} paired resamples of questions</p>',
+            + f'<p class="muted">{cmp.n_rows} shared out-of-fold rows, {cmp.n_boot} paired resamples of groups</p>',
         ),
         ("Overall", summary + "".join(f"<p>{escape(n)}</p>" for n in cmp.notes)),
         ("Per target", figure_tag(plot_deltas(cmp.per_target, "per-target delta", True), "per-target deltas")),
