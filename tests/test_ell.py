@@ -44,6 +44,7 @@ def test_the_ell_embedding_config_beats_tfidf_on_the_same_slice(essays: pd.DataF
     last = ql.run(
         "ell-embedding", essays, task="ell", set=quiet | {"model.params.layers": "last"}, store=store, quiet=True
     )
-    # measured on this slice (2026-12-07): ell-tfidf 0.5416, ell-embedding MEASURED_EMB, with the last layer MEASURED_LAST
+    # measured on this slice (2026-12-07): ell-tfidf 0.5416, ell-embedding 0.5153 (0.5019..0.5330),
+    # the same with the last layer 0.5345 (0.5195..0.5515)
     assert emb.cv < tfidf.cv - 0.005
     assert emb.cv < last.cv

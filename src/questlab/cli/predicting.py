@@ -32,7 +32,7 @@ def predict(
         str | None, typer.Argument(help="a recorded run (id or unique prefix); required unless --model")
     ] = None,
     input: Annotated[
-        Path, typer.Option("--input", help="CSV of pairs (test format; a labelled file's targets are ignored)")
+        Path, typer.Option("--input", help="CSV of rows to predict (test format; a labelled file's targets ignored)")
     ] = ...,
     output: Annotated[
         Path,
