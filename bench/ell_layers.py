@@ -3,11 +3,12 @@ on each hidden layer's mean-pooled vectors of the essays, and on their mean.
 
 Usage:
     PYTHONPATH=src python bench/ell_layers.py [--train ../shared/ell/train.csv] [--seed 7]
-        [--max-tokens 256] [--cache /tmp/questlab_ell_bench]
+        [--max-tokens 256] [--cache /tmp/questlab_ell_bench] [--encoder minilm] [--long-text chunks]
 
 Each essay is cut into equal windows of <= max-tokens tokens (as ``long_text: chunks``); every
 layer's tokens (the window's content, special tokens left out) are averaged per window, and the
-windows per essay weighted by their token counts; cached as one (essays, layers, dim) .npy. Folds:
+windows per essay weighted by their token counts; cached as one (essays, layers, dim) .npy. The views: each
+layer alone, and the mean of the first k layers (what ``depth: k`` with ``layers: mean`` pools). Folds:
 StratifiedKFold on the deciles of the row-mean target, ``--seed`` (7: the split the settings of
 ``layers: mean`` were chosen on; the reported figures use 42). Models and their leave-one-out
 choices are those of bench/ell_reference.py; the validation fold is only scored.
@@ -34,18 +35,22 @@ from threadpoolctl import threadpool_limits
 from questlab.models.text_features import default_vocabulary, text_features
 
 
-def layer_vectors(texts: list[str], max_tokens: int, cache: Path) -> np.ndarray:
-    """(essays, layers + 1, dim) mean-pooled hidden states of MiniLM, windows averaged by tokens."""
+def layer_vectors(
+    texts: list[str], max_tokens: int, cache: Path, encoder: str = "minilm", long_text: str = "chunks"
+) -> np.ndarray:
+    """(essays, layers + 1, dim) mean-pooled hidden states of ``encoder``, windows averaged by tokens."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
     from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder, same_length_batches
 
     digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
-    path = cache / f"minilm_layers_t{max_tokens}_{digest}.npy"
+    stem = "minilm" if encoder == "minilm" else encoder.replace("/", "_")
+    suffix = "" if long_text == "chunks" else f"_{long_text}"
+    path = cache / f"{stem}_layers_t{max_tokens}{suffix}_{digest}.npy"
     if path.exists():
         return np.load(path)
-    enc = SentenceEncoder("minilm", EncoderSettings(max_tokens=max_tokens, long_text="chunks"))
+    enc = SentenceEncoder(encoder, EncoderSettings(max_tokens=max_tokens, long_text=long_text))
     windows, owner = [], []
     for i, ids in enumerate(enc.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]):
         for w in enc._windows(ids):
@@ -74,14 +79,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--cache", default="/tmp/questlab_ell_bench")
+    ap.add_argument("--encoder", default="minilm", help="minilm | all-mpnet-base-v2 | a model folder")
+    ap.add_argument("--long-text", default="chunks", choices=["chunks", "head_tail"])
     args = ap.parse_args()
     frame = pd.read_csv(args.train)
     texts = frame["full_text"].tolist()
     y = frame[list(TARGETS)].to_numpy(float)
-    vectors = layer_vectors(texts, args.max_tokens, Path(args.cache))
+    vectors = layer_vectors(texts, args.max_tokens, Path(args.cache), args.encoder, args.long_text)
     feats = text_features(texts, default_vocabulary())
     fold = make_folds(y, 5, seed=args.seed)
-    views = {f"layer {k}": vectors[:, k] for k in range(vectors.shape[1])} | {"mean of 1..": vectors[:, 1:].mean(1)}
+    last = vectors.shape[1] - 1
+    views = {f"layer {k}": vectors[:, k] for k in range(last + 1)}
+    firsts = range(2, last + 1, 1 if last <= 6 else 2)  # the mean of the first k layers: a truncated encoder
+    views |= {f"mean of 1..{k}": vectors[:, 1 : k + 1].mean(1) for k in firsts}
     oof: dict[str, np.ndarray] = {}
     for k in range(5):
         tr, va = fold != k, fold == k
@@ -90,7 +100,7 @@ def main() -> None:
             z_tr, z_va = standardise(x[tr], x[va])
             k_tr, k_va = linear_kernels(z_tr / np.sqrt(z_tr.shape[1]), z_va / np.sqrt(z_tr.shape[1]))
             oof.setdefault(f"{name} ridge", np.zeros_like(y))[va] = DualRidge(k_tr, y[tr]).predict(k_va)
-            if name in ("layer 6", "mean of 1.."):
+            if name.startswith("mean of 1..") or name == f"layer {last}":
                 zf_tr, zf_va = np.hstack([z_tr, f_tr]), np.hstack([z_va, f_va])
                 fits = [(DualRidge(a, y[tr]), b) for a, b in (rbf_kernels(zf_tr, zf_va, g / zf_tr.shape[1])
                                                               for g in (0.05, 0.1, 0.25))]  # fmt: skip

@@ -46,7 +46,7 @@ def leaderboard(
     ``tfidf[alpha=30]``); ``tags`` must all match exactly.
 
     Each row says what its score was measured on: ``rows`` (out-of-fold rows scored), ``data`` (the
-    train file's sha256, short) and ``folds_id`` (the qa_id -> fold assignment's sha256, short); "?"
+    train file's sha256, short) and ``folds_id`` (the row id -> fold assignment's sha256, short); "?"
     where a run recorded none and its files cannot tell (an old run in a remote store). Scores are
     comparable only inside a ``group``: whole, scored runs of the same task with the same data, folds
     and rows (A is the group holding the best score, then B, ...); ``rank`` is the place inside the

@@ -87,7 +87,7 @@ TAG_PSEUDO_TEACHER = "questlab.pseudo_teacher"
 # What makes two runs' scores comparable (the leaderboard ranks together only runs that share all three):
 TAG_ROWS = "questlab.rows"  # the number of out-of-fold rows scored
 TAG_DATA = "questlab.data"  # the train file's sha256, short (:func:`short_sha`)
-TAG_SPLIT = "questlab.folds_id"  # sha256 of the qa_id -> fold assignment (:func:`folds_fingerprint`), short
+TAG_SPLIT = "questlab.folds_id"  # sha256 of the row id -> fold assignment (:func:`folds_fingerprint`), short
 SHORT_SHA = 12  # hex digits kept of a fingerprint
 
 
@@ -97,7 +97,7 @@ def short_sha(digest: str | None) -> str:
 
 
 def folds_fingerprint(frame: pd.DataFrame) -> str:
-    """sha256 (short) of a qa_id -> fold assignment (folds.csv, or an OOF frame's ``qa_id``/``fold``),
+    """sha256 (short) of a row id -> fold assignment (folds.csv, or an OOF frame's id column and ``fold``),
     independent of row order: two runs with the same fingerprint were split the same way."""
     import hashlib
 
@@ -341,7 +341,7 @@ class RunFolder:
         return dict(sorted(out.items()))
 
     def read_folds(self) -> pd.DataFrame:
-        """folds.csv as recorded (qa_id, group, fold)."""
+        """folds.csv as recorded (the task's id, group, fold)."""
         return pd.read_csv(self.verified(FOLDS_FILE))
 
     # --- scored outputs ------------------------------------------------------------------------

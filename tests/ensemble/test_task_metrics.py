@@ -13,6 +13,7 @@ import pytest
 import yaml
 from tests.helpers.synthetic_task import SPEC
 
+from questlab.config import parse_config
 from questlab.ensemble.combine import EnsembleSpec, fit_weights, nested_fit
 from questlab.ensemble.gains import gain_summary
 from questlab.ensemble.postprocess import IDENTITY, SNAP, PostProcessor, fit_postprocessor
@@ -166,9 +167,19 @@ def test_builtin_recipes_resolve_for_quest_as_before_and_for_ell(name: str) -> N
     assert all(m.tasks == ["quest"] for m in quest.members)
     assert quest.ensemble.average == "rank" and quest.postprocess == "distribution" and quest.question_share
     ell = recipe.for_task("ell")
-    fast = ["fast-task-embedding-krr", "fast-task-embedding-mlp", "fast-task-embedding-krr512", "fast-task-tfidf"]
-    mpnet = ["best-task-embedding-mpnet-krr", "best-task-embedding-mpnet-mlp"] if name == "best" else []
-    assert [m.config["name"] for m in ell.members] == fast + mpnet
+    mpnet6 = ["fast-task-embedding-mpnet6-krr", "fast-task-embedding-mpnet6-mlp", "fast-task-tfidf"]
+    minilm = ["fast-task-embedding-krr", "fast-task-embedding-mlp"]
+    expect = {
+        "fast": mpnet6,
+        "fast-minilm": [*minilm, "fast-task-embedding-krr512", "fast-task-tfidf"],
+        "best": [*mpnet6, *minilm, "best-task-embedding-mpnet-krr", "best-task-embedding-mpnet-mlp"],
+    }[name]
+    assert [m.config["name"] for m in ell.members] == expect
+    # best reuses the members it shares with fast and fast-minilm: the same name, the same model
+    for other in ("fast", "fast-minilm") if name == "best" else ():
+        shared = {m.config["name"]: m.config for m in load_recipe(other).for_task("ell").members}
+        for m in (m for m in ell.members if m.config["name"] in shared):
+            assert parse_config(m.config, name).model == parse_config(shared[m.config["name"]], other).model
     assert ell.ensemble.average == "value" and ell.ensemble.per_target and ell.ensemble.method == "stack+related"
     assert ell.postprocess == "auto" and not ell.question_share
     EnsembleSpec(average=ell.ensemble.average, postprocess=ell.postprocess).check(len(ell.members), ELL)

@@ -10,7 +10,7 @@ Thresholds (in the checks modules), and why (docs/analysis.md says the same for 
 - near-constant: >= 90% of a fold's rows share one predicted value. Spearman then sees one big
   tie; the model can at best order the remaining 10%.
 - failed fold: scores below half the median of the other folds. Weak fold: more than 3
-  bootstrap standard errors (questions resampled inside the fold) and more than 0.02 below the
+  bootstrap standard errors (groups, QUEST's questions, resampled inside the fold) and more than 0.02 below the
   others' median, so ordinary fold-to-fold noise is not called a failure.
 - imbalanced target: >= 90% of rows share the most common rating (the bar ``questlab check``
   colours red). It is "not ranked" when the 95% interval of its Spearman reaches 0.
@@ -62,10 +62,10 @@ class RunArtifacts:
 
     record: RunRecord
     meta: dict[str, Any]
-    oof: pd.DataFrame | None  # qa_id, group, fold, 30 predictions
-    truth: pd.DataFrame | None  # qa_id, 30 ratings, aligned row by row to ``oof``
+    oof: pd.DataFrame | None  # the task's id, group, fold, one prediction per target
+    truth: pd.DataFrame | None  # the task's id and targets, aligned row by row to ``oof``
     fit_logs: dict[int, FitLog]
-    test_preds: dict[str, pd.DataFrame]  # "submission" and "fold K" -> qa_id + 30 predictions
+    test_preds: dict[str, pd.DataFrame]  # "submission" and "fold K" -> the id + one prediction per target
     task: Task = field(default_factory=load_task)  # the run's task (its metric scores it)
 
     @property

@@ -43,7 +43,7 @@ def predict(
     ] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Predict new pairs with a run's fold models, or an exported bundle's (nothing is refitted)."""
+    """Predict new rows with a run's fold models, or an exported bundle's (nothing is refitted)."""
     from questlab.predict import stream_predictions
 
     if input is None or output is None:

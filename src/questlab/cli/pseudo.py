@@ -11,14 +11,14 @@ from questlab.cli.common import StoreOpt, examples, fail, guard, open_store, say
 @guard
 def pseudo_label(
     teacher: Annotated[str, typer.Argument(help="a finished CV run with all its folds (id or unique prefix)")],
-    unlabelled: Annotated[Path, typer.Option("--unlabelled", help="test-format CSV of pairs to label (no targets)")],
+    unlabelled: Annotated[Path, typer.Option("--unlabelled", help="test-format CSV of rows to label (no targets)")],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="the pseudo-label CSV to write (a .json goes beside it)")
     ],
     chunk_rows: Annotated[int, typer.Option(help="rows read and labelled at a time", min=1)] = 5_000,
     store: StoreOpt = None,
 ) -> None:
-    """Label unlabelled pairs with each fold model of a teacher run (leak-free pseudo-labels).
+    """Label unlabelled rows with each fold model of a teacher run (leak-free pseudo-labels).
 
     Writes the mean label and each teacher fold's label per pair; a student run given
     `--pseudo FILE` on the teacher's folds trains fold k on teacher fold k's labels only.

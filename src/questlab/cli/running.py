@@ -64,7 +64,7 @@ def run(
     if train is None or (resume is None and config is None):
         fail("give a CONFIG and --train (or --resume RUN_ID with the run's --train)")
     if submission is not None and test is None:
-        fail("--submission needs --test (the file whose pairs are predicted)")
+        fail("--submission needs --test (the file whose rows are predicted)")
     if resume is not None and set_:
         fail("--set changes a config; a resumed run keeps the one it was started with")
     if resume is not None and name is not None:

@@ -7,13 +7,13 @@ reports the mean of its fold scores so far and the median pruner may stop it (th
 marked KILLED, the trial PRUNED).
 
 **Honest tuning.** Picking the best of many trials on the same folds makes its CV optimistic.
-A share of the questions (``holdout``, grouped, stratified by category) is split off before
+A share of the groups (``holdout``; QUEST: questions, stratified by category) is split off before
 anything else: no trial ever sees those rows. When the study ends, the chosen config alone is
 trained on all the tuning rows and scored on them, once; that score (with a bootstrap interval
-over questions) is reported beside the best CV.
+over groups) is reported beside the best CV.
 
 **Recorded.** One parent MLflow run per study (tag ``questlab.kind=study``) holds the split
-(``holdout.csv``: qa_id, group, fold 0 = held out, 1 = tuning), the trials' folds
+(``holdout.csv``: the task's id, group, fold 0 = held out, 1 = tuning), the trials' folds
 (``folds.csv``, so trials use ``folds.from_run: PARENT``), the base config and the space, and at
 the end the best config, ``report.html`` and the metrics ``best_cv`` / ``holdout_score``. Trials
 and the holdout run are its MLflow child runs (``mlflow.parentRunId``).

@@ -24,12 +24,12 @@ TAG_STUDY = "questlab.study"  # on the parent, every trial and the holdout run: 
 TAG_STORAGE = "questlab.optuna_storage"  # on the parent: the Optuna storage URL, password redacted
 TAG_BEST_TRIAL = "questlab.best_trial"  # on the finished parent: the best trial's number
 TAG_BEST_RUN = "questlab.best_run"  # ... and its run
-TAG_HOLDOUT_RUN = "questlab.holdout_run"  # ... and the run scored on the held-out questions
+TAG_HOLDOUT_RUN = "questlab.holdout_run"  # ... and the run scored on the held-out groups
 TAG_TRIAL = "questlab.trial"  # a trial run's Optuna trial number
-TAG_HOLDOUT = "questlab.holdout"  # "true" on the run scored on the held-out questions
+TAG_HOLDOUT = "questlab.holdout"  # "true" on the run scored on the held-out groups
 TAG_PARENT = "mlflow.parentRunId"  # MLflow nests child runs under their parent with this tag
 
-HOLDOUT_FILE = "holdout.csv"  # qa_id, group, fold: 0 = held-out question, 1 = tuning row
+HOLDOUT_FILE = "holdout.csv"  # id, group, fold: 0 = held-out row, 1 = tuning row
 SPACE_FILE = "space.yaml"
 CONFIG_FILE = "config.yaml"
 STUDY_FILE = "study.json"

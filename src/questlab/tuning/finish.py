@@ -1,4 +1,4 @@
-"""The end of a study: the best config, its one run on the held-out questions, the parent's metrics and report."""
+"""The end of a study: the best config, its one run on the held-out groups, the parent's metrics and report."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from questlab.tuning.space import overrides_for
 
 
 def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> TuneResult:
-    """Write the best config, score it once on the held-out questions, report, finish the parent."""
+    """Write the best config, score it once on the held-out groups, report, finish the parent."""
     study, store = ctx.study, ctx.store
     states = [t.state for t in study.get_trials(deepcopy=False)]
     n_complete, n_pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
@@ -134,10 +134,10 @@ def finalize_study(ctx: StudyContext, best_config_path: str | Path | None) -> Tu
 def _holdout_run(
     ctx: StudyContext, best: FrozenTrial, base_data: dict, best_overrides: list[str], notes: list[str]
 ) -> str:
-    """The chosen config trained on every tuning row and scored on the held-out questions, once.
+    """The chosen config trained on every tuning row and scored on the held-out groups, once.
 
     A study re-finalised with the same best trial reuses that run; a new best trial (more trials
-    were added) is a second look at the held-out questions, and is said so.
+    were added) is a second look at the held-out groups, and is said so.
     """
     study, store = ctx.study, ctx.store
     attrs = study.user_attrs

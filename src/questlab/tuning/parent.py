@@ -1,4 +1,4 @@
-"""A study's parent run: the held-out questions, the folds and the records it holds; set up by the
+"""A study's parent run: the held-out groups, the folds and the records it holds; set up by the
 first process, checked when a study resumes, read by joining workers; marked when a study ends badly.
 """
 

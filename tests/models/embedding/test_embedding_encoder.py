@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from helpers.tiny_encoder import build_tiny_encoder, tiny_encoder  # noqa: F401  (fixtures)
+from questlab.errors import ConfigError
 from questlab.models.embedding.encoder import EncoderSettings, SentenceEncoder, read_pooling
 
 TEXTS = [
@@ -154,3 +155,22 @@ def test_layer_mean_pools_every_hidden_layer_and_has_its_own_cache_key(tiny_enco
     expect = torch.stack([h[0].mean(0) for h in states]).mean(0).numpy()
     np.testing.assert_allclose(got[0], expect / np.linalg.norm(expect), atol=1e-5)
     assert "layers-mean" in enc.cache_namespace and "layers" not in plain.cache_namespace
+
+
+def test_depth_runs_only_the_first_layers_and_has_its_own_cache_key(tiny_encoder):  # noqa: F811
+    import torch
+
+    full = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=64, bf16=False, layers="mean"))
+    n_layers = full.model.config.num_hidden_layers
+    assert n_layers >= 2
+    cut = SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=64, bf16=False, layers="mean", depth=1))
+    got = cut.encode(TEXTS[:1], progress=False).vectors[0]
+    assert cut.model.config.num_hidden_layers == 1
+    # by hand on the full model: the first layer's mean over the tokens, L2-normalised
+    ids = full.tokenizer(TEXTS[0], return_tensors="pt")
+    with torch.inference_mode():
+        first = full.model(**ids, output_hidden_states=True).hidden_states[1][0].mean(0).numpy()
+    np.testing.assert_allclose(got, first / np.linalg.norm(first), atol=1e-5)
+    assert "depth1" in cut.cache_namespace and "depth" not in full.cache_namespace
+    with pytest.raises(ConfigError, match=f"depth={n_layers + 1}: .* has {n_layers} layers"):
+        SentenceEncoder(str(tiny_encoder), EncoderSettings(max_tokens=64, depth=n_layers + 1))

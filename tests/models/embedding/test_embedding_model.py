@@ -39,8 +39,12 @@ def params(encoder: Path, **over) -> dict:
 def test_fit_predict_save_load(slice_, tiny_encoder, cache_dir, tmp_path, head, split):  # noqa: F811
     train, valid = slice_
     log = FitLog()
-    # krr runs on the layer-mean vectors: both new settings through fit, save, load and re-embedding
-    p = params(tiny_encoder, head=head, split_question_head=split, layers="mean" if head == "krr" else "last")
+    # krr runs on the layer-mean vectors of a truncated encoder: those settings through fit, save,
+    # load and re-embedding
+    krr = head == "krr"
+    p = params(
+        tiny_encoder, head=head, split_question_head=split, layers="mean" if krr else "last", depth=1 if krr else None
+    )
     model = build_model("embedding", p).fit(train, valid, log)
     pred = check_predictions(model.predict(valid), len(valid), "embedding")
     assert np.isfinite(log.epochs[0]["valid_score"])

@@ -53,10 +53,12 @@ class EncoderSettings:
     head_share: float = 0.5  # head_tail: share of the budget given to the start of the text
     bf16: bool = True  # autocast in bf16 (vectors match fp32 to cosine ~1.0000, see MODELS.md)
     layers: Layers = "last"  # pool the last hidden layer, or the mean of every layer's pooled tokens
+    depth: int | None = None  # run only the first ``depth`` transformer layers (None: all of them)
 
     def key(self) -> str:
         key = f"t{self.max_tokens}-{self.long_text}-h{self.head_share:g}-{'bf16' if self.bf16 else 'fp32'}"
-        return key if self.layers == "last" else f"{key}-layers-{self.layers}"
+        key = key if self.layers == "last" else f"{key}-layers-{self.layers}"
+        return key if self.depth is None else f"{key}-depth{self.depth}"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,10 @@ class SentenceEncoder:
         self._prefix, self._suffix = _special_tokens(self.tokenizer)
         self.n_special = len(self._prefix) + len(self._suffix)
         self.dim = int(config.hidden_size)
+        n_layers = int(getattr(config, "num_hidden_layers", 0))
+        if self.settings.depth is not None and not 1 <= self.settings.depth <= n_layers:
+            depth = self.settings.depth
+            raise ConfigError(f"depth={depth}: {self.folder.name} has {n_layers} layers; give 1..{n_layers}")
         self._bf16 = self.settings.bf16 and _cpu_has_bf16()
         self._torch = torch
         self._model = None  # loaded on the first encode: a warm cache never needs the weights
@@ -129,7 +135,10 @@ class SentenceEncoder:
         if self._model is None:
             from transformers import AutoModel
 
-            self._model = AutoModel.from_pretrained(self.folder).eval()
+            model = AutoModel.from_pretrained(self.folder).eval()
+            if self.settings.depth is not None:
+                _truncate(model, self.settings.depth)
+            self._model = model
         return self._model
 
     def token_counts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -227,6 +236,19 @@ class SentenceEncoder:
             return hidden.masked_fill(m == 0, -1e9).max(dim=1).values
         summed, count = (hidden * m).sum(1), m.sum(1).clamp(min=1)
         return summed / (count.sqrt() if self.pooling == "mean_sqrt_len" else count)
+
+
+def _truncate(model, depth: int) -> None:
+    """Keep the first ``depth`` transformer layers of ``model`` (its layer list: the ModuleList as
+    long as ``num_hidden_layers``; BERT, MPNet, RoBERTa and DistilBERT name it differently)."""
+    import torch
+
+    n = model.config.num_hidden_layers
+    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
+    if len(stacks) != 1:
+        raise ConfigError(f"depth: cannot find the layer list of {type(model).__name__}; leave depth unset")
+    del stacks[0][depth:]
+    model.config.num_hidden_layers = depth
 
 
 def same_length_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:

@@ -66,6 +66,9 @@ class EmbeddingParams(ModelParams):
     layers: Literal["last", "mean"] = Field(
         EncoderSettings.layers, description="hidden states pooled: the last layer, or the mean over every layer"
     )
+    # Only the first layers run: with layers: mean, a truncated encoder pools the middle layers that
+    # carry surface form, at a fraction of the time (docs/embedding.md).
+    depth: int | None = Field(None, ge=1, description="run only the first n transformer layers (none: all)")
     head: Literal["ridge", "mlp", "mlp+ridge", "krr"] = Field(
         "mlp+ridge", description="the model on the vectors + features (krr: RBF kernel ridge)"
     )
@@ -205,7 +208,7 @@ class EmbeddingModel(Model):
     # --- embedding ----------------------------------------------------------------------
     def _encoder(self) -> SentenceEncoder:
         p = self.params
-        settings = EncoderSettings(p.max_tokens, p.long_text, p.head_share, p.bf16, p.layers)
+        settings = EncoderSettings(p.max_tokens, p.long_text, p.head_share, p.bf16, p.layers, p.depth)
         key = (p.encoder, settings, p.embed_batch_size, p.threads)
         if key not in _ENCODERS:
             _ENCODERS[key] = SentenceEncoder(p.encoder, settings, batch_size=p.embed_batch_size, threads=p.threads)
