@@ -104,7 +104,12 @@ def test_quest_seeded_fits_unchanged(st_encoder, tiny_encoder):
     found = seeded_predictions(st_encoder, tiny_encoder)
     assert set(found) == set(expected.files)
     for key in expected.files:
-        np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
+        if key.startswith("transformer"):
+            # Many training steps of float32 GEMMs whose summation order follows torch's thread
+            # count (1 thread: up to 8e-7 away from the 2 threads recorded): the same to 1e-5
+            np.testing.assert_allclose(found[key], expected[key], rtol=0, atol=1e-5, err_msg=key)
+        else:
+            np.testing.assert_array_equal(found[key], expected[key], err_msg=key)
 
 
 def test_a_model_json_without_a_task_loads_as_quest(tmp_path):
